@@ -1,0 +1,504 @@
+"""The ledger: the only writer of the SQLite database.
+
+Group commit: every write waiting in the mailbox goes into one transaction,
+which is committed before any of them is acknowledged. Reads that may be
+long run in `LedgerReader`, on a connection of their own.
+"""
+
+import datetime as dt
+import hashlib
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+import msgspec
+
+from actors.runtime import Actor, Reply, Ref, fail_reply
+from budgetd.model import Recorded, Totals, UsageRecord, usd
+from budgetd.protocol import OpError
+
+log = logging.getLogger("budgetd.ledger")
+
+MAX_BATCH = 1024
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_US = dt.timedelta(microseconds=1)
+
+
+def to_us(t: dt.datetime) -> int:
+    return (t - EPOCH) // _US
+
+
+def from_us(us: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(microseconds=us)
+
+
+# -- schema ---------------------------------------------------------------------
+
+MIGRATIONS: list[str] = [
+    # v1
+    """
+    CREATE TABLE usage (
+        record_id          INTEGER PRIMARY KEY,
+        ts                 INTEGER NOT NULL,   -- microseconds since the epoch, UTC
+        recorded_at        INTEGER NOT NULL,
+        component          TEXT NOT NULL,
+        model              TEXT NOT NULL,      -- the resolved price key
+        provider           TEXT,
+        tier               TEXT,
+        context_id         TEXT,
+        task_type          TEXT,
+        input_tokens       INTEGER NOT NULL,
+        output_tokens      INTEGER NOT NULL,
+        cache_read_tokens  INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        cost_nanos         INTEGER NOT NULL,   -- 1e-9 USD
+        priced             INTEGER NOT NULL,
+        price_version      INTEGER,
+        reservation_id     TEXT,
+        request_id         TEXT,
+        metadata           TEXT,
+        idempotency_key    TEXT
+    );
+    CREATE INDEX usage_ts ON usage (ts);
+    CREATE INDEX usage_component_ts ON usage (component, ts);
+    CREATE INDEX usage_model_ts ON usage (model, ts);
+    CREATE INDEX usage_context_ts ON usage (context_id, ts) WHERE context_id IS NOT NULL;
+
+    CREATE TABLE idempotency (
+        key          TEXT PRIMARY KEY,
+        payload_hash BLOB NOT NULL,   -- op + canonical payload
+        result       BLOB NOT NULL,   -- the first answer, as JSON
+        created_at   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_created ON idempotency (created_at);
+
+    CREATE TABLE budgets (
+        name       TEXT PRIMARY KEY,
+        spec       BLOB NOT NULL,     -- BudgetSpec as JSON
+        origin     TEXT NOT NULL,     -- 'api' or 'config'
+        updated_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE price_versions (
+        version        INTEGER NOT NULL,
+        model          TEXT NOT NULL,
+        entry          BLOB NOT NULL,  -- PriceEntry as JSON
+        source         TEXT NOT NULL,
+        effective_from INTEGER NOT NULL,
+        effective_to   INTEGER,
+        PRIMARY KEY (model, version)
+    );
+    CREATE INDEX price_versions_current ON price_versions (model) WHERE effective_to IS NULL;
+
+    CREATE TABLE price_overrides (
+        model      TEXT PRIMARY KEY,
+        entry      BLOB NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE price_sources (
+        source       TEXT PRIMARY KEY,
+        models       INTEGER NOT NULL,
+        last_success INTEGER,
+        last_error   TEXT,
+        etag         TEXT,
+        snapshot     BLOB
+    );
+
+    CREATE TABLE alerts (
+        id           INTEGER PRIMARY KEY,
+        ts           INTEGER NOT NULL,
+        kind         TEXT NOT NULL,
+        severity     TEXT NOT NULL,
+        budget       TEXT,
+        key          TEXT,
+        window_start INTEGER,
+        message      TEXT NOT NULL,
+        data         TEXT NOT NULL,
+        dedupe       TEXT UNIQUE,      -- one alert per rule firing, across restarts
+        acked        INTEGER NOT NULL DEFAULT 0,
+        acked_by     TEXT,
+        acked_at     INTEGER
+    );
+    CREATE INDEX alerts_ts ON alerts (ts);
+
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+APPLICATION_ID = 0x42554447  # "BUDG": tells our ledger from any other SQLite file
+
+USAGE_COLUMNS = (
+    "record_id", "ts", "recorded_at", "component", "model", "provider", "tier", "context_id",
+    "task_type", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+    "cost_nanos", "priced", "price_version", "reservation_id", "request_id", "metadata",
+    "idempotency_key",
+)
+_INSERT_USAGE = f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(USAGE_COLUMNS))})"
+
+
+class LedgerError(Exception):
+    """The ledger file cannot be used; the message says what to do."""
+
+
+async def open_database(path: Path, durability: str, readonly: bool = False) -> aiosqlite.Connection:
+    if readonly:
+        db = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    else:
+        db = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await db.execute("PRAGMA busy_timeout = 5000")
+        if not readonly:
+            mode = (await (await db.execute("PRAGMA journal_mode = WAL")).fetchone())[0]
+            if mode != "wal":
+                raise LedgerError(f"{path}: could not switch to WAL mode (got {mode})")
+            await db.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+        await db.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as exc:
+        await db.close()
+        raise LedgerError(
+            f"{path} is not a usable budgetd ledger ({exc}). Move it aside or point --data-dir elsewhere; "
+            "budgetd never overwrites an unknown file."
+        ) from None
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+async def migrate(db: aiosqlite.Connection, path: Path) -> None:
+    try:
+        app_id = (await (await db.execute("PRAGMA application_id")).fetchone())[0]
+        version = (await (await db.execute("PRAGMA user_version")).fetchone())[0]
+        tables = (await (await db.execute("SELECT count(*) FROM sqlite_master")).fetchone())[0]
+    except sqlite3.DatabaseError as exc:
+        raise LedgerError(
+            f"{path} is not a usable budgetd ledger ({exc}). Move it aside or point --data-dir elsewhere; "
+            "budgetd never overwrites an unknown file."
+        ) from None
+    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables > 0):
+        raise LedgerError(
+            f"{path} is an SQLite file that budgetd did not create. Move it aside or choose another --data-dir."
+        )
+    if version > SCHEMA_VERSION:
+        raise LedgerError(
+            f"{path} has schema version {version}, newer than this budgetd understands ({SCHEMA_VERSION}). "
+            "Upgrade budgetd, or restore a backup."
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[target - 1]):
+                await db.execute(statement)
+            await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            await db.execute(f"PRAGMA user_version = {target}")
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        log.info("ledger %s migrated to schema version %d", path, target)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit on its own)."""
+    out, current = [], []
+    for line in script.splitlines():
+        current.append(line)
+        if sqlite3.complete_statement("\n".join(current)):
+            statement = "\n".join(current).strip()
+            if statement.strip(";").strip():
+                out.append(statement)
+            current = []
+    return out
+
+
+# -- messages -------------------------------------------------------------------
+
+
+class UsageRow(msgspec.Struct, frozen=True):
+    """A priced usage, ready to insert (everything but the ids the ledger assigns)."""
+
+    ts: int
+    component: str
+    model: str
+    provider: str | None
+    tier: str | None
+    context_id: str | None
+    task_type: str | None
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_nanos: int
+    priced: bool
+    price_version: int | None
+    reservation_id: str | None
+    request_id: str | None
+    metadata: str | None
+    idempotency_key: str | None
+
+
+class WriteUsage(msgspec.Struct, frozen=True):
+    row: UsageRow
+    payload_hash: bytes | None
+    reply: Reply
+    # Echoed back to `undo` (the allocator) when the write is not applied.
+    charges: Any = None
+    undo: Ref | None = None
+    budgets: list = []
+
+
+class Undo(msgspec.Struct, frozen=True):
+    """Told to the allocator when a write it charged was not applied."""
+
+    charges: Any
+
+
+class GetTotals(msgspec.Struct, frozen=True):
+    reply: Reply
+
+
+class ListUsage(msgspec.Struct, frozen=True):
+    reply: Reply
+    filters: dict[str, str]
+    since: int | None
+    until: int | None
+    limit: int
+    before_id: int | None
+
+
+def payload_hash(op: str, payload: Any) -> bytes:
+    return hashlib.blake2b(op.encode() + b"\0" + msgspec.json.encode(payload), digest_size=16).digest()
+
+
+_recorded_decoder = msgspec.json.Decoder(Recorded)
+
+
+# -- the writer -----------------------------------------------------------------
+
+
+class Ledger(Actor):
+    name = "ledger"
+
+    def __init__(self, path: Path, durability: str = "full") -> None:
+        super().__init__()
+        self.path = path
+        self.durability = durability
+        self.db: aiosqlite.Connection | None = None
+        self.next_id = 1
+        self.totals = [0, 0, 0, 0, 0, 0]  # requests, input, output, cache_read, cache_write, nanos
+
+    async def started(self) -> None:
+        self.db = await open_database(self.path, self.durability)
+        await migrate(self.db, self.path)
+        row = await (await self.db.execute(
+            "SELECT coalesce(max(record_id), 0), count(*), coalesce(sum(input_tokens), 0), "
+            "coalesce(sum(output_tokens), 0), coalesce(sum(cache_read_tokens), 0), "
+            "coalesce(sum(cache_write_tokens), 0), coalesce(sum(cost_nanos), 0) FROM usage"
+        )).fetchone()
+        self.next_id = row[0] + 1
+        self.totals = list(row[1:])
+
+    async def stopped(self) -> None:
+        if self.db is not None:
+            db, self.db = self.db, None
+            with anyio.CancelScope(shield=True):
+                await db.close()
+
+    async def run(self, mailbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
+        while True:
+            try:
+                first = await mailbox.receive()
+            except anyio.EndOfStream:
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(mailbox.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+            await self._process(batch)
+
+    async def _process(self, batch: list[Any]) -> None:
+        writes: list[WriteUsage] = []
+        for message in batch:
+            if isinstance(message, WriteUsage):
+                writes.append(message)
+            elif isinstance(message, GetTotals):
+                message.reply.set(self._totals())
+            else:
+                fail_reply(message, OpError("internal", f"the ledger does not handle {type(message).__name__}"))
+        if writes:
+            await self._write(writes)
+
+    def _totals(self) -> Totals:
+        n, i, o, cr, cw, cost = self.totals
+        return Totals(requests=n, input_tokens=i, output_tokens=o, cache_read_tokens=cr,
+                      cache_write_tokens=cw, tokens=i + o + cr + cw, cost_usd=usd(cost))
+
+    async def _write(self, writes: list[WriteUsage]) -> None:
+        db = self.db
+        assert db is not None
+        now = to_us(dt.datetime.now(dt.timezone.utc))
+        keys = [w.row.idempotency_key for w in writes if w.row.idempotency_key is not None]
+        rows: list[tuple] = []
+        idem_rows: list[tuple] = []
+        answers: list[tuple[WriteUsage, Recorded | OpError]] = []
+        next_id = self.next_id
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            known: dict[str, tuple[bytes, bytes]] = {}
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                cursor = await db.execute(
+                    f"SELECT key, payload_hash, result FROM idempotency WHERE key IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                for key, h, result in await cursor.fetchall():
+                    known[key] = (h, result)
+            added = [0, 0, 0, 0, 0, 0]
+            for w in writes:
+                r = w.row
+                if r.idempotency_key is not None and r.idempotency_key in known:
+                    h, result = known[r.idempotency_key]
+                    if h != w.payload_hash:
+                        answers.append((w, OpError(
+                            "idempotency_conflict",
+                            f"idempotency key {r.idempotency_key!r} was used before for a different request; "
+                            "use a new key for a new request",
+                            "$.idempotency_key",
+                        )))
+                    else:
+                        answers.append((w, msgspec.structs.replace(_recorded_decoder.decode(result), duplicate=True)))
+                    continue
+                record_id = next_id
+                next_id += 1
+                rows.append((
+                    record_id, r.ts, now, r.component, r.model, r.provider, r.tier, r.context_id, r.task_type,
+                    r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens, r.cost_nanos,
+                    int(r.priced), r.price_version, r.reservation_id, r.request_id, r.metadata, r.idempotency_key,
+                ))
+                recorded = Recorded(
+                    record_id=record_id, cost_usd=usd(r.cost_nanos), priced=r.priced,
+                    price_version=r.price_version, model=r.model, provider=r.provider, tier=r.tier,
+                    budgets=w.budgets,
+                )
+                if r.idempotency_key is not None:
+                    encoded = msgspec.json.encode(recorded)
+                    idem_rows.append((r.idempotency_key, w.payload_hash, encoded, now))
+                    known[r.idempotency_key] = (w.payload_hash, encoded)  # type: ignore[assignment]
+                answers.append((w, recorded))
+                added[0] += 1
+                added[1] += r.input_tokens
+                added[2] += r.output_tokens
+                added[3] += r.cache_read_tokens
+                added[4] += r.cache_write_tokens
+                added[5] += r.cost_nanos
+            if rows:
+                await db.executemany(_INSERT_USAGE, rows)
+            if idem_rows:
+                await db.executemany(
+                    "INSERT INTO idempotency (key, payload_hash, result, created_at) VALUES (?, ?, ?, ?)", idem_rows
+                )
+            await db.execute("COMMIT")
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await db.execute("ROLLBACK")
+                except Exception:
+                    pass
+            error = OpError("unavailable", f"the ledger could not write ({exc}); nothing was recorded, retry")
+            for w in writes:
+                w.reply.fail(error)
+                if w.undo is not None and w.charges is not None:
+                    w.undo.tell(Undo(w.charges))
+            if isinstance(exc, sqlite3.DatabaseError) or not isinstance(exc, Exception):
+                raise
+            log.error("ledger write failed: %s", exc)
+            return
+        self.next_id = next_id
+        for i, value in enumerate(added):
+            self.totals[i] += value
+        for w, answer in answers:
+            if isinstance(answer, OpError) or answer.duplicate:
+                if w.undo is not None and w.charges is not None:
+                    w.undo.tell(Undo(w.charges))
+            if isinstance(answer, OpError):
+                w.reply.fail(answer)
+            else:
+                w.reply.set(answer)
+
+
+# -- the reader -----------------------------------------------------------------
+
+_SELECT_RECORD = (
+    "SELECT record_id, ts, recorded_at, component, model, provider, tier, input_tokens, output_tokens, "
+    "cache_read_tokens, cache_write_tokens, cost_nanos, priced, price_version, context_id, task_type, "
+    "request_id, reservation_id, metadata FROM usage"
+)
+_metadata_decoder = msgspec.json.Decoder(dict[str, str | int | float | bool])
+
+
+def record_from_row(row: tuple) -> UsageRecord:
+    return UsageRecord(
+        record_id=row[0], ts=from_us(row[1]), recorded_at=from_us(row[2]), component=row[3], model=row[4],
+        provider=row[5], tier=row[6], input_tokens=row[7], output_tokens=row[8], cache_read_tokens=row[9],
+        cache_write_tokens=row[10], cost_usd=usd(row[11]), priced=bool(row[12]), price_version=row[13],
+        context_id=row[14], task_type=row[15], request_id=row[16], reservation_id=row[17],
+        metadata=_metadata_decoder.decode(row[18]) if row[18] else None,
+    )
+
+
+class LedgerReader(Actor):
+    """Queries on a read-only connection of their own, so they never stall the writer."""
+
+    name = "ledger-reader"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.db: aiosqlite.Connection | None = None
+
+    async def started(self) -> None:
+        self.db = await open_database(self.path, "full", readonly=True)
+
+    async def stopped(self) -> None:
+        if self.db is not None:
+            db, self.db = self.db, None
+            with anyio.CancelScope(shield=True):
+                await db.close()
+
+    async def handle(self, message: Any) -> None:
+        if isinstance(message, ListUsage):
+            message.reply.set(await self._list_usage(message))
+        else:
+            fail_reply(message, OpError("internal", f"the ledger reader does not handle {type(message).__name__}"))
+
+    async def _list_usage(self, q: ListUsage) -> tuple[list[UsageRecord], int | None]:
+        assert self.db is not None
+        where, args = [], []
+        for dim, value in q.filters.items():
+            where.append(f"{dim} = ?")
+            args.append(value)
+        if q.since is not None:
+            where.append("ts >= ?")
+            args.append(q.since)
+        if q.until is not None:
+            where.append("ts < ?")
+            args.append(q.until)
+        if q.before_id is not None:
+            where.append("record_id < ?")
+            args.append(q.before_id)
+        sql = _SELECT_RECORD + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY record_id DESC LIMIT ?"
+        args.append(q.limit + 1)
+        rows = await (await self.db.execute(sql, args)).fetchall()
+        records = [record_from_row(r) for r in rows[: q.limit]]
+        more = len(rows) > q.limit
+        return records, (records[-1].record_id if more and records else None)

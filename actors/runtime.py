@@ -1,0 +1,192 @@
+"""The actor runtime: bounded mailboxes, tell/ask, supervision with backoff.
+
+An actor is a task with private state and a mailbox (an anyio memory object
+stream). Other parts hold its `Ref`, never the actor: they can only send it
+messages. The mailbox belongs to the Ref, so messages waiting in it survive a
+restart of the actor.
+"""
+
+import logging
+from typing import Any, Callable, Generic, TypeVar
+
+import anyio
+from anyio.abc import TaskStatus
+
+from budgetd.protocol import OpError
+
+log = logging.getLogger("budgetd.actors")
+T = TypeVar("T")
+
+
+class Reply(Generic[T]):
+    """A one-shot reply slot carried inside a message that expects an answer."""
+
+    __slots__ = ("_event", "_value", "_error")
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def set(self, value: T) -> None:
+        if not self._event.is_set():
+            self._value = value
+            self._event.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self._event.is_set():
+            self._error = error
+            self._event.set()
+
+    async def wait(self, timeout: float) -> T:
+        with anyio.move_on_after(timeout):
+            await self._event.wait()
+        if not self._event.is_set():
+            raise OpError("busy", f"the daemon did not answer within {timeout:g}s; retry shortly")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class Actor:
+    """Subclasses set `name`, implement `handle`, and may override `started`/`stopped`.
+
+    `run` may be overridden for actors that drain their mailbox in batches.
+    """
+
+    name = "actor"
+
+    def __init__(self) -> None:
+        self.ref: Ref | None = None
+
+    async def started(self) -> None:
+        """(Re)load state. Called before the first message and after every restart."""
+
+    async def stopped(self) -> None:
+        """Release resources. Called on shutdown and before a restart."""
+
+    async def handle(self, message: Any) -> None:
+        raise NotImplementedError
+
+    async def run(self, mailbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
+        async for message in mailbox:
+            try:
+                await self.handle(message)
+            except OpError as exc:  # a refusal, not a fault: the actor carries on
+                fail_reply(message, exc)
+            except Exception as exc:
+                fail_reply(message, exc)
+                raise
+
+
+def fail_reply(message: Any, exc: BaseException) -> None:
+    reply = getattr(message, "reply", None)
+    if isinstance(reply, Reply):
+        reply.fail(exc if isinstance(exc, OpError) else OpError("internal", f"{type(exc).__name__}: {exc}"))
+
+
+class Ref:
+    """The address of an actor: its mailbox and counters."""
+
+    def __init__(self, name: str, capacity: int) -> None:
+        self.name = name
+        self.capacity = capacity
+        self._send, self._receive = anyio.create_memory_object_stream[Any](capacity)
+        self.restarts = 0
+        self.running = False
+        self.finished = anyio.Event()
+
+    @property
+    def depth(self) -> int:
+        return self._send.statistics().current_buffer_used
+
+    def tell(self, message: Any) -> None:
+        """Send without waiting; a full mailbox is `busy` (backpressure, never an unbounded queue)."""
+        try:
+            self._send.send_nowait(message)
+        except anyio.WouldBlock:
+            raise OpError("busy", f"the {self.name} actor is overloaded; retry shortly") from None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise OpError("unavailable", f"the {self.name} actor is shutting down") from None
+
+    async def send(self, message: Any, timeout: float) -> None:
+        """Send, waiting up to `timeout` for room in the mailbox."""
+        try:
+            self._send.send_nowait(message)
+            return
+        except anyio.WouldBlock:
+            pass
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise OpError("unavailable", f"the {self.name} actor is shutting down") from None
+        with anyio.move_on_after(timeout):
+            try:
+                await self._send.send(message)
+                return
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                raise OpError("unavailable", f"the {self.name} actor is shutting down") from None
+        raise OpError("busy", f"the {self.name} actor is overloaded; retry shortly")
+
+    async def ask(self, make: Callable[[Reply[T]], Any], timeout: float = 10.0) -> T:
+        """Build a message around a fresh reply slot, send it and await the answer."""
+        reply: Reply[T] = Reply()
+        await self.send(make(reply), timeout)
+        return await reply.wait(timeout)
+
+    def close(self) -> None:
+        """No more messages: the actor drains what is queued, then stops."""
+        self._send.close()
+
+
+class Supervisor:
+    """Runs actors in a task group and restarts any that raises, with backoff."""
+
+    def __init__(self, max_backoff: float = 5.0) -> None:
+        self.refs: dict[str, Ref] = {}
+        self.max_backoff = max_backoff
+
+    def ref(self, name: str, capacity: int) -> Ref:
+        ref = self.refs[name] = Ref(name, capacity)
+        return ref
+
+    async def supervise(
+        self, ref: Ref, factory: Callable[[], Actor], *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the actor until its mailbox is closed and drained; restart it when it raises."""
+        try:
+            await self._supervise(ref, factory, task_status)
+        finally:
+            ref.finished.set()
+
+    async def _supervise(self, ref: Ref, factory: Callable[[], Actor], task_status: TaskStatus[None]) -> None:
+        backoff = 0.05
+        announced = False
+        while True:
+            actor = factory()
+            actor.ref = ref
+            try:
+                await actor.started()
+                ref.running = True
+                if not announced:
+                    announced = True
+                    task_status.started()
+                await actor.run(ref._receive)
+                await actor.stopped()
+                ref.running = False
+                return
+            except Exception:
+                ref.running = False
+                if not announced:
+                    raise  # a first start that fails is the daemon's to report, not to retry
+                ref.restarts += 1
+                log.exception("actor %s crashed (restart %d)", ref.name, ref.restarts)
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await actor.stopped()
+                    except Exception:
+                        log.exception("actor %s failed to stop cleanly", ref.name)
+                await anyio.sleep(backoff)
+                backoff = min(self.max_backoff, backoff * 2)

@@ -1,0 +1,3 @@
+"""budgetd: the LLM budget authority."""
+
+__version__ = "0.1.0"

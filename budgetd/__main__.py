@@ -1,0 +1,5 @@
+import sys
+
+from budgetd.cli import main
+
+sys.exit(main())

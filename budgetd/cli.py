@@ -1,0 +1,367 @@
+"""The `budget` command. Tables for people, `--json` for machines.
+
+Exit status: 0 on success, 1 when the daemon refused or failed the request,
+2 on bad usage of the command itself.
+"""
+
+import argparse
+import datetime as dt
+import os
+import sys
+from typing import Any, Callable, Sequence
+
+import msgspec
+
+from budgetd.client import SyncBudgetClient
+from budgetd.protocol import OpError
+
+
+class CliError(Exception):
+    pass
+
+
+# -- output -----------------------------------------------------------------------
+
+
+def money(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return "$0"
+    if abs(value) < 1:
+        return "$" + f"{value:.6f}".rstrip("0").rstrip(".")
+    return f"${value:,.2f}"
+
+
+def rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: set[int] | None = None) -> str:
+    right = right or set()
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(widths[i]) if i in right else v.ljust(widths[i]) for i, v in enumerate(values)).rstrip()
+
+    out = [line(headers), line(["-" * w for w in widths])]
+    out += [line(row) for row in cells]
+    return "\n".join(out)
+
+
+def emit(args: argparse.Namespace, result: Any, human: Callable[[Any], str]) -> None:
+    if getattr(args, "json", False):
+        sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+    else:
+        sys.stdout.write(human(result) + "\n")
+
+
+# -- parsing helpers ----------------------------------------------------------------
+
+
+def parse_time(text: str) -> dt.datetime:
+    """RFC 3339, a date, or a duration back from now (`7d`, `12h`, `30m`)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if text and text[-1] in units and text[:-1].isdigit():
+        return dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: use RFC 3339 (2026-11-28T13:00:00Z), a date (2026-11-28) or a duration (7d, 12h)"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
+
+
+def key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} should look like dim=value, e.g. component=rhetor")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def client(args: argparse.Namespace) -> SyncBudgetClient:
+    return SyncBudgetClient(getattr(args, "socket", None), timeout=getattr(args, "timeout", 10.0), retries=2)
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from budgetd import config as config_module
+    from budgetd import daemon
+    from budgetd.server.unix import SocketInUse
+
+    try:
+        config = config_module.load(args.config)
+    except config_module.ConfigError as exc:
+        raise CliError(str(exc)) from None
+    overrides: dict[str, Any] = {}
+    if args.socket:
+        overrides["socket"] = args.socket
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    http = config.http
+    if args.no_http:
+        http = msgspec.structs.replace(http, listen="")
+    elif args.http:
+        http = msgspec.structs.replace(http, listen=args.http)
+    config = msgspec.structs.replace(config, daemon=msgspec.structs.replace(config.daemon, **overrides), http=http)
+    try:
+        daemon.run(config)
+    except (daemon.StartupError, SocketInUse) as exc:
+        raise CliError(str(exc)) from None
+    except PermissionError as exc:
+        raise CliError(f"permission denied: {exc.filename or exc}; choose another --socket or --data-dir") from None
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        result = c.status()
+
+    def human(s: Any) -> str:
+        d, t, p = s.daemon, s.totals, s.prices
+        lines = [
+            f"budgetd {d.version}  pid {d.pid}  up {_duration(d.uptime_s)}  socket {d.socket}",
+            f"ledger  {d.data_dir}  durability={d.durability}",
+            f"spent   {money(t.cost_usd)} over {count(t.requests)} requests, {count(t.tokens)} tokens",
+            f"prices  version {p.version}, {count(p.models)} models from "
+            + ", ".join(f"{src.source} ({src.models})" + (f" error: {src.last_error}" if src.last_error else "")
+                        for src in p.sources),
+            "actors  " + ", ".join(
+                f"{a.name}{'' if a.running else ' (down)'}"
+                + (f" restarts={a.restarts}" if a.restarts else "")
+                + (f" queue={a.mailbox_depth}" if a.mailbox_depth else "")
+                for a in d.actors
+            ),
+        ]
+        if s.budgets:
+            lines.append("")
+            lines.append(table(
+                ["budget", "key", "spent", "limit", "used", "status"],
+                [[b.budget, ",".join(f"{k}={v}" for k, v in b.key.items()) or "-",
+                  money(b.spent_usd), money(b.limit_usd), f"{b.used_fraction:.0%}", b.status] for b in s.budgets],
+                right={2, 3, 4},
+            ))
+        return "\n".join(lines)
+
+    emit(args, result, human)
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    fields: dict[str, Any] = {
+        "component": args.component, "model": args.model, "input_tokens": args.input,
+        "output_tokens": args.output, "cache_read_tokens": args.cache_read, "cache_write_tokens": args.cache_write,
+    }
+    for name, value in (("provider", args.provider), ("context_id", args.context), ("task_type", args.task),
+                        ("tier", args.tier), ("cost_usd", args.cost), ("ts", args.ts)):
+        if value is not None:
+            fields[name] = value
+    with client(args) as c:
+        result = c.record(idempotency_key=args.idempotency_key, **fields)
+    emit(args, result, lambda r: (
+        f"recorded #{r.record_id}: {money(r.cost_usd)} for {r.model}"
+        + (f" ({r.provider}, {r.tier})" if r.provider else f" ({r.tier})")
+        + ("" if r.priced else "  [unpriced: charged by pricing.unknown_model]")
+        + ("  [duplicate: already recorded]" if r.duplicate else "")
+    ))
+    return 0
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    filters = dict(args.filter or [])
+    for name in ("component", "model", "context_id", "task_type", "provider", "tier"):
+        value = getattr(args, name, None)
+        if value:
+            filters[name] = value
+    with client(args) as c:
+        result = c.usage_list(filters=filters or None, since=args.since, until=args.until, limit=args.limit,
+                              after=args.after)
+    def human(r: Any) -> str:
+        out = table(
+            ["id", "time (UTC)", "component", "model", "in", "out", "cache r/w", "cost"],
+            [[u.record_id, u.ts.strftime("%Y-%m-%d %H:%M:%S"), u.component, u.model, count(u.input_tokens),
+              count(u.output_tokens), f"{count(u.cache_read_tokens)}/{count(u.cache_write_tokens)}",
+              money(u.cost_usd) + ("" if u.priced else "*")] for u in r.records],
+            right={0, 4, 5, 6, 7},
+        )
+        if any(not u.priced for u in r.records):
+            out += "\n* unpriced model: charged by pricing.unknown_model"
+        if r.next:
+            out += f"\nmore: budget usage --after {r.next}"
+        return out
+    emit(args, result, human)
+    return 0
+
+
+def cmd_prices_list(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        result = c.prices_list(provider=args.provider, search=args.search, limit=args.limit)
+    emit(args, result, lambda r: table(
+        ["model", "provider", "tier", "in/Mtok", "out/Mtok", "cache r", "cache w", "context"],
+        [[p.model, p.provider or "-", p.tier or "-", rate(p.input_per_mtok), rate(p.output_per_mtok),
+          rate(p.cache_read_per_mtok), rate(p.cache_write_per_mtok), count(p.max_input_tokens)] for p in r.prices],
+        right={3, 4, 5, 6, 7},
+    ) + f"\n{len(r.prices)} of {r.total} models, price book version {r.version}")
+    return 0
+
+
+def cmd_prices_show(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        result = c.prices_get(args.model, args.provider)
+
+    def human(r: Any) -> str:
+        p = r.price
+        lines = [f"{p.model}" + (f"  (resolved from {r.resolved_from})" if r.resolved_from else "")]
+        rows = [
+            ("provider", p.provider or "-"), ("tier", p.tier or "-"), ("mode", p.mode),
+            ("input", f"${rate(p.input_per_mtok)} / Mtok"), ("output", f"${rate(p.output_per_mtok)} / Mtok"),
+            ("cache read", f"${rate(p.cache_read_per_mtok)} / Mtok" if p.cache_read_per_mtok is not None else "- (input rate)"),
+            ("cache write", f"${rate(p.cache_write_per_mtok)} / Mtok" if p.cache_write_per_mtok is not None else "- (input rate)"),
+            ("max input", count(p.max_input_tokens)), ("max output", count(p.max_output_tokens)),
+            ("capabilities", ", ".join(p.capabilities) or "-"),
+            ("source", f"{p.source} (version {p.version}{'' if p.verified else ', unverified'})"),
+        ]
+        if p.long_context:
+            lc = p.long_context
+            rows.append((f"above {count(lc.threshold_tokens)}",
+                         f"in ${rate(lc.input_per_mtok)}  out ${rate(lc.output_per_mtok)} / Mtok"))
+        if p.deprecated_on:
+            rows.append(("deprecated on", p.deprecated_on.isoformat()))
+        lines += [f"  {k:<14} {v}" for k, v in rows]
+        return "\n".join(lines)
+
+    emit(args, result, human)
+    return 0
+
+
+# -- the parser ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--socket", default=argparse.SUPPRESS, help="daemon socket (default: BUDGETD_SOCKET or the standard path)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for machines")
+
+    parser = argparse.ArgumentParser(prog="budget", description="Talk to budgetd, the LLM budget authority.",
+                                     parents=[common])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("daemon", help="run the daemon in the foreground", parents=[common])
+    p.add_argument("--config", help="TOML config file (default: $XDG_CONFIG_HOME/budgetd/budgetd.toml)")
+    p.add_argument("--data-dir", help="where ledger.db lives")
+    http = p.add_mutually_exclusive_group()
+    http.add_argument("--http", metavar="HOST:PORT", help="HTTP listen address")
+    http.add_argument("--no-http", action="store_true", help="do not serve HTTP")
+    p.set_defaults(func=cmd_daemon)
+
+    p = sub.add_parser("status", help="daemon, totals, prices and budgets", parents=[common])
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("record", help="record the usage of one LLM call", parents=[common])
+    p.add_argument("--component", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--provider")
+    p.add_argument("--input", type=non_negative_int, default=0, help="prompt tokens not served from cache")
+    p.add_argument("--output", type=non_negative_int, default=0, help="output tokens, reasoning included")
+    p.add_argument("--cache-read", type=non_negative_int, default=0)
+    p.add_argument("--cache-write", type=non_negative_int, default=0)
+    p.add_argument("--context", help="context or session id")
+    p.add_argument("--task", help="task type")
+    p.add_argument("--tier", choices=["lightweight", "midweight", "heavyweight", "local_lightweight",
+                                      "local_midweight", "remote_heavyweight"])
+    p.add_argument("--cost", type=non_negative_float, help="a cost you know, in USD (overrides the computed one)")
+    p.add_argument("--ts", type=parse_time, help="when the call started (default: now)")
+    p.add_argument("--idempotency-key", help="repeat a record safely: the same key is charged once")
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("usage", help="list recorded calls, newest first", parents=[common])
+    p.add_argument("--component")
+    p.add_argument("--model")
+    p.add_argument("--context", dest="context_id")
+    p.add_argument("--task", dest="task_type")
+    p.add_argument("--filter", action="append", type=key_value, metavar="DIM=VALUE")
+    p.add_argument("--since", type=parse_time)
+    p.add_argument("--until", type=parse_time)
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--after", help="the cursor printed by the previous page")
+    p.set_defaults(func=cmd_usage)
+
+    prices = sub.add_parser("prices", help="model prices", parents=[common])
+    psub = prices.add_subparsers(dest="prices_command", metavar="ACTION")
+    psub.required = True
+    p = psub.add_parser("list", help="list prices", parents=[common])
+    p.add_argument("--provider")
+    p.add_argument("--search", help="substring of the model name")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_prices_list)
+    p = psub.add_parser("show", help="one model's price", parents=[common])
+    p.add_argument("model")
+    p.add_argument("--provider")
+    p.set_defaults(func=cmd_prices_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except OpError as exc:
+        where = f" ({exc.field})" if exc.field and exc.field not in exc.message else ""
+        print(f"budget: {exc.code}: {exc.message}{where}", file=sys.stderr)
+        return 1
+    except CliError as exc:
+        print(f"budget: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

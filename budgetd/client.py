@@ -1,0 +1,362 @@
+"""Client library: `BudgetClient` (async) and `SyncBudgetClient`, one method per op.
+
+    async with BudgetClient() as budget:
+        await budget.record(component="rhetor", model="gpt-4o", input_tokens=1200, output_tokens=300)
+
+    with SyncBudgetClient() as budget:
+        print(budget.status().totals.cost_usd)
+
+Both connect to the default socket (or `socket=`, or `BUDGETD_SOCKET`),
+reconnect when the daemon restarts, and retry safely: every write carries an
+idempotency key, so a retried write is charged once. Only msgspec and anyio
+are imported, so a component that records usage starts fast.
+"""
+
+import itertools
+import socket as _socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import msgspec
+
+from budgetd.model import Usage, UsagePatch
+from budgetd.paths import client_socket_path
+from budgetd.protocol import (
+    RESULT_TYPES,
+    Hello,
+    OpError,
+    Ping,
+    PricesGet,
+    PricesList,
+    Record,
+    Request,
+    Response,
+    Status,
+    UsageList,
+    decode_response,
+    encode_line,
+)
+from budgetd.model import Filters
+
+T = TypeVar("T")
+
+#: Errors from the daemon arrive as this exception (code, message, field).
+BudgetError = OpError
+
+_RETRYABLE_CODES = {"busy", "unavailable"}
+_MAX_LINE = 64 << 20
+
+
+class DaemonUnavailable(OpError):
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            "unavailable",
+            f"no budgetd answers on {path} ({reason}). Start one with `budget daemon` (or `make run`), "
+            "or point to it with --socket / BUDGETD_SOCKET.",
+        )
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def _usage(usage: Usage | None, fields: dict[str, Any], kind: type[T] = Usage) -> T:  # type: ignore[assignment]
+    if usage is not None:
+        if fields:
+            raise TypeError("pass either a Usage or keyword fields, not both")
+        return usage  # type: ignore[return-value]
+    try:
+        return msgspec.convert(fields, kind)
+    except msgspec.ValidationError as exc:
+        raise OpError("invalid", f"bad usage: {exc}") from None
+
+
+def _filters(filters: dict[str, str] | Filters | None) -> Filters | None:
+    if filters is None or isinstance(filters, Filters):
+        return filters
+    return msgspec.convert(filters, Filters)
+
+
+def _new_key() -> str:
+    return uuid.uuid4().hex
+
+
+def _result(request: Request, response: Response) -> Any:
+    if response.error is not None:
+        raise OpError(response.error.code, response.error.message, response.error.field)
+    result_type = RESULT_TYPES[type(request)]
+    return msgspec.json.decode(response.result or b"{}", type=result_type)
+
+
+class _Requests:
+    """The request builders both clients share: one method per op."""
+
+    def _build_record(self, usage: Usage | None, idempotency_key: str | None, fields: dict[str, Any]) -> Record:
+        return Record(usage=_usage(usage, fields), idempotency_key=idempotency_key or _new_key())
+
+
+# -- sync ------------------------------------------------------------------------
+
+
+class SyncBudgetClient(_Requests):
+    """Blocking client over the Unix socket; one request at a time. Thread-unsafe: one per thread."""
+
+    def __init__(self, socket: str | Path | None = None, *, timeout: float = 10.0, retries: int = 3) -> None:
+        self.path = client_socket_path(socket)
+        self.timeout = timeout
+        self.retries = retries
+        self._sock: _socket.socket | None = None
+        self._buffer = bytearray()
+        self._ids = itertools.count(1)
+
+    def __enter__(self) -> "SyncBudgetClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._buffer.clear()
+
+    def _connect(self) -> _socket.socket:
+        if self._sock is None:
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(str(self.path))
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                sock.close()
+                raise DaemonUnavailable(self.path, exc.strerror or type(exc).__name__) from None
+            except OSError:
+                sock.close()
+                raise
+            self._sock = sock
+        return self._sock
+
+    def _roundtrip(self, line: bytes, request_id: int) -> Response:
+        sock = self._connect()
+        try:
+            sock.sendall(line)
+            while True:
+                newline = self._buffer.find(b"\n")
+                while newline < 0:
+                    chunk = sock.recv(1 << 16)
+                    if not chunk:
+                        raise _Disconnected("the daemon closed the connection")
+                    self._buffer += chunk
+                    if len(self._buffer) > _MAX_LINE:
+                        raise _Disconnected("answer too large")
+                    newline = self._buffer.find(b"\n")
+                frame = bytes(self._buffer[:newline])
+                del self._buffer[: newline + 1]
+                response = decode_response(frame)
+                if response.event is None and response.id == request_id:
+                    return response
+        except (OSError, _Disconnected, msgspec.DecodeError):
+            self.close()
+            raise
+
+    def call(self, request: Request) -> Any:
+        """Send any protocol request and return its typed result (raising BudgetError on failure)."""
+        delay = 0.05
+        for attempt in range(self.retries + 1):
+            request_id = next(self._ids)
+            line = encode_line(msgspec.structs.replace(request, id=request_id))
+            try:
+                response = self._roundtrip(line, request_id)
+                if response.error is not None and response.error.code in _RETRYABLE_CODES and attempt < self.retries:
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
+                return _result(request, response)
+            except DaemonUnavailable:
+                if attempt >= self.retries:
+                    raise
+            except (OSError, _Disconnected, msgspec.DecodeError) as exc:
+                if attempt >= self.retries:
+                    raise DaemonUnavailable(self.path, str(exc) or type(exc).__name__) from None
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    # -- ops --
+    def hello(self, client: str | None = None) -> Any:
+        return self.call(Hello(client=client, protocol=1))
+
+    def ping(self) -> Any:
+        return self.call(Ping())
+
+    def record(self, usage: Usage | None = None, *, idempotency_key: str | None = None, **fields: Any) -> Any:
+        return self.call(self._build_record(usage, idempotency_key, fields))
+
+    def status(self) -> Any:
+        return self.call(Status())
+
+    def usage_list(self, *, filters: dict[str, str] | Filters | None = None, since: Any = None, until: Any = None,
+                   limit: int = 100, after: str | None = None) -> Any:
+        return self.call(UsageList(filters=_filters(filters), since=since, until=until, limit=limit, after=after))
+
+    def prices_get(self, model: str, provider: str | None = None) -> Any:
+        return self.call(PricesGet(model=model, provider=provider))
+
+    def prices_list(self, *, provider: str | None = None, search: str | None = None, limit: int | None = None) -> Any:
+        return self.call(PricesList(provider=provider, search=search, limit=limit))
+
+
+# -- async -----------------------------------------------------------------------
+
+
+class _Slot:
+    __slots__ = ("event", "response")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.response: Response | None = None
+
+
+class BudgetClient(_Requests):
+    """Async client: pipelines concurrent calls on one connection. Use as `async with`."""
+
+    def __init__(self, socket: str | Path | None = None, *, timeout: float = 10.0, retries: int = 3) -> None:
+        self.path = client_socket_path(socket)
+        self.timeout = timeout
+        self.retries = retries
+        self._stream: Any = None
+        self._pending: dict[int, _Slot] = {}
+        self._ids = itertools.count(1)
+        self._send_lock: anyio.Lock | None = None
+        self._connect_lock: anyio.Lock | None = None
+        self._tg: Any = None
+
+    async def __aenter__(self) -> "BudgetClient":
+        self._send_lock = anyio.Lock()
+        self._connect_lock = anyio.Lock()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+
+    async def aclose(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.aclose()
+        self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        for slot in self._pending.values():
+            slot.event.set()
+        self._pending.clear()
+
+    async def _connect(self) -> Any:
+        if self._tg is None:
+            raise RuntimeError("use BudgetClient as `async with BudgetClient() as client:`")
+        async with self._connect_lock:  # type: ignore[union-attr]
+            if self._stream is None:
+                try:
+                    stream = await anyio.connect_unix(self.path)
+                except (FileNotFoundError, ConnectionRefusedError) as exc:
+                    raise DaemonUnavailable(self.path, exc.strerror or type(exc).__name__) from None
+                self._stream = stream
+                self._tg.start_soon(self._read, stream)
+            return self._stream
+
+    async def _read(self, stream: Any) -> None:
+        from anyio.streams.buffered import BufferedByteReceiveStream
+
+        buffered = BufferedByteReceiveStream(stream)
+        try:
+            while True:
+                frame = await buffered.receive_until(b"\n", _MAX_LINE)
+                response = decode_response(frame)
+                if response.event is not None:
+                    continue
+                slot = self._pending.pop(response.id, None)
+                if slot is not None:
+                    slot.response = response
+                    slot.event.set()
+        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, anyio.ClosedResourceError,
+                anyio.DelimiterNotFound, OSError, msgspec.DecodeError):
+            pass
+        finally:
+            if self._stream is stream:
+                self._stream = None
+                self._fail_pending()
+
+    async def _roundtrip(self, request: Request) -> Response:
+        stream = await self._connect()
+        request_id = next(self._ids)
+        slot = _Slot()
+        self._pending[request_id] = slot
+        try:
+            async with self._send_lock:  # type: ignore[union-attr]
+                await stream.send(encode_line(msgspec.structs.replace(request, id=request_id)))
+            with anyio.fail_after(self.timeout):
+                await slot.event.wait()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise _Disconnected(str(exc)) from None
+        except TimeoutError:
+            raise OpError("busy", f"no answer from budgetd within {self.timeout:g}s") from None
+        finally:
+            self._pending.pop(request_id, None)
+        if slot.response is None:
+            raise _Disconnected("the daemon closed the connection")
+        return slot.response
+
+    async def call(self, request: Request) -> Any:
+        delay = 0.05
+        for attempt in range(self.retries + 1):
+            try:
+                response = await self._roundtrip(request)
+                if response.error is not None and response.error.code in _RETRYABLE_CODES and attempt < self.retries:
+                    await anyio.sleep(delay)
+                    delay *= 2
+                    continue
+                return _result(request, response)
+            except DaemonUnavailable:
+                if attempt >= self.retries:
+                    raise
+            except _Disconnected as exc:
+                self._stream = None
+                if attempt >= self.retries:
+                    raise DaemonUnavailable(self.path, str(exc)) from None
+            await anyio.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    # -- ops --
+    async def hello(self, client: str | None = None) -> Any:
+        return await self.call(Hello(client=client, protocol=1))
+
+    async def ping(self) -> Any:
+        return await self.call(Ping())
+
+    async def record(self, usage: Usage | None = None, *, idempotency_key: str | None = None, **fields: Any) -> Any:
+        return await self.call(self._build_record(usage, idempotency_key, fields))
+
+    async def status(self) -> Any:
+        return await self.call(Status())
+
+    async def usage_list(self, *, filters: dict[str, str] | Filters | None = None, since: Any = None,
+                         until: Any = None, limit: int = 100, after: str | None = None) -> Any:
+        return await self.call(UsageList(filters=_filters(filters), since=since, until=until, limit=limit,
+                                         after=after))
+
+    async def prices_get(self, model: str, provider: str | None = None) -> Any:
+        return await self.call(PricesGet(model=model, provider=provider))
+
+    async def prices_list(self, *, provider: str | None = None, search: str | None = None,
+                          limit: int | None = None) -> Any:
+        return await self.call(PricesList(provider=provider, search=search, limit=limit))
+
+
+__all__ = ["BudgetClient", "SyncBudgetClient", "BudgetError", "DaemonUnavailable", "Usage", "UsagePatch"]

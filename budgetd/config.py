@@ -1,0 +1,213 @@
+"""Configuration: one TOML file, `BUDGETD_<SECTION>_<KEY>` environment overrides, defaults for all.
+
+An unknown key is an error that names it.
+"""
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from budgetd.model import BudgetSpec
+from budgetd.paths import default_config_path, default_data_dir, default_socket_path
+from budgetd.protocol import PriceOverride
+
+
+class Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class DaemonConfig(Section):
+    socket: str = ""  # "" = the default path
+    data_dir: str = ""
+    durability: Literal["full", "normal"] = "full"
+    socket_mode: int = 0o600
+    max_frame_bytes: int = 1 << 20
+    max_connections: int = 10_000
+    ask_timeout_s: float = 10.0
+
+
+class HttpToken(Section):
+    token: str | None = None
+    token_env: str | None = None
+    role: Literal["read", "write", "admin"] = "read"
+    components: list[str] | None = None
+
+
+class HttpConfig(Section):
+    listen: str = "127.0.0.1:8013"
+    max_body_bytes: int = 1 << 20
+    tokens: list[HttpToken] = []
+
+
+class AdmissionConfig(Section):
+    default_output_tokens: int = 4096
+    default_ttl_s: float = 300.0
+    max_reservation_usd: float | None = None
+
+
+class FallbackRates(Section):
+    input: float = 15.0
+    output: float = 75.0
+
+
+class PricingConfig(Section):
+    sources: list[str] = msgspec.field(
+        default_factory=lambda: ["litellm_bundled", "litellm", "llm_prices", "openrouter"]
+    )
+    primary: str = "litellm"
+    refresh_interval: str = "6h"
+    unknown_model: Literal["fallback", "deny", "zero"] = "fallback"
+    fallback_per_mtok: FallbackRates = FallbackRates()
+    max_per_mtok: float = 1000.0
+    max_unconfirmed_change: float = 0.5
+    tolerance: float = 0.1
+    urls: dict[str, str] = {}
+    aliases: dict[str, str] = {}
+    overrides: list[PriceOverride] = []
+    bundled_file: str = ""  # "" = the file inside the installed litellm
+
+
+class TiersConfig(Section):
+    models: dict[str, str] = {}
+    providers: dict[str, str] = msgspec.field(default_factory=lambda: {
+        "ollama": "lightweight", "lm_studio": "lightweight", "vllm": "lightweight",
+        "ollama_chat": "lightweight", "hosted_vllm": "lightweight", "llamafile": "lightweight",
+    })
+    lightweight_below_per_mtok: float = 1.0
+    midweight_below_per_mtok: float = 10.0
+
+
+class Webhook(Section):
+    url: str
+    secret: str | None = None
+    secret_env: str | None = None
+    kinds: list[str] | None = None
+
+
+class AlertsConfig(Section):
+    anomaly_factor: float = 3.0
+    webhooks: list[Webhook] = []
+
+
+class AssistantConfig(Section):
+    model: str = ""
+    api_base: str = ""
+    api_key_env: str = ""
+
+
+class HermesConfig(Section):
+    url: str = ""
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    debug: list[str] = []
+
+
+class Config(Section):
+    daemon: DaemonConfig = DaemonConfig()
+    http: HttpConfig = HttpConfig()
+    admission: AdmissionConfig = AdmissionConfig()
+    pricing: PricingConfig = PricingConfig()
+    tiers: TiersConfig = TiersConfig()
+    budgets: list[BudgetSpec] = []
+    alerts: AlertsConfig = AlertsConfig()
+    assistant: AssistantConfig = AssistantConfig()
+    hermes: HermesConfig = HermesConfig()
+    log: LogConfig = LogConfig()
+
+    @property
+    def socket_path(self) -> Path:
+        return Path(self.daemon.socket).expanduser() if self.daemon.socket else default_socket_path()
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.daemon.data_dir).expanduser() if self.daemon.data_dir else default_data_dir()
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and the source."""
+
+
+_SECTIONS = {name for name in Config.__struct_fields__ if name != "budgets"}
+
+
+def load(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Read the file (if any) and the environment, and validate them together."""
+    environ = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    source = "defaults"
+    explicit = path is not None
+    file = Path(path).expanduser() if path is not None else default_config_path()
+    if explicit or file.is_file():
+        source = str(file)
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {file} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {file} cannot be read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+    _apply_env(data, environ)
+    if "BUDGET_PORT" in environ and "BUDGETD_HTTP_LISTEN" not in environ:
+        port = environ["BUDGET_PORT"]
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"BUDGET_PORT must be a port number, got {port!r}")
+        host = str(data.get("http", {}).get("listen", "127.0.0.1:8013")).rsplit(":", 1)[0] or "127.0.0.1"
+        data.setdefault("http", {})["listen"] = f"{host}:{port}"
+    try:
+        config = msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+    _check(config, source)
+    return config
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    if "unknown field" in text:
+        # "Object contains unknown field `x` - at `$.daemon`" -> "unknown key daemon.x"
+        key = text.split("`")[1]
+        where = text.split("at `$")[-1].rstrip("`") if "at `$" in text else ""
+        dotted = (where.lstrip(".") + "." if where else "") + key
+        return f"unknown key {dotted!r}; check its spelling against README's configuration section"
+    return text.replace("`$.", "`").replace("`$", "`")
+
+
+def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:
+    for name, raw in environ.items():
+        if not name.startswith("BUDGETD_"):
+            continue
+        rest = name[len("BUDGETD_"):].lower()
+        section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
+        if section is None:
+            continue  # BUDGETD_SOCKET, BUDGETD_TOKEN_* ... belong to other readers
+        key = rest[len(section) + 1:]
+        section_type = Config.__annotations__[section]
+        if key not in section_type.__struct_fields__:
+            raise ConfigError(f"environment variable {name}: unknown key {section}.{key}")
+        data.setdefault(section, {})[key] = _env_value(raw)
+
+
+def _env_value(raw: str) -> Any:
+    """TOML literals for lists, tables, numbers and booleans; anything else is a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _check(config: Config, source: str) -> None:
+    names = [b.name for b in config.budgets]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise ConfigError(f"{source}: budget names must be unique; repeated: {', '.join(sorted(duplicates))}")
+    if config.daemon.max_frame_bytes < 1024:
+        raise ConfigError(f"{source}: daemon.max_frame_bytes must be at least 1024")
+    if config.pricing.unknown_model not in ("fallback", "deny", "zero"):
+        raise ConfigError(f"{source}: pricing.unknown_model must be fallback, deny or zero")
+

@@ -1,0 +1,140 @@
+"""The one dispatch table behind every front door.
+
+A door decodes a request, calls `Ops.dispatch`, and encodes what comes back:
+so a feature exists on every door or on none.
+"""
+
+import datetime as dt
+import os
+import time
+from typing import Any, Awaitable, Callable
+
+import budgetd
+from actors.allocator import RecordUsage
+from actors.ledger import GetTotals, ListUsage, payload_hash, to_us
+from actors.prices import GetPrice, GetPricesStatus, ListPrices
+from actors.runtime import Ref
+from budgetd.config import Config
+from budgetd.model import DIMS
+from budgetd.protocol import (
+    PROTOCOL_VERSION,
+    ActorStatus,
+    DaemonStatus,
+    Empty,
+    Hello,
+    HelloResult,
+    OpError,
+    Ping,
+    PricesGet,
+    PricesList,
+    Record,
+    Request,
+    Status,
+    StatusResult,
+    UsageList,
+    UsageListResult,
+    op_name,
+)
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+class Ops:
+    """Handlers for every implemented op, talking to the actors by message only."""
+
+    def __init__(self, config: Config, refs: dict[str, Ref], socket_path: str | None) -> None:
+        self.config = config
+        self.refs = refs
+        self.socket_path = socket_path
+        self.timeout = config.daemon.ask_timeout_s
+        self.started_at = dt.datetime.now(dt.timezone.utc)
+        self._started_monotonic = time.monotonic()
+        self.table: dict[type[Request], Handler] = {
+            Record: self.record,
+            UsageList: self.usage_list,
+            Status: self.status,
+            PricesGet: self.prices_get,
+            PricesList: self.prices_list,
+        }
+        # Answered without awaiting anything: doors may reply inline.
+        self.immediate: dict[type[Request], Callable[[Any], Any]] = {
+            Ping: lambda _req: Empty(),
+            Hello: self.hello,
+        }
+        self.ops = sorted(op_name(t) for t in (*self.table, *self.immediate))
+
+    async def dispatch(self, request: Request) -> Any:
+        kind = type(request)
+        handler = self.table.get(kind)
+        if handler is not None:
+            return await handler(request)
+        immediate = self.immediate.get(kind)
+        if immediate is not None:
+            return immediate(request)
+        raise OpError(
+            "unknown_op",
+            f"op {op_name(kind)!r} is part of protocol v1 but this daemon (budgetd {budgetd.__version__}) "
+            f"does not serve it yet; it serves: {', '.join(self.ops)}",
+            "$.op",
+        )
+
+    # -- ops ------------------------------------------------------------------
+
+    def hello(self, req: Hello) -> HelloResult:
+        if req.protocol is not None and req.protocol != PROTOCOL_VERSION:
+            raise OpError(
+                "invalid", f"this daemon speaks protocol {PROTOCOL_VERSION}, not {req.protocol}", "$.protocol"
+            )
+        return HelloResult(server="budgetd", version=budgetd.__version__, protocol=PROTOCOL_VERSION, ops=self.ops)
+
+    async def record(self, req: Record) -> Any:
+        key = req.idempotency_key
+        digest = payload_hash("record", req.usage) if key is not None else None
+        return await self.refs["allocator"].ask(
+            lambda reply: RecordUsage(usage=req.usage, idempotency_key=key, payload_hash=digest, reply=reply),
+            self.timeout,
+        )
+
+    async def usage_list(self, req: UsageList) -> UsageListResult:
+        before = None
+        if req.after is not None:
+            if not req.after.isdigit():
+                raise OpError("invalid", "`after` must be the `next` cursor of an earlier usage.list", "$.after")
+            before = int(req.after)
+        filters = {d: v for d in DIMS if (v := getattr(req.filters, d, None)) is not None} if req.filters else {}
+        records, next_id = await self.refs["ledger-reader"].ask(
+            lambda reply: ListUsage(
+                reply=reply, filters=filters,
+                since=None if req.since is None else to_us(req.since),
+                until=None if req.until is None else to_us(req.until),
+                limit=req.limit, before_id=before,
+            ),
+            self.timeout,
+        )
+        return UsageListResult(records=records, next=None if next_id is None else str(next_id))
+
+    async def status(self, _req: Status) -> StatusResult:
+        totals = await self.refs["ledger"].ask(lambda reply: GetTotals(reply=reply), self.timeout)
+        prices = await self.refs["prices"].ask(lambda reply: GetPricesStatus(reply=reply), self.timeout)
+        actors = [
+            ActorStatus(name=r.name, restarts=r.restarts, mailbox_depth=r.depth, running=r.running)
+            for r in self.refs.values()
+        ]
+        daemon = DaemonStatus(
+            version=budgetd.__version__, pid=os.getpid(), started_at=self.started_at,
+            uptime_s=round(time.monotonic() - self._started_monotonic, 3), socket=self.socket_path,
+            data_dir=str(self.config.data_path), durability=self.config.daemon.durability, actors=actors,
+        )
+        return StatusResult(budgets=[], totals=totals, daemon=daemon, prices=prices)
+
+    async def prices_get(self, req: PricesGet) -> Any:
+        return await self.refs["prices"].ask(
+            lambda reply: GetPrice(model=req.model, provider=req.provider, reply=reply), self.timeout
+        )
+
+    async def prices_list(self, req: PricesList) -> Any:
+        return await self.refs["prices"].ask(
+            lambda reply: ListPrices(provider=req.provider, search=req.search, limit=req.limit, reply=reply),
+            self.timeout,
+        )
+
