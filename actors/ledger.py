@@ -147,6 +147,12 @@ class LedgerError(Exception):
     """The ledger file cannot be used; the message says what to do."""
 
 
+_UNUSABLE = (
+    "{path} is not a usable budgetd ledger ({why}). Move it aside or point --data-dir elsewhere; "
+    "budgetd never overwrites an unknown file."
+)
+
+
 async def open_database(path: Path, durability: str, readonly: bool = False) -> aiosqlite.Connection:
     if readonly:
         db = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
@@ -155,42 +161,37 @@ async def open_database(path: Path, durability: str, readonly: bool = False) -> 
     try:
         await db.execute("PRAGMA busy_timeout = 5000")
         if not readonly:
+            # Identify the file before anything (even the journal mode) writes to it.
+            await _check_identity(db, path)
             mode = (await (await db.execute("PRAGMA journal_mode = WAL")).fetchone())[0]
             if mode != "wal":
                 raise LedgerError(f"{path}: could not switch to WAL mode (got {mode})")
             await db.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
-        await db.execute("PRAGMA foreign_keys = ON")
     except sqlite3.DatabaseError as exc:
         await db.close()
-        raise LedgerError(
-            f"{path} is not a usable budgetd ledger ({exc}). Move it aside or point --data-dir elsewhere; "
-            "budgetd never overwrites an unknown file."
-        ) from None
+        raise LedgerError(_UNUSABLE.format(path=path, why=exc)) from None
     except BaseException:
         await db.close()
         raise
     return db
 
 
-async def migrate(db: aiosqlite.Connection, path: Path) -> None:
-    try:
-        app_id = (await (await db.execute("PRAGMA application_id")).fetchone())[0]
-        version = (await (await db.execute("PRAGMA user_version")).fetchone())[0]
-        tables = (await (await db.execute("SELECT count(*) FROM sqlite_master")).fetchone())[0]
-    except sqlite3.DatabaseError as exc:
-        raise LedgerError(
-            f"{path} is not a usable budgetd ledger ({exc}). Move it aside or point --data-dir elsewhere; "
-            "budgetd never overwrites an unknown file."
-        ) from None
+async def _check_identity(db: aiosqlite.Connection, path: Path) -> None:
+    app_id = (await (await db.execute("PRAGMA application_id")).fetchone())[0]
+    version = (await (await db.execute("PRAGMA user_version")).fetchone())[0]
+    tables = (await (await db.execute("SELECT count(*) FROM sqlite_master")).fetchone())[0]
     if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables > 0):
-        raise LedgerError(
-            f"{path} is an SQLite file that budgetd did not create. Move it aside or choose another --data-dir."
-        )
+        raise LedgerError(_UNUSABLE.format(path=path, why="an SQLite file that budgetd did not create"))
     if version > SCHEMA_VERSION:
         raise LedgerError(
             f"{path} has schema version {version}, newer than this budgetd understands ({SCHEMA_VERSION}). "
             "Upgrade budgetd, or restore a backup."
         )
+
+
+async def migrate(db: aiosqlite.Connection, path: Path) -> None:
+    """Apply the forward migrations the file has not seen yet, each in its own transaction."""
+    version = (await (await db.execute("PRAGMA user_version")).fetchone())[0]
     for target in range(version + 1, SCHEMA_VERSION + 1):
         await db.execute("BEGIN IMMEDIATE")
         try:

@@ -179,14 +179,14 @@ class Supervisor:
                 return
             except Exception:
                 ref.running = False
-                if not announced:
-                    raise  # a first start that fails is the daemon's to report, not to retry
-                ref.restarts += 1
-                log.exception("actor %s crashed (restart %d)", ref.name, ref.restarts)
                 with anyio.CancelScope(shield=True):
                     try:
                         await actor.stopped()
                     except Exception:
                         log.exception("actor %s failed to stop cleanly", ref.name)
+                if not announced:
+                    raise  # a first start that fails is the daemon's to report, not to retry
+                ref.restarts += 1
+                log.exception("actor %s crashed (restart %d)", ref.name, ref.restarts)
                 await anyio.sleep(backoff)
                 backoff = min(self.max_backoff, backoff * 2)

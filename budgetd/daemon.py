@@ -193,4 +193,22 @@ def run(config: Config) -> None:
         options["use_uvloop"] = True
     except ImportError:
         pass
-    anyio.run(_serve_until_signal, daemon, backend="asyncio", backend_options=options)
+    try:
+        anyio.run(_serve_until_signal, daemon, backend="asyncio", backend_options=options)
+    except BaseExceptionGroup as group:
+        raise _sole_cause(group) from None
+
+
+def _sole_cause(group: BaseExceptionGroup) -> BaseException:
+    """Unwrap task-group nesting so a start-up refusal reads as itself, not as a traceback."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    return leaves[0] if len(leaves) == 1 else group

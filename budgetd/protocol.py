@@ -484,7 +484,7 @@ def _valid_id(value: Any) -> bool:
 
 def _classify(exc: msgspec.ValidationError, envelope: _Envelope) -> OpError:
     text = str(exc)
-    if text.startswith("Expected `object`"):
+    if text.startswith("Expected `object`, got") and " - at `" not in text:
         return OpError("bad_frame", "a frame must be one JSON object per line")
     if envelope.op is None:
         return OpError("invalid", "the request has no `op`; send e.g. {\"op\": \"ping\", \"id\": 1}", "$.op")

@@ -1,0 +1,162 @@
+"""Test harness: real daemons in real processes, talked to through their real doors."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUDGETD_") and k != "BUDGET_PORT"}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+class Daemon:
+    """A budgetd subprocess with its own socket, data dir and config."""
+
+    def __init__(self, tmp: Path, config: str = "", name: str = "d") -> None:
+        self.dir = tmp / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.socket = self.dir / "budgetd.sock"
+        self.data_dir = self.dir / "data"
+        self.config_file = self.dir / "budgetd.toml"
+        base = f'[pricing]\nbundled_file = "{FIXTURES / "litellm_prices.json"}"\n'
+        if "[pricing]" in config:
+            config = config.replace("[pricing]\n", base, 1)
+        else:
+            config = base + config
+        self.config_file.write_text(config)
+        self.log = self.dir / "daemon.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def ledger(self) -> Path:
+        return self.data_dir / "ledger.db"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "budgetd", "daemon", "--config", str(self.config_file),
+                "--socket", str(self.socket), "--data-dir", str(self.data_dir), "--no-http"]
+
+    def start(self, wait: bool = True) -> "Daemon":
+        self._log_file = open(self.log, "ab")
+        self.proc = subprocess.Popen(self.command(), stdout=self._log_file, stderr=subprocess.STDOUT, env=_env())
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if self.request({"op": "ping", "id": 0})["ok"]:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"daemon not ready in {timeout}s:\n{self.log.read_text()}")
+
+    def request(self, obj: dict) -> dict:
+        with RawConn(self.socket) as conn:
+            conn.send(obj)
+            return conn.recv()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self._log_file.close()
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+class RawConn:
+    """A blocking Unix-socket connection speaking raw lines, for protocol-level tests."""
+
+    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.buffer = b""
+
+    def __enter__(self) -> "RawConn":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, obj: dict | bytes) -> None:
+        data = obj if isinstance(obj, bytes) else json.dumps(obj).encode() + b"\n"
+        self.sock.sendall(data)
+
+    def recv(self) -> dict:
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def call(self, obj: dict) -> dict:
+        self.send(obj)
+        return self.recv()
+
+
+@pytest.fixture
+def make_daemon(tmp_path):
+    started: list[Daemon] = []
+
+    def make(config: str = "", name: str | None = None, start: bool = True) -> Daemon:
+        d = Daemon(tmp_path, config, name or f"d{len(started)}")
+        started.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+
+
+@pytest.fixture
+def daemon(make_daemon) -> Daemon:
+    return make_daemon()
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory):
+    """One daemon for a module of read-mostly tests."""
+    d = Daemon(tmp_path_factory.mktemp("shared"))
+    d.start()
+    yield d
+    if d.proc.poll() is None:
+        d.stop()
+
+
+def run_cli(*args: str, socket: Path | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "budgetd", *args]
+    if socket is not None:
+        cmd += ["--socket", str(socket)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env())
