@@ -38,7 +38,7 @@ def test_pipelined_requests_are_answered_by_id(shared_daemon):
             answers[a["id"]] = a
         assert set(answers) == {f["id"] for f in frames}
         assert all(a["ok"] for a in answers.values())
-        assert answers[1]["result"]["cost_usd"] == 1 * 2.5e-6
+        assert answers[1]["result"]["cost_usd"] == 2_500 / 1e9
         assert answers["p2"]["result"]["price"]["input_per_mtok"] == 2.5
 
 

@@ -1,0 +1,76 @@
+"""The `budget` command against a real daemon: tables, --json, exit codes, clear errors."""
+
+import json
+
+from conftest import run_cli
+
+
+def test_record_usage_status_prices(shared_daemon):
+    s = shared_daemon.socket
+    r = run_cli("record", "--component", "cli", "--model", "gpt-4o", "--input", "1000", "--output", "500",
+                "--context", "sess-1", "--task", "summarise", socket=s)
+    assert r.returncode == 0, r.stderr
+    assert "recorded #" in r.stdout and "$0.0075" in r.stdout
+
+    r = run_cli("record", "--component", "cli", "--model", "gpt-4o", "--input", "10", "--json", socket=s)
+    recorded = json.loads(r.stdout)
+    assert recorded["cost_usd"] == 25_000 / 1e9 and recorded["model"] == "gpt-4o"
+
+    r = run_cli("usage", "--component", "cli", "--json", socket=s)
+    records = json.loads(r.stdout)["records"]
+    assert [x["input_tokens"] for x in records[:2]] == [10, 1000]
+    assert records[1]["context_id"] == "sess-1" and records[1]["task_type"] == "summarise"
+
+    r = run_cli("usage", "--component", "cli", socket=s)
+    assert r.returncode == 0 and "gpt-4o" in r.stdout and "$0.0075" in r.stdout
+
+    r = run_cli("status", socket=s)
+    assert r.returncode == 0 and "budgetd" in r.stdout and "prices" in r.stdout
+    status = json.loads(run_cli("status", "--json", socket=s).stdout)
+    assert status["totals"]["requests"] >= 2
+    assert {a["name"] for a in status["daemon"]["actors"]} >= {"ledger", "allocator", "prices"}
+
+    r = run_cli("prices", "show", "claude-sonnet-4-5", socket=s)
+    assert r.returncode == 0 and "$3 / Mtok" in r.stdout and "$15 / Mtok" in r.stdout
+    listed = json.loads(run_cli("prices", "list", "--search", "gpt-5", "--json", socket=s).stdout)
+    assert {p["model"] for p in listed["prices"]} == {"gpt-5", "gpt-5-mini"}
+
+
+def test_usage_pages_with_a_cursor(shared_daemon):
+    s = shared_daemon.socket
+    for i in range(5):
+        run_cli("record", "--component", "pager", "--model", "gpt-4o-mini", "--input", str(i), socket=s)
+    first = json.loads(run_cli("usage", "--component", "pager", "--limit", "3", "--json", socket=s).stdout)
+    assert len(first["records"]) == 3 and first["next"]
+    second = json.loads(run_cli("usage", "--component", "pager", "--limit", "3", "--after", first["next"],
+                                "--json", socket=s).stdout)
+    assert [r["input_tokens"] for r in first["records"] + second["records"]] == [4, 3, 2, 1, 0]
+    assert second["next"] is None
+
+
+def test_errors_are_clear_and_exit_non_zero(shared_daemon, tmp_path):
+    r = run_cli("prices", "show", "no-such-model-anywhere", socket=shared_daemon.socket)
+    assert r.returncode == 1 and "not_found" in r.stderr and "Traceback" not in r.stderr
+
+    r = run_cli("status", socket=tmp_path / "nobody.sock")
+    assert r.returncode == 1
+    assert "no budgetd answers" in r.stderr and "budget daemon" in r.stderr and "Traceback" not in r.stderr
+
+    r = run_cli("record", "--component", "x", "--model", "m", "--input", "-5", socket=shared_daemon.socket)
+    assert r.returncode == 2 and "must be 0 or more" in r.stderr
+
+    r = run_cli("record", "--component", "x" * 200, "--model", "m", socket=shared_daemon.socket)
+    assert r.returncode == 1 and "invalid" in r.stderr and "component" in r.stderr
+
+    r = run_cli("usage", "--after", "not-a-cursor", socket=shared_daemon.socket)
+    assert r.returncode == 1 and "cursor" in r.stderr
+
+
+def test_daemon_reports_a_bad_config_without_traceback(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[pricing]\nunknown_model = 'sometimes'\n")
+    r = run_cli("daemon", "--config", str(config), "--socket", str(tmp_path / "s.sock"),
+                "--data-dir", str(tmp_path / "data"))
+    assert r.returncode == 1 and "pricing.unknown_model" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("daemon", "--config", str(tmp_path / "missing.toml"))
+    assert r.returncode == 1 and "does not exist" in r.stderr

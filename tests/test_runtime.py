@@ -1,0 +1,89 @@
+"""The actor runtime: mailboxes, ask with timeouts, supervision with restarts."""
+
+import anyio
+import msgspec
+import pytest
+
+from actors.runtime import Actor, Reply, Supervisor
+from budgetd.protocol import OpError
+
+
+class Get(msgspec.Struct):
+    reply: Reply
+
+
+class Crash(msgspec.Struct):
+    reply: Reply
+
+
+class Counter(Actor):
+    """Counts its starts in a box it does not own, so restarts are visible."""
+
+    name = "counter"
+
+    def __init__(self, starts: list[int]) -> None:
+        super().__init__()
+        self.starts = starts
+        self.handled = 0
+
+    async def started(self) -> None:
+        self.starts.append(1)
+
+    async def handle(self, message) -> None:
+        if isinstance(message, Crash):
+            raise RuntimeError("boom")
+        self.handled += 1
+        message.reply.set(self.handled)
+
+
+@pytest.mark.anyio
+async def test_crashed_actor_is_restarted_and_counted():
+    sup = Supervisor(max_backoff=0.05)
+    ref = sup.ref("counter", 8)
+    starts: list[int] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.supervise, ref, lambda: Counter(starts))
+        assert await ref.ask(lambda r: Get(r)) == 1
+        with pytest.raises(OpError) as info:
+            await ref.ask(lambda r: Crash(r))
+        assert info.value.code == "internal" and "boom" in info.value.message
+        # the restarted actor has fresh state and still serves
+        assert await ref.ask(lambda r: Get(r)) == 1
+        assert ref.restarts == 1 and len(starts) == 2
+        ref.close()
+    assert ref.finished.is_set()
+
+
+@pytest.mark.anyio
+async def test_full_mailbox_is_busy_not_unbounded():
+    sup = Supervisor()
+    ref = sup.ref("slow", 2)
+    # nobody runs this actor: the mailbox fills up
+    ref.tell(Get(Reply()))
+    ref.tell(Get(Reply()))
+    with pytest.raises(OpError) as info:
+        ref.tell(Get(Reply()))
+    assert info.value.code == "busy"
+    with pytest.raises(OpError) as info:
+        await ref.ask(lambda r: Get(r), timeout=0.05)
+    assert info.value.code == "busy"
+    assert ref.depth == 2
+
+
+@pytest.mark.anyio
+async def test_ask_times_out_as_busy():
+    class Silent(Actor):
+        async def handle(self, message) -> None:
+            pass  # never answers
+
+    sup = Supervisor()
+    ref = sup.ref("silent", 4)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.supervise, ref, Silent)
+        with pytest.raises(OpError) as info:
+            await ref.ask(lambda r: Get(r), timeout=0.05)
+        assert info.value.code == "busy"
+        ref.close()
+    with pytest.raises(OpError) as info:
+        ref.tell(Get(Reply()))
+    assert info.value.code == "unavailable"
