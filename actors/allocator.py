@@ -7,12 +7,13 @@ which answers the client once the row is committed.
 
 import datetime as dt
 import logging
+import time
 from typing import Any
 
 import msgspec
 
 from actors.ledger import Undo, UsageRow, WriteUsage, to_us
-from actors.runtime import Actor, Ref, Reply
+from actors.runtime import Actor, Ref, ReplyTo
 from budgetd.model import Usage, nanos
 from budgetd.pricing import PriceBook, TierRules, UnpricedPolicy, price_call
 
@@ -24,7 +25,7 @@ class RecordUsage(msgspec.Struct, frozen=True):
     usage: Usage
     idempotency_key: str | None
     payload_hash: bytes | None
-    reply: Reply
+    reply: ReplyTo
     reservation_id: str | None = None
 
 
@@ -62,9 +63,8 @@ class Allocator(Actor):
         )
         if not priced.priced:
             self._note_unpriced(u.model)
-        ts = u.ts if u.ts is not None else dt.datetime.now(dt.timezone.utc)
         row = UsageRow(
-            ts=to_us(ts), component=u.component, model=priced.model, provider=priced.provider,
+            ts=to_us(u.ts) if u.ts is not None else time.time_ns() // 1000, component=u.component, model=priced.model, provider=priced.provider,
             tier=priced.tier, context_id=u.context_id, task_type=u.task_type,
             input_tokens=u.input_tokens, output_tokens=u.output_tokens,
             cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens,

@@ -5,7 +5,7 @@ from typing import Any
 
 import msgspec
 
-from actors.runtime import Actor, Ref, Reply
+from actors.runtime import Actor, Ref, ReplyTo
 from budgetd.model import PriceEntry, SourceStatus
 from budgetd.pricing import PriceBook
 from budgetd.protocol import OpError, PriceListResult, PriceResult, PricesStatus
@@ -14,18 +14,18 @@ from budgetd.protocol import OpError, PriceListResult, PriceResult, PricesStatus
 class GetPrice(msgspec.Struct, frozen=True):
     model: str
     provider: str | None
-    reply: Reply
+    reply: ReplyTo
 
 
 class ListPrices(msgspec.Struct, frozen=True):
     provider: str | None
     search: str | None
     limit: int | None
-    reply: Reply
+    reply: ReplyTo
 
 
 class GetPricesStatus(msgspec.Struct, frozen=True):
-    reply: Reply
+    reply: ReplyTo
 
 
 def load_book(

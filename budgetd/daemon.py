@@ -183,8 +183,6 @@ def run(config: Config) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if config.log.debug:
-        logging.getLogger("budgetd.debug").setLevel(logging.DEBUG)
     daemon = Daemon(config)
     options: dict[str, Any] = {}
     try:

@@ -32,6 +32,7 @@ def configure(components: list[str] | set[str] | None = None, log_args: bool | N
     _enabled.update(c.strip() for c in (components or ()) if c.strip())
     _enabled.update(c.strip() for c in os.environ.get("BUDGETD_DEBUG", "").split(",") if c.strip())
     _log_args = os.environ.get("BUDGETD_DEBUG_ARGS") == "1" if log_args is None else log_args
+    logging.getLogger("budgetd.debug").setLevel(logging.DEBUG if _enabled else logging.NOTSET)
 
 
 def enabled(component: str) -> bool:

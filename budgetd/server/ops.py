@@ -13,7 +13,7 @@ import budgetd
 from actors.allocator import RecordUsage
 from actors.ledger import GetTotals, ListUsage, payload_hash, to_us
 from actors.prices import GetPrice, GetPricesStatus, ListPrices
-from actors.runtime import Ref
+from actors.runtime import Ref, Reply, ReplyTo
 from budgetd.config import Config
 from budgetd.model import DIMS
 from budgetd.protocol import (
@@ -49,8 +49,12 @@ class Ops:
         self.timeout = config.daemon.ask_timeout_s
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self._started_monotonic = time.monotonic()
-        self.table: dict[type[Request], Handler] = {
+        # Ops answered by one actor: the handler tells it, and the actor answers `reply`
+        # directly. Doors pass their own reply slot and need no task per request.
+        self.tells: dict[type[Request], Callable[[Any, ReplyTo], None]] = {
             Record: self.record,
+        }
+        self.table: dict[type[Request], Handler] = {
             UsageList: self.usage_list,
             Status: self.status,
             PricesGet: self.prices_get,
@@ -61,10 +65,15 @@ class Ops:
             Ping: lambda _req: Empty(),
             Hello: self.hello,
         }
-        self.ops = sorted(op_name(t) for t in (*self.table, *self.immediate))
+        self.ops = sorted(op_name(t) for t in (*self.tells, *self.table, *self.immediate))
 
     async def dispatch(self, request: Request) -> Any:
         kind = type(request)
+        tell = self.tells.get(kind)
+        if tell is not None:
+            reply: Reply[Any] = Reply()
+            tell(request, reply)
+            return await reply.wait(self.timeout)
         handler = self.table.get(kind)
         if handler is not None:
             return await handler(request)
@@ -87,13 +96,10 @@ class Ops:
             )
         return HelloResult(server="budgetd", version=budgetd.__version__, protocol=PROTOCOL_VERSION, ops=self.ops)
 
-    async def record(self, req: Record) -> Any:
+    def record(self, req: Record, reply: ReplyTo) -> None:
         key = req.idempotency_key
         digest = payload_hash("record", req.usage) if key is not None else None
-        return await self.refs["allocator"].ask(
-            lambda reply: RecordUsage(usage=req.usage, idempotency_key=key, payload_hash=digest, reply=reply),
-            self.timeout,
-        )
+        self.refs["allocator"].tell(RecordUsage(usage=req.usage, idempotency_key=key, payload_hash=digest, reply=reply))
 
     async def usage_list(self, req: UsageList) -> UsageListResult:
         before = None

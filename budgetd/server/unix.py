@@ -4,11 +4,12 @@ import errno
 import fcntl
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import SocketStream, TaskStatus
+from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
 from budgetd.protocol import (
     OpError,
@@ -23,7 +24,8 @@ from budgetd.server.ops import Ops
 log = logging.getLogger("budgetd.socket")
 
 READ_CHUNK = 1 << 16
-MAX_IN_FLIGHT = 512  # per connection: past it we stop reading (backpressure)
+MAX_IN_FLIGHT = 512  # requests per connection: past it we stop reading (backpressure)
+OUTPUT_LIMIT = 8 << 20  # answers a client has not read yet: past it we stop reading
 
 
 class SocketInUse(Exception):
@@ -67,20 +69,22 @@ class SocketServer:
         self.mode = mode
         self.max_frame_bytes = max_frame_bytes
         self.max_connections = max_connections
-        self.connections: set[anyio.CancelScope] = set()
+        self.connections: set[Connection] = set()
         self._accepting = anyio.CancelScope()
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         listener = await anyio.create_unix_listener(self.path, mode=self.mode)
         try:
-            async with anyio.create_task_group() as connections:
+            async with anyio.create_task_group() as tg:
                 with self._accepting:
+                    tg.start_soon(self._reap)
                     task_status.started()
                     async with listener:
                         while True:
                             stream = await listener.accept()
-                            connections.start_soon(self._connection, stream)
-                # not accepting any more; the task group waits for open connections to drain
+                            tg.start_soon(self._connection, stream)
+                # Not accepting any more: wait for open connections to answer what they hold.
+                tg.cancel_scope.deadline = anyio.current_time() + self.ops.timeout + 5
         finally:
             try:
                 self.path.unlink()
@@ -90,54 +94,162 @@ class SocketServer:
     def shutdown(self) -> None:
         """Stop accepting and stop reading; requests in flight are still answered."""
         self._accepting.cancel()
-        for reader in list(self.connections):
-            reader.cancel()
+        for connection in list(self.connections):
+            connection.reader.cancel()
+
+    async def _reap(self) -> None:
+        """Answer `busy` to requests that waited longer than the ask timeout."""
+        while not (self._accepting.cancel_called and not self.connections):
+            await anyio.sleep(0.25)
+            now = time.monotonic()
+            for connection in list(self.connections):
+                connection.expire(now)
 
     async def _connection(self, stream: SocketStream) -> None:
         async with stream:
             if len(self.connections) >= self.max_connections:
                 error = OpError("busy", f"too many connections (limit {self.max_connections}); retry later")
-                await _send_quietly(stream, encode_line(err(None, error)))
+                try:
+                    await stream.send(encode_line(err(None, error)))
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    pass
                 return
-            reader = anyio.CancelScope()
-            self.connections.add(reader)
+            connection = Connection(stream, self.ops, self.max_frame_bytes)
+            self.connections.add(connection)
             try:
-                async with anyio.create_task_group() as requests:
-                    with reader:
-                        await Connection(stream, self.ops, self.max_frame_bytes, requests).read()
+                await connection.run()
             finally:
-                self.connections.discard(reader)
+                self.connections.discard(connection)
 
 
-async def _send_quietly(stream: SocketStream, data: bytes) -> None:
-    try:
-        await stream.send(data)
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-        pass
+class ConnectionReply:
+    """A reply slot that writes its answer straight into its connection's output."""
+
+    __slots__ = ("connection", "request_id", "deadline")
+
+    def __init__(self, connection: "Connection", request_id: Any, deadline: float) -> None:
+        self.connection = connection
+        self.request_id = request_id
+        self.deadline = deadline
+
+    def set(self, value: Any) -> None:
+        self.connection.deliver(self, encode_line(ok(self.request_id, value)))
+
+    def fail(self, error: BaseException) -> None:
+        if not isinstance(error, OpError):
+            log.error("request %r failed: %r", self.request_id, error)
+            error = OpError("internal", f"internal error: {type(error).__name__}")
+        self.connection.deliver(self, encode_line(err(self.request_id, error)))
 
 
 class Connection:
-    """One client: splits frames, answers immediate ops inline, spawns the rest."""
+    """One client: splits frames, answers by id, writes answers from one writer task.
 
-    def __init__(self, stream: SocketStream, ops: Ops, max_frame: int, requests: anyio.abc.TaskGroup) -> None:
+    Immediate ops are answered inline; ops served by one actor are told to it
+    with a `ConnectionReply`; the rest run as tasks. Every answer lands in
+    `out`, and the writer sends whatever has gathered in one write.
+    """
+
+    def __init__(self, stream: SocketStream, ops: Ops, max_frame: int) -> None:
         self.stream = stream
         self.ops = ops
         self.max_frame = max_frame
-        self.requests = requests
-        self.send_lock = anyio.Lock()
-        self.in_flight = anyio.Semaphore(MAX_IN_FLIGHT)
+        self.reader = anyio.CancelScope()
+        self.out = bytearray()
+        self.outstanding: dict[ConnectionReply, None] = {}
         self.closed = False
+        self._socket = stream.extra(SocketAttribute.raw_socket)
+        self._writing = False
+        self._in_chunk = False
+        self._wake_writer = anyio.Event()
+        self._room = anyio.Event()
+        self._room.set()
 
-    async def read(self) -> None:
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tasks:
+            self.tasks = tasks
+            tasks.start_soon(self._writer)
+            with self.reader:
+                await self._read()
+            # The client is gone or we are shutting down: answer what is in flight, then close.
+            deadline = time.monotonic() + self.ops.timeout + 1
+            while (self.outstanding or self.out) and not self.closed and time.monotonic() < deadline:
+                await anyio.sleep(0.005)
+            tasks.cancel_scope.cancel()
+
+    # -- output --
+
+    def deliver(self, reply: ConnectionReply, data: bytes) -> None:
+        if self.outstanding.pop(reply, False) is False:
+            return  # already answered `busy`
+        self._write(data)
+        if not self._room.is_set() and len(self.outstanding) < MAX_IN_FLIGHT:
+            self._room.set()
+
+    def _write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.out += data
+        if not self._in_chunk:  # the reader pushes once after its whole chunk
+            self._push()
+
+    def _push(self) -> None:
+        """Send from here when the socket takes it all (the usual case): no task switch per answer.
+
+        Whatever the kernel does not take at once is left to the writer task.
+        """
+        if self._writing or not self.out:
+            return  # the writer task owns the socket until it has sent `out`
+        try:
+            sent = self._socket.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.closed = True
+            self.out.clear()
+            return
+        del self.out[:sent]
+        if self.out:
+            self._wake_writer.set()
+
+    async def _writer(self) -> None:
+        while not self.closed:
+            await self._wake_writer.wait()
+            self._wake_writer = anyio.Event()
+            self._writing = True
+            try:
+                while self.out and not self.closed:
+                    data = bytes(self.out)
+                    self.out.clear()
+                    await self.stream.send(data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                self.closed = True
+                self.out.clear()
+            finally:
+                self._writing = False
+
+    def expire(self, now: float) -> None:
+        late = [r for r in self.outstanding if r.deadline <= now]
+        for reply in late:
+            reply.fail(OpError("busy", f"the daemon did not answer within {self.ops.timeout:g}s; retry shortly"))
+
+    # -- input --
+
+    async def _read(self) -> None:
         buffer = bytearray()
         skipping = False  # inside an oversized frame: drop bytes up to its newline
         while not self.closed:
+            if not self._room.is_set():
+                await self._room.wait()  # backpressure: too much in flight on this connection
+            if len(self.out) > OUTPUT_LIMIT:
+                await anyio.sleep(0.001)  # the client is not reading its answers
+                continue
             try:
                 chunk = await self.stream.receive(READ_CHUNK)
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 return  # a half-written frame of a departed client is dropped
             start = 0
-            out = bytearray()
+            self._in_chunk = True
             while True:
                 newline = chunk.find(b"\n", start)
                 if newline < 0:
@@ -146,7 +258,7 @@ class Connection:
                         if len(buffer) > self.max_frame:
                             skipping = True
                             buffer.clear()
-                            out += self._too_large()
+                            self._write(self._too_large())
                     break
                 if skipping:
                     skipping = False
@@ -158,19 +270,12 @@ class Connection:
                     else:
                         frame = chunk[start:newline]
                     if len(frame) > self.max_frame:
-                        out += self._too_large()
+                        self._write(self._too_large())
                     elif frame.strip():
-                        answer = self._frame(frame)
-                        if answer is not None:
-                            out += answer
-                        elif out:  # keep answers in order of arrival where we can
-                            await self._send(bytes(out))
-                            out.clear()
-                        if answer is None:
-                            await self._spawn_pending()
+                        self._frame(frame)
                 start = newline + 1
-            if out:
-                await self._send(bytes(out))
+            self._in_chunk = False
+            self._push()
 
     def _too_large(self) -> bytes:
         return encode_line(err(None, OpError(
@@ -178,45 +283,35 @@ class Connection:
             f"frame exceeds max_frame_bytes ({self.max_frame}); it was skipped up to its newline",
         )))
 
-    def _frame(self, frame: bytes) -> bytes | None:
-        """Answer now (bytes), or leave `self._pending` to be spawned (None)."""
+    def _frame(self, frame: bytes) -> None:
         try:
             request = decode_request(frame)
         except OpError as error:
-            return encode_line(err(request_id_of(error), error))
-        immediate = self.ops.immediate.get(type(request))
+            self._write(encode_line(err(request_id_of(error), error)))
+            return
+        kind = type(request)
+        immediate = self.ops.immediate.get(kind)
         if immediate is not None:
             try:
-                return encode_line(ok(request.id, immediate(request)))
+                self._write(encode_line(ok(request.id, immediate(request))))
             except OpError as error:
-                return encode_line(err(request.id, error))
-        self._pending = request
-        return None
-
-    async def _spawn_pending(self) -> None:
-        await self.in_flight.acquire()
-        self.requests.start_soon(self._answer, self._pending)
-
-    async def _answer(self, request: Any) -> None:
-        try:
-            try:
-                result = await self.ops.dispatch(request)
-                data = encode_line(ok(request.id, result))
-            except OpError as error:
-                data = encode_line(err(request.id, error))
-            except Exception as exc:
-                log.exception("op %s failed", type(request).__name__)
-                data = encode_line(err(request.id, OpError("internal", f"internal error: {type(exc).__name__}")))
-            await self._send(data)
-        finally:
-            self.in_flight.release()
-
-    async def _send(self, data: bytes) -> None:
-        if self.closed:
+                self._write(encode_line(err(request.id, error)))
             return
-        async with self.send_lock:
+        reply = ConnectionReply(self, request.id, time.monotonic() + self.ops.timeout)
+        self.outstanding[reply] = None
+        if len(self.outstanding) >= MAX_IN_FLIGHT:
+            self._room = anyio.Event()
+        tell = self.ops.tells.get(kind)
+        if tell is not None:
             try:
-                await self.stream.send(data)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                self.closed = True
+                tell(request, reply)
+            except Exception as exc:
+                reply.fail(exc)
+        else:
+            self.tasks.start_soon(self._answer, request, reply)
 
+    async def _answer(self, request: Any, reply: ConnectionReply) -> None:
+        try:
+            reply.set(await self.ops.dispatch(request))
+        except Exception as exc:
+            reply.fail(exc)

@@ -1,0 +1,273 @@
+"""`make bench`: budgetd's figures beside baselines measured in the same run.
+
+Each figure is the median of several runs (`--runs`, default 5) and is printed
+with its baseline and the ratio between them:
+
+- ping / record round trip p50, p99   vs a bare anyio+msgspec echo server (the floor)
+- durable record throughput at 1, 8, 64 connections   vs raw aiosqlite group commit
+- per-record cost   vs litellm's BudgetManager.update_cost
+- `budget status` wall time   vs a bare `python -c pass`
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiosqlite
+
+ROOT = Path(__file__).resolve().parent.parent
+# As the client library sends it: every write carries an idempotency key.
+RECORD = (b'{"op":"record","id":%d,"idempotency_key":"k%d","usage":{"component":"bench","model":"gpt-4o",'
+          b'"input_tokens":1000,"output_tokens":500}}\n')
+PING = b'{"op":"ping","id":%d}\n'
+
+
+def _frame(template: bytes, i: int) -> bytes:
+    return template % ((i,) * template.count(b"%d"))
+
+
+# -- processes ----------------------------------------------------------------------
+
+
+def wait_for_socket(path: Path, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(path))
+                s.sendall(b'{"op":"ping","id":0}\n')
+                if s.recv(100):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{path} not ready")
+
+
+class Process:
+    def __init__(self, args: list[str], path: Path) -> None:
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_socket(path, self.proc)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def start_daemon(work: Path, name: str) -> tuple[Process, Path]:
+    sock = work / f"{name}.sock"
+    data = work / f"{name}-data"
+    shutil.rmtree(data, ignore_errors=True)
+    args = [sys.executable, "-m", "budgetd", "daemon", "--socket", str(sock), "--data-dir", str(data), "--no-http"]
+    return Process(args, sock), sock
+
+
+def start_echo(work: Path) -> tuple[Process, Path]:
+    sock = work / "echo.sock"
+    return Process([sys.executable, "-m", "bench.echo", str(sock)], sock), sock
+
+
+# -- measurements ---------------------------------------------------------------------
+
+
+def latency(path: Path, template: bytes, n: int) -> tuple[float, float]:
+    """p50 and p99 round trip in microseconds, one request at a time on one connection."""
+    times = []
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(path))
+        buffer = b""
+        for i in range(n + 50):
+            frame = _frame(template, i)
+            start = time.perf_counter()
+            s.sendall(frame)
+            while b"\n" not in buffer:
+                buffer += s.recv(65536)
+            _, buffer = buffer.split(b"\n", 1)
+            if i >= 50:  # warm-up
+                times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2] * 1e6, times[int(len(times) * 0.99)] * 1e6
+
+
+async def _throughput(path: Path, template: bytes, connections: int, seconds: float) -> float:
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        i = w * 10_000_000
+        while time.perf_counter() < stop_at:
+            writer.write(_frame(template, i))
+            await reader.readline()
+            done += 1
+            i += 1
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(connections)))
+    return done / (time.perf_counter() - start)
+
+
+def throughput(path: Path, template: bytes, connections: int, seconds: float) -> float:
+    return _run(_throughput(path, template, connections, seconds))
+
+
+async def _sqlite_floor(db_path: Path, writers: int, seconds: float) -> float:
+    """Raw aiosqlite group commit: writers queue rows, one committer drains, inserts, commits, acks."""
+    db = await aiosqlite.connect(db_path, isolation_level=None)
+    await db.execute("PRAGMA journal_mode = WAL")
+    await db.execute("PRAGMA synchronous = FULL")
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS usage (id INTEGER PRIMARY KEY, ts INTEGER, component TEXT, model TEXT, "
+        "input_tokens INTEGER, output_tokens INTEGER, cost_nanos INTEGER, key TEXT)"
+    )
+    await db.execute("CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, result BLOB) WITHOUT ROWID")
+    queue: asyncio.Queue = asyncio.Queue()
+    done = 0
+    stop_at = time.perf_counter() + seconds
+    loop = asyncio.get_running_loop()
+
+    async def committer() -> None:
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            await db.execute("BEGIN IMMEDIATE")
+            await db.executemany(
+                "INSERT INTO usage (ts, component, model, input_tokens, output_tokens, cost_nanos, key) "
+                "VALUES (?, 'bench', 'gpt-4o', 1000, 500, 7500000, ?)", [(time.time_ns(), k) for k, _ in batch]
+            )
+            await db.executemany("INSERT INTO keys VALUES (?, x'00')", [(k,) for k, _ in batch])
+            await db.execute("COMMIT")
+            for _, fut in batch:
+                fut.set_result(None)
+
+    async def writer(w: int) -> None:
+        nonlocal done
+        i = 0
+        while time.perf_counter() < stop_at:
+            fut = loop.create_future()
+            queue.put_nowait((f"{w}-{i}-{time.time_ns()}", fut))
+            await fut
+            done += 1
+            i += 1
+
+    task = asyncio.create_task(committer())
+    start = time.perf_counter()
+    await asyncio.gather(*(writer(w) for w in range(writers)))
+    elapsed = time.perf_counter() - start
+    task.cancel()
+    await db.close()
+    return done / elapsed
+
+
+def sqlite_floor(work: Path, writers: int, seconds: float) -> float:
+    path = work / f"floor-{writers}-{time.time_ns()}.db"
+    try:
+        return _run(_sqlite_floor(path, writers, seconds))
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def _run(coro):
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+def budget_status_wall(path: Path, n: int) -> tuple[float, float]:
+    budget = Path(sys.executable).with_name("budget")
+    times, bare = [], []
+    for _ in range(n):
+        start = time.perf_counter()
+        subprocess.run([str(budget), "--socket", str(path), "status"], check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        bare.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3, statistics.median(bare) * 1e3
+
+
+def litellm_budget_manager(n: int) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench.litellm_budget_manager", str(n)], capture_output=True,
+                         text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- the table --------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="make bench")
+    parser.add_argument("--runs", type=int, default=5, help="runs per figure; the median is reported")
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of each throughput run")
+    parser.add_argument("--n", type=int, default=3000, help="round trips per latency run")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    work = Path(tempfile.mkdtemp(prefix="budgetd-bench-"))
+    rows: list[tuple[str, str, float, str, float, str]] = []
+    med = statistics.median
+
+    def add(name: str, ours: float, base_name: str, base: float, unit: str, higher_is_better: bool) -> None:
+        ratio = (ours / base) if higher_is_better else (ours / base)
+        rows.append((name, f"{ours:,.1f} {unit}", ours, f"{base_name} {base:,.1f} {unit}", base, f"{ratio:.2f}x"))
+        print(f"  {name:<34} {ours:>12,.1f} {unit:<9} {base_name:<22} {base:>12,.1f} {unit:<9} {ratio:>6.2f}x",
+              flush=True)
+
+    echo, echo_sock = start_echo(work)
+    daemon, sock = start_daemon(work, "budgetd")
+    try:
+        print(f"budgetd bench: medians of {args.runs} runs (ratio = budgetd / baseline)", flush=True)
+        print(f"  {'figure':<34} {'budgetd':>22} {'baseline':<22} {'':>22} {'ratio':>6}")
+        lat = {k: [] for k in ("fp", "ep", "rp", "er")}
+        for _ in range(args.runs):
+            lat["fp"].append(latency(sock, PING, args.n))
+            lat["ep"].append(latency(echo_sock, PING, args.n))
+            lat["rp"].append(latency(sock, RECORD, args.n // 3))
+        p50 = lambda xs: med(x[0] for x in xs)  # noqa: E731
+        p99 = lambda xs: med(x[1] for x in xs)  # noqa: E731
+        add("ping p50", p50(lat["fp"]), "echo p50", p50(lat["ep"]), "us", False)
+        add("ping p99", p99(lat["fp"]), "echo p99", p99(lat["ep"]), "us", False)
+        add("record p50 (durable)", p50(lat["rp"]), "echo p50", p50(lat["ep"]), "us", False)
+        add("record p99 (durable)", p99(lat["rp"]), "echo p99", p99(lat["ep"]), "us", False)
+
+        for c in (1, 8, 64):
+            ours = [throughput(sock, RECORD, c, args.seconds) for _ in range(args.runs)]
+            floor = [sqlite_floor(work, c, args.seconds) for _ in range(args.runs)]
+            add(f"record/s, {c} conn", med(ours), "sqlite group commit", med(floor), "/s", True)
+        echo64 = [throughput(echo_sock, RECORD, 64, args.seconds) for _ in range(args.runs)]
+        ours64 = [throughput(sock, RECORD, 64, args.seconds) for _ in range(args.runs)]
+        add("record/s, 64 conn", med(ours64), "echo, 64 conn", med(echo64), "/s", True)
+
+        bm = [litellm_budget_manager(300) for _ in range(max(1, args.runs // 2))]
+        record_us = p50(lat["rp"])
+        bm_us = med(b["p50_us"] for b in bm)
+        add("per-record cost (durable, p50)", record_us, "BudgetManager", bm_us, "us", False)
+        amortised = 1e6 / med(ours64)
+        add("per-record cost (64 conn)", amortised, "BudgetManager", bm_us, "us", False)
+
+        status_ms, bare_ms = budget_status_wall(sock, max(3, args.runs))
+        add("`budget status` wall", status_ms, "python -c pass", bare_ms, "ms", False)
+    finally:
+        daemon.stop()
+        echo.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
