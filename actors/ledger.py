@@ -281,6 +281,42 @@ class GetTotals(msgspec.Struct, frozen=True):
     reply: ReplyTo
 
 
+class LoadBudgets(msgspec.Struct, frozen=True):
+    """Answer: [(BudgetSpec JSON, origin)]."""
+
+    reply: ReplyTo
+
+
+class SaveBudget(msgspec.Struct, frozen=True):
+    spec: bytes  # BudgetSpec as JSON
+    name: str
+    origin: str
+    reply: ReplyTo
+
+
+class DeleteBudget(msgspec.Struct, frozen=True):
+    name: str
+    reply: ReplyTo
+
+
+class WindowSum(msgspec.Struct, frozen=True):
+    """Spend of one budget in one window, grouped by its "*" dims."""
+
+    budget: str
+    exact: tuple[tuple[str, str], ...]
+    star: tuple[str, ...]
+    start: int | None
+    end: int | None
+
+
+class SumWindows(msgspec.Struct, frozen=True):
+    """Answer: {budget: [(key, nanos, tokens)]}. Served by the writer, in mailbox order, so
+    it counts exactly the writes sent before it."""
+
+    sums: list[WindowSum]
+    reply: ReplyTo
+
+
 class ListUsage(msgspec.Struct, frozen=True):
     reply: ReplyTo
     filters: dict[str, str]
@@ -352,16 +388,71 @@ class Ledger(Actor):
             debug_log("ledger", "batch of %d in %.2f ms", len(batch), (time.perf_counter() - started) * 1e3)
 
     async def _process(self, batch: list[Any]) -> None:
+        """Writes go in one transaction; other messages are served in their mailbox order."""
         writes: list[WriteUsage] = []
         for message in batch:
             if isinstance(message, WriteUsage):
                 writes.append(message)
-            elif isinstance(message, GetTotals):
+                continue
+            if isinstance(message, GetTotals):
                 message.reply.set(self._totals())
-            else:
-                fail_reply(message, OpError("internal", f"the ledger does not handle {type(message).__name__}"))
+                continue
+            if writes:
+                await self._write(writes)
+                writes = []
+            try:
+                message.reply.set(await self._in_thread(self._serve, message))
+            except sqlite3.DatabaseError as exc:
+                fail_reply(message, OpError("unavailable", f"the ledger could not answer ({exc}); retry"))
+                raise
+            except Exception as exc:
+                fail_reply(message, exc)
         if writes:
             await self._write(writes)
+
+    def _serve(self, message: Any) -> Any:
+        """Budget storage and window sums, in the worker thread."""
+        db = self.db
+        assert db is not None
+        if isinstance(message, LoadBudgets):
+            return db.execute("SELECT spec, origin FROM budgets ORDER BY name").fetchall()
+        if isinstance(message, SaveBudget):
+            db.execute(
+                "INSERT INTO budgets (name, spec, origin, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, origin = excluded.origin, "
+                "updated_at = excluded.updated_at",
+                (message.name, message.spec, message.origin, time.time_ns() // 1000),
+            )
+            return True
+        if isinstance(message, DeleteBudget):
+            return db.execute("DELETE FROM budgets WHERE name = ?", (message.name,)).rowcount > 0
+        if isinstance(message, SumWindows):
+            return {s.budget: self._window_sum(db, s) for s in message.sums}
+        raise TypeError(f"the ledger does not handle {type(message).__name__}")
+
+    @staticmethod
+    def _window_sum(db: sqlite3.Connection, s: WindowSum) -> list[tuple[tuple[str, ...], int, int]]:
+        where, args = [], []
+        for dim, value in s.exact:
+            where.append(f"{dim} = ?")
+            args.append(value)
+        for dim in s.star:
+            where.append(f"{dim} IS NOT NULL")
+        if s.start is not None:
+            where.append("ts >= ?")
+            args.append(s.start)
+        if s.end is not None:
+            where.append("ts < ?")
+            args.append(s.end)
+        columns = "".join(f"{dim}, " for dim in s.star)
+        sql = (
+            f"SELECT {columns}coalesce(sum(cost_nanos), 0), "
+            "coalesce(sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0) FROM usage"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + (f" GROUP BY {', '.join(s.star)}" if s.star else "")
+        )
+        n = len(s.star)
+        return [(tuple(row[:n]), row[n], row[n + 1]) for row in db.execute(sql, args)]
 
     def _totals(self) -> Totals:
         n, i, o, cr, cw, cost = self.totals

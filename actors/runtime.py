@@ -93,7 +93,8 @@ class Actor:
                 return
             # Then what is already waiting, without a trip through the event loop each
             # (but a bounded number, so a busy actor still lets others run).
-            for _ in range(DRAIN_LIMIT):
+            handled = 0
+            while True:
                 try:
                     await self.handle(message)
                 except OpError as exc:  # a refusal, not a fault: the actor carries on
@@ -101,6 +102,9 @@ class Actor:
                 except Exception as exc:
                     fail_reply(message, exc)
                     raise
+                handled += 1
+                if handled >= DRAIN_LIMIT:
+                    break
                 try:
                     message = mailbox.receive_nowait()
                 except (anyio.WouldBlock, anyio.EndOfStream):

@@ -276,7 +276,179 @@ def cmd_prices_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _state_rows(states: Sequence[Any]) -> str:
+    return table(
+        ["budget", "key", "window (UTC)", "spent", "reserved", "limit", "tokens", "used", "status", "policy"],
+        [[b.budget, ",".join(f"{k}={v}" for k, v in b.key.items()) or "-",
+          b.window_start.strftime("%Y-%m-%d %H:%M") if b.window_start else "total",
+          money(b.spent_usd), money(b.reserved_usd), money(b.limit_usd),
+          f"{count(b.spent_tokens)}/{count(b.limit_tokens)}" if b.limit_tokens is not None else count(b.spent_tokens),
+          f"{b.used_fraction:.0%}", b.status, b.policy] for b in states],
+        right={3, 4, 5, 6, 7},
+    )
+
+
+def _scope_text(spec: Any) -> str:
+    scope = msgspec.structs.asdict(spec.scope)
+    return ",".join(f"{k}={v}" for k, v in scope.items() if v is not None) or "(global)"
+
+
+def cmd_budgets_list(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        budgets = c.budget_list()
+    emit(args, budgets, lambda bs: table(
+        ["name", "scope", "period", "zone", "limit $", "limit tokens", "policy", "enabled"],
+        [[b.name, _scope_text(b), b.period, b.timezone, money(b.limit_usd), count(b.limit_tokens), b.policy,
+          "yes" if b.enabled else "no"] for b in bs],
+    ) if bs else "no budgets; create one with `budget budgets set NAME --period daily --limit-usd 50 --policy hard`")
+    return 0
+
+
+def cmd_budgets_show(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        result = c.budget_get(args.name)
+
+    def human(r: Any) -> str:
+        b = r.budget
+        head = (f"{b.name}: {b.policy} {b.period} budget ({b.timezone}) over {_scope_text(b)}; "
+                f"limit {money(b.limit_usd)}" + (f" / {count(b.limit_tokens)} tokens" if b.limit_tokens else "")
+                + ("" if b.enabled else "  [disabled]"))
+        if b.description:
+            head += f"\n{b.description}"
+        return head + "\n\n" + (_state_rows(r.states) if r.states else "nothing spent in this window yet")
+
+    emit(args, result, human)
+    return 0
+
+
+def cmd_budgets_set(args: argparse.Namespace) -> int:
+    fields: dict[str, Any] = {"name": args.name, "period": args.period, "policy": args.policy,
+                              "timezone": args.timezone, "scope": dict(args.scope or []),
+                              "critical_bypass": args.critical_bypass, "enabled": not args.disabled}
+    for name in ("limit_usd", "limit_tokens", "description"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    if args.threshold:
+        fields["thresholds"] = sorted(args.threshold)
+    with client(args) as c:
+        spec = c.budget_set(**fields)
+    emit(args, spec, lambda b: f"budget {b.name} set: {b.policy} {b.period} over {_scope_text(b)}")
+    return 0
+
+
+def cmd_budgets_delete(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        deleted = c.budget_delete(args.name)
+    emit(args, {"deleted": deleted}, lambda r: f"budget {args.name} deleted" if deleted else
+         f"no budget named {args.name}")
+    return 0 if deleted else 1
+
+
+def _estimate_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {"component": args.component, "model": args.model, "input_tokens": args.input,
+                              "priority": args.priority}
+    for name, value in (("provider", args.provider), ("context_id", args.context), ("task_type", args.task),
+                        ("tier", args.tier), ("max_output_tokens", args.max_output),
+                        ("cache_read_tokens", args.cache_read)):
+        if value is not None:
+            fields[name] = value
+    return fields
+
+
+def _decision_text(d: Any) -> str:
+    verdict = {"allow": "allowed", "warn": "allowed, with a warning", "downgrade": "allowed; consider a cheaper model",
+               "deny": "DENIED"}[d.action]
+    lines = [f"{verdict}: estimated {money(d.estimated_cost_usd)} for {count(d.estimated_tokens)} tokens"]
+    if d.reservation_id:
+        lines.append(f"reservation {d.reservation_id}, held until {d.expires_at:%Y-%m-%d %H:%M:%S} UTC")
+    lines += [f"  - {reason}" for reason in d.reasons]
+    if d.suggestion:
+        s = d.suggestion
+        lines.append(f"suggestion: {s.model} ({s.tier}), estimated {money(s.estimated_cost_usd)}")
+    if d.budgets:
+        lines += ["", _state_rows(d.budgets)]
+    return "\n".join(lines)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        decision = c.check(**_estimate_fields(args))
+    emit(args, decision, _decision_text)
+    return 0 if decision.allowed else DENIED
+
+
+def cmd_reserve(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        decision = c.reserve(ttl_s=args.ttl, idempotency_key=args.idempotency_key, **_estimate_fields(args))
+    emit(args, decision, _decision_text)
+    return 0 if decision.allowed else DENIED
+
+
+def cmd_commit(args: argparse.Namespace) -> int:
+    fields: dict[str, Any] = {"input_tokens": args.input, "output_tokens": args.output,
+                              "cache_read_tokens": args.cache_read, "cache_write_tokens": args.cache_write}
+    for name, value in (("component", args.component), ("model", args.model), ("cost_usd", args.cost)):
+        if value is not None:
+            fields[name] = value
+    with client(args) as c:
+        result = c.commit(args.reservation_id, idempotency_key=args.idempotency_key, **fields)
+    emit(args, result, lambda r: f"committed {args.reservation_id} as record #{r.record_id}: {money(r.cost_usd)}"
+         + ("  [duplicate: already committed]" if r.duplicate else ""))
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        released = c.release(args.reservation_id)
+    emit(args, {"released": released}, lambda r: f"released {args.reservation_id}" if released else
+         f"{args.reservation_id} was not held (committed, released or expired)")
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    need = {"capabilities": args.need or []}
+    if args.min_context is not None:
+        need["min_context_tokens"] = args.min_context
+    if args.max_tier is not None:
+        need["max_tier"] = args.max_tier
+    with client(args) as c:
+        result = c.route(candidates=args.candidate or None, need=need, **_estimate_fields(args))
+
+    def human(r: Any) -> str:
+        head = f"choice: {r.choice}" if r.choice else "no candidate fits the budgets"
+        if r.decision:
+            head += f" (estimated {money(r.decision.estimated_cost_usd)})"
+        return head + "\n\n" + table(
+            ["model", "tier", "estimate", "fits", "why"],
+            [[a.model, a.tier or "-", money(a.estimated_cost_usd), "yes" if a.fits else "no", a.why]
+             for a in r.alternatives],
+            right={2},
+        )
+
+    emit(args, result, human)
+    return 0 if result.choice else DENIED
+
+
 # -- the parser ---------------------------------------------------------------------
+
+
+DENIED = 3  # exit status of a check, reserve or route that the budgets refuse
+
+TIERS = ["lightweight", "midweight", "heavyweight", "local_lightweight", "local_midweight", "remote_heavyweight"]
+
+
+def _estimate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--component", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--provider")
+    p.add_argument("--input", type=non_negative_int, required=True, help="prompt tokens")
+    p.add_argument("--max-output", type=non_negative_int, help="most output tokens the call may use")
+    p.add_argument("--cache-read", type=non_negative_int)
+    p.add_argument("--context", help="context or session id")
+    p.add_argument("--task", help="task type")
+    p.add_argument("--tier", choices=TIERS)
+    p.add_argument("--priority", type=int, choices=range(1, 11), default=5, metavar="1..10",
+                   help="10 is critical (may bypass a hard limit where the budget allows it)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,8 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-write", type=non_negative_int, default=0)
     p.add_argument("--context", help="context or session id")
     p.add_argument("--task", help="task type")
-    p.add_argument("--tier", choices=["lightweight", "midweight", "heavyweight", "local_lightweight",
-                                      "local_midweight", "remote_heavyweight"])
+    p.add_argument("--tier", choices=TIERS)
     p.add_argument("--cost", type=non_negative_float, help="a cost you know, in USD (overrides the computed one)")
     p.add_argument("--ts", type=parse_time, help="when the call started (default: now)")
     p.add_argument("--idempotency-key", help="repeat a record safely: the same key is charged once")
@@ -328,6 +499,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--after", help="the cursor printed by the previous page")
     p.set_defaults(func=cmd_usage)
+
+    budgets = sub.add_parser("budgets", help="list, show, set and delete budgets", parents=[common])
+    bsub = budgets.add_subparsers(dest="budgets_command", metavar="ACTION")
+    bsub.required = True
+    p = bsub.add_parser("list", help="every budget", parents=[common])
+    p.set_defaults(func=cmd_budgets_list)
+    p = bsub.add_parser("show", help="one budget and its current window", parents=[common])
+    p.add_argument("name")
+    p.set_defaults(func=cmd_budgets_show)
+    p = bsub.add_parser("set", help="create or replace a budget", parents=[common])
+    p.add_argument("name")
+    p.add_argument("--period", required=True, choices=["hourly", "daily", "weekly", "monthly", "total"])
+    p.add_argument("--policy", required=True, choices=["ignore", "warn", "soft", "hard"])
+    p.add_argument("--limit-usd", type=non_negative_float)
+    p.add_argument("--limit-tokens", type=non_negative_int)
+    p.add_argument("--scope", action="append", type=key_value, metavar="DIM=VALUE",
+                   help="component, context_id, provider, model, tier or task_type; VALUE '*' = one counter per value")
+    p.add_argument("--timezone", default="UTC", help="IANA zone of the calendar windows")
+    p.add_argument("--threshold", action="append", type=non_negative_float, metavar="FRACTION")
+    p.add_argument("--critical-bypass", action="store_true", help="priority-10 requests may pass a hard limit")
+    p.add_argument("--disabled", action="store_true")
+    p.add_argument("--description")
+    p.set_defaults(func=cmd_budgets_set)
+    p = bsub.add_parser("delete", help="delete a budget", parents=[common])
+    p.add_argument("name")
+    p.set_defaults(func=cmd_budgets_delete)
+
+    p = sub.add_parser("check", help="would this call fit the budgets? (exit 3 when denied)", parents=[common])
+    _estimate_arguments(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("reserve", help="hold an estimate against the budgets (exit 3 when denied)",
+                       parents=[common])
+    _estimate_arguments(p)
+    p.add_argument("--ttl", type=non_negative_float, help="seconds the hold lasts (default 300)")
+    p.add_argument("--idempotency-key")
+    p.set_defaults(func=cmd_reserve)
+
+    p = sub.add_parser("commit", help="replace a hold with the actual usage", parents=[common])
+    p.add_argument("reservation_id")
+    p.add_argument("--input", type=non_negative_int, default=0)
+    p.add_argument("--output", type=non_negative_int, default=0)
+    p.add_argument("--cache-read", type=non_negative_int, default=0)
+    p.add_argument("--cache-write", type=non_negative_int, default=0)
+    p.add_argument("--component", help="needed only if the hold may have expired")
+    p.add_argument("--model", help="needed only if the hold may have expired")
+    p.add_argument("--cost", type=non_negative_float)
+    p.add_argument("--idempotency-key")
+    p.set_defaults(func=cmd_commit)
+
+    p = sub.add_parser("release", help="drop a hold", parents=[common])
+    p.add_argument("reservation_id")
+    p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("route", help="which model to use under the budgets (exit 3 when none fits)",
+                       parents=[common])
+    _estimate_arguments(p)
+    p.add_argument("--candidate", action="append", metavar="MODEL", help="consider only these (repeatable)")
+    p.add_argument("--need", action="append", metavar="CAPABILITY",
+                   help="vision, tools, json, reasoning, audio, pdf, caching ... (repeatable)")
+    p.add_argument("--min-context", type=non_negative_int)
+    p.add_argument("--max-tier", choices=TIERS)
+    p.set_defaults(func=cmd_route)
 
     prices = sub.add_parser("prices", help="model prices", parents=[common])
     psub = prices.add_subparsers(dest="prices_command", metavar="ACTION")

@@ -12,21 +12,32 @@ idempotency key, so a retried write is charged once. Only msgspec and anyio
 are imported, so a component that records usage starts fast.
 """
 
+import collections
+import contextlib
 import itertools
 import socket as _socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, AsyncIterator, Iterator, TypeVar
 
 import anyio
 import msgspec
 
-from budgetd.model import Usage, UsagePatch
+from budgetd.model import BudgetSpec, Decision, Estimate, Need, Recorded, Usage, UsagePatch
 from budgetd.paths import client_socket_path
 from budgetd.protocol import (
     RESULT_TYPES,
+    BudgetDelete,
+    BudgetGet,
+    BudgetList,
+    BudgetSet,
+    Check,
+    Commit,
     Hello,
+    Release,
+    Reserve,
+    Route,
     OpError,
     Ping,
     PricesGet,
@@ -71,7 +82,7 @@ def _usage(usage: Usage | None, fields: dict[str, Any], kind: type[T] = Usage) -
     try:
         return msgspec.convert(fields, kind)
     except msgspec.ValidationError as exc:
-        raise OpError("invalid", f"bad usage: {exc}") from None
+        raise OpError("invalid", f"invalid {kind.__name__}: {exc}") from None
 
 
 def _filters(filters: dict[str, str] | Filters | None) -> Filters | None:
@@ -91,11 +102,101 @@ def _result(request: Request, response: Response) -> Any:
     return msgspec.json.decode(response.result or b"{}", type=result_type)
 
 
+class BudgetDenied(Exception):
+    """Raised by `guard()` when the daemon denies the reservation; `decision` says why."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__("; ".join(decision.reasons) or "denied by budget")
+        self.decision = decision
+
+
+def _estimate(estimate: Estimate | None, fields: dict[str, Any]) -> Estimate:
+    return _usage(estimate, fields, Estimate)  # type: ignore[arg-type]
+
+
+def _spec(budget: BudgetSpec | None, fields: dict[str, Any]) -> BudgetSpec:
+    return _usage(budget, fields, BudgetSpec)  # type: ignore[arg-type]
+
+
+class Guard:
+    """What `guard()` yields: the reservation's decision; report the actual usage with `used()`."""
+
+    def __init__(self, estimate: Estimate, decision: Decision) -> None:
+        self.estimate = estimate
+        self.decision = decision
+        self.usage: Usage | None = None
+        self.recorded: Recorded | None = None
+
+    @property
+    def reservation_id(self) -> str:
+        return self.decision.reservation_id or ""
+
+    def used(self, **fields: Any) -> None:
+        """The call's actual usage (input_tokens, output_tokens, cache_read_tokens ...)."""
+        base = {"component": self.estimate.component, "model": self.estimate.model,
+                "provider": self.estimate.provider, "context_id": self.estimate.context_id,
+                "task_type": self.estimate.task_type, "tier": self.estimate.tier}
+        base.update(fields)
+        self.usage = _usage(None, {k: v for k, v in base.items() if v is not None})
+
+    def final_usage(self) -> Usage:
+        """What is committed: the reported usage, else (conservatively) the whole estimate."""
+        if self.usage is None:
+            e = self.estimate
+            self.used(input_tokens=e.input_tokens, cache_read_tokens=e.cache_read_tokens or 0,
+                      output_tokens=e.max_output_tokens or 0)
+        return self.usage  # type: ignore[return-value]
+
+
 class _Requests:
-    """The request builders both clients share: one method per op."""
+    """The request builders both clients share: one method per op.
+
+    The client remembers its own recent reservations, so that every commit
+    carries the full usage (component, model ...) and is recorded even when
+    its hold expired or the daemon restarted in between.
+    """
+
+    _reservations: "collections.OrderedDict[str, Estimate]"
+
+    def _remember_reservation(self, decision: Decision, estimate: Estimate) -> Decision:
+        if decision.reservation_id:
+            self._reservations[decision.reservation_id] = estimate
+            while len(self._reservations) > 10_000:
+                self._reservations.popitem(last=False)
+        return decision
+
+    def _full_usage(self, reservation_id: str, usage: Usage | UsagePatch) -> Usage | UsagePatch:
+        est = self._reservations.get(reservation_id)
+        if est is None:
+            return usage
+        fields = {f: getattr(usage, f) for f in usage.__struct_fields__}
+        for name in ("component", "model", "provider", "tier", "context_id", "task_type"):
+            if fields[name] is None:
+                fields[name] = getattr(est, name)
+        return UsagePatch(**fields)
 
     def _build_record(self, usage: Usage | None, idempotency_key: str | None, fields: dict[str, Any]) -> Record:
         return Record(usage=_usage(usage, fields), idempotency_key=idempotency_key or _new_key())
+
+    @staticmethod
+    def _build_reserve(estimate: Estimate | None, ttl_s: float | None, key: str | None,
+                       fields: dict[str, Any]) -> Reserve:
+        return Reserve(estimate=_estimate(estimate, fields), ttl_s=ttl_s, idempotency_key=key or _new_key())
+
+    def _build_commit(self, reservation_id: str, usage: Usage | UsagePatch | None, key: str | None,
+                      fields: dict[str, Any]) -> Commit:
+        if fields and usage is not None:
+            raise TypeError("pass either a Usage or keyword fields, not both")
+        patch = self._full_usage(reservation_id, usage if usage is not None else _usage(None, fields, UsagePatch))
+        # Keyed by the reservation, so committing the same usage twice is charged once.
+        return Commit(reservation_id=reservation_id, usage=patch, idempotency_key=key or f"commit:{reservation_id}")
+
+    @staticmethod
+    def _build_route(estimate: Estimate | None, candidates: list[str] | None, need: Need | dict | None,
+                     fields: dict[str, Any]) -> Route:
+        if isinstance(need, dict):
+            need = msgspec.convert(need, Need)
+        return Route(estimate=_estimate(estimate, fields), candidates=candidates, need=need)
 
 
 # -- sync ------------------------------------------------------------------------
@@ -109,6 +210,7 @@ class SyncBudgetClient(_Requests):
         self.timeout = timeout
         self.retries = retries
         self._sock: _socket.socket | None = None
+        self._reservations = collections.OrderedDict()
         self._buffer = bytearray()
         self._ids = itertools.count(1)
 
@@ -208,6 +310,53 @@ class SyncBudgetClient(_Requests):
     def prices_list(self, *, provider: str | None = None, search: str | None = None, limit: int | None = None) -> Any:
         return self.call(PricesList(provider=provider, search=search, limit=limit))
 
+    def check(self, estimate: Estimate | None = None, **fields: Any) -> Decision:
+        return self.call(Check(estimate=_estimate(estimate, fields)))
+
+    def reserve(self, estimate: Estimate | None = None, *, ttl_s: float | None = None,
+                idempotency_key: str | None = None, **fields: Any) -> Decision:
+        request = self._build_reserve(estimate, ttl_s, idempotency_key, fields)
+        return self._remember_reservation(self.call(request), request.estimate)
+
+    def commit(self, reservation_id: str, usage: Usage | UsagePatch | None = None, *,
+               idempotency_key: str | None = None, **fields: Any) -> Recorded:
+        return self.call(self._build_commit(reservation_id, usage, idempotency_key, fields))
+
+    def release(self, reservation_id: str) -> bool:
+        return self.call(Release(reservation_id=reservation_id)).released
+
+    def route(self, estimate: Estimate | None = None, *, candidates: list[str] | None = None,
+              need: Need | dict | None = None, **fields: Any) -> Any:
+        return self.call(self._build_route(estimate, candidates, need, fields))
+
+    def budget_set(self, budget: BudgetSpec | None = None, **fields: Any) -> BudgetSpec:
+        return self.call(BudgetSet(budget=_spec(budget, fields))).budget
+
+    def budget_get(self, name: str) -> Any:
+        return self.call(BudgetGet(name=name))
+
+    def budget_list(self) -> list[BudgetSpec]:
+        return self.call(BudgetList()).budgets
+
+    def budget_delete(self, name: str) -> bool:
+        return self.call(BudgetDelete(name=name)).deleted
+
+    @contextlib.contextmanager
+    def guard(self, estimate: Estimate | None = None, *, ttl_s: float | None = None,
+              **fields: Any) -> Iterator[Guard]:
+        """Reserve on enter (raising BudgetDenied), commit the actual usage on exit, release on error."""
+        est = _estimate(estimate, fields)
+        decision = self.reserve(est, ttl_s=ttl_s)
+        if not decision.allowed:
+            raise BudgetDenied(decision)
+        g = Guard(est, decision)
+        try:
+            yield g
+        except BaseException:
+            self.release(g.reservation_id)
+            raise
+        g.recorded = self.commit(g.reservation_id, g.final_usage())
+
 
 # -- async -----------------------------------------------------------------------
 
@@ -228,6 +377,7 @@ class BudgetClient(_Requests):
         self.timeout = timeout
         self.retries = retries
         self._stream: Any = None
+        self._reservations = collections.OrderedDict()
         self._pending: dict[int, _Slot] = {}
         self._ids = itertools.count(1)
         self._send_lock: anyio.Lock | None = None
@@ -358,5 +508,56 @@ class BudgetClient(_Requests):
                           limit: int | None = None) -> Any:
         return await self.call(PricesList(provider=provider, search=search, limit=limit))
 
+    async def check(self, estimate: Estimate | None = None, **fields: Any) -> Decision:
+        return await self.call(Check(estimate=_estimate(estimate, fields)))
 
-__all__ = ["BudgetClient", "SyncBudgetClient", "BudgetError", "DaemonUnavailable", "Usage", "UsagePatch"]
+    async def reserve(self, estimate: Estimate | None = None, *, ttl_s: float | None = None,
+                      idempotency_key: str | None = None, **fields: Any) -> Decision:
+        request = self._build_reserve(estimate, ttl_s, idempotency_key, fields)
+        return self._remember_reservation(await self.call(request), request.estimate)
+
+    async def commit(self, reservation_id: str, usage: Usage | UsagePatch | None = None, *,
+                     idempotency_key: str | None = None, **fields: Any) -> Recorded:
+        return await self.call(self._build_commit(reservation_id, usage, idempotency_key, fields))
+
+    async def release(self, reservation_id: str) -> bool:
+        return (await self.call(Release(reservation_id=reservation_id))).released
+
+    async def route(self, estimate: Estimate | None = None, *, candidates: list[str] | None = None,
+                    need: Need | dict | None = None, **fields: Any) -> Any:
+        return await self.call(self._build_route(estimate, candidates, need, fields))
+
+    async def budget_set(self, budget: BudgetSpec | None = None, **fields: Any) -> BudgetSpec:
+        return (await self.call(BudgetSet(budget=_spec(budget, fields)))).budget
+
+    async def budget_get(self, name: str) -> Any:
+        return await self.call(BudgetGet(name=name))
+
+    async def budget_list(self) -> list[BudgetSpec]:
+        return (await self.call(BudgetList())).budgets
+
+    async def budget_delete(self, name: str) -> bool:
+        return (await self.call(BudgetDelete(name=name))).deleted
+
+    @contextlib.asynccontextmanager
+    async def guard(self, estimate: Estimate | None = None, *, ttl_s: float | None = None,
+                    **fields: Any) -> AsyncIterator[Guard]:
+        """Reserve on enter (raising BudgetDenied), commit the actual usage on exit, release on error."""
+        est = _estimate(estimate, fields)
+        decision = await self.reserve(est, ttl_s=ttl_s)
+        if not decision.allowed:
+            raise BudgetDenied(decision)
+        g = Guard(est, decision)
+        try:
+            yield g
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.release(g.reservation_id)
+            raise
+        g.recorded = await self.commit(g.reservation_id, g.final_usage())
+
+
+__all__ = [
+    "BudgetClient", "SyncBudgetClient", "BudgetError", "BudgetDenied", "DaemonUnavailable", "Guard",
+    "Usage", "UsagePatch", "Estimate", "BudgetSpec", "Need",
+]

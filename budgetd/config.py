@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from budgetd.model import BudgetSpec
+from budgetd.model import BudgetInvalid, BudgetSpec, check_budget
 from budgetd.paths import default_config_path, default_data_dir, default_socket_path
 from budgetd.protocol import PriceOverride
 
@@ -206,6 +206,11 @@ def _check(config: Config, source: str) -> None:
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise ConfigError(f"{source}: budget names must be unique; repeated: {', '.join(sorted(duplicates))}")
+    for i, budget in enumerate(config.budgets):
+        try:
+            check_budget(budget, f"budgets[{i}]")
+        except BudgetInvalid as exc:
+            raise ConfigError(f"{source}: {exc} (at {exc.field})") from None
     if config.daemon.max_frame_bytes < 1024:
         raise ConfigError(f"{source}: daemon.max_frame_bytes must be at least 1024")
     if config.pricing.unknown_model not in ("fallback", "deny", "zero"):

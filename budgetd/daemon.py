@@ -17,7 +17,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from actors.allocator import Allocator
+from actors.allocator import AdmissionRules, Allocator
 from actors.ledger import Ledger, LedgerError, LedgerReader
 from actors.prices import Prices, load_book
 from actors.runtime import Supervisor
@@ -135,7 +135,13 @@ class Daemon:
                 raise StartupError(str(exc)) from None
             await tg.start(sup.supervise, reader, lambda: LedgerReader(db_path))
             await tg.start(sup.supervise, prices, lambda: Prices(book, sources, allocator))
-            await tg.start(sup.supervise, allocator, lambda: Allocator(ledger, book, tiers, unpriced))
+            admission = AdmissionRules(
+                config.admission.default_output_tokens, config.admission.default_ttl_s,
+                config.admission.max_reservation_usd,
+            )
+            await tg.start(sup.supervise, allocator, lambda: Allocator(
+                ledger, book, tiers, unpriced, admission, config.budgets, config.daemon.ask_timeout_s,
+            ))
             await tg.start(server.serve)
             log.info(
                 "budgetd ready: socket %s, ledger %s, %d prices (%s)",

@@ -69,6 +69,14 @@ class Struct(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     """Base of every schema type: keyword-only, immutable, strict."""
 
 
+class BudgetInvalid(ValueError):
+    """A BudgetSpec that decodes but does not make sense; `field` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 # -- usage ----------------------------------------------------------------------
 
 
@@ -165,6 +173,26 @@ class BudgetSpec(Struct, kw_only=True):
     critical_bypass: bool = False
     enabled: bool = True
     description: Text | None = None
+
+
+def check_budget(spec: "BudgetSpec", prefix: str = "$.budget") -> None:
+    """The rules of a BudgetSpec that its types cannot express; raises BudgetInvalid."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # stdlib, loaded only when budgets change
+
+    try:
+        ZoneInfo(spec.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BudgetInvalid(
+            f"{prefix}.timezone",
+            f"unknown time zone {spec.timezone!r}; use an IANA name such as 'UTC' or 'Europe/Berlin'",
+        ) from None
+    if spec.policy != "ignore" and spec.limit_usd is None and spec.limit_tokens is None:
+        raise BudgetInvalid(
+            f"{prefix}.limit_usd",
+            f"budget {spec.name!r} has policy {spec.policy!r} but no limit: set limit_usd and/or limit_tokens",
+        )
+    if sorted(spec.thresholds) != list(spec.thresholds):
+        raise BudgetInvalid(f"{prefix}.thresholds", "thresholds must be in increasing order")
 
 
 class BudgetState(Struct, kw_only=True):

@@ -87,3 +87,19 @@ async def test_ask_times_out_as_busy():
     with pytest.raises(OpError) as info:
         ref.tell(Get(Reply()))
     assert info.value.code == "unavailable"
+
+
+@pytest.mark.anyio
+async def test_a_burst_longer_than_one_drain_loses_nothing():
+    """Every message of a burst is handled, across the drain limit's boundaries."""
+    sup = Supervisor()
+    ref = sup.ref("counter", 5000)
+    starts: list[int] = []
+    replies = [Reply() for _ in range(3000)]
+    for reply in replies:
+        ref.tell(Get(reply))
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.supervise, ref, lambda: Counter(starts))
+        answers = [await r.wait(5) for r in replies]
+        ref.close()
+    assert answers == list(range(1, 3001))

@@ -10,7 +10,19 @@ import time
 from typing import Any, Awaitable, Callable
 
 import budgetd
-from actors.allocator import RecordUsage
+from actors.allocator import (
+    BudgetDeleteMsg,
+    BudgetGetMsg,
+    BudgetListMsg,
+    BudgetSetMsg,
+    CheckMsg,
+    CommitMsg,
+    RecordUsage,
+    ReleaseMsg,
+    ReserveMsg,
+    RouteMsg,
+    StatesMsg,
+)
 from actors.ledger import GetTotals, ListUsage, payload_hash, to_us
 from actors.prices import GetPrice, GetPricesStatus, ListPrices
 from actors.runtime import Ref, Reply, ReplyTo
@@ -19,6 +31,19 @@ from budgetd.model import DIMS
 from budgetd.protocol import (
     PROTOCOL_VERSION,
     ActorStatus,
+    BudgetDelete,
+    BudgetGet,
+    BudgetList,
+    BudgetListResult,
+    BudgetResult,
+    BudgetSet,
+    Check,
+    Commit,
+    Deleted,
+    Release,
+    Released,
+    Reserve,
+    Route,
     DaemonStatus,
     Empty,
     Hello,
@@ -53,8 +78,17 @@ class Ops:
         # directly. Doors pass their own reply slot and need no task per request.
         self.tells: dict[type[Request], Callable[[Any, ReplyTo], None]] = {
             Record: self.record,
+            Check: self.check,
+            Reserve: self.reserve,
+            Commit: self.commit,
+            Route: self.route,
         }
         self.table: dict[type[Request], Handler] = {
+            Release: self.release,
+            BudgetSet: self.budget_set,
+            BudgetGet: self.budget_get,
+            BudgetList: self.budget_list,
+            BudgetDelete: self.budget_delete,
             UsageList: self.usage_list,
             Status: self.status,
             PricesGet: self.prices_get,
@@ -101,6 +135,46 @@ class Ops:
         digest = payload_hash("record", req.usage) if key is not None else None
         self.refs["allocator"].tell(RecordUsage(usage=req.usage, idempotency_key=key, payload_hash=digest, reply=reply))
 
+    def check(self, req: Check, reply: ReplyTo) -> None:
+        self.refs["allocator"].tell(CheckMsg(estimate=req.estimate, reply=reply))
+
+    def reserve(self, req: Reserve, reply: ReplyTo) -> None:
+        key = req.idempotency_key
+        digest = payload_hash("reserve", (req.estimate, req.ttl_s)) if key is not None else None
+        self.refs["allocator"].tell(ReserveMsg(estimate=req.estimate, ttl_s=req.ttl_s, idempotency_key=key,
+                                               payload_hash=digest, reply=reply))
+
+    def commit(self, req: Commit, reply: ReplyTo) -> None:
+        # A commit is idempotent by its reservation even when the client sends no key.
+        key = req.idempotency_key or f"commit:{req.reservation_id}"
+        digest = payload_hash("commit", (req.reservation_id, req.usage))
+        self.refs["allocator"].tell(CommitMsg(reservation_id=req.reservation_id, usage=req.usage,
+                                              idempotency_key=key, payload_hash=digest, reply=reply))
+
+    def route(self, req: Route, reply: ReplyTo) -> None:
+        self.refs["allocator"].tell(RouteMsg(estimate=req.estimate, candidates=req.candidates, need=req.need,
+                                             reply=reply))
+
+    async def _allocator(self, make: Callable[[ReplyTo], Any]) -> Any:
+        return await self.refs["allocator"].ask(make, self.timeout)
+
+    async def release(self, req: Release) -> Released:
+        released = await self._allocator(lambda reply: ReleaseMsg(reservation_id=req.reservation_id, reply=reply))
+        return Released(released=released)
+
+    async def budget_set(self, req: BudgetSet) -> BudgetResult:
+        spec = await self._allocator(lambda reply: BudgetSetMsg(spec=req.budget, reply=reply))
+        return BudgetResult(budget=spec)
+
+    async def budget_get(self, req: BudgetGet) -> Any:
+        return await self._allocator(lambda reply: BudgetGetMsg(name=req.name, reply=reply))
+
+    async def budget_list(self, _req: BudgetList) -> BudgetListResult:
+        return BudgetListResult(budgets=await self._allocator(lambda reply: BudgetListMsg(reply=reply)))
+
+    async def budget_delete(self, req: BudgetDelete) -> Deleted:
+        return Deleted(deleted=await self._allocator(lambda reply: BudgetDeleteMsg(name=req.name, reply=reply)))
+
     async def usage_list(self, req: UsageList) -> UsageListResult:
         before = None
         if req.after is not None:
@@ -121,6 +195,7 @@ class Ops:
 
     async def status(self, _req: Status) -> StatusResult:
         totals = await self.refs["ledger"].ask(lambda reply: GetTotals(reply=reply), self.timeout)
+        budgets = await self._allocator(lambda reply: StatesMsg(reply=reply))
         prices = await self.refs["prices"].ask(lambda reply: GetPricesStatus(reply=reply), self.timeout)
         actors = [
             ActorStatus(name=r.name, restarts=r.restarts, mailbox_depth=r.depth, running=r.running)
@@ -131,7 +206,7 @@ class Ops:
             uptime_s=round(time.monotonic() - self._started_monotonic, 3), socket=self.socket_path,
             data_dir=str(self.config.data_path), durability=self.config.daemon.durability, actors=actors,
         )
-        return StatusResult(budgets=[], totals=totals, daemon=daemon, prices=prices)
+        return StatusResult(budgets=budgets, totals=totals, daemon=daemon, prices=prices)
 
     async def prices_get(self, req: PricesGet) -> Any:
         return await self.refs["prices"].ask(

@@ -1,0 +1,181 @@
+"""Budgets in memory: scope matching, window counters, states and the admission rule.
+
+Pure data and arithmetic, owned by the allocator actor; nothing here awaits.
+Money is integer nano-dollars; tokens are input + output + cache read + cache write.
+"""
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from budgetd.model import DIMS, BudgetSpec, BudgetState, canonical_tier, nanos, usd
+from budgetd.periods import Window, window
+
+ACTION_RANK = {"allow": 0, "warn": 1, "downgrade": 2, "deny": 3}
+STAR = "*"
+
+
+class Counter:
+    """Spend and holds of one budget, for one key, in one window."""
+
+    __slots__ = ("spent_nanos", "spent_tokens", "reserved_nanos", "reserved_tokens")
+
+    def __init__(self, spent_nanos: int = 0, spent_tokens: int = 0) -> None:
+        self.spent_nanos = spent_nanos
+        self.spent_tokens = spent_tokens
+        self.reserved_nanos = 0
+        self.reserved_tokens = 0
+
+
+#: What a request looks like to a scope: dim -> value (model is the resolved price key).
+Attrs = dict[str, str | None]
+
+
+@dataclass
+class Budget:
+    spec: BudgetSpec
+    limit_nanos: int | None
+    exact: tuple[tuple[str, str], ...]
+    star: tuple[str, ...]
+    counters: dict[tuple[tuple[str, ...], int | None], Counter] = field(default_factory=dict)
+    _window: Window = Window(None, None)
+
+    @classmethod
+    def of(cls, spec: BudgetSpec, resolve_model: Callable[[str], str]) -> "Budget":
+        """`resolve_model` maps a scope's model name to the price key records are stored under."""
+        scope = {d: getattr(spec.scope, d) for d in DIMS if getattr(spec.scope, d) is not None}
+        if scope.get("model") not in (None, STAR):
+            scope["model"] = resolve_model(scope["model"])
+        if scope.get("tier") not in (None, STAR):
+            scope["tier"] = canonical_tier(scope["tier"]) or scope["tier"]
+        return cls(
+            spec=spec,
+            limit_nanos=None if spec.limit_usd is None else nanos(spec.limit_usd),
+            exact=tuple((d, v) for d, v in scope.items() if v != STAR),
+            star=tuple(d for d, v in scope.items() if v == STAR),
+        )
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def key_of(self, attrs: Attrs) -> tuple[str, ...] | None:
+        """The counter key of a matching request, or None when the budget does not cover it."""
+        if not self.spec.enabled:
+            return None
+        for dim, value in self.exact:
+            if attrs.get(dim) != value:
+                return None
+        key = []
+        for dim in self.star:
+            actual = attrs.get(dim)
+            if actual is None:
+                return None  # "*" keys by the value; a request without one is not covered
+            key.append(actual)
+        return tuple(key)
+
+    def window_at(self, ts: dt.datetime) -> Window:
+        cached = self._window
+        if cached.start is not None and cached.contains(ts):
+            return cached
+        found = window(self.spec.period, self.spec.timezone, ts)
+        if self.spec.period != "total":
+            self._window = found
+        return found
+
+    def counter(self, key: tuple[str, ...], win: Window) -> Counter:
+        slot = (key, None if win.start is None else _us(win.start))
+        counter = self.counters.get(slot)
+        if counter is None:
+            counter = self.counters[slot] = Counter()
+        return counter
+
+    def peek(self, key: tuple[str, ...], win: Window) -> Counter:
+        """The counter if it exists, else an empty one that is not kept (for what-ifs)."""
+        return self.counters.get((key, None if win.start is None else _us(win.start))) or Counter()
+
+    def state(self, key: tuple[str, ...], win: Window, counter: Counter) -> BudgetState:
+        fraction = self.used_fraction(counter.spent_nanos, counter.spent_tokens)
+        return BudgetState(
+            budget=self.name,
+            key=dict(zip(self.star, key)),
+            window_start=win.start,
+            window_end=win.end,
+            spent_usd=usd(counter.spent_nanos),
+            spent_tokens=counter.spent_tokens,
+            reserved_usd=usd(counter.reserved_nanos),
+            reserved_tokens=counter.reserved_tokens,
+            limit_usd=self.spec.limit_usd,
+            limit_tokens=self.spec.limit_tokens,
+            used_fraction=round(fraction, 6),
+            status=self.status(fraction),
+            policy=self.spec.policy,
+        )
+
+    def used_fraction(self, spent_nanos: int, spent_tokens: int) -> float:
+        fractions = [0.0]
+        if self.limit_nanos is not None:
+            fractions.append(_fraction(spent_nanos, self.limit_nanos))
+        if self.spec.limit_tokens is not None:
+            fractions.append(_fraction(spent_tokens, self.spec.limit_tokens))
+        return max(fractions)
+
+    def status(self, fraction: float) -> str:
+        if fraction >= 1.0:
+            return "exceeded"
+        below_one = [t for t in self.spec.thresholds if t < 1.0]
+        if below_one and fraction >= max(below_one):
+            return "warning"
+        return "ok"
+
+    def fits(self, counter: Counter, nanos: int, tokens: int) -> bool:
+        if self.limit_nanos is not None and counter.spent_nanos + counter.reserved_nanos + nanos > self.limit_nanos:
+            return False
+        if self.spec.limit_tokens is not None and (
+            counter.spent_tokens + counter.reserved_tokens + tokens > self.spec.limit_tokens
+        ):
+            return False
+        return True
+
+    def current_states(self, now: dt.datetime) -> Iterator[BudgetState]:
+        win = self.window_at(now)
+        start = None if win.start is None else _us(win.start)
+        keys = [key for (key, w) in self.counters if w == start]
+        if not keys and not self.star:
+            keys = [()]
+        for key in sorted(keys):
+            yield self.state(key, win, self.counter(key, win))
+
+    def prune(self, now: dt.datetime, keep: dt.timedelta) -> None:
+        """Forget counters of windows that ended long ago and hold nothing."""
+        if self.spec.period == "total":
+            return
+        horizon = _us(now - keep)
+        current = self.window_at(now)
+        current_start = None if current.start is None else _us(current.start)
+        for slot in [s for s, c in self.counters.items()
+                     if s[1] is not None and s[1] < horizon and s[1] != current_start
+                     and not c.reserved_nanos and not c.reserved_tokens]:
+            del self.counters[slot]
+
+
+def _fraction(spent: int, limit: int) -> float:
+    if limit == 0:
+        return 0.0 if spent == 0 else float("inf")
+    return spent / limit
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _us(t: dt.datetime) -> int:
+    return (t - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def describe_key(budget: Budget, key: tuple[str, ...]) -> str:
+    return ", ".join(f"{d}={v}" for d, v in zip(budget.star, key))
+
+
+def money(nanos_amount: int) -> str:
+    value = usd(nanos_amount)
+    return f"${value:,.2f}" if value >= 1 else f"${value:.6f}".rstrip("0").rstrip(".")

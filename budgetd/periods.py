@@ -1,0 +1,58 @@
+"""Calendar windows in a time zone: an hour starts at :00, a day at midnight,
+a week on Monday 00:00, a month on the 1st; `total` never resets.
+
+Windows are computed on local wall time and converted to UTC, so a day in
+Europe/Berlin is 23 or 25 hours long across a DST change.
+"""
+
+import datetime as dt
+import functools
+from typing import NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+UTC = dt.timezone.utc
+PERIODS = ("hourly", "daily", "weekly", "monthly", "total")
+
+
+class Window(NamedTuple):
+    start: dt.datetime | None  # UTC; None for `total`
+    end: dt.datetime | None
+
+    def contains(self, ts: dt.datetime) -> bool:
+        return (self.start is None or ts >= self.start) and (self.end is None or ts < self.end)
+
+
+@functools.lru_cache(maxsize=256)
+def zone(name: str) -> ZoneInfo:
+    """The zone named `name`, or ValueError with a message for people."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}; use an IANA name such as 'UTC' or 'Europe/Berlin'") from None
+
+
+def _local_midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
+
+
+def window(period: str, tz_name: str, ts: dt.datetime) -> Window:
+    """The window of `period` in zone `tz_name` that contains the instant `ts`."""
+    if period == "total":
+        return Window(None, None)
+    tz = zone(tz_name)
+    local = ts.astimezone(tz)
+    if period == "hourly":
+        # Hours are absolute: across a fall-back the repeated hour is two windows.
+        start = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+        return Window(start, start + dt.timedelta(hours=1))
+    if period == "daily":
+        day = local.date()
+        return Window(_local_midnight(day, tz), _local_midnight(day + dt.timedelta(days=1), tz))
+    if period == "weekly":
+        monday = local.date() - dt.timedelta(days=local.weekday())
+        return Window(_local_midnight(monday, tz), _local_midnight(monday + dt.timedelta(days=7), tz))
+    if period == "monthly":
+        first = local.date().replace(day=1)
+        following = (first + dt.timedelta(days=32)).replace(day=1)
+        return Window(_local_midnight(first, tz), _local_midnight(following, tz))
+    raise ValueError(f"unknown period {period!r}; use one of {', '.join(PERIODS)}")
