@@ -235,9 +235,9 @@ class Allocator(Actor):
         while True:
             await anyio.sleep(1.0)
             self._expire(time.monotonic())
-            now = _now()
+            now = _now_us()
             for budget in self.budgets.values():
-                budget.prune(now, dt.timedelta(days=2))
+                budget.prune(now, 2 * 86_400_000_000)
 
     async def _save(self, spec: BudgetSpec, origin: str) -> None:
         await self.ledger.ask(
@@ -247,15 +247,12 @@ class Allocator(Actor):
 
     async def _load_counters(self, budgets: list[Budget]) -> None:
         """Counters of each budget's current window, from the ledger's sums."""
-        now = _now()
+        now = _now_us()
         sums = []
         for budget in budgets:
             win = budget.window_at(now)
-            sums.append(WindowSum(
-                budget=budget.name, exact=budget.exact, star=budget.star,
-                start=None if win.start is None else to_us(win.start),
-                end=None if win.end is None else to_us(win.end),
-            ))
+            sums.append(WindowSum(budget=budget.name, exact=budget.exact, star=budget.star,
+                                  start=win.start_us, end=win.end_us))
         if not sums:
             return
         found = await self.ledger.ask(lambda reply: SumWindows(sums=sums, reply=reply), self.timeout)
@@ -295,7 +292,7 @@ class Allocator(Actor):
             message.reply.set(await self._budget_set(message.spec))
         elif kind is BudgetGetMsg:
             budget = self._budget(message.name)
-            message.reply.set(BudgetGetResult(budget=budget.spec, states=list(budget.current_states(_now()))))
+            message.reply.set(BudgetGetResult(budget=budget.spec, states=list(budget.current_states(_now_us()))))
         elif kind is BudgetListMsg:
             message.reply.set([b.spec for _, b in sorted(self.budgets.items())])
         elif kind is BudgetDeleteMsg:
@@ -341,7 +338,7 @@ class Allocator(Actor):
                     if key is None:
                         hold.charges[i] = (Counter(), 0, 0)
                         continue
-                    replacement = new.counter(key, new.window_at(_now()))
+                    replacement = new.counter(key, new.window_at(_now_us()))
                     replacement.reserved_nanos += held_nanos
                     replacement.reserved_tokens += held_tokens
                     hold.charges[i] = (replacement, held_nanos, held_tokens)
@@ -356,7 +353,7 @@ class Allocator(Actor):
         return bool(deleted) or budget is not None
 
     def _states(self) -> list[BudgetState]:
-        now = _now()
+        now = _now_us()
         return [state for _, b in sorted(self.budgets.items()) for state in b.current_states(now)]
 
     # -- admission ------------------------------------------------------------------
@@ -384,7 +381,7 @@ class Allocator(Actor):
 
     def _weigh(self, est: Estimate, attrs: Attrs, entry: PriceEntry | None, cost: int, tokens: int,
                for_hold: bool) -> Assessment:
-        now = _now()
+        now = _now_us()
         action = "allow"
         reasons: list[str] = []
         matches = []
@@ -551,11 +548,10 @@ class Allocator(Actor):
         )
         if not priced.priced:
             self._note_unpriced(u.model)
-        ts_us = to_us(u.ts) if u.ts is not None else time.time_ns() // 1000
+        ts_us = to_us(u.ts) if u.ts is not None else _now_us()
         charges: list[Charge] = []
         states: list[BudgetState] = []
         if self.budgets:
-            ts = u.ts if u.ts is not None else _now()
             attrs: Attrs = {
                 "component": u.component, "model": priced.model, "provider": priced.provider,
                 "tier": priced.tier, "context_id": u.context_id, "task_type": u.task_type,
@@ -565,7 +561,7 @@ class Allocator(Actor):
                 bkey = budget.key_of(attrs)
                 if bkey is None:
                     continue
-                win = budget.window_at(ts)
+                win = budget.window_at(ts_us)
                 counter = budget.counter(bkey, win)
                 counter.spent_nanos += priced.cost_nanos
                 counter.spent_tokens += tokens
@@ -697,4 +693,8 @@ class Allocator(Actor):
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
 

@@ -8,7 +8,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from budgetd.model import DIMS, BudgetSpec, BudgetState, canonical_tier, nanos, usd
+from budgetd.model import DIMS, NANOS_PER_USD, BudgetSpec, BudgetState, canonical_tier, format_usd, nanos, usd
 from budgetd.periods import Window, window
 
 ACTION_RANK = {"allow": 0, "warn": 1, "downgrade": 2, "deny": 3}
@@ -55,9 +55,13 @@ class Budget:
             star=tuple(d for d, v in scope.items() if v == STAR),
         )
 
-    @property
-    def name(self) -> str:
-        return self.spec.name
+    def __post_init__(self) -> None:
+        spec = self.spec
+        self.name = spec.name
+        self.limit_tokens = spec.limit_tokens
+        below_one = [t for t in spec.thresholds if t < 1.0]
+        self._warn_at = max(below_one) if below_one else None
+        self._key_dicts: dict[tuple[str, ...], dict[str, str]] = {}
 
     def key_of(self, attrs: Attrs) -> tuple[str, ...] | None:
         """The counter key of a matching request, or None when the budget does not cover it."""
@@ -66,6 +70,8 @@ class Budget:
         for dim, value in self.exact:
             if attrs.get(dim) != value:
                 return None
+        if not self.star:
+            return ()
         key = []
         for dim in self.star:
             actual = attrs.get(dim)
@@ -74,17 +80,18 @@ class Budget:
             key.append(actual)
         return tuple(key)
 
-    def window_at(self, ts: dt.datetime) -> Window:
+    def window_at(self, ts_us: int) -> Window:
+        """The window holding the instant `ts_us` (microseconds since the epoch)."""
         cached = self._window
-        if cached.start is not None and cached.contains(ts):
+        if cached.start_us is not None and cached.contains_us(ts_us):
             return cached
-        found = window(self.spec.period, self.spec.timezone, ts)
-        if self.spec.period != "total":
+        found = window(self.spec.period, self.spec.timezone, _EPOCH + dt.timedelta(microseconds=ts_us))
+        if found.start_us is not None:
             self._window = found
         return found
 
     def counter(self, key: tuple[str, ...], win: Window) -> Counter:
-        slot = (key, None if win.start is None else _us(win.start))
+        slot = (key, win.start_us)
         counter = self.counters.get(slot)
         if counter is None:
             counter = self.counters[slot] = Counter()
@@ -92,67 +99,59 @@ class Budget:
 
     def peek(self, key: tuple[str, ...], win: Window) -> Counter:
         """The counter if it exists, else an empty one that is not kept (for what-ifs)."""
-        return self.counters.get((key, None if win.start is None else _us(win.start))) or Counter()
+        return self.counters.get((key, win.start_us)) or Counter()
 
     def state(self, key: tuple[str, ...], win: Window, counter: Counter) -> BudgetState:
         fraction = self.used_fraction(counter.spent_nanos, counter.spent_tokens)
+        key_dict = self._key_dicts.get(key)
+        if key_dict is None:
+            key_dict = self._key_dicts[key] = dict(zip(self.star, key))
         return BudgetState(
             budget=self.name,
-            key=dict(zip(self.star, key)),
+            key=key_dict,
             window_start=win.start,
             window_end=win.end,
-            spent_usd=usd(counter.spent_nanos),
+            spent_usd=counter.spent_nanos / NANOS_PER_USD,
             spent_tokens=counter.spent_tokens,
-            reserved_usd=usd(counter.reserved_nanos),
+            reserved_usd=counter.reserved_nanos / NANOS_PER_USD,
             reserved_tokens=counter.reserved_tokens,
             limit_usd=self.spec.limit_usd,
-            limit_tokens=self.spec.limit_tokens,
+            limit_tokens=self.limit_tokens,
             used_fraction=round(fraction, 6),
-            status=self.status(fraction),
+            status="exceeded" if fraction >= 1.0 else (
+                "warning" if self._warn_at is not None and fraction >= self._warn_at else "ok"),
             policy=self.spec.policy,
         )
 
     def used_fraction(self, spent_nanos: int, spent_tokens: int) -> float:
-        fractions = [0.0]
+        fraction = 0.0
         if self.limit_nanos is not None:
-            fractions.append(_fraction(spent_nanos, self.limit_nanos))
-        if self.spec.limit_tokens is not None:
-            fractions.append(_fraction(spent_tokens, self.spec.limit_tokens))
-        return max(fractions)
-
-    def status(self, fraction: float) -> str:
-        if fraction >= 1.0:
-            return "exceeded"
-        below_one = [t for t in self.spec.thresholds if t < 1.0]
-        if below_one and fraction >= max(below_one):
-            return "warning"
-        return "ok"
+            fraction = _fraction(spent_nanos, self.limit_nanos)
+        if self.limit_tokens is not None:
+            fraction = max(fraction, _fraction(spent_tokens, self.limit_tokens))
+        return fraction
 
     def fits(self, counter: Counter, nanos: int, tokens: int) -> bool:
         if self.limit_nanos is not None and counter.spent_nanos + counter.reserved_nanos + nanos > self.limit_nanos:
             return False
-        if self.spec.limit_tokens is not None and (
-            counter.spent_tokens + counter.reserved_tokens + tokens > self.spec.limit_tokens
-        ):
+        if self.limit_tokens is not None and counter.spent_tokens + counter.reserved_tokens + tokens > self.limit_tokens:
             return False
         return True
 
-    def current_states(self, now: dt.datetime) -> Iterator[BudgetState]:
-        win = self.window_at(now)
-        start = None if win.start is None else _us(win.start)
-        keys = [key for (key, w) in self.counters if w == start]
+    def current_states(self, now_us: int) -> Iterator[BudgetState]:
+        win = self.window_at(now_us)
+        keys = [key for (key, w) in self.counters if w == win.start_us]
         if not keys and not self.star:
             keys = [()]
         for key in sorted(keys):
             yield self.state(key, win, self.counter(key, win))
 
-    def prune(self, now: dt.datetime, keep: dt.timedelta) -> None:
+    def prune(self, now_us: int, keep_us: int) -> None:
         """Forget counters of windows that ended long ago and hold nothing."""
         if self.spec.period == "total":
             return
-        horizon = _us(now - keep)
-        current = self.window_at(now)
-        current_start = None if current.start is None else _us(current.start)
+        horizon = now_us - keep_us
+        current_start = self.window_at(now_us).start_us
         for slot in [s for s, c in self.counters.items()
                      if s[1] is not None and s[1] < horizon and s[1] != current_start
                      and not c.reserved_nanos and not c.reserved_tokens]:
@@ -168,14 +167,9 @@ def _fraction(spent: int, limit: int) -> float:
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def _us(t: dt.datetime) -> int:
-    return (t - _EPOCH) // dt.timedelta(microseconds=1)
-
-
 def describe_key(budget: Budget, key: tuple[str, ...]) -> str:
     return ", ".join(f"{d}={v}" for d, v in zip(budget.star, key))
 
 
 def money(nanos_amount: int) -> str:
-    value = usd(nanos_amount)
-    return f"${value:,.2f}" if value >= 1 else f"${value:.6f}".rstrip("0").rstrip(".")
+    return format_usd(usd(nanos_amount))

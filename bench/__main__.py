@@ -29,6 +29,25 @@ ROOT = Path(__file__).resolve().parent.parent
 RECORD = (b'{"op":"record","id":%d,"idempotency_key":"k%d","usage":{"component":"bench","model":"gpt-4o",'
           b'"input_tokens":1000,"output_tokens":500}}\n')
 PING = b'{"op":"ping","id":%d}\n'
+ESTIMATE = b'"estimate":{"component":"bench","model":"gpt-4o","input_tokens":1000,"max_output_tokens":500}'
+CHECK = b'{"op":"check","id":%d,' + ESTIMATE + b'}\n'
+RESERVE = b'{"op":"reserve","id":%d,"idempotency_key":"r%d","ttl_s":60,' + ESTIMATE + b'}\n'
+COMMIT = (b'{"op":"commit","id":%d,"reservation_id":"%s","usage":{"component":"bench","model":"gpt-4o",'
+          b'"input_tokens":1000,"output_tokens":400}}\n')
+
+
+def define_budgets(path: Path, n: int = 10) -> None:
+    """Ten budgets of different scopes and periods that every bench request matches; none refuses."""
+    from budgetd.client import SyncBudgetClient
+
+    scopes = [{}, {"component": "*"}, {"component": "bench"}, {"model": "gpt-4o"}, {"provider": "*"},
+              {"tier": "midweight"}, {"component": "*", "model": "*"}, {"provider": "openai"}, {}, {"model": "*"}]
+    periods = ["hourly", "daily", "weekly", "monthly", "total"]
+    with SyncBudgetClient(path) as client:
+        for i in range(n):
+            client.budget_set(name=f"bench-{i}", period=periods[i % 5], timezone="Europe/Berlin",
+                              limit_usd=1e8, limit_tokens=10**12, policy=["warn", "soft", "hard"][i % 3],
+                              scope=scopes[i % len(scopes)])
 
 
 def _frame(template: bytes, i: int) -> bytes:
@@ -117,6 +136,33 @@ async def _throughput(path: Path, template: bytes, connections: int, seconds: fl
     start = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(connections)))
     return done / (time.perf_counter() - start)
+
+
+async def _reserve_commit(path: Path, connections: int, seconds: float) -> float:
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        i = w * 10_000_000
+        while time.perf_counter() < stop_at:
+            writer.write(RESERVE % (i, i))
+            answer = json.loads(await reader.readline())
+            rid = answer["result"]["reservation_id"].encode()
+            writer.write(COMMIT % (i + 1, rid))
+            await reader.readline()
+            done += 1
+            i += 2
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(connections)))
+    return done / (time.perf_counter() - start)
+
+
+def reserve_commit(path: Path, connections: int, seconds: float) -> float:
+    return _run(_reserve_commit(path, connections, seconds))
 
 
 def throughput(path: Path, template: bytes, connections: int, seconds: float) -> float:
@@ -253,6 +299,22 @@ def main() -> None:
         echo64 = [throughput(echo_sock, RECORD, 64, args.seconds) for _ in range(args.runs)]
         ours64 = [throughput(sock, RECORD, 64, args.seconds) for _ in range(args.runs)]
         add("record/s, 64 conn", med(ours64), "echo, 64 conn", med(echo64), "/s", True)
+
+        define_budgets(sock)
+        adm = {k: [] for k in ("check", "reserve", "echo")}
+        for _ in range(args.runs):
+            adm["check"].append(latency(sock, CHECK, args.n))
+            adm["reserve"].append(latency(sock, RESERVE, args.n))
+            adm["echo"].append(latency(echo_sock, CHECK, args.n))
+        add("check p50 (10 budgets)", p50(adm["check"]), "echo p50", p50(adm["echo"]), "us", False)
+        add("check p99 (10 budgets)", p99(adm["check"]), "echo p99", p99(adm["echo"]), "us", False)
+        add("reserve p50 (10 budgets)", p50(adm["reserve"]), "echo p50", p50(adm["echo"]), "us", False)
+        add("reserve p99 (10 budgets)", p99(adm["reserve"]), "echo p99", p99(adm["echo"]), "us", False)
+        pairs = [reserve_commit(sock, 64, args.seconds) for _ in range(args.runs)]
+        add("reserve+commit/s, 64 conn", med(pairs), "sqlite group commit", med(floor), "/s", True)
+        records_with_budgets = [throughput(sock, RECORD, 64, args.seconds) for _ in range(args.runs)]
+        add("record/s, 64 conn, 10 budgets", med(records_with_budgets), "sqlite group commit", med(floor), "/s",
+            True)
 
         bm = [litellm_budget_manager(300) for _ in range(max(1, args.runs // 2))]
         record_us = p50(lat["rp"])

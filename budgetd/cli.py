@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import msgspec
 
 from budgetd.client import SyncBudgetClient
+from budgetd.model import format_usd
 from budgetd.protocol import OpError
 
 
@@ -23,14 +24,7 @@ class CliError(Exception):
 # -- output -----------------------------------------------------------------------
 
 
-def money(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value == 0:
-        return "$0"
-    if abs(value) < 1:
-        return "$" + f"{value:.6f}".rstrip("0").rstrip(".")
-    return f"${value:,.2f}"
+money = format_usd
 
 
 def rate(value: float | None) -> str:
@@ -283,7 +277,7 @@ def _state_rows(states: Sequence[Any]) -> str:
           b.window_start.strftime("%Y-%m-%d %H:%M") if b.window_start else "total",
           money(b.spent_usd), money(b.reserved_usd), money(b.limit_usd),
           f"{count(b.spent_tokens)}/{count(b.limit_tokens)}" if b.limit_tokens is not None else count(b.spent_tokens),
-          f"{b.used_fraction:.0%}", b.status, b.policy] for b in states],
+          f"{b.used_fraction:.1%}", b.status, b.policy] for b in states],
         right={3, 4, 5, 6, 7},
     )
 

@@ -377,3 +377,15 @@ def nanos(usd_amount: float) -> int:
     100,000,000 nano-dollars and large sums never pick up float noise.
     """
     return int(Decimal(repr(usd_amount)).scaleb(9).quantize(Decimal(1), ROUND_HALF_EVEN))
+
+
+def format_usd(value: float | None) -> str:
+    """Dollars for people: cents above $1, up to micro-dollars below."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "$0"
+    if abs(value) < 1:
+        digits = f"{value:.6f}".rstrip("0")
+        return "$" + (digits if len(digits.split(".")[1]) >= 2 else f"{value:.2f}")
+    return f"${value:,.2f}"

@@ -17,9 +17,22 @@ PERIODS = ("hourly", "daily", "weekly", "monthly", "total")
 class Window(NamedTuple):
     start: dt.datetime | None  # UTC; None for `total`
     end: dt.datetime | None
+    start_us: int | None = None  # the same instants in microseconds since the epoch
+    end_us: int | None = None
 
     def contains(self, ts: dt.datetime) -> bool:
         return (self.start is None or ts >= self.start) and (self.end is None or ts < self.end)
+
+    def contains_us(self, ts_us: int) -> bool:
+        return (self.start_us is None or ts_us >= self.start_us) and (self.end_us is None or ts_us < self.end_us)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+_US = dt.timedelta(microseconds=1)
+
+
+def _make(start: dt.datetime, end: dt.datetime) -> Window:
+    return Window(start, end, (start - _EPOCH) // _US, (end - _EPOCH) // _US)
 
 
 @functools.lru_cache(maxsize=256)
@@ -44,15 +57,15 @@ def window(period: str, tz_name: str, ts: dt.datetime) -> Window:
     if period == "hourly":
         # Hours are absolute: across a fall-back the repeated hour is two windows.
         start = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
-        return Window(start, start + dt.timedelta(hours=1))
+        return _make(start, start + dt.timedelta(hours=1))
     if period == "daily":
         day = local.date()
-        return Window(_local_midnight(day, tz), _local_midnight(day + dt.timedelta(days=1), tz))
+        return _make(_local_midnight(day, tz), _local_midnight(day + dt.timedelta(days=1), tz))
     if period == "weekly":
         monday = local.date() - dt.timedelta(days=local.weekday())
-        return Window(_local_midnight(monday, tz), _local_midnight(monday + dt.timedelta(days=7), tz))
+        return _make(_local_midnight(monday, tz), _local_midnight(monday + dt.timedelta(days=7), tz))
     if period == "monthly":
         first = local.date().replace(day=1)
         following = (first + dt.timedelta(days=32)).replace(day=1)
-        return Window(_local_midnight(first, tz), _local_midnight(following, tz))
+        return _make(_local_midnight(first, tz), _local_midnight(following, tz))
     raise ValueError(f"unknown period {period!r}; use one of {', '.join(PERIODS)}")

@@ -197,9 +197,12 @@ class PriceBook:
         return None
 
     def _direct(self, name: str, provider: str | None) -> str | None:
+        exact = self.entries.get(name)
+        if exact is not None and (provider is None or exact.provider == provider):
+            return name
         if provider and f"{provider}/{name}" in self.entries:
             return f"{provider}/{name}"
-        if name in self.entries:
+        if exact is not None:
             return name
         if "/" in name:
             prefix, rest = name.split("/", 1)

@@ -74,3 +74,47 @@ def test_daemon_reports_a_bad_config_without_traceback(tmp_path):
     assert r.returncode == 1 and "pricing.unknown_model" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("daemon", "--config", str(tmp_path / "missing.toml"))
     assert r.returncode == 1 and "does not exist" in r.stderr
+
+
+def test_budgets_check_reserve_commit_route(daemon):
+    s = daemon.socket
+    r = run_cli("budgets", "set", "team", "--period", "daily", "--limit-usd", "0.01", "--policy", "hard",
+                "--scope", "component=*", "--timezone", "Europe/Berlin", "--threshold", "0.5", "--threshold", "0.9",
+                socket=s)
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(run_cli("budgets", "list", "--json", socket=s).stdout)
+    assert listed[0]["name"] == "team" and listed[0]["scope"]["component"] == "*"
+    assert listed[0]["thresholds"] == [0.5, 0.9]
+
+    ok = run_cli("check", "--component", "cli", "--model", "gpt-4o-mini", "--input", "1000", socket=s)
+    assert ok.returncode == 0 and "allowed" in ok.stdout
+    denied = run_cli("check", "--component", "cli", "--model", "claude-opus-4-5", "--input", "100000", socket=s)
+    assert denied.returncode == 3 and "DENIED" in denied.stdout and "budget team" in denied.stdout
+
+    hold = json.loads(run_cli("reserve", "--component", "cli", "--model", "gpt-4o-mini", "--input", "1000",
+                              "--max-output", "100", "--json", socket=s).stdout)
+    assert hold["allowed"] and hold["reservation_id"]
+    shown = run_cli("budgets", "show", "team", socket=s)
+    assert "component=cli" in shown.stdout and "hard" in shown.stdout
+    committed = run_cli("commit", hold["reservation_id"], "--input", "900", "--output", "50", socket=s)
+    assert committed.returncode == 0 and "committed" in committed.stdout
+    again = run_cli("commit", hold["reservation_id"], "--input", "900", "--output", "50", socket=s)
+    assert again.returncode == 0 and "duplicate" in again.stdout
+    released = run_cli("release", hold["reservation_id"], socket=s)
+    assert "was not held" in released.stdout
+
+    route = json.loads(run_cli("route", "--component", "cli", "--model", "gpt-4o", "--input", "1000",
+                               "--need", "vision", "--json", socket=s).stdout)
+    assert route["choice"] and all(a["model"] for a in route["alternatives"])
+    human = run_cli("route", "--component", "cli", "--model", "gpt-4o", "--input", "1000", socket=s)
+    assert "choice:" in human.stdout
+
+    bad = run_cli("budgets", "set", "oops", "--period", "daily", "--policy", "hard", socket=s)
+    assert bad.returncode == 1 and "no limit" in bad.stderr
+    bad = run_cli("budgets", "set", "oops", "--period", "daily", "--policy", "hard", "--limit-usd", "1",
+                  "--scope", "colour=red", socket=s)
+    assert bad.returncode == 1 and "colour" in bad.stderr and "Traceback" not in bad.stderr
+    assert run_cli("budgets", "delete", "team", socket=s).returncode == 0
+    missing = run_cli("budgets", "delete", "team", socket=s)
+    assert missing.returncode == 1 and "no budget named team" in missing.stdout
+    assert run_cli("budgets", "show", "team", socket=s).returncode == 1
