@@ -48,7 +48,6 @@ from budgetd.model import (
     Estimate,
     Need,
     PriceEntry,
-    Recorded,
     Suggestion,
     Usage,
     UsagePatch,
@@ -57,7 +56,7 @@ from budgetd.model import (
     nanos,
     usd,
 )
-from budgetd.pricing import PriceBook, TierRules, UnpricedPolicy, cost_nanos, price_call
+from budgetd.pricing import PriceBook, TierRules, UnpricedPolicy, price_call
 from budgetd.protocol import BudgetGetResult, OpError, RouteResult
 
 log = logging.getLogger("budgetd.allocator")

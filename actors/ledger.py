@@ -432,18 +432,8 @@ class Ledger(Actor):
 
     @staticmethod
     def _window_sum(db: sqlite3.Connection, s: WindowSum) -> list[tuple[tuple[str, ...], int, int]]:
-        where, args = [], []
-        for dim, value in s.exact:
-            where.append(f"{dim} = ?")
-            args.append(value)
-        for dim in s.star:
-            where.append(f"{dim} IS NOT NULL")
-        if s.start is not None:
-            where.append("ts >= ?")
-            args.append(s.start)
-        if s.end is not None:
-            where.append("ts < ?")
-            args.append(s.end)
+        where, args = _conditions(dict(s.exact), s.start, s.end)
+        where += [f"{dim} IS NOT NULL" for dim in s.star]
         columns = "".join(f"{dim}, " for dim in s.star)
         sql = (
             f"SELECT {columns}coalesce(sum(cost_nanos), 0), "
@@ -559,6 +549,19 @@ class Ledger(Actor):
         return answers, next_id, added
 
 
+def _conditions(equal: dict[str, str], since: int | None, until: int | None) -> tuple[list[str], list[Any]]:
+    """WHERE terms for exact dims (names from our own schema, never from clients) and a time range."""
+    where = [f"{dim} = ?" for dim in equal]
+    args: list[Any] = list(equal.values())
+    if since is not None:
+        where.append("ts >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("ts < ?")
+        args.append(until)
+    return where, args
+
+
 def _undo(write: WriteUsage) -> None:
     """Tell the allocator to take back what it charged for a write that was not applied."""
     if write.undo is not None and write.charges is not None:
@@ -615,16 +618,7 @@ class LedgerReader(Actor):
 
     async def _list_usage(self, q: ListUsage) -> tuple[list[UsageRecord], int | None]:
         assert self.db is not None
-        where, args = [], []
-        for dim, value in q.filters.items():
-            where.append(f"{dim} = ?")
-            args.append(value)
-        if q.since is not None:
-            where.append("ts >= ?")
-            args.append(q.since)
-        if q.until is not None:
-            where.append("ts < ?")
-            args.append(q.until)
+        where, args = _conditions(q.filters, q.since, q.until)
         if q.before_id is not None:
             where.append("record_id < ?")
             args.append(q.before_id)

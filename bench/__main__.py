@@ -301,6 +301,7 @@ def main() -> None:
         add("record/s, 64 conn", med(ours64), "echo, 64 conn", med(echo64), "/s", True)
 
         define_budgets(sock)
+        time.sleep(2)  # let the ledger's WAL checkpoint after the throughput runs finish
         adm = {k: [] for k in ("check", "reserve", "echo")}
         for _ in range(args.runs):
             adm["check"].append(latency(sock, CHECK, args.n))

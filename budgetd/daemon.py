@@ -6,6 +6,7 @@ everything it acknowledged or holds), then the rest, and remove the socket.
 """
 
 import fcntl
+import importlib.util
 import logging
 import resource
 import signal
@@ -190,13 +191,7 @@ def run(config: Config) -> None:
         stream=sys.stderr,
     )
     daemon = Daemon(config)
-    options: dict[str, Any] = {}
-    try:
-        import uvloop  # noqa: F401
-
-        options["use_uvloop"] = True
-    except ImportError:
-        pass
+    options = {"use_uvloop": True} if importlib.util.find_spec("uvloop") else {}
     try:
         anyio.run(_serve_until_signal, daemon, backend="asyncio", backend_options=options)
     except BaseExceptionGroup as group:

@@ -270,7 +270,9 @@ class LongContext(Struct, kw_only=True):
     cache_write_per_mtok: PerMtok | None = None
 
 
-class PriceEntry(Struct, kw_only=True):
+class PriceSpec(Struct, kw_only=True):
+    """The part of a price a person sets (`prices.set`, `[[pricing.overrides]]`)."""
+
     model: Name
     provider: Name | None = None
     input_per_mtok: PerMtok
@@ -283,6 +285,11 @@ class PriceEntry(Struct, kw_only=True):
     mode: Name = "chat"
     capabilities: list[Name] = msgspec.field(default_factory=list)
     tier: Tier | None = None
+
+
+class PriceEntry(PriceSpec, kw_only=True):
+    """A price as the book holds it: with where it came from and when it applied."""
+
     source: Name = "override"
     version: int = 0
     effective_from: dt.datetime | None = None

@@ -24,8 +24,8 @@ from budgetd.model import (
     Label,
     Name,
     Need,
-    PerMtok,
     PriceEntry,
+    PriceSpec,
     Recorded,
     ReportRow,
     SourceReport,
@@ -37,8 +37,6 @@ from budgetd.model import (
     Usage,
     UsagePatch,
     UsageRecord,
-    LongContext,
-    Count,
 )
 
 PROTOCOL_VERSION = 1
@@ -162,21 +160,8 @@ class PricesRefresh(Request, tag="prices.refresh", kw_only=True):
     pass
 
 
-class PriceOverride(Struct, kw_only=True):
-    """What `prices.set` takes: a PriceEntry of which only three fields are required."""
-
-    model: Name
-    provider: Name | None = None
-    input_per_mtok: PerMtok
-    output_per_mtok: PerMtok
-    cache_read_per_mtok: PerMtok | None = None
-    cache_write_per_mtok: PerMtok | None = None
-    long_context: LongContext | None = None
-    max_input_tokens: Count | None = None
-    max_output_tokens: Count | None = None
-    mode: Name = "chat"
-    capabilities: list[Name] = msgspec.field(default_factory=list)
-    tier: Literal["lightweight", "midweight", "heavyweight"] | None = None
+#: What `prices.set` takes: a PriceEntry of which only model and the two main rates are required.
+PriceOverride = PriceSpec
 
 
 class PricesSet(Request, tag="prices.set", kw_only=True):
