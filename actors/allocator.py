@@ -37,6 +37,7 @@ from actors.ledger import (
     WriteUsage,
     to_us,
 )
+from actors.prices import GetBook, NewBook
 from actors.runtime import Actor, Ref, ReplyTo
 from budgetd.model import (
     TIER_RANK,
@@ -137,10 +138,6 @@ class RouteMsg(msgspec.Struct, frozen=True):
     reply: ReplyTo
 
 
-class NewBook(msgspec.Struct, frozen=True):
-    book: PriceBook
-
-
 @dataclass(frozen=True)
 class AdmissionRules:
     default_output_tokens: int = 4096
@@ -180,7 +177,7 @@ class Allocator(Actor):
     def __init__(
         self,
         ledger: Ref,
-        book: PriceBook,
+        prices: Ref,
         tiers: TierRules,
         unpriced: UnpricedPolicy,
         admission: AdmissionRules = AdmissionRules(),
@@ -189,7 +186,8 @@ class Allocator(Actor):
     ) -> None:
         super().__init__()
         self.ledger = ledger
-        self.book = book
+        self.prices = prices
+        self.book = PriceBook([])
         self.tiers = tiers
         self.unpriced = unpriced
         self.admission = admission
@@ -213,6 +211,7 @@ class Allocator(Actor):
     # -- life ---------------------------------------------------------------------
 
     async def started(self) -> None:
+        self.book = await self.prices.ask(lambda reply: GetBook(reply=reply), self.timeout)
         rows = await self.ledger.ask(lambda reply: LoadBudgets(reply=reply), self.timeout)
         specs = {spec.name: spec for spec in (_spec_decoder.decode(raw) for raw, _origin in rows)}
         for spec in self.config_budgets:

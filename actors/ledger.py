@@ -108,7 +108,7 @@ MIGRATIONS: list[str] = [
         last_success INTEGER,
         last_error   TEXT,
         etag         TEXT,
-        snapshot     BLOB
+        last_modified TEXT
     );
 
     CREATE TABLE alerts (
@@ -299,6 +299,52 @@ class DeleteBudget(msgspec.Struct, frozen=True):
     reply: ReplyTo
 
 
+class LoadPrices(msgspec.Struct, frozen=True):
+    """Answer: PriceState: the effective entries, overridden models, source states, last version."""
+
+    reply: ReplyTo
+
+
+class PriceState(msgspec.Struct, frozen=True):
+    entries: list[bytes]  # PriceEntry JSON of every current row
+    overridden: list[str]
+    sources: list[tuple[str, int, int | None, str | None, str | None, str | None]]
+    version: int
+
+
+class PriceChange(msgspec.Struct, frozen=True):
+    model: str
+    entry: bytes  # PriceEntry JSON, already stamped with its version
+    source: str
+
+
+class ApplyPrices(msgspec.Struct, frozen=True, kw_only=True):
+    """New price versions (each closes the model's current one) and the sources' states, atomically."""
+
+    version: int
+    effective_from: int
+    changes: list[PriceChange]
+    sources: list[tuple[str, int, int | None, str | None, str | None, str | None]]
+    set_override: str | None = None    # model whose override is set (by one of `changes`)
+    unset_override: str | None = None  # model whose override is removed
+    close: list[str] = []  # models that lose their price (an override with no source price under it)
+    reply: ReplyTo
+
+
+class PriceHistory(msgspec.Struct, frozen=True):
+    """Answer: [(entry JSON, effective_from, effective_to)] oldest first."""
+
+    model: str
+    reply: ReplyTo
+
+
+class SourcePrice(msgspec.Struct, frozen=True):
+    """Answer: the latest entry JSON of `model` not set by an override, or None."""
+
+    model: str
+    reply: ReplyTo
+
+
 class WindowSum(msgspec.Struct, frozen=True):
     """Spend of one budget in one window, grouped by its "*" dims."""
 
@@ -428,7 +474,63 @@ class Ledger(Actor):
             return db.execute("DELETE FROM budgets WHERE name = ?", (message.name,)).rowcount > 0
         if isinstance(message, SumWindows):
             return {s.budget: self._window_sum(db, s) for s in message.sums}
+        if isinstance(message, LoadPrices):
+            return PriceState(
+                entries=[r[0] for r in db.execute("SELECT entry FROM price_versions WHERE effective_to IS NULL")],
+                overridden=[r[0] for r in db.execute("SELECT model FROM price_overrides")],
+                sources=db.execute(
+                    "SELECT source, models, last_success, last_error, etag, last_modified FROM price_sources"
+                ).fetchall(),
+                version=db.execute("SELECT coalesce(max(version), 0) FROM price_versions").fetchone()[0],
+            )
+        if isinstance(message, ApplyPrices):
+            return self._apply_prices(db, message)
+        if isinstance(message, PriceHistory):
+            return db.execute(
+                "SELECT entry, effective_from, effective_to FROM price_versions WHERE model = ? ORDER BY version",
+                (message.model,),
+            ).fetchall()
+        if isinstance(message, SourcePrice):
+            row = db.execute(
+                "SELECT entry FROM price_versions WHERE model = ? AND source != 'override' "
+                "ORDER BY version DESC LIMIT 1", (message.model,),
+            ).fetchone()
+            return None if row is None else row[0]
         raise TypeError(f"the ledger does not handle {type(message).__name__}")
+
+    @staticmethod
+    def _apply_prices(db: sqlite3.Connection, m: ApplyPrices) -> int:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for change in m.changes:
+                db.execute("UPDATE price_versions SET effective_to = ? WHERE model = ? AND effective_to IS NULL",
+                           (m.effective_from, change.model))
+                db.execute(
+                    "INSERT INTO price_versions (version, model, entry, source, effective_from) VALUES (?, ?, ?, ?, ?)",
+                    (m.version, change.model, change.entry, change.source, m.effective_from),
+                )
+            for model in m.close:
+                db.execute("UPDATE price_versions SET effective_to = ? WHERE model = ? AND effective_to IS NULL",
+                           (m.effective_from, model))
+            if m.set_override is not None:
+                db.execute("INSERT OR REPLACE INTO price_overrides (model, entry, updated_at) VALUES (?, ?, ?)",
+                           (m.set_override, b"", m.effective_from))
+            if m.unset_override is not None:
+                db.execute("DELETE FROM price_overrides WHERE model = ?", (m.unset_override,))
+            for source, models, last_success, last_error, etag, last_modified in m.sources:
+                db.execute(
+                    "INSERT INTO price_sources (source, models, last_success, last_error, etag, last_modified) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET models = excluded.models, "
+                    "last_success = excluded.last_success, last_error = excluded.last_error, "
+                    "etag = excluded.etag, last_modified = excluded.last_modified",
+                    (source, models, last_success, last_error, etag, last_modified),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return len(m.changes)
 
     @staticmethod
     def _window_sum(db: sqlite3.Connection, s: WindowSum) -> list[tuple[tuple[str, ...], int, int]]:

@@ -1,14 +1,54 @@
-"""The prices actor: owns the current (immutable) PriceBook and answers questions about it."""
+"""The prices actor: owns the current (immutable) PriceBook, keeps it current, versions every change.
+
+At start it loads the last applied book from the ledger (or, on a new ledger,
+the price file bundled with litellm) and serves at once. Feeds are fetched in
+a background task, never blocking an answer; what they bring passes the
+verification rules (`actors.price_rules`) before it is applied. Every applied
+change is a new version in the ledger, and every new book goes to the
+allocator by message.
+"""
 
 import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 
+from actors import price_rules
+from actors.ledger import ApplyPrices, LoadPrices, PriceChange, PriceHistory, PriceState, SourcePrice
 from actors.runtime import Actor, Ref, ReplyTo
-from budgetd.model import PriceEntry, SourceStatus
-from budgetd.pricing import PriceBook
-from budgetd.protocol import OpError, PriceListResult, PriceResult, PricesStatus
+from actors.sources import litellm, litellm_bundled, llm_prices, openrouter
+from budgetd.model import PriceEntry, PriceSpec, SourceReport, SourceStatus
+from budgetd.pricing import PriceBook, TierRules
+from budgetd.protocol import (
+    OpError,
+    PriceHistoryResult,
+    PriceListResult,
+    PriceResult,
+    PricesStatus,
+    PriceUnsetResult,
+    RefreshReport,
+)
+
+log = logging.getLogger("budgetd.prices")
+_entry_decoder = msgspec.json.Decoder(PriceEntry)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+DEFAULT_URLS = {
+    litellm.NAME: litellm.URL,
+    llm_prices.NAME: llm_prices.URL,
+    openrouter.NAME: openrouter.URL,
+}
+NETWORK_SOURCES = {litellm.NAME: litellm.parse_feed, llm_prices.NAME: llm_prices.parse,
+                   openrouter.NAME: openrouter.parse}
+MAX_DIFFS = 200
+
+
+# -- messages ---------------------------------------------------------------------
 
 
 class GetPrice(msgspec.Struct, frozen=True):
@@ -28,26 +68,137 @@ class GetPricesStatus(msgspec.Struct, frozen=True):
     reply: ReplyTo
 
 
-def load_book(
-    entries: list[PriceEntry], overrides: list[PriceEntry], version: int, aliases: dict[str, str]
-) -> PriceBook:
-    """Overrides always win over what the sources say."""
-    stamped = [msgspec.structs.replace(e, version=version) for e in entries]
-    return PriceBook(stamped + overrides, version=version, aliases=aliases)
+class GetBook(msgspec.Struct, frozen=True):
+    reply: ReplyTo
+
+
+class NewBook(msgspec.Struct, frozen=True):
+    """Told to the allocator whenever the book changes."""
+
+    book: PriceBook
+
+
+class Refresh(msgspec.Struct, frozen=True):
+    reply: ReplyTo | None = None
+
+
+class SetPrice(msgspec.Struct, frozen=True):
+    spec: PriceSpec
+    reply: ReplyTo
+
+
+class UnsetPrice(msgspec.Struct, frozen=True):
+    model: str
+    reply: ReplyTo
+
+
+class GetHistory(msgspec.Struct, frozen=True):
+    model: str
+    reply: ReplyTo
+
+
+class _Fetched(msgspec.Struct, frozen=True):
+    """Sent by the actor's own fetch task when the feeds have answered."""
+
+    fetches: list
+    validators: dict
+
+
+@dataclass
+class PricesSettings:
+    sources: list[str]
+    urls: dict[str, str]
+    rules: price_rules.Rules
+    refresh_interval_s: float
+    aliases: dict[str, str]
+    overrides: list[PriceSpec]
+    bundled_file: Path | None = None
+    fetch_timeout_s: float = 20.0
+    max_feed_bytes: int = 20 << 20
+    retries: int = 2
+
+
+@dataclass
+class _Source:
+    models: int = 0
+    last_success: int | None = None  # microseconds since the epoch
+    last_error: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+def _us_now() -> int:
+    return time.time_ns() // 1000
+
+
+def _from_us(us: int | None) -> dt.datetime | None:
+    return None if us is None else _EPOCH + dt.timedelta(microseconds=us)
 
 
 class Prices(Actor):
     name = "prices"
 
-    def __init__(self, book: PriceBook, sources: list[SourceStatus], allocator: Ref | None = None) -> None:
+    def __init__(self, ledger: Ref, allocator: Ref | None, settings: PricesSettings, tiers: TierRules,
+                 timeout: float = 10.0) -> None:
         super().__init__()
-        self.book = book
-        self.sources = sources
+        self.ledger = ledger
         self.allocator = allocator
-        self.updated_at = dt.datetime.now(dt.timezone.utc)
+        self.settings = settings
+        self.tiers = tiers
+        self.timeout = timeout
+        self.entries: dict[str, PriceEntry] = {}
+        self.overridden: set[str] = set()
+        self.sources: dict[str, _Source] = {}
+        self.version = 0
+        self.book = PriceBook([], 0, settings.aliases)
+        self.updated_at: dt.datetime | None = None
+        self._waiting: list[ReplyTo] | None = None  # replies of the refresh in flight
+        # The last parsed feed of each source, reused when the server answers 304 Not Modified.
+        self._snapshots: dict[str, list[PriceEntry]] = {}
+        self._tg: Any = None
+
+    # -- life -------------------------------------------------------------------------
+
+    async def started(self) -> None:
+        state: PriceState = await self.ledger.ask(lambda reply: LoadPrices(reply=reply), self.timeout)
+        self.entries = {e.model: e for e in (_entry_decoder.decode(raw) for raw in state.entries)}
+        self.overridden = set(state.overridden)
+        self.version = state.version
+        for source, models, success, error, etag, modified in state.sources:
+            self.sources[source] = _Source(models, success, error, etag, modified)
+        if not self.entries:
+            # A new ledger: start from the bundled file, read from disk, no network.
+            fetch = await anyio.to_thread.run_sync(self._read_bundled)
+            await self._apply([fetch], {})
+        for spec in self.settings.overrides:
+            current = self.entries.get(spec.model)
+            if current is None or spec.model not in self.overridden or _spec_of(current, spec.tier) != spec:
+                await self._set_override(spec)
+        self._rebuild(publish=False)
+
+    async def run(self, mailbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._refresh_every)
+            await super().run(mailbox)
+            tg.cancel_scope.cancel()
+
+    async def _refresh_every(self) -> None:
+        """A refresh at start (in the background) and every `pricing.refresh_interval`."""
+        if not any(s in NETWORK_SOURCES for s in self.settings.sources):
+            return
+        while True:
+            try:
+                self.ref.tell(Refresh())  # type: ignore[union-attr]
+            except OpError:
+                return  # shutting down
+            await anyio.sleep(self.settings.refresh_interval_s)
+
+    # -- dispatch ---------------------------------------------------------------------
 
     async def handle(self, message: Any) -> None:
-        if isinstance(message, GetPrice):
+        kind = type(message)
+        if kind is GetPrice:
             resolved = self.book.resolve(message.model, message.provider)
             if resolved is None:
                 raise OpError(
@@ -58,14 +209,250 @@ class Prices(Actor):
                 )
             via = None if resolved.entry.model == message.model else message.model
             message.reply.set(PriceResult(price=resolved.entry, resolved_from=via))
-        elif isinstance(message, ListPrices):
+        elif kind is ListPrices:
             found = self.book.search(message.search, message.provider)
             shown = found if message.limit is None else found[: message.limit]
             message.reply.set(PriceListResult(prices=shown, version=self.book.version, total=len(found)))
-        elif isinstance(message, GetPricesStatus):
-            message.reply.set(PricesStatus(
-                version=self.book.version, models=len(self.book), updated_at=self.updated_at,
-                sources=self.sources,
-            ))
+        elif kind is GetPricesStatus:
+            message.reply.set(self._status())
+        elif kind is GetBook:
+            message.reply.set(self.book)
+        elif kind is Refresh:
+            self._refresh(message.reply)
+        elif kind is _Fetched:
+            await self._finish_refresh(message.fetches, message.validators)
+        elif kind is SetPrice:
+            message.reply.set(PriceResult(price=await self._set_override(message.spec)))
+        elif kind is UnsetPrice:
+            message.reply.set(PriceUnsetResult(removed=await self._unset_override(message.model)))
+        elif kind is GetHistory:
+            message.reply.set(await self._history(message.model))
         else:
-            raise TypeError(f"the prices actor does not handle {type(message).__name__}")
+            raise TypeError(f"the prices actor does not handle {kind.__name__}")
+
+    def _status(self) -> PricesStatus:
+        names = [s for s in self.settings.sources if s != "overrides"]
+        names += [s for s in self.sources if s not in names]
+        return PricesStatus(
+            version=self.version, models=len(self.book), updated_at=self.updated_at,
+            sources=[
+                SourceStatus(source=name, models=self.sources.get(name, _Source()).models,
+                             last_success=_from_us(self.sources.get(name, _Source()).last_success),
+                             last_error=self.sources.get(name, _Source()).last_error)
+                for name in names
+            ],
+        )
+
+    # -- refresh ------------------------------------------------------------------------
+
+    def _refresh(self, reply: ReplyTo | None) -> None:
+        if self._waiting is not None:  # one refresh at a time; later askers share its report
+            if reply is not None:
+                self._waiting.append(reply)
+            return
+        self._waiting = [] if reply is None else [reply]
+        validators = {name: (s.etag, s.last_modified) for name, s in self.sources.items()
+                      if name in self._snapshots}
+        self._tg.start_soon(self._fetch_all, validators)
+
+    async def _fetch_all(self, validators: dict[str, tuple[str | None, str | None]]) -> None:
+        import httpx  # only the daemon fetches prices; clients never load httpx
+
+        fetches: list[price_rules.Fetch] = []
+        found_validators: dict[str, tuple[str | None, str | None]] = {}
+        names = [s for s in self.settings.sources if s in NETWORK_SOURCES]
+        try:
+            async with httpx.AsyncClient(follow_redirects=True, timeout=self.settings.fetch_timeout_s) as client:
+                async with anyio.create_task_group() as tg:
+                    for name in names:
+                        tg.start_soon(self._fetch_one, client, name, validators.get(name, (None, None)),
+                                      fetches, found_validators)
+            if litellm_bundled.NAME in self.settings.sources:
+                fetches.append(await anyio.to_thread.run_sync(self._read_bundled))
+        except Exception as exc:  # never let a feed take the actor down
+            log.exception("price refresh failed")
+            fetches.append(price_rules.Fetch("refresh", None, error=f"{type(exc).__name__}: {exc}"))
+        try:
+            self.ref.tell(_Fetched(fetches=fetches, validators=found_validators))  # type: ignore[union-attr]
+        except OpError:
+            pass  # shutting down
+
+    async def _fetch_one(self, client: Any, name: str, validator: tuple[str | None, str | None],
+                         fetches: list, found: dict) -> None:
+        from actors.sources.http import SourceError, fetch_json
+
+        url = self.settings.urls.get(name) or DEFAULT_URLS[name]
+        try:
+            got = await fetch_json(client, url, etag=validator[0], last_modified=validator[1],
+                                   max_bytes=self.settings.max_feed_bytes, timeout=self.settings.fetch_timeout_s,
+                                   retries=self.settings.retries)
+        except SourceError as exc:
+            fetches.append(price_rules.Fetch(name, None, error=str(exc)))
+            return
+        found[name] = (got.etag, got.last_modified)
+        if got.data is None:
+            fetches.append(price_rules.Fetch(name, None, not_modified=True))
+            return
+        try:
+            entries, refused = NETWORK_SOURCES[name](got.data, self.tiers)
+        except ValueError as exc:
+            fetches.append(price_rules.Fetch(name, None, error=f"{url}: {exc}"))
+            return
+        fetches.append(price_rules.Fetch(name, entries, refused=refused))
+
+    def _read_bundled(self) -> price_rules.Fetch:
+        try:
+            entries, refused = litellm_bundled.load(self.tiers, self.settings.bundled_file)
+        except (OSError, ValueError, msgspec.DecodeError) as exc:
+            return price_rules.Fetch(litellm_bundled.NAME, None, error=str(exc))
+        return price_rules.Fetch(litellm_bundled.NAME, entries, refused=refused)
+
+    async def _finish_refresh(self, fetches: list[price_rules.Fetch], validators: dict) -> None:
+        waiting, self._waiting = self._waiting or [], None
+        for fetch in fetches:
+            if fetch.not_modified:
+                fetch.entries = self._snapshots.get(fetch.source)
+                if fetch.entries is None:
+                    fetch.error = "the server answered 304 Not Modified but no earlier copy is kept"
+            elif fetch.entries is not None:
+                self._snapshots[fetch.source] = fetch.entries
+        try:
+            report = await self._apply(fetches, validators)
+        except Exception as exc:
+            for reply in waiting:
+                reply.fail(exc)
+            raise
+        for reply in waiting:
+            reply.set(report)
+
+    async def _apply(self, fetches: list[price_rules.Fetch], validators: dict) -> RefreshReport:
+        primary = self.settings.rules.primary
+        plan = price_rules.plan(
+            current=self.entries, overridden=self.overridden, fetches=fetches,
+            last_counts={name: s.models for name, s in self.sources.items() if s.last_success is not None},
+            rules=self.settings.rules, book=self.book,
+            primary_has_succeeded=self.sources.get(primary, _Source()).last_success is not None,
+        )
+        now = _us_now()
+        sources = dict(self.sources)
+        for name, report in plan.reports.items():
+            s = sources[name] = _Source(**vars(sources.get(name, _Source())))
+            if name in validators:
+                s.etag, s.last_modified = validators[name]
+            if report.fetched and report.error is None:
+                s.models, s.last_success, s.last_error = report.models, now, None
+            elif report.error is not None:
+                s.last_error = report.error
+        version = self.version + 1 if plan.changes else self.version
+        changes = {k: msgspec.structs.replace(_with_tier(e, self.tiers), version=version,
+                                              effective_from=_from_us(now), effective_to=None)
+                   for k, e in plan.changes.items()}
+        await self.ledger.ask(lambda reply: ApplyPrices(
+            version=version, effective_from=now,
+            changes=[PriceChange(model=k, entry=msgspec.json.encode(e), source=e.source) for k, e in changes.items()],
+            sources=[(n, s.models, s.last_success, s.last_error, s.etag, s.last_modified)
+                     for n, s in sources.items() if n in plan.reports],
+            reply=reply,
+        ), self.timeout)
+        self.sources = sources
+        self.version = version
+        self.entries.update(changes)
+        for event in plan.events:
+            self._publish(event.kind, event.data)
+        if changes:
+            self._rebuild()
+        return RefreshReport(
+            version=self.version,
+            sources=[plan.reports.get(f.source) or SourceReport(source=f.source, fetched=False) for f in fetches],
+            changes=plan.diffs[:MAX_DIFFS], more_changes=max(0, len(plan.diffs) - MAX_DIFFS),
+        )
+
+    # -- overrides and history -------------------------------------------------------------
+
+    async def _set_override(self, spec: PriceSpec) -> PriceEntry:
+        now = _us_now()
+        version = self.version + 1
+        entry = _with_tier(PriceEntry(**msgspec.structs.asdict(spec), source="override", version=version,
+                                      effective_from=_from_us(now)), self.tiers)
+        problem = price_rules.insane(entry, self.settings.rules)
+        if problem is not None:
+            raise OpError("invalid", problem, "$.price")
+        await self.ledger.ask(lambda reply: ApplyPrices(
+            version=version, effective_from=now,
+            changes=[PriceChange(model=spec.model, entry=msgspec.json.encode(entry), source="override")],
+            sources=[], set_override=spec.model, reply=reply,
+        ), self.timeout)
+        self.version = version
+        self.entries[spec.model] = entry
+        self.overridden.add(spec.model)
+        self._publish("price.changed", {"model": spec.model, "source": "override",
+                                        "new": {"input_per_mtok": entry.input_per_mtok,
+                                                "output_per_mtok": entry.output_per_mtok}})
+        self._rebuild()
+        return entry
+
+    async def _unset_override(self, model: str) -> bool:
+        if model not in self.overridden:
+            return False
+        raw = await self.ledger.ask(lambda reply: SourcePrice(model=model, reply=reply), self.timeout)
+        now = _us_now()
+        version = self.version + 1
+        changes, close = [], []
+        restored = None
+        if raw is not None:
+            restored = msgspec.structs.replace(_entry_decoder.decode(raw), version=version,
+                                               effective_from=_from_us(now), effective_to=None)
+            changes = [PriceChange(model=model, entry=msgspec.json.encode(restored), source=restored.source)]
+        else:
+            close = [model]
+        await self.ledger.ask(lambda reply: ApplyPrices(
+            version=version, effective_from=now, changes=changes, sources=[], unset_override=model,
+            close=close, reply=reply,
+        ), self.timeout)
+        self.version = version
+        self.overridden.discard(model)
+        if restored is None:
+            self.entries.pop(model, None)
+        else:
+            self.entries[model] = restored
+        self._rebuild()
+        return True
+
+    async def _history(self, model: str) -> PriceHistoryResult:
+        resolved = self.book.resolve(model)
+        key = resolved.entry.model if resolved is not None else model
+        rows = await self.ledger.ask(lambda reply: PriceHistory(model=key, reply=reply), self.timeout)
+        if not rows:
+            raise OpError("not_found", f"no price history for model {model!r}", "$.model")
+        versions = [msgspec.structs.replace(_entry_decoder.decode(raw), effective_from=_from_us(start),
+                                            effective_to=_from_us(end)) for raw, start, end in rows]
+        return PriceHistoryResult(model=key, versions=versions)
+
+    # -- the book ----------------------------------------------------------------------------
+
+    def _rebuild(self, publish: bool = True) -> None:
+        self.book = PriceBook(self.entries.values(), self.version, self.settings.aliases)
+        self.updated_at = dt.datetime.now(dt.timezone.utc)
+        if publish and self.allocator is not None:
+            try:
+                self.allocator.tell(NewBook(book=self.book))
+            except OpError:
+                log.warning("the allocator did not take the new price book; it asks for it when it restarts")
+
+    def _publish(self, kind: str, data: dict) -> None:
+        level = logging.INFO if kind == "price.changed" else logging.WARNING
+        log.log(level, "%s: %s", kind, data.get("message") or data)
+
+
+def _spec_of(entry: PriceEntry, tier: str | None) -> PriceSpec:
+    """The spec an override entry was made from (its tier as given, not as derived)."""
+    fields = {f: getattr(entry, f) for f in PriceSpec.__struct_fields__}
+    fields["tier"] = tier
+    return PriceSpec(**fields)
+
+
+def _with_tier(entry: PriceEntry, tiers: TierRules) -> PriceEntry:
+    if entry.tier is not None:
+        return entry
+    tier = tiers.tier_of(entry.model, entry.provider, entry.input_per_mtok, entry.output_per_mtok)
+    return msgspec.structs.replace(entry, tier=tier)  # type: ignore[arg-type]

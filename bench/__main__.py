@@ -74,8 +74,8 @@ def wait_for_socket(path: Path, proc: subprocess.Popen, timeout: float = 30) -> 
 
 
 class Process:
-    def __init__(self, args: list[str], path: Path) -> None:
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def __init__(self, args: list[str], path: Path, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         wait_for_socket(path, self.proc)
 
     def stop(self) -> None:
@@ -88,7 +88,9 @@ def start_daemon(work: Path, name: str) -> tuple[Process, Path]:
     data = work / f"{name}-data"
     shutil.rmtree(data, ignore_errors=True)
     args = [sys.executable, "-m", "budgetd", "daemon", "--socket", str(sock), "--data-dir", str(data), "--no-http"]
-    return Process(args, sock), sock
+    # Offline: prices from the bundled file only, so no feed fetch runs during the measurements.
+    env = dict(os.environ, BUDGETD_PRICING_SOURCES='["litellm_bundled"]')
+    return Process(args, sock, env), sock
 
 
 def start_echo(work: Path) -> tuple[Process, Path]:

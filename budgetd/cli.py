@@ -150,9 +150,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"budgetd {d.version}  pid {d.pid}  up {_duration(d.uptime_s)}  socket {d.socket}",
             f"ledger  {d.data_dir}  durability={d.durability}",
             f"spent   {money(t.cost_usd)} over {count(t.requests)} requests, {count(t.tokens)} tokens",
-            f"prices  version {p.version}, {count(p.models)} models from "
-            + ", ".join(f"{src.source} ({src.models})" + (f" error: {src.last_error}" if src.last_error else "")
-                        for src in p.sources),
+            f"prices  version {p.version}, {count(p.models)} models",
+            *[f"  {src.source:<16} " + _source_text(src) for src in p.sources],
             "actors  " + ", ".join(
                 f"{a.name}{'' if a.running else ' (down)'}"
                 + (f" restarts={a.restarts}" if a.restarts else "")
@@ -172,6 +171,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     emit(args, result, human)
     return 0
+
+
+def _source_text(src: Any) -> str:
+    ok = f"ok, {count(src.models)} models, last {src.last_success:%Y-%m-%d %H:%M} UTC" if src.last_success else ""
+    if src.last_error:
+        return f"failed: {src.last_error}" + (f" (last {ok})" if ok else "")
+    return ok or "not fetched yet"
 
 
 def _duration(seconds: float) -> str:
@@ -423,6 +429,93 @@ def cmd_route(args: argparse.Namespace) -> int:
     return 0 if result.choice else DENIED
 
 
+def _rate_change(old: float | None, new: float) -> str:
+    if old is None:
+        return rate(new)
+    if old == new:
+        return rate(new)
+    pct = "" if old == 0 else f" ({(new - old) / old:+.0%})"
+    return f"{rate(old)} -> {rate(new)}{pct}"
+
+
+def cmd_prices_refresh(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        report = c.prices_refresh(timeout=args.timeout)
+
+    def human(r: Any) -> str:
+        lines = [table(
+            ["source", "fetched", "models", "applied", "held", "rejected", "error"],
+            [[s.source, "yes" if s.fetched else "no", count(s.models), count(s.applied), count(s.held),
+              count(s.rejected), s.error or ""] for s in r.sources],
+            right={2, 3, 4, 5},
+        )]
+        if r.changes:
+            lines += ["", table(
+                ["model", "", "input $/Mtok", "output $/Mtok", "source"],
+                [[d.model, d.status, _rate_change(d.old_input_per_mtok, d.new_input_per_mtok),
+                  _rate_change(d.old_output_per_mtok, d.new_output_per_mtok), d.source] for d in r.changes],
+            )]
+            if r.more_changes:
+                lines.append(f"... and {r.more_changes:,} more")
+        else:
+            lines.append("\nno price changed")
+        lines.append(f"price book version {r.version}")
+        return "\n".join(lines)
+
+    emit(args, report, human)
+    return 0 if any(s.fetched and not s.error for s in report.sources) else 1
+
+
+def cmd_prices_set(args: argparse.Namespace) -> int:
+    fields: dict[str, Any] = {"model": args.model, "input_per_mtok": args.input, "output_per_mtok": args.output}
+    for name, value in (("provider", args.provider), ("cache_read_per_mtok", args.cache_read),
+                        ("cache_write_per_mtok", args.cache_write), ("max_input_tokens", args.max_input),
+                        ("max_output_tokens", args.max_output), ("tier", args.tier), ("mode", args.mode)):
+        if value is not None:
+            fields[name] = value
+    if args.capability:
+        fields["capabilities"] = sorted(set(args.capability))
+    with client(args) as c:
+        before = None
+        try:
+            before = c.prices_get(args.model).price
+        except OpError:
+            pass
+        result = c.prices_set(**fields)
+
+    def human(r: Any) -> str:
+        p = r.price
+        was = (f"\n  was: in {rate(before.input_per_mtok)}, out {rate(before.output_per_mtok)} "
+               f"({before.source}, version {before.version})") if before else ""
+        return (f"override set: {p.model} in ${rate(p.input_per_mtok)} out ${rate(p.output_per_mtok)} per Mtok "
+                f"(version {p.version}); refreshes never change it{was}")
+
+    emit(args, result, human)
+    return 0
+
+
+def cmd_prices_unset(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        removed = c.prices_unset(args.model)
+    emit(args, {"removed": removed}, lambda r: f"override of {args.model} removed; the source price applies again"
+         if removed else f"{args.model} has no override")
+    return 0 if removed else 1
+
+
+def cmd_prices_history(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        result = c.prices_history(args.model)
+    emit(args, result, lambda r: table(
+        ["version", "from (UTC)", "until (UTC)", "source", "in/Mtok", "out/Mtok", "cache r", "cache w", "verified"],
+        [[v.version, v.effective_from.strftime("%Y-%m-%d %H:%M:%S") if v.effective_from else "-",
+          v.effective_to.strftime("%Y-%m-%d %H:%M:%S") if v.effective_to else "now", v.source,
+          rate(v.input_per_mtok), rate(v.output_per_mtok), rate(v.cache_read_per_mtok),
+          rate(v.cache_write_per_mtok), "yes" if v.verified else "no"] for v in r.versions],
+        right={0, 4, 5, 6, 7},
+    ))
+    return 0
+
+
 # -- the parser ---------------------------------------------------------------------
 
 
@@ -569,6 +662,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--provider")
     p.set_defaults(func=cmd_prices_show)
+    p = psub.add_parser("refresh", help="fetch every price source now and apply what passes verification",
+                        parents=[common])
+    p.add_argument("--timeout", type=non_negative_float, default=300.0, help="seconds to wait for the feeds")
+    p.set_defaults(func=cmd_prices_refresh)
+    p = psub.add_parser("set", help="a local price override (refreshes never touch it)", parents=[common])
+    p.add_argument("model")
+    p.add_argument("--input", type=non_negative_float, required=True, help="USD per million input tokens")
+    p.add_argument("--output", type=non_negative_float, required=True, help="USD per million output tokens")
+    p.add_argument("--cache-read", type=non_negative_float)
+    p.add_argument("--cache-write", type=non_negative_float)
+    p.add_argument("--provider")
+    p.add_argument("--max-input", type=non_negative_int)
+    p.add_argument("--max-output", type=non_negative_int)
+    p.add_argument("--capability", action="append", metavar="NAME")
+    p.add_argument("--tier", choices=["lightweight", "midweight", "heavyweight"])
+    p.add_argument("--mode")
+    p.set_defaults(func=cmd_prices_set)
+    p = psub.add_parser("unset", help="remove a local override", parents=[common])
+    p.add_argument("model")
+    p.set_defaults(func=cmd_prices_unset)
+    p = psub.add_parser("history", help="every version of a model's price", parents=[common])
+    p.add_argument("model")
+    p.set_defaults(func=cmd_prices_history)
     return parser
 
 

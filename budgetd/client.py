@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator, Iterator, TypeVar
 import anyio
 import msgspec
 
-from budgetd.model import BudgetSpec, Decision, Estimate, Need, Recorded, Usage, UsagePatch
+from budgetd.model import BudgetSpec, Decision, Estimate, Need, PriceSpec, Recorded, Usage, UsagePatch
 from budgetd.paths import client_socket_path
 from budgetd.protocol import (
     RESULT_TYPES,
@@ -41,7 +41,11 @@ from budgetd.protocol import (
     OpError,
     Ping,
     PricesGet,
+    PricesHistory,
     PricesList,
+    PricesRefresh,
+    PricesSet,
+    PricesUnset,
     Record,
     Request,
     Response,
@@ -241,8 +245,9 @@ class SyncBudgetClient(_Requests):
             self._sock = sock
         return self._sock
 
-    def _roundtrip(self, line: bytes, request_id: int) -> Response:
+    def _roundtrip(self, line: bytes, request_id: int, timeout: float) -> Response:
         sock = self._connect()
+        sock.settimeout(timeout)
         try:
             sock.sendall(line)
             while True:
@@ -264,14 +269,14 @@ class SyncBudgetClient(_Requests):
             self.close()
             raise
 
-    def call(self, request: Request) -> Any:
+    def call(self, request: Request, timeout: float | None = None) -> Any:
         """Send any protocol request and return its typed result (raising BudgetError on failure)."""
         delay = 0.05
         for attempt in range(self.retries + 1):
             request_id = next(self._ids)
             line = encode_line(msgspec.structs.replace(request, id=request_id))
             try:
-                response = self._roundtrip(line, request_id)
+                response = self._roundtrip(line, request_id, timeout or self.timeout)
                 if response.error is not None and response.error.code in _RETRYABLE_CODES and attempt < self.retries:
                     time.sleep(delay)
                     delay *= 2
@@ -309,6 +314,19 @@ class SyncBudgetClient(_Requests):
 
     def prices_list(self, *, provider: str | None = None, search: str | None = None, limit: int | None = None) -> Any:
         return self.call(PricesList(provider=provider, search=search, limit=limit))
+
+    def prices_refresh(self, timeout: float = 300.0) -> Any:
+        """Fetch every feed now; feeds may be slow, so this waits up to `timeout`."""
+        return self.call(PricesRefresh(), timeout=timeout)
+
+    def prices_set(self, price: PriceSpec | None = None, **fields: Any) -> Any:
+        return self.call(PricesSet(price=_usage(price, fields, PriceSpec)))  # type: ignore[arg-type]
+
+    def prices_unset(self, model: str) -> bool:
+        return self.call(PricesUnset(model=model)).removed
+
+    def prices_history(self, model: str) -> Any:
+        return self.call(PricesHistory(model=model))
 
     def check(self, estimate: Estimate | None = None, **fields: Any) -> Decision:
         return self.call(Check(estimate=_estimate(estimate, fields)))
@@ -442,7 +460,7 @@ class BudgetClient(_Requests):
                 self._stream = None
                 self._fail_pending()
 
-    async def _roundtrip(self, request: Request) -> Response:
+    async def _roundtrip(self, request: Request, timeout: float) -> Response:
         stream = await self._connect()
         request_id = next(self._ids)
         slot = _Slot()
@@ -450,23 +468,24 @@ class BudgetClient(_Requests):
         try:
             async with self._send_lock:  # type: ignore[union-attr]
                 await stream.send(encode_line(msgspec.structs.replace(request, id=request_id)))
-            with anyio.fail_after(self.timeout):
+            with anyio.fail_after(timeout):
                 await slot.event.wait()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             raise _Disconnected(str(exc)) from None
         except TimeoutError:
-            raise OpError("busy", f"no answer from budgetd within {self.timeout:g}s") from None
+            raise OpError("busy", f"no answer from budgetd within {timeout:g}s") from None
         finally:
             self._pending.pop(request_id, None)
         if slot.response is None:
             raise _Disconnected("the daemon closed the connection")
         return slot.response
 
-    async def call(self, request: Request) -> Any:
+    async def call(self, request: Request, timeout: float | None = None) -> Any:
+        """Send any protocol request and return its typed result (raising BudgetError on failure)."""
         delay = 0.05
         for attempt in range(self.retries + 1):
             try:
-                response = await self._roundtrip(request)
+                response = await self._roundtrip(request, timeout or self.timeout)
                 if response.error is not None and response.error.code in _RETRYABLE_CODES and attempt < self.retries:
                     await anyio.sleep(delay)
                     delay *= 2
@@ -507,6 +526,19 @@ class BudgetClient(_Requests):
     async def prices_list(self, *, provider: str | None = None, search: str | None = None,
                           limit: int | None = None) -> Any:
         return await self.call(PricesList(provider=provider, search=search, limit=limit))
+
+    async def prices_refresh(self, timeout: float = 300.0) -> Any:
+        """Fetch every feed now; feeds may be slow, so this waits up to `timeout`."""
+        return await self.call(PricesRefresh(), timeout=timeout)
+
+    async def prices_set(self, price: PriceSpec | None = None, **fields: Any) -> Any:
+        return await self.call(PricesSet(price=_usage(price, fields, PriceSpec)))  # type: ignore[arg-type]
+
+    async def prices_unset(self, model: str) -> bool:
+        return (await self.call(PricesUnset(model=model))).removed
+
+    async def prices_history(self, model: str) -> Any:
+        return await self.call(PricesHistory(model=model))
 
     async def check(self, estimate: Estimate | None = None, **fields: Any) -> Decision:
         return await self.call(Check(estimate=_estimate(estimate, fields)))

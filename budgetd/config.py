@@ -68,6 +68,9 @@ class PricingConfig(Section):
     aliases: dict[str, str] = {}
     overrides: list[PriceOverride] = []
     bundled_file: str = ""  # "" = the file inside the installed litellm
+    fetch_timeout: str = "20s"
+    max_feed_bytes: int = 20 << 20
+    retries: int = 2
 
 
 class TiersConfig(Section):
@@ -211,8 +214,36 @@ def _check(config: Config, source: str) -> None:
             check_budget(budget, f"budgets[{i}]")
         except BudgetInvalid as exc:
             raise ConfigError(f"{source}: {exc} (at {exc.field})") from None
+    known = {"litellm_bundled", "litellm", "llm_prices", "openrouter", "overrides"}
+    unknown = [s for s in config.pricing.sources if s not in known]
+    if unknown:
+        raise ConfigError(f"{source}: pricing.sources names unknown sources {unknown}; known: {sorted(known)}")
+    for key in ("refresh_interval", "fetch_timeout"):
+        try:
+            parse_duration(getattr(config.pricing, key))
+        except ValueError as exc:
+            raise ConfigError(f"{source}: pricing.{key}: {exc}") from None
     if config.daemon.max_frame_bytes < 1024:
         raise ConfigError(f"{source}: daemon.max_frame_bytes must be at least 1024")
     if config.pricing.unknown_model not in ("fallback", "deny", "zero"):
         raise ConfigError(f"{source}: pricing.unknown_model must be fallback, deny or zero")
 
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """`250ms`, `30s`, `10m`, `6h`, `1d` (or plain seconds) -> seconds."""
+    text = str(text).strip()
+    for unit in ("ms", "s", "m", "h", "d"):
+        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
+            value = float(text[: -len(unit)]) * _UNITS[unit]
+            break
+    else:
+        if not text.replace(".", "", 1).isdigit():
+            raise ValueError(f"{text!r} is not a duration; write e.g. 30s, 10m, 6h or 1d")
+        value = float(text)
+    if value <= 0:
+        raise ValueError(f"{text!r} must be longer than zero")
+    return value

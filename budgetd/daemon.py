@@ -15,19 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import msgspec
 from anyio.abc import TaskStatus
 
 from actors.allocator import AdmissionRules, Allocator
 from actors.ledger import Ledger, LedgerError, LedgerReader
-from actors.prices import Prices, load_book
+from actors.price_rules import Rules
+from actors.prices import GetPricesStatus, Prices, PricesSettings
 from actors.runtime import Supervisor
-from actors.sources import litellm_bundled
 from budgetd import debug
-from budgetd.config import Config
-from budgetd.model import PriceEntry, SourceStatus
+from budgetd.config import Config, parse_duration
 from budgetd.pricing import TierRules, UnpricedPolicy
-from budgetd.protocol import utcnow
 from budgetd.server.ops import Ops
 from budgetd.server.unix import SocketServer, prepare_socket_path
 
@@ -75,24 +72,6 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
-    def _initial_book(self, tiers: TierRules) -> tuple[Any, list[SourceStatus]]:
-        pricing = self.config.pricing
-        path = Path(pricing.bundled_file).expanduser() if pricing.bundled_file else None
-        try:
-            entries, refused = litellm_bundled.load(tiers, path)
-            status = SourceStatus(source=litellm_bundled.NAME, models=len(entries), last_success=utcnow())
-        except (OSError, ValueError) as exc:
-            log.error("bundled prices unavailable: %s", exc)
-            entries, refused = [], []
-            status = SourceStatus(source=litellm_bundled.NAME, models=0, last_error=str(exc))
-        for note in refused[:20]:
-            log.warning("price refused: %s", note)
-        overrides = [
-            _with_tier(PriceEntry(**msgspec.structs.asdict(o), source="override"), tiers)
-            for o in pricing.overrides
-        ]
-        return load_book(entries, overrides, 1, dict(pricing.aliases)), [status]
-
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         config = self.config
         debug.configure(config.log.debug)
@@ -112,7 +91,17 @@ class Daemon:
     async def _run(self, task_status: TaskStatus[None]) -> None:
         config = self.config
         tiers = tier_rules(config)
-        book, sources = await anyio.to_thread.run_sync(self._initial_book, tiers)
+        pricing = config.pricing
+        settings = PricesSettings(
+            sources=list(pricing.sources), urls=dict(pricing.urls),
+            rules=Rules(primary=pricing.primary, max_per_mtok=pricing.max_per_mtok,
+                        max_unconfirmed_change=pricing.max_unconfirmed_change, tolerance=pricing.tolerance),
+            refresh_interval_s=parse_duration(pricing.refresh_interval), aliases=dict(pricing.aliases),
+            overrides=list(pricing.overrides),
+            bundled_file=Path(pricing.bundled_file).expanduser() if pricing.bundled_file else None,
+            fetch_timeout_s=parse_duration(pricing.fetch_timeout), max_feed_bytes=pricing.max_feed_bytes,
+            retries=pricing.retries,
+        )
         unpriced = UnpricedPolicy(
             config.pricing.unknown_model,
             config.pricing.fallback_per_mtok.input,
@@ -135,18 +124,20 @@ class Daemon:
             except LedgerError as exc:
                 raise StartupError(str(exc)) from None
             await tg.start(sup.supervise, reader, lambda: LedgerReader(db_path))
-            await tg.start(sup.supervise, prices, lambda: Prices(book, sources, allocator))
+            await tg.start(sup.supervise, prices, lambda: Prices(ledger, allocator, settings, tiers,
+                                                                  config.daemon.ask_timeout_s))
             admission = AdmissionRules(
                 config.admission.default_output_tokens, config.admission.default_ttl_s,
                 config.admission.max_reservation_usd,
             )
             await tg.start(sup.supervise, allocator, lambda: Allocator(
-                ledger, book, tiers, unpriced, admission, config.budgets, config.daemon.ask_timeout_s,
+                ledger, prices, tiers, unpriced, admission, config.budgets, config.daemon.ask_timeout_s,
             ))
             await tg.start(server.serve)
+            status = await prices.ask(lambda reply: GetPricesStatus(reply=reply), config.daemon.ask_timeout_s)
             log.info(
-                "budgetd ready: socket %s, ledger %s, %d prices (%s)",
-                self.socket_path, db_path, len(book), ", ".join(s.source for s in sources),
+                "budgetd ready: socket %s, ledger %s, %d prices (version %d; sources: %s)",
+                self.socket_path, db_path, status.models, status.version, ", ".join(pricing.sources),
             )
             if config.http.listen:
                 log.info("HTTP is not served by this version; clients use the Unix socket")
@@ -159,13 +150,6 @@ class Daemon:
                 with anyio.move_on_after(30):
                     await ref.finished.wait()
             log.info("budgetd stopped; every acknowledged write is committed")
-
-
-def _with_tier(entry: PriceEntry, tiers: TierRules) -> PriceEntry:
-    if entry.tier is not None:
-        return entry
-    tier = tiers.tier_of(entry.model, entry.provider, entry.input_per_mtok, entry.output_per_mtok)
-    return msgspec.structs.replace(entry, tier=tier)
 
 
 async def _serve_until_signal(daemon: Daemon) -> None:
@@ -190,6 +174,7 @@ def run(config: Config) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per feed request is noise
     daemon = Daemon(config)
     options = {"use_uvloop": True} if importlib.util.find_spec("uvloop") else {}
     try:

@@ -308,6 +308,18 @@ class SourceReport(Struct, kw_only=True):
     error: str | None = None
 
 
+class PriceDiff(Struct, kw_only=True):
+    """One model's price as a refresh found it: `new`, `changed` (applied) or `held`."""
+
+    model: str
+    source: str
+    status: Literal["new", "changed", "held"]
+    old_input_per_mtok: float | None = None
+    old_output_per_mtok: float | None = None
+    new_input_per_mtok: float
+    new_output_per_mtok: float
+
+
 class SourceStatus(Struct, kw_only=True):
     source: str
     models: int

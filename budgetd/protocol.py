@@ -24,6 +24,7 @@ from budgetd.model import (
     Label,
     Name,
     Need,
+    PriceDiff,
     PriceEntry,
     PriceSpec,
     Recorded,
@@ -309,6 +310,8 @@ class PriceListResult(Struct, kw_only=True):
 class RefreshReport(Struct, kw_only=True):
     version: int
     sources: list[SourceReport]
+    changes: list[PriceDiff] = msgspec.field(default_factory=list)  # at most MAX_DIFFS, new models last
+    more_changes: int = 0
 
 
 class PriceHistoryResult(Struct, kw_only=True):

@@ -35,7 +35,10 @@ class Daemon:
         self.socket = self.dir / "budgetd.sock"
         self.data_dir = self.dir / "data"
         self.config_file = self.dir / "budgetd.toml"
+        # Offline by default: only the bundled source, read from the fixture file.
         base = f'[pricing]\nbundled_file = "{FIXTURES / "litellm_prices.json"}"\n'
+        if "sources =" not in config:
+            base += 'sources = ["litellm_bundled"]\n'
         if "[pricing]" in config:
             config = config.replace("[pricing]\n", base, 1)
         else:

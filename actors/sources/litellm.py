@@ -12,6 +12,9 @@ from typing import Any
 from budgetd.model import LongContext, PriceEntry
 from budgetd.pricing import TierRules, per_token_to_per_mtok
 
+NAME = "litellm"
+URL = "https://raw.githubusercontent.com/BerriAI/litellm/main/model_prices_and_context_window.json"
+
 _LONG_INPUT = re.compile(r"^input_cost_per_token_above_(\d+)k_tokens$")
 _CAPABILITIES = {
     "supports_vision": "vision",
@@ -118,3 +121,8 @@ def parse(data: Any, source: str, tiers: TierRules) -> tuple[list[PriceEntry], l
         if entry is not None:
             entries.append(entry)
     return entries, refused
+
+
+def parse_feed(data: Any, tiers: TierRules) -> tuple[list[PriceEntry], list[str]]:
+    """The file as fetched from LiteLLM's URL."""
+    return parse(data, NAME, tiers)

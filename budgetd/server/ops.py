@@ -24,9 +24,9 @@ from actors.allocator import (
     StatesMsg,
 )
 from actors.ledger import GetTotals, ListUsage, payload_hash, to_us
-from actors.prices import GetPrice, GetPricesStatus, ListPrices
+from actors.prices import GetHistory, GetPrice, GetPricesStatus, ListPrices, Refresh, SetPrice, UnsetPrice
 from actors.runtime import Ref, Reply, ReplyTo
-from budgetd.config import Config
+from budgetd.config import Config, parse_duration
 from budgetd.model import DIMS
 from budgetd.protocol import (
     PROTOCOL_VERSION,
@@ -51,7 +51,11 @@ from budgetd.protocol import (
     OpError,
     Ping,
     PricesGet,
+    PricesHistory,
     PricesList,
+    PricesRefresh,
+    PricesSet,
+    PricesUnset,
     Record,
     Request,
     Status,
@@ -72,6 +76,8 @@ class Ops:
         self.refs = refs
         self.socket_path = socket_path
         self.timeout = config.daemon.ask_timeout_s
+        self.refresh_timeout = self.timeout + (config.pricing.retries + 1) * parse_duration(
+            config.pricing.fetch_timeout) + 5
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self._started_monotonic = time.monotonic()
         # Ops answered by one actor: the handler tells it, and the actor answers `reply`
@@ -93,6 +99,10 @@ class Ops:
             Status: self.status,
             PricesGet: self.prices_get,
             PricesList: self.prices_list,
+            PricesRefresh: self.prices_refresh,
+            PricesSet: self.prices_set,
+            PricesUnset: self.prices_unset,
+            PricesHistory: self.prices_history,
         }
         # Answered without awaiting anything: doors may reply inline.
         self.immediate: dict[type[Request], Callable[[Any], Any]] = {
@@ -212,6 +222,22 @@ class Ops:
         return await self.refs["prices"].ask(
             lambda reply: GetPrice(model=req.model, provider=req.provider, reply=reply), self.timeout
         )
+
+    async def _prices(self, make: Callable[[ReplyTo], Any], timeout: float | None = None) -> Any:
+        return await self.refs["prices"].ask(make, timeout or self.timeout)
+
+    async def prices_refresh(self, _req: PricesRefresh) -> Any:
+        # Feeds may take their whole fetch timeout (with retries), so wait longer than for other ops.
+        return await self._prices(lambda reply: Refresh(reply=reply), self.refresh_timeout)
+
+    async def prices_set(self, req: PricesSet) -> Any:
+        return await self._prices(lambda reply: SetPrice(spec=req.price, reply=reply))
+
+    async def prices_unset(self, req: PricesUnset) -> Any:
+        return await self._prices(lambda reply: UnsetPrice(model=req.model, reply=reply))
+
+    async def prices_history(self, req: PricesHistory) -> Any:
+        return await self._prices(lambda reply: GetHistory(model=req.model, reply=reply))
 
     async def prices_list(self, req: PricesList) -> Any:
         return await self.refs["prices"].ask(

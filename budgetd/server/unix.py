@@ -3,6 +3,7 @@
 import errno
 import fcntl
 import logging
+import math
 import socket
 import time
 from pathlib import Path
@@ -84,7 +85,7 @@ class SocketServer:
                             stream = await listener.accept()
                             tg.start_soon(self._connection, stream)
                 # Not accepting any more: wait for open connections to answer what they hold.
-                tg.cancel_scope.deadline = anyio.current_time() + self.ops.timeout + 5
+                tg.cancel_scope.deadline = anyio.current_time() + self.ops.refresh_timeout + 5
         finally:
             try:
                 self.path.unlink()
@@ -172,7 +173,7 @@ class Connection:
             with self.reader:
                 await self._read()
             # The client is gone or we are shutting down: answer what is in flight, then close.
-            deadline = time.monotonic() + self.ops.timeout + 1
+            deadline = time.monotonic() + self.ops.refresh_timeout + 1
             while (self.outstanding or self.out) and not self.closed and time.monotonic() < deadline:
                 await anyio.sleep(0.005)
             tasks.cancel_scope.cancel()
@@ -297,11 +298,14 @@ class Connection:
             except OpError as error:
                 self._write(encode_line(err(request.id, error)))
             return
-        reply = ConnectionReply(self, request.id, time.monotonic() + self.ops.timeout)
+        tell = self.ops.tells.get(kind)
+        # A told actor may never answer (it crashed mid-message): the reaper answers `busy` for it.
+        # A spawned handler always answers, its asks carrying their own timeouts.
+        deadline = time.monotonic() + self.ops.timeout if tell is not None else math.inf
+        reply = ConnectionReply(self, request.id, deadline)
         self.outstanding[reply] = None
         if len(self.outstanding) >= MAX_IN_FLIGHT:
             self._room = anyio.Event()
-        tell = self.ops.tells.get(kind)
         if tell is not None:
             try:
                 tell(request, reply)
