@@ -451,7 +451,7 @@ def cmd_prices_refresh(args: argparse.Namespace) -> int:
         )]
         if r.changes:
             lines += ["", table(
-                ["model", "", "input $/Mtok", "output $/Mtok", "source"],
+                ["model", "status", "input $/Mtok", "output $/Mtok", "source"],
                 [[d.model, d.status, _rate_change(d.old_input_per_mtok, d.new_input_per_mtok),
                   _rate_change(d.old_output_per_mtok, d.new_output_per_mtok), d.source] for d in r.changes],
             )]
