@@ -18,6 +18,7 @@ import aiosqlite
 import anyio
 import msgspec
 
+from actors.bus import Publish
 from actors.runtime import Actor, ReplyTo, Ref, fail_reply
 from budgetd.debug import debug_log
 from budgetd.model import Recorded, Totals, UsageRecord, usd
@@ -389,8 +390,9 @@ class Ledger(Actor):
 
     name = "ledger"
 
-    def __init__(self, path: Path, durability: str = "full") -> None:
+    def __init__(self, path: Path, durability: str = "full", bus: Ref | None = None) -> None:
         super().__init__()
+        self.bus = bus
         self.path = path
         self.durability = durability
         self.db: sqlite3.Connection | None = None
@@ -567,6 +569,8 @@ class Ledger(Actor):
         self.next_id = next_id
         for i, value in enumerate(added):
             self.totals[i] += value
+        if self.bus is not None and added[0]:
+            self._publish_recorded(writes, answers)
         for w, answer in zip(writes, answers):
             if isinstance(answer, OpError):
                 _undo(w)
@@ -575,6 +579,25 @@ class Ledger(Actor):
                 if answer.duplicate:
                     _undo(w)
                 w.reply.set(answer)
+
+    def _publish_recorded(self, writes: list[WriteUsage], answers: list) -> None:
+        """`usage.recorded` for every new record, once it is committed."""
+        events = []
+        for w, answer in zip(writes, answers):
+            if isinstance(answer, OpError) or answer.duplicate:
+                continue
+            r = w.row
+            events.append(("usage.recorded", {
+                "record_id": answer.record_id, "ts": from_us(r.ts), "component": r.component, "model": r.model,
+                "provider": r.provider, "tier": r.tier, "context_id": r.context_id, "task_type": r.task_type,
+                "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+                "cache_read_tokens": r.cache_read_tokens, "cache_write_tokens": r.cache_write_tokens,
+                "cost_usd": answer.cost_usd, "priced": r.priced,
+            }))
+        try:
+            self.bus.tell(Publish(events=events))  # type: ignore[union-attr]
+        except OpError:
+            pass  # a full or closed bus loses events, never records
 
     def _transaction(self, writes: list[WriteUsage], now: int) -> tuple[list, int, list[int]]:
         """One transaction for the whole batch (in the worker thread). Returns one answer per write."""

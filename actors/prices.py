@@ -19,6 +19,7 @@ import anyio
 import msgspec
 
 from actors import price_rules
+from actors.bus import Publish
 from actors.ledger import ApplyPrices, LoadPrices, PriceChange, PriceHistory, PriceState, SourcePrice
 from actors.runtime import Actor, Ref, ReplyTo
 from actors.sources import litellm, litellm_bundled, llm_prices, openrouter
@@ -139,9 +140,10 @@ class Prices(Actor):
     name = "prices"
 
     def __init__(self, ledger: Ref, allocator: Ref | None, settings: PricesSettings, tiers: TierRules,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, bus: Ref | None = None) -> None:
         super().__init__()
         self.ledger = ledger
+        self.bus = bus
         self.allocator = allocator
         self.settings = settings
         self.tiers = tiers
@@ -442,6 +444,13 @@ class Prices(Actor):
     def _publish(self, kind: str, data: dict) -> None:
         level = logging.INFO if kind == "price.changed" else logging.WARNING
         log.log(level, "%s: %s", kind, data.get("message") or data)
+        if self.bus is not None:
+            # price.* events go to the `price` topic; a failing source is a `system` matter.
+            name = "system.source_failed" if kind == "source.failed" else kind
+            try:
+                self.bus.tell(Publish(events=[(name, data)]))
+            except OpError:
+                pass
 
 
 def _spec_of(entry: PriceEntry, tier: str | None) -> PriceSpec:

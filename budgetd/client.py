@@ -34,6 +34,7 @@ from budgetd.protocol import (
     BudgetSet,
     Check,
     Commit,
+    Event,
     Hello,
     Release,
     Reserve,
@@ -50,6 +51,7 @@ from budgetd.protocol import (
     Request,
     Response,
     Status,
+    Subscribe,
     UsageList,
     decode_response,
     encode_line,
@@ -97,6 +99,14 @@ def _filters(filters: dict[str, str] | Filters | None) -> Filters | None:
 
 def _new_key() -> str:
     return uuid.uuid4().hex
+
+
+def _event(response: Response) -> Event:
+    import datetime as dt
+
+    return Event(event=response.event or "", seq=response.seq or 0,
+                 ts=dt.datetime.fromisoformat(response.ts) if response.ts else None,  # type: ignore[arg-type]
+                 data=msgspec.json.decode(response.data) if response.data else None)
 
 
 def _result(request: Request, response: Response) -> Any:
@@ -328,6 +338,34 @@ class SyncBudgetClient(_Requests):
     def prices_history(self, model: str) -> Any:
         return self.call(PricesHistory(model=model))
 
+    def subscribe(self, topics: list[str], after: int | None = None, idle_timeout: float | None = None
+                  ) -> Iterator[Event]:
+        """Events of `topics` (usage, budget, alert, price, system) as they happen, on a connection of
+        their own; a `lagged` event says how many were dropped because this reader fell behind.
+        The subscription starts at once; with `idle_timeout`, TimeoutError when no event came for that long."""
+        stream = SyncBudgetClient(self.path, timeout=self.timeout, retries=0)
+        stream.call(Subscribe(topics=topics, after=after))  # type: ignore[arg-type]
+        return self._events_of(stream, idle_timeout)
+
+    @staticmethod
+    def _events_of(stream: "SyncBudgetClient", idle_timeout: float | None) -> Iterator[Event]:
+        with stream:
+            sock = stream._connect()
+            sock.settimeout(idle_timeout)
+            while True:
+                newline = stream._buffer.find(b"\n")
+                while newline < 0:
+                    chunk = sock.recv(1 << 16)
+                    if not chunk:
+                        raise DaemonUnavailable(stream.path, "the daemon closed the subscription")
+                    stream._buffer += chunk
+                    newline = stream._buffer.find(b"\n")
+                frame = bytes(stream._buffer[:newline])
+                del stream._buffer[: newline + 1]
+                response = decode_response(frame)
+                if response.event is not None:
+                    yield _event(response)
+
     def check(self, estimate: Estimate | None = None, **fields: Any) -> Decision:
         return self.call(Check(estimate=_estimate(estimate, fields)))
 
@@ -396,6 +434,7 @@ class BudgetClient(_Requests):
         self.retries = retries
         self._stream: Any = None
         self._reservations = collections.OrderedDict()
+        self._events: Any = None  # where the reader puts events of this client's subscription
         self._pending: dict[int, _Slot] = {}
         self._ids = itertools.count(1)
         self._send_lock: anyio.Lock | None = None
@@ -447,6 +486,11 @@ class BudgetClient(_Requests):
                 frame = await buffered.receive_until(b"\n", _MAX_LINE)
                 response = decode_response(frame)
                 if response.event is not None:
+                    if self._events is not None:
+                        try:
+                            self._events.send_nowait(_event(response))
+                        except anyio.WouldBlock:
+                            pass  # the reader is behind: the daemon's own `lagged` marker will say so
                     continue
                 slot = self._pending.pop(response.id, None)
                 if slot is not None:
@@ -459,6 +503,8 @@ class BudgetClient(_Requests):
             if self._stream is stream:
                 self._stream = None
                 self._fail_pending()
+                if self._events is not None:
+                    self._events.close()
 
     async def _roundtrip(self, request: Request, timeout: float) -> Response:
         stream = await self._connect()
@@ -540,6 +586,19 @@ class BudgetClient(_Requests):
     async def prices_history(self, model: str) -> Any:
         return await self.call(PricesHistory(model=model))
 
+    async def subscribe(self, topics: list[str], after: int | None = None) -> AsyncIterator[Event]:
+        """Events of `topics` as they happen, on this client's connection (one subscription per client).
+        A `lagged` event says how many were dropped; the iteration ends if the connection is lost."""
+        send, receive = anyio.create_memory_object_stream[Event](10_000)
+        self._events = send
+        try:
+            await self.call(Subscribe(topics=topics, after=after))  # type: ignore[arg-type]
+            async with receive:
+                async for event in receive:
+                    yield event
+        finally:
+            self._events = None
+
     async def check(self, estimate: Estimate | None = None, **fields: Any) -> Decision:
         return await self.call(Check(estimate=_estimate(estimate, fields)))
 
@@ -591,5 +650,5 @@ class BudgetClient(_Requests):
 
 __all__ = [
     "BudgetClient", "SyncBudgetClient", "BudgetError", "BudgetDenied", "DaemonUnavailable", "Guard",
-    "Usage", "UsagePatch", "Estimate", "BudgetSpec", "Need",
+    "Usage", "UsagePatch", "Estimate", "BudgetSpec", "Need", "Event",
 ]

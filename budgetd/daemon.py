@@ -18,6 +18,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from actors.allocator import AdmissionRules, Allocator
+from actors.bus import Bus
 from actors.ledger import Ledger, LedgerError, LedgerReader
 from actors.price_rules import Rules
 from actors.prices import GetPricesStatus, Prices, PricesSettings
@@ -109,6 +110,7 @@ class Daemon:
         )
         db_path = self.data_dir / "ledger.db"
         sup = Supervisor()
+        bus = sup.ref("bus", 16_384)
         ledger = sup.ref("ledger", 16_384)
         reader = sup.ref("ledger-reader", 1024)
         prices = sup.ref("prices", 1024)
@@ -119,13 +121,14 @@ class Daemon:
             config.daemon.max_connections,
         )
         async with anyio.create_task_group() as tg:
+            await tg.start(sup.supervise, bus, Bus)
             try:
-                await tg.start(sup.supervise, ledger, lambda: Ledger(db_path, config.daemon.durability))
+                await tg.start(sup.supervise, ledger, lambda: Ledger(db_path, config.daemon.durability, bus))
             except LedgerError as exc:
                 raise StartupError(str(exc)) from None
             await tg.start(sup.supervise, reader, lambda: LedgerReader(db_path))
             await tg.start(sup.supervise, prices, lambda: Prices(ledger, allocator, settings, tiers,
-                                                                  config.daemon.ask_timeout_s))
+                                                                  config.daemon.ask_timeout_s, bus))
             admission = AdmissionRules(
                 config.admission.default_output_tokens, config.admission.default_ttl_s,
                 config.admission.max_reservation_usd,
@@ -145,7 +148,7 @@ class Daemon:
             await self._stop.wait()
             log.info("shutting down: finishing requests in flight")
             server.shutdown()
-            for ref in (allocator, ledger, reader, prices):
+            for ref in (allocator, ledger, reader, prices, bus):
                 ref.close()
                 with anyio.move_on_after(30):
                     await ref.finished.wait()

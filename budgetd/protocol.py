@@ -196,6 +196,7 @@ class AlertsAck(Request, tag="alerts.ack", kw_only=True):
 
 class Subscribe(Request, tag="subscribe", kw_only=True):
     topics: Annotated[list[Topic], Meta(min_length=1, max_length=5)]
+    after: Annotated[int, Meta(ge=0)] | None = None  # resume after this seq (recent events only)
 
 
 class Ask(Request, tag="ask", kw_only=True):

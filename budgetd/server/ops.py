@@ -25,6 +25,7 @@ from actors.allocator import (
 )
 from actors.ledger import GetTotals, ListUsage, payload_hash, to_us
 from actors.prices import GetHistory, GetPrice, GetPricesStatus, ListPrices, Refresh, SetPrice, UnsetPrice
+from actors.bus import Feed, SubscribeMsg, Unsubscribe
 from actors.runtime import Ref, Reply, ReplyTo
 from budgetd.config import Config, parse_duration
 from budgetd.model import DIMS
@@ -60,6 +61,8 @@ from budgetd.protocol import (
     Request,
     Status,
     StatusResult,
+    Subscribe,
+    Subscribed,
     UsageList,
     UsageListResult,
     op_name,
@@ -109,7 +112,9 @@ class Ops:
             Ping: lambda _req: Empty(),
             Hello: self.hello,
         }
-        self.ops = sorted(op_name(t) for t in (*self.tells, *self.table, *self.immediate))
+        # Streams: the door keeps the connection open and sends the feed's events on it.
+        self.streams = {Subscribe}
+        self.ops = sorted(op_name(t) for t in (*self.tells, *self.table, *self.immediate, *self.streams))
 
     async def dispatch(self, request: Request) -> Any:
         kind = type(request)
@@ -124,6 +129,8 @@ class Ops:
         immediate = self.immediate.get(kind)
         if immediate is not None:
             return immediate(request)
+        if kind in self.streams:
+            raise OpError("invalid", f"op {op_name(kind)!r} streams events; this door cannot carry it", "$.op")
         raise OpError(
             "unknown_op",
             f"op {op_name(kind)!r} is part of protocol v1 but this daemon (budgetd {budgetd.__version__}) "
@@ -164,6 +171,20 @@ class Ops:
     def route(self, req: Route, reply: ReplyTo) -> None:
         self.refs["allocator"].tell(RouteMsg(estimate=req.estimate, candidates=req.candidates, need=req.need,
                                              reply=reply))
+
+    async def subscribe(self, req: Subscribe) -> tuple[Subscribed, Feed]:
+        """Open a feed of the bus for a door to stream; close it with `unsubscribe`."""
+        topics = sorted(set(req.topics))
+        feed = await self.refs["bus"].ask(
+            lambda reply: SubscribeMsg(topics=topics, after=req.after, reply=reply), self.timeout
+        )
+        return Subscribed(subscribed=topics), feed
+
+    def unsubscribe(self, feed: Feed) -> None:
+        try:
+            self.refs["bus"].tell(Unsubscribe(feed=feed))
+        except OpError:
+            pass  # the bus is gone: nothing to undo
 
     async def _allocator(self, make: Callable[[ReplyTo], Any]) -> Any:
         return await self.refs["allocator"].ask(make, self.timeout)

@@ -27,6 +27,7 @@ log = logging.getLogger("budgetd.socket")
 READ_CHUNK = 1 << 16
 MAX_IN_FLIGHT = 512  # requests per connection: past it we stop reading (backpressure)
 OUTPUT_LIMIT = 8 << 20  # answers a client has not read yet: past it we stop reading
+STREAM_BACKLOG = 256 << 10  # unread events past which a subscription stops taking from its feed
 
 
 class SocketInUse(Exception):
@@ -298,6 +299,9 @@ class Connection:
             except OpError as error:
                 self._write(encode_line(err(request.id, error)))
             return
+        if kind in self.ops.streams:
+            self.tasks.start_soon(self._stream, request)
+            return
         tell = self.ops.tells.get(kind)
         # A told actor may never answer (it crashed mid-message): the reaper answers `busy` for it.
         # A spawned handler always answers, its asks carrying their own timeouts.
@@ -313,6 +317,28 @@ class Connection:
                 reply.fail(exc)
         else:
             self.tasks.start_soon(self._answer, request, reply)
+
+    async def _stream(self, request: Any) -> None:
+        """Answer `subscribe`, then send the feed's events until the connection ends.
+
+        Events are taken from the feed only while the client keeps up; when it does
+        not, the feed drops its oldest events and later sends a `lagged` marker.
+        """
+        try:
+            result, feed = await self.ops.subscribe(request)
+        except OpError as error:
+            self._write(encode_line(err(request.id, error)))
+            return
+        self._write(encode_line(ok(request.id, result)))
+        try:
+            while not self.closed and not feed.closed:
+                await feed.wait()
+                while len(self.out) > STREAM_BACKLOG and not self.closed:
+                    await anyio.sleep(0.01)
+                for event in feed.take():
+                    self._write(encode_line(event))
+        finally:
+            self.ops.unsubscribe(feed)
 
     async def _answer(self, request: Any, reply: ConnectionReply) -> None:
         try:

@@ -1,0 +1,118 @@
+"""The event bus: numbered events fanned out to subscribers through bounded feeds.
+
+A publisher tells the bus and never waits. Each subscriber has a `Feed` of
+bounded length: when it falls behind, the oldest events are dropped and the
+next thing it reads is a `lagged` marker saying how many it missed. The bus
+keeps the last `RECENT` events so that a subscriber can resume from a `seq`.
+"""
+
+import collections
+import datetime as dt
+from typing import Any, Iterable
+
+import anyio
+import msgspec
+
+from actors.runtime import Actor, ReplyTo
+from budgetd.protocol import Event
+
+TOPICS = ("usage", "budget", "alert", "price", "system")
+RECENT = 1000
+FEED_LENGTH = 1000
+
+
+class Publish(msgspec.Struct, frozen=True):
+    """Events to publish: (name, data) pairs; the topic is the name's first part."""
+
+    events: list[tuple[str, Any]]
+
+
+class SubscribeMsg(msgspec.Struct, frozen=True):
+    topics: list[str]
+    after: int | None  # resume after this seq, from the recent events still kept
+    reply: ReplyTo
+
+
+class Unsubscribe(msgspec.Struct, frozen=True):
+    feed: Any
+
+
+class Feed:
+    """One subscriber's bounded queue of events; filled by the bus, drained by one reader."""
+
+    def __init__(self, topics: Iterable[str], length: int = FEED_LENGTH) -> None:
+        self.topics = frozenset(topics)
+        self.length = length
+        self._events: collections.deque[Event] = collections.deque()
+        self._lost = 0
+        self._ready = anyio.Event()
+        self.closed = False
+
+    def put(self, event: Event) -> None:
+        if len(self._events) >= self.length:
+            self._events.popleft()
+            self._lost += 1
+        self._events.append(event)
+        self._ready.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+
+    def take(self) -> list[Event]:
+        """Everything waiting, led by a `lagged` marker when events were dropped."""
+        events = list(self._events)
+        self._events.clear()
+        if self._lost:
+            first = events[0].seq if events else 0
+            events.insert(0, Event(event="lagged", seq=first - 1, ts=_now(), data={"missed": self._lost}))
+            self._lost = 0
+        self._ready = anyio.Event()
+        return events
+
+    async def wait(self) -> None:
+        if not self._events and not self.closed:
+            await self._ready.wait()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Bus(Actor):
+    name = "bus"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seq = 0
+        self.recent: collections.deque[Event] = collections.deque(maxlen=RECENT)
+        self.feeds: set[Feed] = set()
+
+    async def stopped(self) -> None:
+        for feed in self.feeds:
+            feed.close()
+
+    async def handle(self, message: Any) -> None:
+        if isinstance(message, Publish):
+            ts = _now()
+            for name, data in message.events:
+                self.seq += 1
+                event = Event(event=name, seq=self.seq, ts=ts, data=data)
+                self.recent.append(event)
+                topic = name.split(".", 1)[0]
+                for feed in self.feeds:
+                    if topic in feed.topics:
+                        feed.put(event)
+        elif isinstance(message, SubscribeMsg):
+            feed = Feed(message.topics)
+            if message.after is not None:
+                for event in self.recent:
+                    if event.seq > message.after and event.event.split(".", 1)[0] in feed.topics:
+                        feed.put(event)
+            self.feeds.add(feed)
+            message.reply.set(feed)
+        elif isinstance(message, Unsubscribe):
+            self.feeds.discard(message.feed)
+            message.feed.close()
+        else:
+            raise TypeError(f"the bus does not handle {type(message).__name__}")
