@@ -37,6 +37,7 @@ from actors.ledger import (
     WriteUsage,
     to_us,
 )
+from actors.bus import Publish
 from actors.prices import GetBook, NewBook
 from actors.runtime import Actor, Ref, ReplyTo
 from budgetd.model import (
@@ -68,6 +69,9 @@ _spec_decoder = msgspec.json.Decoder(BudgetSpec)
 FUNCTIONAL_CAPABILITIES = frozenset({"tools", "json", "vision", "reasoning", "audio", "pdf"})
 RESERVE_KEYS_KEPT_S = 7 * 86400
 MAX_REMEMBERED = 100_000
+BURN_BUCKET_US = 300_000_000  # five minutes
+BURN_BUCKETS = 25 * 12
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 # -- messages ---------------------------------------------------------------------
@@ -183,8 +187,15 @@ class Allocator(Actor):
         admission: AdmissionRules = AdmissionRules(),
         config_budgets: list[BudgetSpec] | None = None,
         timeout: float = 10.0,
+        bus: Ref | None = None,
+        anomaly_factor: float = 3.0,
     ) -> None:
         super().__init__()
+        self.bus = bus
+        self.anomaly_factor = anomaly_factor
+        # Spend per (budget, key) in 5-minute buckets over the last 25 hours, for the burn-rate rules.
+        self._burn: dict[tuple[str, tuple[str, ...]], dict[int, tuple[int, int]]] = {}
+        self._burn_since: dict[tuple[str, tuple[str, ...]], int] = {}
         self.ledger = ledger
         self.prices = prices
         self.book = PriceBook([])
@@ -447,7 +458,28 @@ class Allocator(Actor):
         )
 
     def _check(self, est: Estimate) -> Decision:
-        return self._decision(est, self._assess(est))
+        decision = self._decision(est, self._assess(est))
+        self._announce(est, decision)
+        return decision
+
+    def _announce(self, est: Estimate, decision: Decision) -> None:
+        """`budget.denied` for each hard budget that refused, `budget.critical_bypass` for each one passed."""
+        if self.bus is None or decision.action not in ("deny", "warn") or est.priority < 10 and decision.allowed:
+            return
+        events = []
+        for state in decision.budgets:
+            if state.policy != "hard" or state.limit_usd is None and state.limit_tokens is None:
+                continue
+            over = [r for r in decision.reasons if r.startswith(f"budget {state.budget}")]
+            if not over:
+                continue
+            kind = "budget.denied" if not decision.allowed else "budget.critical_bypass"
+            if kind == "budget.critical_bypass" and "bypass" not in over[0]:
+                continue
+            events.append((kind, _budget_event(state, component=est.component, model=est.model,
+                                               estimated_cost_usd=decision.estimated_cost_usd, reason=over[0])))
+        if events:
+            self._publish(events)
 
     def _reserve(self, message: ReserveMsg) -> None:
         key = message.idempotency_key
@@ -464,6 +496,7 @@ class Allocator(Actor):
         est = message.estimate
         a = self._assess(est, for_hold=True)
         decision = self._decision(est, a)
+        self._announce(est, decision)
         if decision.allowed:
             ttl = message.ttl_s or self.admission.default_ttl_s
             hold_id = "r-" + secrets.token_hex(8)
@@ -561,10 +594,14 @@ class Allocator(Actor):
                     continue
                 win = budget.window_at(ts_us)
                 counter = budget.counter(bkey, win)
+                before = budget.used_fraction(counter.spent_nanos, counter.spent_tokens)
                 counter.spent_nanos += priced.cost_nanos
                 counter.spent_tokens += tokens
                 charges.append((counter, priced.cost_nanos, tokens))
-                states.append(budget.state(bkey, win, counter))
+                state = budget.state(bkey, win, counter)
+                states.append(state)
+                self._crossings(budget, state, before)
+                self._trend(budget, bkey, state, ts_us, priced.cost_nanos, tokens)
         row = UsageRow(
             ts=ts_us, component=u.component, model=priced.model, provider=priced.provider,
             tier=priced.tier, context_id=u.context_id, task_type=u.task_type,
@@ -582,6 +619,68 @@ class Allocator(Actor):
             self._undo(charges)
             raise
 
+    def _crossings(self, budget: Budget, state: BudgetState, before: float) -> None:
+        """`budget.threshold` for every threshold this charge crossed, `budget.exceeded` at the limit."""
+        after = state.used_fraction
+        if after <= before or self.bus is None:
+            return
+        crossed = [t for t in budget.spec.thresholds if before < t <= after]
+        events = [("budget.threshold", _budget_event(state, threshold=t)) for t in crossed]
+        if before < 1.0 <= after:
+            events.append(("budget.exceeded", _budget_event(state)))
+        if events:
+            self._publish(events)
+
+    def _trend(self, budget: Budget, key: tuple[str, ...], state: BudgetState, ts_us: int, cost: int,
+               tokens: int) -> None:
+        """Burn-rate rules, on the spend of the last hour (by the records' own timestamps):
+        `budget.projected_exhaustion` when that rate reaches the limit before the window ends,
+        `budget.anomaly` when it is over `anomaly_factor` times the hourly average of the day before."""
+        if self.bus is None or (budget.limit_nanos is None and budget.limit_tokens is None):
+            return
+        buckets = self._burn.setdefault((budget.name, key), {})
+        slot = ts_us // BURN_BUCKET_US
+        since = self._burn_since.setdefault((budget.name, key), slot)
+        if slot < since:
+            self._burn_since[(budget.name, key)] = since = slot
+        spent = buckets.get(slot, (0, 0))
+        buckets[slot] = (spent[0] + cost, spent[1] + tokens)
+        if len(buckets) > BURN_BUCKETS:
+            for old in sorted(buckets)[: len(buckets) - BURN_BUCKETS]:
+                del buckets[old]
+        hour = 3_600_000_000 // BURN_BUCKET_US
+        last_hour = [v for k, v in buckets.items() if slot - hour < k <= slot]
+        before = [v for k, v in buckets.items() if slot - 25 * hour < k <= slot - hour]
+        use_dollars = budget.limit_nanos is not None
+        rate = sum(v[0] if use_dollars else v[1] for v in last_hour)  # per hour
+        events = []
+        end = state.window_end
+        if end is not None and state.used_fraction < 1.0 and rate > 0:
+            limit = budget.limit_nanos if use_dollars else budget.limit_tokens
+            now_spent = nanos(state.spent_usd) if use_dollars else state.spent_tokens
+            hours_left = max(0.0, (to_us(end) - ts_us) / 3_600_000_000)
+            if now_spent + rate * hours_left > limit:  # type: ignore[operator]
+                reach = ts_us + int((limit - now_spent) / rate * 3_600_000_000)  # type: ignore[operator]
+                events.append(("budget.projected_exhaustion", _budget_event(
+                    state, burn_per_hour=rate / 1e9 if use_dollars else rate,
+                    projected_at=_EPOCH + dt.timedelta(microseconds=reach))))
+        if before and since <= slot - 24 * hour:  # about a day of history to compare with
+            average = sum(v[0] if use_dollars else v[1] for v in before) / 24
+            if average > 0 and rate > self.anomaly_factor * average:
+                events.append(("budget.anomaly", _budget_event(
+                    state, last_hour=rate / 1e9 if use_dollars else rate,
+                    hourly_average=average / 1e9 if use_dollars else average, factor=self.anomaly_factor,
+                    hour=slot // hour)))
+        if events:
+            self._publish(events)
+
+    def _publish(self, events: list[tuple[str, Any]]) -> None:
+        if self.bus is not None:
+            try:
+                self.bus.tell(Publish(events=events))
+            except OpError:
+                pass  # a full bus drops events, never decisions
+
     def _undo(self, charges: list[Charge]) -> None:
         for counter, spent_nanos, spent_tokens in charges:
             counter.spent_nanos -= spent_nanos
@@ -597,6 +696,8 @@ class Allocator(Actor):
                 "model %r has no price; charged by pricing.unknown_model=%s. Set one with `budget prices set`.",
                 model, self.unpriced.mode,
             )
+            self._publish([("price.unpriced_model", {"model": model, "policy": self.unpriced.mode,
+                                                     "date": today.isoformat()})])
 
     @staticmethod
     def _remember(store: collections.OrderedDict, key: str, value: Any) -> None:
@@ -687,6 +788,13 @@ class Allocator(Actor):
                 return Suggestion(model=entry.model, provider=entry.provider, tier=entry.tier,
                                   estimated_cost_usd=usd(cost))
         return None
+
+
+def _budget_event(state: BudgetState, **extra: Any) -> dict[str, Any]:
+    return {"budget": state.budget, "key": state.key, "window_start": state.window_start,
+            "window_end": state.window_end, "spent_usd": state.spent_usd, "spent_tokens": state.spent_tokens,
+            "limit_usd": state.limit_usd, "limit_tokens": state.limit_tokens,
+            "used_fraction": state.used_fraction, "policy": state.policy, **extra}
 
 
 def _now() -> dt.datetime:

@@ -21,7 +21,7 @@ import msgspec
 from actors.bus import Publish
 from actors.runtime import Actor, ReplyTo, Ref, fail_reply
 from budgetd.debug import debug_log
-from budgetd.model import Recorded, Totals, UsageRecord, usd
+from budgetd.model import Alert, Recorded, Totals, UsageRecord, usd
 from budgetd.protocol import OpError
 
 log = logging.getLogger("budgetd.ledger")
@@ -346,6 +346,37 @@ class SourcePrice(msgspec.Struct, frozen=True):
     reply: ReplyTo
 
 
+class SaveAlert(msgspec.Struct, frozen=True):
+    """Answer: the new alert's id, or None when an alert with the same `dedupe` exists."""
+
+    ts: int
+    kind: str
+    severity: str
+    budget: str | None
+    key: str | None  # JSON
+    window_start: int | None
+    message: str
+    data: bytes  # JSON
+    dedupe: str
+    reply: ReplyTo
+
+
+class AckAlert(msgspec.Struct, frozen=True):
+    """Answer: True when the alert existed and was not acknowledged yet."""
+
+    alert_id: int
+    by: str | None
+    at: int
+    reply: ReplyTo
+
+
+class ListAlerts(msgspec.Struct, frozen=True):
+    since: int | None
+    unacked: bool
+    limit: int
+    reply: ReplyTo
+
+
 class WindowSum(msgspec.Struct, frozen=True):
     """Spend of one budget in one window, grouped by its "*" dims."""
 
@@ -487,6 +518,19 @@ class Ledger(Actor):
             )
         if isinstance(message, ApplyPrices):
             return self._apply_prices(db, message)
+        if isinstance(message, SaveAlert):
+            cursor = db.execute(
+                "INSERT INTO alerts (ts, kind, severity, budget, key, window_start, message, data, dedupe) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe) DO NOTHING",
+                (message.ts, message.kind, message.severity, message.budget, message.key, message.window_start,
+                 message.message, message.data, message.dedupe),
+            )
+            return cursor.lastrowid if cursor.rowcount else None
+        if isinstance(message, AckAlert):
+            return db.execute(
+                "UPDATE alerts SET acked = 1, acked_by = ?, acked_at = ? WHERE id = ? AND acked = 0",
+                (message.by, message.at, message.alert_id),
+            ).rowcount > 0
         if isinstance(message, PriceHistory):
             return db.execute(
                 "SELECT entry, effective_from, effective_to FROM price_versions WHERE model = ? ORDER BY version",
@@ -704,6 +748,8 @@ _SELECT_RECORD = (
     "request_id, reservation_id, metadata FROM usage"
 )
 _metadata_decoder = msgspec.json.Decoder(dict[str, str | int | float | bool])
+_alert_key_decoder = msgspec.json.Decoder(dict[str, str])
+_alert_data_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 def record_from_row(row: tuple) -> UsageRecord:
@@ -738,8 +784,30 @@ class LedgerReader(Actor):
     async def handle(self, message: Any) -> None:
         if isinstance(message, ListUsage):
             message.reply.set(await self._list_usage(message))
+        elif isinstance(message, ListAlerts):
+            message.reply.set(await self._list_alerts(message))
         else:
             fail_reply(message, OpError("internal", f"the ledger reader does not handle {type(message).__name__}"))
+
+    async def _list_alerts(self, q: ListAlerts) -> list[Alert]:
+        assert self.db is not None
+        where, args = [], []
+        if q.since is not None:
+            where.append("ts >= ?")
+            args.append(q.since)
+        if q.unacked:
+            where.append("acked = 0")
+        sql = ("SELECT id, ts, kind, severity, budget, key, window_start, message, data, acked, acked_by, acked_at "
+               "FROM alerts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?")
+        args.append(q.limit)
+        rows = await (await self.db.execute(sql, args)).fetchall()
+        return [Alert(
+            id=r[0], ts=from_us(r[1]), kind=r[2], severity=r[3], budget=r[4],
+            key=_alert_key_decoder.decode(r[5]) if r[5] else None,
+            window_start=None if r[6] is None else from_us(r[6]), message=r[7],
+            data=_alert_data_decoder.decode(r[8]), acked=bool(r[9]), acked_by=r[10],
+            acked_at=None if r[11] is None else from_us(r[11]),
+        ) for r in rows]
 
     async def _list_usage(self, q: ListUsage) -> tuple[list[UsageRecord], int | None]:
         assert self.db is not None

@@ -33,6 +33,8 @@ from budgetd.protocol import (
     BudgetList,
     BudgetSet,
     Check,
+    AlertsAck,
+    AlertsList,
     Commit,
     Event,
     Hello,
@@ -366,6 +368,12 @@ class SyncBudgetClient(_Requests):
                 if response.event is not None:
                     yield _event(response)
 
+    def alerts_list(self, *, since: Any = None, unacked: bool = False, limit: int | None = None) -> Any:
+        return self.call(AlertsList(since=since, unacked=unacked, limit=limit)).alerts
+
+    def alerts_ack(self, alert_id: int, by: str | None = None) -> bool:
+        return self.call(AlertsAck(alert_id=alert_id, by=by)).acked
+
     def check(self, estimate: Estimate | None = None, **fields: Any) -> Decision:
         return self.call(Check(estimate=_estimate(estimate, fields)))
 
@@ -598,6 +606,12 @@ class BudgetClient(_Requests):
                     yield event
         finally:
             self._events = None
+
+    async def alerts_list(self, *, since: Any = None, unacked: bool = False, limit: int | None = None) -> Any:
+        return (await self.call(AlertsList(since=since, unacked=unacked, limit=limit))).alerts
+
+    async def alerts_ack(self, alert_id: int, by: str | None = None) -> bool:
+        return (await self.call(AlertsAck(alert_id=alert_id, by=by))).acked
 
     async def check(self, estimate: Estimate | None = None, **fields: Any) -> Decision:
         return await self.call(Check(estimate=_estimate(estimate, fields)))

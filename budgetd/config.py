@@ -88,6 +88,8 @@ class Webhook(Section):
     secret: str | None = None
     secret_env: str | None = None
     kinds: list[str] | None = None
+    attempts: int = 5
+    timeout: str = "5s"
 
 
 class AlertsConfig(Section):
@@ -218,6 +220,15 @@ def _check(config: Config, source: str) -> None:
     unknown = [s for s in config.pricing.sources if s not in known]
     if unknown:
         raise ConfigError(f"{source}: pricing.sources names unknown sources {unknown}; known: {sorted(known)}")
+    for i, hook in enumerate(config.alerts.webhooks):
+        if not hook.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{source}: alerts.webhooks[{i}].url must be an http(s) URL, got {hook.url!r}")
+        if hook.secret_env and hook.secret_env not in os.environ:
+            raise ConfigError(f"{source}: alerts.webhooks[{i}].secret_env names {hook.secret_env}, which is not set")
+        try:
+            parse_duration(hook.timeout)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: alerts.webhooks[{i}].timeout: {exc}") from None
     for key in ("refresh_interval", "fetch_timeout"):
         try:
             parse_duration(getattr(config.pricing, key))

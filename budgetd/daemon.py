@@ -8,6 +8,7 @@ everything it acknowledged or holds), then the rest, and remove the socket.
 import fcntl
 import importlib.util
 import logging
+import os
 import resource
 import signal
 import sys
@@ -18,6 +19,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from actors.allocator import AdmissionRules, Allocator
+from actors.alerter import Alerter, WebhookSettings
 from actors.bus import Bus
 from actors.ledger import Ledger, LedgerError, LedgerReader
 from actors.price_rules import Rules
@@ -115,6 +117,15 @@ class Daemon:
         reader = sup.ref("ledger-reader", 1024)
         prices = sup.ref("prices", 1024)
         allocator = sup.ref("allocator", 16_384)
+        alerter = sup.ref("alerter", 16)
+        webhooks = [
+            WebhookSettings(
+                url=h.url, secret=h.secret or (os.environ.get(h.secret_env) if h.secret_env else None),
+                kinds=frozenset(h.kinds) if h.kinds is not None else None, attempts=h.attempts,
+                timeout_s=parse_duration(h.timeout),
+            )
+            for h in config.alerts.webhooks
+        ]
         ops = Ops(config, sup.refs, str(self.socket_path))
         self.server = server = SocketServer(
             self.socket_path, ops, config.daemon.socket_mode, config.daemon.max_frame_bytes,
@@ -122,6 +133,8 @@ class Daemon:
         )
         async with anyio.create_task_group() as tg:
             await tg.start(sup.supervise, bus, Bus)
+            await tg.start(sup.supervise, alerter,
+                           lambda: Alerter(ledger, bus, webhooks, config.daemon.ask_timeout_s))
             try:
                 await tg.start(sup.supervise, ledger, lambda: Ledger(db_path, config.daemon.durability, bus))
             except LedgerError as exc:
@@ -134,7 +147,8 @@ class Daemon:
                 config.admission.max_reservation_usd,
             )
             await tg.start(sup.supervise, allocator, lambda: Allocator(
-                ledger, prices, tiers, unpriced, admission, config.budgets, config.daemon.ask_timeout_s,
+                ledger, prices, tiers, unpriced, admission, config.budgets, config.daemon.ask_timeout_s, bus,
+                config.alerts.anomaly_factor,
             ))
             await tg.start(server.serve)
             status = await prices.ask(lambda reply: GetPricesStatus(reply=reply), config.daemon.ask_timeout_s)
@@ -148,7 +162,7 @@ class Daemon:
             await self._stop.wait()
             log.info("shutting down: finishing requests in flight")
             server.shutdown()
-            for ref in (allocator, ledger, reader, prices, bus):
+            for ref in (allocator, prices, alerter, ledger, reader, bus):
                 ref.close()
                 with anyio.move_on_after(30):
                     await ref.finished.wait()

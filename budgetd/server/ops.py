@@ -23,7 +23,7 @@ from actors.allocator import (
     RouteMsg,
     StatesMsg,
 )
-from actors.ledger import GetTotals, ListUsage, payload_hash, to_us
+from actors.ledger import AckAlert, GetTotals, ListAlerts, ListUsage, payload_hash, to_us
 from actors.prices import GetHistory, GetPrice, GetPricesStatus, ListPrices, Refresh, SetPrice, UnsetPrice
 from actors.bus import Feed, SubscribeMsg, Unsubscribe
 from actors.runtime import Ref, Reply, ReplyTo
@@ -31,7 +31,11 @@ from budgetd.config import Config, parse_duration
 from budgetd.model import DIMS
 from budgetd.protocol import (
     PROTOCOL_VERSION,
+    Acked,
     ActorStatus,
+    AlertListResult,
+    AlertsAck,
+    AlertsList,
     BudgetDelete,
     BudgetGet,
     BudgetList,
@@ -99,6 +103,8 @@ class Ops:
             BudgetList: self.budget_list,
             BudgetDelete: self.budget_delete,
             UsageList: self.usage_list,
+            AlertsList: self.alerts_list,
+            AlertsAck: self.alerts_ack,
             Status: self.status,
             PricesGet: self.prices_get,
             PricesList: self.prices_list,
@@ -223,6 +229,18 @@ class Ops:
             self.timeout,
         )
         return UsageListResult(records=records, next=None if next_id is None else str(next_id))
+
+    async def alerts_list(self, req: AlertsList) -> AlertListResult:
+        alerts = await self.refs["ledger-reader"].ask(lambda reply: ListAlerts(
+            since=None if req.since is None else to_us(req.since), unacked=req.unacked, limit=req.limit or 100,
+            reply=reply,
+        ), self.timeout)
+        return AlertListResult(alerts=alerts)
+
+    async def alerts_ack(self, req: AlertsAck) -> Acked:
+        acked = await self.refs["ledger"].ask(lambda reply: AckAlert(
+            alert_id=req.alert_id, by=req.by, at=time.time_ns() // 1000, reply=reply), self.timeout)
+        return Acked(acked=acked)
 
     async def status(self, _req: Status) -> StatusResult:
         totals = await self.refs["ledger"].ask(lambda reply: GetTotals(reply=reply), self.timeout)
