@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from actors.budgets import ACTION_RANK, Attrs, Budget, Counter, describe_key, money
+from actors.budgets import ACTION_RANK, Attrs, Budget, Burn, Counter, describe_key, money
 from actors.ledger import (
     DeleteBudget,
     LoadBudgets,
@@ -69,8 +69,6 @@ _spec_decoder = msgspec.json.Decoder(BudgetSpec)
 FUNCTIONAL_CAPABILITIES = frozenset({"tools", "json", "vision", "reasoning", "audio", "pdf"})
 RESERVE_KEYS_KEPT_S = 7 * 86400
 MAX_REMEMBERED = 100_000
-BURN_BUCKET_US = 300_000_000  # five minutes
-BURN_BUCKETS = 25 * 12
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
@@ -193,9 +191,9 @@ class Allocator(Actor):
         super().__init__()
         self.bus = bus
         self.anomaly_factor = anomaly_factor
-        # Spend per (budget, key) in 5-minute buckets over the last 25 hours, for the burn-rate rules.
-        self._burn: dict[tuple[str, tuple[str, ...]], dict[int, tuple[int, int]]] = {}
-        self._burn_since: dict[tuple[str, tuple[str, ...]], int] = {}
+        # Recent spend per (budget, key), for the burn-rate rules.
+        self._burn: dict[tuple[str, tuple[str, ...]], Burn] = {}
+        self._announced: set[tuple] = set()
         self.ledger = ledger
         self.prices = prices
         self.book = PriceBook([])
@@ -247,6 +245,8 @@ class Allocator(Actor):
             now = _now_us()
             for budget in self.budgets.values():
                 budget.prune(now, 2 * 86_400_000_000)
+            for slot in [k for k, burn in self._burn.items() if burn.stale(now)]:
+                del self._burn[slot]
 
     async def _save(self, spec: BudgetSpec, origin: str) -> None:
         await self.ledger.ask(
@@ -638,41 +638,43 @@ class Allocator(Actor):
         `budget.anomaly` when it is over `anomaly_factor` times the hourly average of the day before."""
         if self.bus is None or (budget.limit_nanos is None and budget.limit_tokens is None):
             return
-        buckets = self._burn.setdefault((budget.name, key), {})
-        slot = ts_us // BURN_BUCKET_US
-        since = self._burn_since.setdefault((budget.name, key), slot)
-        if slot < since:
-            self._burn_since[(budget.name, key)] = since = slot
-        spent = buckets.get(slot, (0, 0))
-        buckets[slot] = (spent[0] + cost, spent[1] + tokens)
-        if len(buckets) > BURN_BUCKETS:
-            for old in sorted(buckets)[: len(buckets) - BURN_BUCKETS]:
-                del buckets[old]
-        hour = 3_600_000_000 // BURN_BUCKET_US
-        last_hour = [v for k, v in buckets.items() if slot - hour < k <= slot]
-        before = [v for k, v in buckets.items() if slot - 25 * hour < k <= slot - hour]
+        burn = self._burn.get((budget.name, key))
+        if burn is None:
+            burn = self._burn[(budget.name, key)] = Burn(ts_us // Burn.BUCKET_US)
+        slot = burn.add(ts_us, cost, tokens)
         use_dollars = budget.limit_nanos is not None
-        rate = sum(v[0] if use_dollars else v[1] for v in last_hour)  # per hour
+        rate = burn.last_hour[0] if use_dollars else burn.last_hour[1]  # per hour
         events = []
         end = state.window_end
         if end is not None and state.used_fraction < 1.0 and rate > 0:
             limit = budget.limit_nanos if use_dollars else budget.limit_tokens
             now_spent = nanos(state.spent_usd) if use_dollars else state.spent_tokens
             hours_left = max(0.0, (to_us(end) - ts_us) / 3_600_000_000)
-            if now_spent + rate * hours_left > limit:  # type: ignore[operator]
+            once = ("projected", budget.name, key, state.window_start)
+            if now_spent + rate * hours_left > limit and once not in self._announced:  # type: ignore[operator]
+                self._remember_announced(once)
                 reach = ts_us + int((limit - now_spent) / rate * 3_600_000_000)  # type: ignore[operator]
                 events.append(("budget.projected_exhaustion", _budget_event(
                     state, burn_per_hour=rate / 1e9 if use_dollars else rate,
                     projected_at=_EPOCH + dt.timedelta(microseconds=reach))))
-        if before and since <= slot - 24 * hour:  # about a day of history to compare with
-            average = sum(v[0] if use_dollars else v[1] for v in before) / 24
-            if average > 0 and rate > self.anomaly_factor * average:
+        if burn.day_of_history():  # about a day of history to compare with
+            average = (burn.before[0] if use_dollars else burn.before[1]) / 24
+            once = ("anomaly", budget.name, key, slot // Burn.HOUR)
+            if average > 0 and rate > self.anomaly_factor * average and once not in self._announced:
+                self._remember_announced(once)
                 events.append(("budget.anomaly", _budget_event(
                     state, last_hour=rate / 1e9 if use_dollars else rate,
                     hourly_average=average / 1e9 if use_dollars else average, factor=self.anomaly_factor,
-                    hour=slot // hour)))
+                    hour=slot // Burn.HOUR)))
         if events:
             self._publish(events)
+
+    def _remember_announced(self, once: tuple) -> None:
+        """What the burn-rate rules announced, so each fires once per window (or hour) without a ledger trip;
+        the alerter's dedupe keys stay the guarantee across restarts."""
+        if len(self._announced) > MAX_REMEMBERED:
+            self._announced.clear()
+        self._announced.add(once)
 
     def _publish(self, events: list[tuple[str, Any]]) -> None:
         if self.bus is not None:

@@ -173,3 +173,62 @@ def describe_key(budget: Budget, key: tuple[str, ...]) -> str:
 
 def money(nanos_amount: int) -> str:
     return format_usd(usd(nanos_amount))
+
+
+class Burn:
+    """Spend of one budget key in five-minute buckets over 25 hours, with running sums of the
+    last hour and of the 24 hours before it, so the burn-rate rules cost O(1) per record."""
+
+    BUCKET_US = 300_000_000
+    HOUR = 12  # buckets
+    KEEP = 25 * 12
+
+    __slots__ = ("buckets", "since", "last_hour", "before", "_head")
+
+    def stale(self, now_us: int) -> bool:
+        """Nothing in the last 25 hours: the rules have nothing to read."""
+        return self._head <= now_us // self.BUCKET_US - self.KEEP
+
+    def __init__(self, slot: int) -> None:
+        self.buckets: dict[int, list[int]] = {}  # slot -> [nanos, tokens]
+        self.since = slot
+        self.last_hour = [0, 0]
+        self.before = [0, 0]
+        self._head = slot
+
+    def add(self, ts_us: int, nanos: int, tokens: int) -> int:
+        slot = ts_us // self.BUCKET_US
+        self.since = min(self.since, slot)
+        if slot > self._head:
+            self._advance(slot)
+        if slot <= self._head - self.KEEP:
+            return slot  # older than anything the rules look at
+        bucket = self.buckets.setdefault(slot, [0, 0])
+        bucket[0] += nanos
+        bucket[1] += tokens
+        window = self.last_hour if slot > self._head - self.HOUR else self.before
+        window[0] += nanos
+        window[1] += tokens
+        return slot
+
+    def _advance(self, head: int) -> None:
+        """Move the head to `head`: buckets leave the last hour, and old ones leave the day."""
+        for slot, (n, t) in list(self.buckets.items()):
+            was_last = slot > self._head - self.HOUR
+            is_last = slot > head - self.HOUR
+            kept = slot > head - self.KEEP
+            if was_last and not is_last:
+                self.last_hour[0] -= n
+                self.last_hour[1] -= t
+                if kept:
+                    self.before[0] += n
+                    self.before[1] += t
+            elif not was_last and not kept:
+                self.before[0] -= n
+                self.before[1] -= t
+            if not kept:
+                del self.buckets[slot]
+        self._head = head
+
+    def day_of_history(self) -> bool:
+        return self.since <= self._head - 24 * self.HOUR
