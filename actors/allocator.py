@@ -26,6 +26,7 @@ import anyio
 import msgspec
 
 from actors.budgets import ACTION_RANK, Attrs, Budget, Burn, Counter, describe_key, money
+from actors.bus import Publish
 from actors.ledger import (
     DeleteBudget,
     LoadBudgets,
@@ -37,7 +38,6 @@ from actors.ledger import (
     WriteUsage,
     to_us,
 )
-from actors.bus import Publish
 from actors.prices import GetBook, NewBook
 from actors.runtime import Actor, Ref, ReplyTo
 from budgetd.model import (

@@ -19,7 +19,7 @@ import anyio
 import msgspec
 
 from actors.bus import Publish
-from actors.runtime import Actor, ReplyTo, Ref, fail_reply
+from actors.runtime import Actor, Ref, ReplyTo, fail_reply
 from budgetd.debug import debug_log
 from budgetd.model import Alert, Recorded, Totals, UsageRecord, usd
 from budgetd.protocol import OpError

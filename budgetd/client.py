@@ -24,23 +24,20 @@ from typing import Any, AsyncIterator, Iterator, TypeVar
 import anyio
 import msgspec
 
-from budgetd.model import BudgetSpec, Decision, Estimate, Need, PriceSpec, Recorded, Usage, UsagePatch
+from budgetd.model import BudgetSpec, Decision, Estimate, Filters, Need, PriceSpec, Recorded, Usage, UsagePatch
 from budgetd.paths import client_socket_path
 from budgetd.protocol import (
     RESULT_TYPES,
+    AlertsAck,
+    AlertsList,
     BudgetDelete,
     BudgetGet,
     BudgetList,
     BudgetSet,
     Check,
-    AlertsAck,
-    AlertsList,
     Commit,
     Event,
     Hello,
-    Release,
-    Reserve,
-    Route,
     OpError,
     Ping,
     PricesGet,
@@ -50,15 +47,17 @@ from budgetd.protocol import (
     PricesSet,
     PricesUnset,
     Record,
+    Release,
     Request,
+    Reserve,
     Response,
+    Route,
     Status,
     Subscribe,
     UsageList,
     decode_response,
     encode_line,
 )
-from budgetd.model import Filters
 
 T = TypeVar("T")
 

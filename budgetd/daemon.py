@@ -18,8 +18,8 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from actors.allocator import AdmissionRules, Allocator
 from actors.alerter import Alerter, WebhookSettings
+from actors.allocator import AdmissionRules, Allocator
 from actors.bus import Bus
 from actors.ledger import Ledger, LedgerError, LedgerReader
 from actors.price_rules import Rules

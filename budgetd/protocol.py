@@ -14,9 +14,9 @@ from msgspec import Meta
 from budgetd.model import (
     Alert,
     Alternative,
+    Bucket,
     BudgetSpec,
     BudgetState,
-    Bucket,
     Decision,
     Dim,
     Estimate,

@@ -8,9 +8,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import run_cli
 
 from budgetd.client import SyncBudgetClient
-from conftest import run_cli
 
 SECRET = "s3cret-for-tests"
 

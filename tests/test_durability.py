@@ -6,8 +6,9 @@ import sqlite3
 import threading
 import time
 
-from budgetd.client import BudgetError, SyncBudgetClient
 from conftest import RawConn, run_cli
+
+from budgetd.client import BudgetError, SyncBudgetClient
 
 
 def ledger_keys(path) -> dict[str, int]:

@@ -5,10 +5,10 @@ import time
 
 import anyio
 import pytest
-
-from budgetd.client import BudgetClient, SyncBudgetClient
 from conftest import RawConn
 from feeds import FeedServer, litellm_price
+
+from budgetd.client import BudgetClient, SyncBudgetClient
 
 
 @pytest.mark.anyio

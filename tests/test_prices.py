@@ -1,10 +1,10 @@
 """Live prices from real HTTP feeds on 127.0.0.1: verification, versions, overrides, failures."""
 
 import pytest
-
-from budgetd.client import BudgetError, SyncBudgetClient
 from conftest import run_cli
 from feeds import FeedServer, Route, litellm_price, llm_prices_price
+
+from budgetd.client import BudgetError, SyncBudgetClient
 
 
 @pytest.fixture

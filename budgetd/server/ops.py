@@ -23,9 +23,9 @@ from actors.allocator import (
     RouteMsg,
     StatesMsg,
 )
+from actors.bus import Feed, SubscribeMsg, Unsubscribe
 from actors.ledger import AckAlert, GetTotals, ListAlerts, ListUsage, payload_hash, to_us
 from actors.prices import GetHistory, GetPrice, GetPricesStatus, ListPrices, Refresh, SetPrice, UnsetPrice
-from actors.bus import Feed, SubscribeMsg, Unsubscribe
 from actors.runtime import Ref, Reply, ReplyTo
 from budgetd.config import Config, parse_duration
 from budgetd.model import DIMS
@@ -44,12 +44,8 @@ from budgetd.protocol import (
     BudgetSet,
     Check,
     Commit,
-    Deleted,
-    Release,
-    Released,
-    Reserve,
-    Route,
     DaemonStatus,
+    Deleted,
     Empty,
     Hello,
     HelloResult,
@@ -62,7 +58,11 @@ from budgetd.protocol import (
     PricesSet,
     PricesUnset,
     Record,
+    Release,
+    Released,
     Request,
+    Reserve,
+    Route,
     Status,
     StatusResult,
     Subscribe,
