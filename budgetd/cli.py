@@ -119,7 +119,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     except config_module.ConfigError as exc:
         raise CliError(str(exc)) from None
     overrides: dict[str, Any] = {}
-    if args.socket:
+    if getattr(args, "socket", None):
         overrides["socket"] = args.socket
     if args.data_dir:
         overrides["data_dir"] = args.data_dir

@@ -118,3 +118,35 @@ def test_budgets_check_reserve_commit_route(daemon):
     missing = run_cli("budgets", "delete", "team", socket=s)
     assert missing.returncode == 1 and "no budget named team" in missing.stdout
     assert run_cli("budgets", "show", "team", socket=s).returncode == 1
+
+
+def test_make_run_defaults_socket_and_data_in_xdg_dirs(tmp_path):
+    """`budget daemon` with no flags: the default socket and ledger paths, found by the CLI."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import FIXTURES, _env
+
+    env = _env()
+    env.update(XDG_RUNTIME_DIR=str(tmp_path / "run"), XDG_DATA_HOME=str(tmp_path / "data"),
+               XDG_CONFIG_HOME=str(tmp_path / "config"), BUDGETD_PRICING_SOURCES='["litellm_bundled"]',
+               BUDGETD_PRICING_BUNDLED_FILE=str(FIXTURES / "litellm_prices.json"))
+    daemon = subprocess.Popen([sys.executable, "-m", "budgetd", "daemon"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        socket_path = tmp_path / "run" / "budgetd" / "budgetd.sock"
+        deadline = time.monotonic() + 30
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = subprocess.run([sys.executable, "-m", "budgetd", "status"], env=env, capture_output=True,
+                                text=True, timeout=30)
+        assert status.returncode == 0, status.stderr
+        assert str(socket_path) in status.stdout
+        assert (tmp_path / "data" / "budgetd" / "ledger.db").exists()
+    finally:
+        daemon.send_signal(signal.SIGINT)
+        assert daemon.wait(30) == 0
+    assert not socket_path.exists()
+    assert os.stat(tmp_path / "run" / "budgetd").st_mode & 0o777 == 0o700
