@@ -256,24 +256,28 @@ class SyncBudgetClient(_Requests):
             self._sock = sock
         return self._sock
 
+    def _next_frame(self, sock: _socket.socket) -> Response:
+        """The next line from the daemon (an answer or an event)."""
+        newline = self._buffer.find(b"\n")
+        while newline < 0:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                raise _Disconnected("the daemon closed the connection")
+            self._buffer += chunk
+            if len(self._buffer) > _MAX_LINE:
+                raise _Disconnected("answer too large")
+            newline = self._buffer.find(b"\n")
+        frame = bytes(self._buffer[:newline])
+        del self._buffer[: newline + 1]
+        return decode_response(frame)
+
     def _roundtrip(self, line: bytes, request_id: int, timeout: float) -> Response:
         sock = self._connect()
         sock.settimeout(timeout)
         try:
             sock.sendall(line)
             while True:
-                newline = self._buffer.find(b"\n")
-                while newline < 0:
-                    chunk = sock.recv(1 << 16)
-                    if not chunk:
-                        raise _Disconnected("the daemon closed the connection")
-                    self._buffer += chunk
-                    if len(self._buffer) > _MAX_LINE:
-                        raise _Disconnected("answer too large")
-                    newline = self._buffer.find(b"\n")
-                frame = bytes(self._buffer[:newline])
-                del self._buffer[: newline + 1]
-                response = decode_response(frame)
+                response = self._next_frame(sock)
                 if response.event is None and response.id == request_id:
                     return response
         except (OSError, _Disconnected, msgspec.DecodeError):
@@ -354,16 +358,10 @@ class SyncBudgetClient(_Requests):
             sock = stream._connect()
             sock.settimeout(idle_timeout)
             while True:
-                newline = stream._buffer.find(b"\n")
-                while newline < 0:
-                    chunk = sock.recv(1 << 16)
-                    if not chunk:
-                        raise DaemonUnavailable(stream.path, "the daemon closed the subscription")
-                    stream._buffer += chunk
-                    newline = stream._buffer.find(b"\n")
-                frame = bytes(stream._buffer[:newline])
-                del stream._buffer[: newline + 1]
-                response = decode_response(frame)
+                try:
+                    response = stream._next_frame(sock)
+                except _Disconnected as exc:
+                    raise DaemonUnavailable(stream.path, f"subscription ended: {exc}") from None
                 if response.event is not None:
                     yield _event(response)
 
