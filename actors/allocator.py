@@ -601,7 +601,7 @@ class Allocator(Actor):
                 state = budget.state(bkey, win, counter)
                 states.append(state)
                 self._crossings(budget, state, before)
-                self._trend(budget, bkey, state, ts_us, priced.cost_nanos, tokens)
+                self._trend(budget, bkey, state, win, counter, ts_us, priced.cost_nanos, tokens)
         row = UsageRow(
             ts=ts_us, component=u.component, model=priced.model, provider=priced.provider,
             tier=priced.tier, context_id=u.context_id, task_type=u.task_type,
@@ -631,8 +631,8 @@ class Allocator(Actor):
         if events:
             self._publish(events)
 
-    def _trend(self, budget: Budget, key: tuple[str, ...], state: BudgetState, ts_us: int, cost: int,
-               tokens: int) -> None:
+    def _trend(self, budget: Budget, key: tuple[str, ...], state: BudgetState, win: Any, counter: Counter,
+               ts_us: int, cost: int, tokens: int) -> None:
         """Burn-rate rules, on the spend of the last hour (by the records' own timestamps):
         `budget.projected_exhaustion` when that rate reaches the limit before the window ends,
         `budget.anomaly` when it is over `anomaly_factor` times the hourly average of the day before."""
@@ -645,11 +645,10 @@ class Allocator(Actor):
         use_dollars = budget.limit_nanos is not None
         rate = burn.last_hour[0] if use_dollars else burn.last_hour[1]  # per hour
         events = []
-        end = state.window_end
-        if end is not None and state.used_fraction < 1.0 and rate > 0:
+        if win.end_us is not None and state.used_fraction < 1.0 and rate > 0:
             limit = budget.limit_nanos if use_dollars else budget.limit_tokens
-            now_spent = nanos(state.spent_usd) if use_dollars else state.spent_tokens
-            hours_left = max(0.0, (to_us(end) - ts_us) / 3_600_000_000)
+            now_spent = counter.spent_nanos if use_dollars else counter.spent_tokens
+            hours_left = max(0.0, (win.end_us - ts_us) / 3_600_000_000)
             once = ("projected", budget.name, key, state.window_start)
             if now_spent + rate * hours_left > limit and once not in self._announced:  # type: ignore[operator]
                 self._remember_announced(once)
