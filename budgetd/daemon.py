@@ -29,6 +29,7 @@ from budgetd import debug
 from budgetd.config import Config, parse_duration
 from budgetd.pricing import TierRules, UnpricedPolicy
 from budgetd.server.ops import Ops
+from budgetd.server.http import HttpDoor, HttpRefused, HttpServer, parse_listen
 from budgetd.server.unix import SocketServer, prepare_socket_path
 
 log = logging.getLogger("budgetd")
@@ -87,12 +88,16 @@ class Daemon:
             raise
         try:
             await self._run(task_status)
+        except HttpRefused as exc:
+            raise StartupError(str(exc)) from None
         finally:
             socket_lock.close()
             data_lock.close()
 
     async def _run(self, task_status: TaskStatus[None]) -> None:
         config = self.config
+        # Token auth is not built yet, so HTTP stays on loopback whatever tokens say.
+        listen = parse_listen(config.http.listen, tokens_configured=False) if config.http.listen else None
         tiers = tier_rules(config)
         pricing = config.pricing
         settings = PricesSettings(
@@ -156,12 +161,21 @@ class Daemon:
                 "budgetd ready: socket %s, ledger %s, %d prices (version %d; sources: %s)",
                 self.socket_path, db_path, status.models, status.version, ", ".join(pricing.sources),
             )
-            if config.http.listen:
-                log.info("HTTP is not served by this version; clients use the Unix socket")
+            http = None
+            if listen is not None:
+                host, port = listen
+                http = HttpServer(HttpDoor(ops, config.http.max_body_bytes), host, port)
+                tg.start_soon(http.serve)
+                while not http.server.started:
+                    await anyio.sleep(0.01)
+                log.info("HTTP on http://%s:%d/api/v1", host, port)
             task_status.started()
             await self._stop.wait()
             log.info("shutting down: finishing requests in flight")
             server.shutdown()
+            if http is not None:
+                with anyio.move_on_after(10):
+                    await http.stop()
             for ref in (allocator, prices, alerter, ledger, reader, bus):
                 ref.close()
                 with anyio.move_on_after(30):

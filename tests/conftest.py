@@ -29,7 +29,10 @@ def _env() -> dict[str, str]:
 class Daemon:
     """A budgetd subprocess with its own socket, data dir and config."""
 
-    def __init__(self, tmp: Path, config: str = "", name: str = "d") -> None:
+    def __init__(self, tmp: Path, config: str = "", name: str = "d", http: bool | str = False) -> None:
+        """`http`: False = --no-http, True = HTTP on a free loopback port, "config" = as the config says."""
+        self.http_mode = http
+        self.http_port = free_port() if http is True else None
         self.dir = tmp / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.socket = self.dir / "budgetd.sock"
@@ -51,9 +54,17 @@ class Daemon:
     def ledger(self) -> Path:
         return self.data_dir / "ledger.db"
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
     def command(self) -> list[str]:
+        if self.http_mode == "config":
+            http = []
+        else:
+            http = ["--http", f"127.0.0.1:{self.http_port}"] if self.http_port else ["--no-http"]
         return [sys.executable, "-m", "budgetd", "daemon", "--config", str(self.config_file),
-                "--socket", str(self.socket), "--data-dir", str(self.data_dir), "--no-http"]
+                "--socket", str(self.socket), "--data-dir", str(self.data_dir), *http]
 
     def start(self, wait: bool = True) -> "Daemon":
         self._log_file = open(self.log, "ab")
@@ -68,12 +79,18 @@ class Daemon:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()}")
             try:
-                if self.request({"op": "ping", "id": 0})["ok"]:
+                if self.request({"op": "ping", "id": 0})["ok"] and self._http_up():
                     return
             except OSError:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"daemon not ready in {timeout}s:\n{self.log.read_text()}")
+
+    def _http_up(self) -> bool:
+        if self.http_port is None:
+            return True
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.http_port)) == 0
 
     def request(self, obj: dict) -> dict:
         with RawConn(self.socket) as conn:
@@ -128,12 +145,18 @@ class RawConn:
         return self.recv()
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
 def make_daemon(tmp_path):
     started: list[Daemon] = []
 
-    def make(config: str = "", name: str | None = None, start: bool = True) -> Daemon:
-        d = Daemon(tmp_path, config, name or f"d{len(started)}")
+    def make(config: str = "", name: str | None = None, start: bool = True, http: bool | str = False) -> Daemon:
+        d = Daemon(tmp_path, config, name or f"d{len(started)}", http=http)
         started.append(d)
         return d.start() if start else d
 

@@ -1,0 +1,251 @@
+"""The HTTP door: the protocol over `POST /api/v1/rpc`, REST faces for people and tools, health.
+
+Every route builds a protocol request and dispatches it through the same
+`Ops` table as the socket door, so a feature exists on both or on neither.
+REST answers carry the bare result on success; every failure is the
+protocol's error envelope with an HTTP status that matches its code.
+"""
+
+import contextlib
+import ipaddress
+import logging
+from typing import Any, Callable, Iterator
+
+import anyio
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response
+from starlette.routing import Route
+
+from budgetd.protocol import (
+    AlertsAck,
+    AlertsList,
+    BudgetDelete,
+    BudgetGet,
+    BudgetList,
+    BudgetSet,
+    Check,
+    Commit,
+    OpError,
+    PricesGet,
+    PricesList,
+    PricesRefresh,
+    Record,
+    Release,
+    Request,
+    Reserve,
+    Route as RouteOp,
+    Status,
+    Subscribe,
+    UsageList,
+    decode_request,
+    encode,
+    err,
+    ok,
+    request_id_of,
+    validation_error,
+)
+from budgetd.server.ops import Ops
+
+log = logging.getLogger("budgetd.http")
+
+STATUS = {
+    "bad_frame": 400, "frame_too_large": 413, "unknown_op": 404, "invalid": 400, "not_found": 404,
+    "conflict": 409, "idempotency_conflict": 409, "unknown_reservation": 404, "unauthorized": 401,
+    "forbidden": 403, "busy": 503, "unavailable": 503, "internal": 500,
+}
+JSON = "application/json"
+
+
+class HttpRefused(Exception):
+    """The HTTP door cannot listen as configured; the message says why."""
+
+
+def parse_listen(listen: str, tokens_configured: bool) -> tuple[str, int]:
+    """`HOST:PORT`; without tokens only a loopback host is allowed (DESIGN §5)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise HttpRefused(f"http listen address {listen!r} is not HOST:PORT")
+    if not tokens_configured:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            raise HttpRefused(
+                f"refusing to serve HTTP on {host}: without [[http.tokens]] budgetd listens on loopback only; "
+                "configure tokens or listen on 127.0.0.1"
+            )
+    return host, int(port)
+
+
+def _error(request_id: Any, error: OpError) -> Response:
+    return Response(encode(err(request_id, error)), status_code=STATUS.get(error.code, 500), media_type=JSON)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """msgspec's complaints about a request become `invalid` errors naming the field."""
+    try:
+        yield
+    except msgspec.ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+class HttpDoor:
+    def __init__(self, ops: Ops, max_body_bytes: int) -> None:
+        self.ops = ops
+        self.max_body = max_body_bytes
+        face = self._face
+        path = lambda q, b, p: dict(p)  # noqa: E731 - the request is in the path alone
+        self.app = Starlette(exception_handlers={404: _not_found, 405: _not_allowed}, routes=[
+            Route("/health", self.health, methods=["GET"]),
+            Route("/ready", self.ready, methods=["GET"]),
+            Route("/api/v1/rpc", self.rpc, methods=["POST"]),
+            Route("/api/v1/usage", face(Record, lambda q, b, p: {"usage": b}), methods=["POST"]),
+            Route("/api/v1/usage", face(UsageList, _usage_query), methods=["GET"]),
+            Route("/api/v1/check", face(Check, lambda q, b, p: {"estimate": b}), methods=["POST"]),
+            Route("/api/v1/reservations", face(Reserve, lambda q, b, p: b or {}), methods=["POST"]),
+            Route("/api/v1/reservations/{reservation_id}/commit",
+                  face(Commit, lambda q, b, p: {"usage": b, **p}), methods=["POST"]),
+            Route("/api/v1/reservations/{reservation_id}", face(Release, path), methods=["DELETE"]),
+            Route("/api/v1/budgets", face(BudgetList, path), methods=["GET"]),
+            Route("/api/v1/budgets/{name}", face(BudgetGet, path), methods=["GET"]),
+            Route("/api/v1/budgets/{name}", face(BudgetSet, _budget_body), methods=["PUT"]),
+            Route("/api/v1/budgets/{name}", face(BudgetDelete, path), methods=["DELETE"]),
+            Route("/api/v1/status", face(Status, path), methods=["GET"]),
+            Route("/api/v1/prices", face(PricesList, lambda q, b, p: dict(q)), methods=["GET"]),
+            Route("/api/v1/prices/refresh", face(PricesRefresh, path), methods=["POST"]),
+            Route("/api/v1/prices/{model:path}", face(PricesGet, lambda q, b, p: {**q, **p}), methods=["GET"]),
+            Route("/api/v1/alerts", face(AlertsList, lambda q, b, p: dict(q)), methods=["GET"]),
+            Route("/api/v1/alerts/{alert_id:int}/ack",
+                  face(AlertsAck, lambda q, b, p: {**(b or {}), **p}), methods=["POST"]),
+            Route("/api/v1/route", face(RouteOp, lambda q, b, p: b or {}), methods=["POST"]),
+        ])
+
+    async def _body(self, request: HttpRequest) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body:
+            raise OpError("frame_too_large", f"body over http.max_body_bytes ({self.max_body})")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_body:
+                raise OpError("frame_too_large", f"body over http.max_body_bytes ({self.max_body})")
+        return bytes(body)
+
+    async def health(self, request: HttpRequest) -> Response:
+        return Response(b'{"ok":true}', media_type=JSON)
+
+    async def ready(self, request: HttpRequest) -> Response:
+        try:
+            status = await self.ops.dispatch(Status())
+        except OpError as error:
+            return _error(None, error)
+        ready = status.prices.models > 0 and all(a.running for a in status.daemon.actors)
+        return Response(encode({"ready": ready, "prices": status.prices.models}),
+                        status_code=200 if ready else 503, media_type=JSON)
+
+    async def rpc(self, request: HttpRequest) -> Response:
+        """Any protocol request; the same envelope as the socket."""
+        try:
+            body = await self._body(request)
+            req = decode_request(body)
+        except OpError as error:
+            return _error(request_id_of(error), error)
+        if isinstance(req, Subscribe):
+            return _error(req.id, OpError("invalid", "subscribe streams events: use GET /api/v1/events", "$.op"))
+        try:
+            result = await self.ops.dispatch(req)
+        except OpError as error:
+            return _error(req.id, error)
+        return Response(encode(ok(req.id, result)), media_type=JSON)
+
+    def _face(self, kind: type[Request], build: Callable[[Any, Any, dict], dict]) -> Callable:
+        """A REST route: path parameters, the query and the JSON body make one protocol request."""
+
+        async def handle(request: HttpRequest) -> Response:
+            try:
+                raw = await self._body(request) if request.method in ("POST", "PUT") else b""
+                try:
+                    body = msgspec.json.decode(raw) if raw.strip() else None
+                except msgspec.DecodeError as exc:
+                    raise OpError("bad_frame", f"the body is not JSON: {exc}") from None
+                if request.method in ("POST", "PUT") and body is not None and not isinstance(body, dict):
+                    raise OpError("bad_frame", "the body must be a JSON object")
+                fields = build(request.query_params, body, request.path_params)
+                key = request.headers.get("idempotency-key")
+                if key and "idempotency_key" in kind.__struct_fields__:
+                    fields.setdefault("idempotency_key", key)
+                with _translated():
+                    req = msgspec.convert(fields, kind, strict=False)
+                result = await self.ops.dispatch(req)
+            except OpError as error:
+                return _error(None, error)
+            return Response(encode(result), media_type=JSON)
+
+        handle.__name__ = "rest_" + kind.__struct_config__.tag.replace(".", "_")
+        return handle
+
+
+async def _not_found(request: HttpRequest, _exc: Exception) -> Response:
+    return _error(None, OpError("not_found", f"no route {request.method} {request.url.path}; "
+                                            "the API is under /api/v1 (POST /api/v1/rpc takes any op)"))
+
+
+async def _not_allowed(request: HttpRequest, _exc: Exception) -> Response:
+    response = _error(None, OpError("invalid", f"{request.method} is not allowed on {request.url.path}"))
+    response.status_code = 405
+    return response
+
+
+def _usage_query(query: Any, _body: Any, _path: dict) -> dict:
+    fields: dict[str, Any] = {}
+    filters = {d: query[d] for d in ("component", "model", "provider", "tier", "context_id", "task_type")
+               if d in query}
+    if filters:
+        fields["filters"] = filters
+    for name in ("since", "until", "limit", "after"):
+        if name in query:
+            fields[name] = query[name]
+    return fields
+
+
+def _budget_body(_query: Any, body: Any, path: dict) -> dict:
+    """PUT /budgets/{name}: the body is the BudgetSpec; its name, when absent, is the path's."""
+    spec = dict(body or {})
+    spec.setdefault("name", path["name"])
+    if spec["name"] != path["name"]:
+        raise OpError("invalid", f"the body names budget {spec['name']!r} but the path {path['name']!r}",
+                      "$.budget.name")
+    return {"budget": spec}
+
+
+class HttpServer:
+    """uvicorn inside the daemon's task group: no signal handlers of its own, stopped by `stop()`."""
+
+    def __init__(self, door: HttpDoor, host: str, port: int) -> None:
+        import uvicorn
+
+        class _Embedded(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:  # the daemon owns the signals
+                yield
+
+        config = uvicorn.Config(door.app, host=host, port=port, log_config=None, access_log=False,
+                                lifespan="off", timeout_graceful_shutdown=5)
+        self.server = _Embedded(config)
+        self.done = anyio.Event()
+
+    async def serve(self) -> None:
+        try:
+            await self.server.serve()
+        finally:
+            self.done.set()
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (uvicorn's graceful timeout), return when closed."""
+        self.server.should_exit = True
+        await self.done.wait()

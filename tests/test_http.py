@@ -1,0 +1,105 @@
+"""The HTTP door: the same ops as the socket, REST faces, error envelopes with matching statuses."""
+
+import httpx
+import pytest
+
+from conftest import RawConn
+
+
+@pytest.fixture
+def web(make_daemon):
+    d = make_daemon(http=True)
+    with httpx.Client(base_url=d.url + "/api/v1", timeout=30) as client:
+        yield d, client
+
+
+def test_rpc_answers_like_the_socket(web):
+    d, http = web
+    frames = [
+        {"op": "ping", "id": 1},
+        {"op": "record", "id": 2, "idempotency_key": "k1",
+         "usage": {"component": "h", "model": "gpt-4o", "input_tokens": 1000}},
+        {"op": "record", "id": 3, "idempotency_key": "k1",
+         "usage": {"component": "h", "model": "gpt-4o", "input_tokens": 1000}},
+        {"op": "budget.set", "id": 4, "budget": {"name": "b", "period": "daily", "limit_usd": 1, "policy": "hard"}},
+        {"op": "check", "id": 5, "estimate": {"component": "h", "model": "gpt-4o", "input_tokens": 10}},
+        {"op": "prices.get", "id": 6, "model": "openai/gpt-4o"},
+        {"op": "budget.get", "id": 7, "name": "missing"},
+        {"op": "record", "id": 8, "usage": {"component": "h", "model": "gpt-4o", "input_tokens": -1}},
+        {"op": "explode", "id": 9},
+    ]
+    over_http = [http.post("/rpc", json=f) for f in frames]
+    assert [r.status_code for r in over_http] == [200, 200, 200, 200, 200, 200, 404, 400, 404]
+    http_answers = [r.json() for r in over_http]
+    assert http_answers[2]["result"]["duplicate"] is True
+    with RawConn(d.socket) as sock:
+        for frame, via_http in zip(frames, http_answers):
+            via_socket = sock.call(frame)
+            if frame["op"] in ("ping", "prices.get", "budget.get") or not via_socket["ok"]:
+                assert via_socket == via_http, frame["op"]
+    assert sock and http.post("/rpc", content=b"not json").json()["error"]["code"] == "bad_frame"
+    assert http.post("/rpc", json={"op": "subscribe", "id": 1, "topics": ["usage"]}).status_code == 400
+
+
+def test_rest_faces(web):
+    _, http = web
+    r = http.post("/usage", json={"component": "rest", "model": "gpt-4o", "input_tokens": 1000},
+                  headers={"Idempotency-Key": "once"})
+    assert r.status_code == 200 and r.json()["cost_usd"] == 0.0025
+    again = http.post("/usage", json={"component": "rest", "model": "gpt-4o", "input_tokens": 1000},
+                      headers={"Idempotency-Key": "once"})
+    assert again.json()["duplicate"] is True
+    listed = http.get("/usage", params={"component": "rest", "limit": "5"}).json()
+    assert len(listed["records"]) == 1
+    put = http.put("/budgets/team", json={"period": "daily", "limit_usd": 0.01, "policy": "hard",
+                                          "scope": {"component": "*"}})
+    assert put.status_code == 200 and put.json()["budget"]["name"] == "team"
+    assert http.get("/budgets").json()["budgets"][0]["name"] == "team"
+    state = http.get("/budgets/team").json()["states"][0]
+    assert state["key"] == {"component": "rest"} and state["spent_usd"] == 0.0025
+    check = http.post("/check", json={"component": "rest", "model": "gpt-4o", "input_tokens": 10_000}).json()
+    assert check["allowed"] is False and check["action"] == "deny"
+    hold = http.post("/reservations", json={"estimate": {"component": "rest", "model": "gpt-4o-mini",
+                                                         "input_tokens": 100}}).json()
+    assert hold["allowed"] and hold["reservation_id"]
+    done = http.post(f"/reservations/{hold['reservation_id']}/commit", json={"input_tokens": 90}).json()
+    assert done["record_id"] and not done["duplicate"]
+    assert http.delete(f"/reservations/{hold['reservation_id']}").json() == {"released": False}
+    route = http.post("/route", json={"estimate": {"component": "x", "model": "gpt-4o", "input_tokens": 10,
+                                                    "max_output_tokens": 10}})
+    assert route.json()["choice"] == "gpt-4o"
+    assert http.get("/prices", params={"search": "claude", "limit": "2"}).json()["total"] >= 3
+    assert http.get("/prices/claude-sonnet-4-5").json()["price"]["input_per_mtok"] == 3.0
+    assert http.get("/status").json()["totals"]["requests"] == 2
+    assert http.get("/alerts", params={"unacked": "true"}).status_code == 200
+    assert http.delete("/budgets/team").json() == {"deleted": True}
+    assert http.get("/budgets/team").status_code == 404
+
+
+def test_bad_requests_get_clear_errors(web):
+    d, http = web
+    cases = [
+        (http.post("/usage", content=b"{not json"), 400, "bad_frame"),
+        (http.post("/usage", json=[1, 2]), 400, "bad_frame"),
+        (http.post("/usage", json={"component": "x"}), 400, "invalid"),
+        (http.post("/usage", content=b"x" * (2 << 20)), 413, "frame_too_large"),
+        (http.get("/usage", params={"limit": "lots"}), 400, "invalid"),
+        (http.get("/nowhere"), 404, "not_found"),
+        (http.delete("/status"), 405, "invalid"),
+        (http.put("/budgets/a", json={"name": "b", "period": "daily", "policy": "ignore"}), 400, "invalid"),
+        (http.get("/prices/no-such-model"), 404, "not_found"),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status, response.text
+        assert response.json()["ok"] is False and response.json()["error"]["code"] == code
+    assert httpx.get(d.url + "/health").json() == {"ok": True}
+    assert httpx.get(d.url + "/ready").json()["ready"] is True
+    assert http.get("/status").status_code == 200  # still serving
+
+
+def test_without_tokens_http_stays_on_loopback(make_daemon):
+    d = make_daemon('[http]\nlisten = "0.0.0.0:18099"\n', start=False, http="config")
+    d.start(wait=False)
+    assert d.proc.wait(30) == 1
+    log = d.log.read_text()
+    assert "loopback only" in log and "Traceback" not in log
