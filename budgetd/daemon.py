@@ -29,7 +29,7 @@ from budgetd import debug
 from budgetd.config import Config, parse_duration
 from budgetd.pricing import TierRules, UnpricedPolicy
 from budgetd.server.ops import Ops
-from budgetd.server.http import HttpDoor, HttpRefused, HttpServer, parse_listen
+from budgetd.server.http import HttpDoor, HttpRefused, HttpServer, Token, parse_listen
 from budgetd.server.unix import SocketServer, prepare_socket_path
 
 log = logging.getLogger("budgetd")
@@ -46,6 +46,16 @@ def tier_rules(config: Config) -> TierRules:
         lightweight_below_per_mtok=t.lightweight_below_per_mtok,
         midweight_below_per_mtok=t.midweight_below_per_mtok,
     )
+
+
+def http_tokens(config: Config) -> list[Token]:
+    tokens = []
+    for i, t in enumerate(config.http.tokens):
+        secret = t.token or (os.environ.get(t.token_env) if t.token_env else None)
+        if not secret:
+            raise StartupError(f"http.tokens[{i}] has no token: set `token`, or `token_env` to a variable that is set")
+        tokens.append(Token(secret, t.role, frozenset(t.components) if t.components is not None else None))
+    return tokens
 
 
 def _lock_data_dir(data_dir: Path) -> Any:
@@ -96,8 +106,8 @@ class Daemon:
 
     async def _run(self, task_status: TaskStatus[None]) -> None:
         config = self.config
-        # Token auth is not built yet, so HTTP stays on loopback whatever tokens say.
-        listen = parse_listen(config.http.listen, tokens_configured=False) if config.http.listen else None
+        tokens = http_tokens(config)
+        listen = parse_listen(config.http.listen, tokens_configured=bool(tokens)) if config.http.listen else None
         tiers = tier_rules(config)
         pricing = config.pricing
         settings = PricesSettings(
@@ -164,7 +174,7 @@ class Daemon:
             http = None
             if listen is not None:
                 host, port = listen
-                http = HttpServer(HttpDoor(ops, config.http.max_body_bytes), host, port)
+                http = HttpServer(HttpDoor(ops, config.http.max_body_bytes, tokens), host, port)
                 tg.start_soon(http.serve)
                 while not http.server.started:
                     await anyio.sleep(0.01)

@@ -103,3 +103,52 @@ def test_without_tokens_http_stays_on_loopback(make_daemon):
     assert d.proc.wait(30) == 1
     log = d.log.read_text()
     assert "loopback only" in log and "Traceback" not in log
+
+
+TOKENS = """
+[[http.tokens]]
+token = "tok-read"
+role = "read"
+[[http.tokens]]
+token = "tok-write"
+role = "write"
+[[http.tokens]]
+token = "tok-rhetor"
+role = "write"
+components = ["rhetor"]
+[[http.tokens]]
+token_env = "TEST_BUDGET_ADMIN_TOKEN"
+role = "admin"
+"""
+
+
+def test_tokens_roles_and_components(make_daemon, monkeypatch):
+    monkeypatch.setenv("TEST_BUDGET_ADMIN_TOKEN", "tok-admin")
+    d = make_daemon(TOKENS, http=True)
+    usage = {"component": "rhetor", "model": "gpt-4o", "input_tokens": 10}
+    calls = {
+        "read": ("GET", "/status", None),
+        "write": ("POST", "/usage", usage),
+        "admin": ("PUT", "/budgets/x", {"period": "daily", "limit_usd": 1, "policy": "warn"}),
+    }
+    expected = {  # token -> the needs it may reach
+        None: set(), "wrong": set(), "tok-read": {"read"}, "tok-write": {"read", "write"},
+        "tok-rhetor": {"read", "write"}, "tok-admin": {"read", "write", "admin"},
+    }
+    with httpx.Client(base_url=d.url + "/api/v1", timeout=30) as http:
+        for token, allowed in expected.items():
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            for need, (method, path, body) in calls.items():
+                r = http.request(method, path, json=body, headers=headers)
+                if need in allowed:
+                    assert r.status_code == 200, (token, need, r.text)
+                else:
+                    want = 401 if token in (None, "wrong") else 403
+                    assert r.status_code == want, (token, need, r.text)
+                    assert r.json()["error"]["code"] == ("unauthorized" if want == 401 else "forbidden")
+        other = http.post("/usage", json={**usage, "component": "apollo"}, headers={"Authorization": "Bearer tok-rhetor"})
+        assert other.status_code == 403 and "apollo" in other.json()["error"]["message"]
+        rpc = http.post("/rpc", json={"op": "record", "id": 1, "usage": {**usage, "component": "apollo"}},
+                        headers={"Authorization": "Bearer tok-rhetor"})
+        assert rpc.status_code == 403 and rpc.json()["id"] == 1
+        assert httpx.get(d.url + "/health").status_code == 200  # health needs no token

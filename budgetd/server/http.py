@@ -7,7 +7,9 @@ protocol's error envelope with an HTTP status that matches its code.
 """
 
 import contextlib
+import hmac
 import ipaddress
+from dataclasses import dataclass
 import logging
 from typing import Any, Callable, Iterator
 
@@ -58,6 +60,24 @@ STATUS = {
 JSON = "application/json"
 
 
+#: The least role an op needs over HTTP (the socket's file mode is its own access control).
+READ_OPS = {"hello", "ping", "check", "status", "report", "usage.list", "prices.get", "prices.list",
+            "prices.history", "route", "alerts.list", "subscribe", "budget.get", "budget.list"}
+WRITE_OPS = {"record", "reserve", "commit", "release", "ask", "alerts.ack"}
+RANK = {"read": 0, "write": 1, "admin": 2}
+
+
+def role_needed(op: str) -> str:
+    return "read" if op in READ_OPS else "write" if op in WRITE_OPS else "admin"
+
+
+@dataclass(frozen=True)
+class Token:
+    secret: str
+    role: str
+    components: frozenset[str] | None
+
+
 class HttpRefused(Exception):
     """The HTTP door cannot listen as configured; the message says why."""
 
@@ -95,9 +115,10 @@ def _translated() -> Iterator[None]:
 
 
 class HttpDoor:
-    def __init__(self, ops: Ops, max_body_bytes: int) -> None:
+    def __init__(self, ops: Ops, max_body_bytes: int, tokens: list[Token] | None = None) -> None:
         self.ops = ops
         self.max_body = max_body_bytes
+        self.tokens = list(tokens or [])
         face = self._face
         path = lambda q, b, p: dict(p)  # noqa: E731 - the request is in the path alone
         self.app = Starlette(exception_handlers={404: _not_found, 405: _not_allowed}, routes=[
@@ -136,6 +157,29 @@ class HttpDoor:
                 raise OpError("frame_too_large", f"body over http.max_body_bytes ({self.max_body})")
         return bytes(body)
 
+    def authorize(self, request: HttpRequest, req: Request) -> None:
+        """With tokens configured, each request needs a bearer token whose role covers the op
+        and, for a token limited to components, a request for one of them."""
+        if not self.tokens:
+            return
+        header = request.headers.get("authorization", "")
+        presented = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        token = None
+        for candidate in self.tokens:  # compare with every token, in constant time each
+            if hmac.compare_digest(candidate.secret.encode(), presented.encode()):
+                token = candidate
+        if token is None:
+            raise OpError("unauthorized", "a valid `Authorization: Bearer <token>` header is required")
+        op = req.__struct_config__.tag
+        needed = role_needed(op)
+        if RANK[token.role] < RANK[needed]:
+            raise OpError("forbidden", f"op {op!r} needs a {needed} token; this one is {token.role}")
+        if token.components is not None:
+            component = _component_of(req)
+            if needed != "read" and component is not None and component not in token.components:
+                raise OpError("forbidden", f"this token may not spend for component {component!r}",
+                              "$.usage.component" if hasattr(req, "usage") else "$.estimate.component")
+
     async def health(self, request: HttpRequest) -> Response:
         return Response(b'{"ok":true}', media_type=JSON)
 
@@ -158,6 +202,7 @@ class HttpDoor:
         if isinstance(req, Subscribe):
             return _error(req.id, OpError("invalid", "subscribe streams events: use GET /api/v1/events", "$.op"))
         try:
+            self.authorize(request, req)
             result = await self.ops.dispatch(req)
         except OpError as error:
             return _error(req.id, error)
@@ -181,6 +226,7 @@ class HttpDoor:
                     fields.setdefault("idempotency_key", key)
                 with _translated():
                     req = msgspec.convert(fields, kind, strict=False)
+                self.authorize(request, req)
                 result = await self.ops.dispatch(req)
             except OpError as error:
                 return _error(None, error)
@@ -188,6 +234,14 @@ class HttpDoor:
 
         handle.__name__ = "rest_" + kind.__struct_config__.tag.replace(".", "_")
         return handle
+
+
+def _component_of(req: Request) -> str | None:
+    for holder in ("usage", "estimate"):
+        inner = getattr(req, holder, None)
+        if inner is not None:
+            return getattr(inner, "component", None)
+    return None
 
 
 async def _not_found(request: HttpRequest, _exc: Exception) -> Response:
