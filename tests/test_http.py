@@ -1,5 +1,7 @@
 """The HTTP door: the same ops as the socket, REST faces, error envelopes with matching statuses."""
 
+import json
+
 import httpx
 import pytest
 
@@ -152,3 +154,39 @@ def test_tokens_roles_and_components(make_daemon, monkeypatch):
                         headers={"Authorization": "Bearer tok-rhetor"})
         assert rpc.status_code == 403 and rpc.json()["id"] == 1
         assert httpx.get(d.url + "/health").status_code == 200  # health needs no token
+
+
+def test_server_sent_events_stream_and_resume(web):
+    d, http = web
+
+    def read_events(response, n):
+        events, current = [], {}
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                continue
+            if not line:
+                if current:
+                    events.append(current)
+                    current = {}
+                    if len(events) == n:
+                        return events
+                continue
+            field, _, value = line.partition(": ")
+            current[field] = value
+        return events
+
+    with httpx.Client(base_url=d.url + "/api/v1", timeout=30) as stream_client:
+        with stream_client.stream("GET", "/events", params={"topics": "usage"}) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for i in range(3):
+                http.post("/usage", json={"component": "sse", "model": "gpt-4o", "input_tokens": 10 + i})
+            events = read_events(response, 3)
+    assert [e["event"] for e in events] == ["usage.recorded"] * 3
+    assert [json.loads(e["data"])["input_tokens"] for e in events] == [10, 11, 12]
+    first = int(events[0]["id"])
+    with httpx.Client(base_url=d.url + "/api/v1", timeout=30) as stream_client:
+        with stream_client.stream("GET", "/events", params={"topics": "usage"},
+                                  headers={"Last-Event-ID": str(first)}) as response:
+            resumed = read_events(response, 2)
+    assert [int(e["id"]) for e in resumed] == [int(events[1]["id"]), int(events[2]["id"])]
+    assert http.get("/events", params={"topics": "gossip"}).status_code == 400

@@ -11,13 +11,13 @@ import hmac
 import ipaddress
 from dataclasses import dataclass
 import logging
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import anyio
 import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from budgetd.protocol import (
@@ -58,6 +58,7 @@ STATUS = {
     "forbidden": 403, "busy": 503, "unavailable": 503, "internal": 500,
 }
 JSON = "application/json"
+KEEPALIVE_S = 15.0
 
 
 #: The least role an op needs over HTTP (the socket's file mode is its own access control).
@@ -125,6 +126,7 @@ class HttpDoor:
             Route("/health", self.health, methods=["GET"]),
             Route("/ready", self.ready, methods=["GET"]),
             Route("/api/v1/rpc", self.rpc, methods=["POST"]),
+            Route("/api/v1/events", self.events, methods=["GET"]),
             Route("/api/v1/usage", face(Record, lambda q, b, p: {"usage": b}), methods=["POST"]),
             Route("/api/v1/usage", face(UsageList, _usage_query), methods=["GET"]),
             Route("/api/v1/check", face(Check, lambda q, b, p: {"estimate": b}), methods=["POST"]),
@@ -191,6 +193,37 @@ class HttpDoor:
         ready = status.prices.models > 0 and all(a.running for a in status.daemon.actors)
         return Response(encode({"ready": ready, "prices": status.prices.models}),
                         status_code=200 if ready else 503, media_type=JSON)
+
+    async def events(self, request: HttpRequest) -> Response:
+        """Server-sent events from the bus; `Last-Event-ID` (or `?after=`) resumes from a seq."""
+        topics = request.query_params.get("topics", "usage,budget,alert,price,system").split(",")
+        after = request.headers.get("last-event-id") or request.query_params.get("after")
+        try:
+            with _translated():
+                req = msgspec.convert({"topics": [t.strip() for t in topics if t.strip()], "after": after},
+                                      Subscribe, strict=False)
+            self.authorize(request, req)
+            _result, feed = await self.ops.subscribe(req)
+        except OpError as error:
+            return _error(None, error)
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                yield b": subscribed\n\n"
+                while not feed.closed:
+                    with anyio.move_on_after(KEEPALIVE_S):
+                        await feed.wait()
+                    events = feed.take()
+                    if not events:
+                        yield b": keep-alive\n\n"
+                    for event in events:
+                        yield (b"id: %d\nevent: %s\ndata: " % (event.seq, event.event.encode())
+                               + encode(event.data) + b"\n\n")
+            finally:
+                self.ops.unsubscribe(feed)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def rpc(self, request: HttpRequest) -> Response:
         """Any protocol request; the same envelope as the socket."""
