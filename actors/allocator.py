@@ -133,6 +133,10 @@ class StatesMsg(msgspec.Struct, frozen=True):
     reply: ReplyTo
 
 
+class CountHolds(msgspec.Struct, frozen=True):
+    reply: ReplyTo
+
+
 class RouteMsg(msgspec.Struct, frozen=True):
     estimate: Estimate
     candidates: list[str] | None
@@ -295,6 +299,8 @@ class Allocator(Actor):
             self._undo(message.charges)
         elif kind is StatesMsg:
             message.reply.set(self._states())
+        elif kind is CountHolds:
+            message.reply.set(len(self.holds))
         elif kind is RouteMsg:
             message.reply.set(self._route(message))
         elif kind is BudgetSetMsg:

@@ -24,7 +24,17 @@ from typing import Any, AsyncIterator, Iterator, TypeVar
 import anyio
 import msgspec
 
-from budgetd.model import BudgetSpec, Decision, Estimate, Filters, Need, PriceSpec, Recorded, Usage, UsagePatch
+from budgetd.model import (
+    BudgetSpec,
+    Decision,
+    Estimate,
+    Filters,
+    Need,
+    PriceSpec,
+    Recorded,
+    Usage,
+    UsagePatch,
+)
 from budgetd.paths import client_socket_path
 from budgetd.protocol import (
     RESULT_TYPES,

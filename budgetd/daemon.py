@@ -28,8 +28,8 @@ from actors.runtime import Supervisor
 from budgetd import debug
 from budgetd.config import Config, parse_duration
 from budgetd.pricing import TierRules, UnpricedPolicy
-from budgetd.server.ops import Ops
 from budgetd.server.http import HttpDoor, HttpRefused, HttpServer, Token, parse_listen
+from budgetd.server.ops import Ops
 from budgetd.server.unix import SocketServer, prepare_socket_path
 
 log = logging.getLogger("budgetd")

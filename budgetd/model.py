@@ -177,7 +177,10 @@ class BudgetSpec(Struct, kw_only=True):
 
 def check_budget(spec: "BudgetSpec", prefix: str = "$.budget") -> None:
     """The rules of a BudgetSpec that its types cannot express; raises BudgetInvalid."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # stdlib, loaded only when budgets change
+    from zoneinfo import (  # stdlib, loaded only when budgets change
+        ZoneInfo,
+        ZoneInfoNotFoundError,
+    )
 
     try:
         ZoneInfo(spec.timezone)

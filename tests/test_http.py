@@ -190,3 +190,26 @@ def test_server_sent_events_stream_and_resume(web):
             resumed = read_events(response, 2)
     assert [int(e["id"]) for e in resumed] == [int(events[1]["id"]), int(events[2]["id"])]
     assert http.get("/events", params={"topics": "gossip"}).status_code == 400
+
+
+def test_metrics_count_both_doors(web):
+    d, http = web
+    http.post("/usage", json={"component": "m", "model": "gpt-4o", "input_tokens": 1000})
+    http.post("/usage", json={"component": "m"})
+    with RawConn(d.socket) as sock:
+        sock.call({"op": "ping", "id": 1})
+        sock.call({"op": "reserve", "id": 2, "estimate": {"component": "m", "model": "gpt-4o", "input_tokens": 5}})
+    http.put("/budgets/mb", json={"period": "daily", "limit_usd": 1, "policy": "warn"})
+    http.post("/usage", json={"component": "m", "model": "gpt-4o", "input_tokens": 1000})
+    text = httpx.get(d.url + "/metrics").text
+    lines = set(text.splitlines())
+    assert 'budgetd_requests_total{op="record",outcome="ok"} 2' in lines
+    assert 'budgetd_requests_total{op="record",outcome="invalid"} 1' in lines
+    pings = next(line for line in lines if line.startswith('budgetd_requests_total{op="ping",outcome="ok"}'))
+    assert int(pings.split()[-1]) >= 1  # the harness pings too, while it waits for the daemon
+    assert 'budgetd_requests_total{op="reserve",outcome="ok"} 1' in lines
+    assert 'budgetd_request_seconds_count{op="record"} 3' in lines
+    assert "budgetd_records_total 2" in lines and "budgetd_reservations_open 1" in lines
+    assert 'budgetd_budget_spent_usd{budget="mb",key=""} 0.005000000' in lines  # counted from the ledger, then charged
+    assert any(line.startswith('budgetd_mailbox_depth{actor="ledger"}') for line in lines)
+    assert any(line.startswith('budgetd_price_age_seconds{source="litellm_bundled"}') for line in lines)

@@ -9,8 +9,9 @@ protocol's error envelope with an HTTP status that matches its code.
 import contextlib
 import hmac
 import ipaddress
-from dataclasses import dataclass
 import logging
+import time
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterator
 
 import anyio
@@ -37,7 +38,6 @@ from budgetd.protocol import (
     Release,
     Request,
     Reserve,
-    Route as RouteOp,
     Status,
     Subscribe,
     UsageList,
@@ -47,6 +47,9 @@ from budgetd.protocol import (
     ok,
     request_id_of,
     validation_error,
+)
+from budgetd.protocol import (
+    Route as RouteOp,
 )
 from budgetd.server.ops import Ops
 
@@ -125,6 +128,7 @@ class HttpDoor:
         self.app = Starlette(exception_handlers={404: _not_found, 405: _not_allowed}, routes=[
             Route("/health", self.health, methods=["GET"]),
             Route("/ready", self.ready, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
             Route("/api/v1/rpc", self.rpc, methods=["POST"]),
             Route("/api/v1/events", self.events, methods=["GET"]),
             Route("/api/v1/usage", face(Record, lambda q, b, p: {"usage": b}), methods=["POST"]),
@@ -182,6 +186,27 @@ class HttpDoor:
                 raise OpError("forbidden", f"this token may not spend for component {component!r}",
                               "$.usage.component" if hasattr(req, "usage") else "$.estimate.component")
 
+    async def _dispatch(self, request: HttpRequest, req: Request) -> Any:
+        """Authorize, dispatch through the shared table, and count the request."""
+        op = req.__struct_config__.tag
+        started = time.perf_counter()
+        try:
+            self.authorize(request, req)
+            result = await self.ops.dispatch(req)
+        except OpError as error:
+            self.ops.metrics.observe(op, error.code, time.perf_counter() - started)
+            raise
+        self.ops.metrics.observe(op, "ok", time.perf_counter() - started)
+        return result
+
+    async def metrics(self, request: HttpRequest) -> Response:
+        try:
+            self.authorize(request, Status())
+            text = await self.ops.prometheus()
+        except OpError as error:
+            return _error(None, error)
+        return Response(text, media_type="text/plain; version=0.0.4")
+
     async def health(self, request: HttpRequest) -> Response:
         return Response(b'{"ok":true}', media_type=JSON)
 
@@ -235,8 +260,7 @@ class HttpDoor:
         if isinstance(req, Subscribe):
             return _error(req.id, OpError("invalid", "subscribe streams events: use GET /api/v1/events", "$.op"))
         try:
-            self.authorize(request, req)
-            result = await self.ops.dispatch(req)
+            result = await self._dispatch(request, req)
         except OpError as error:
             return _error(req.id, error)
         return Response(encode(ok(req.id, result)), media_type=JSON)
@@ -259,8 +283,11 @@ class HttpDoor:
                     fields.setdefault("idempotency_key", key)
                 with _translated():
                     req = msgspec.convert(fields, kind, strict=False)
-                self.authorize(request, req)
-                result = await self.ops.dispatch(req)
+            except OpError as error:
+                self.ops.metrics.observe(kind.__struct_config__.tag, error.code, 0.0)
+                return _error(None, error)
+            try:
+                result = await self._dispatch(request, req)
             except OpError as error:
                 return _error(None, error)
             return Response(encode(result), media_type=JSON)

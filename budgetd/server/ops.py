@@ -17,6 +17,7 @@ from actors.allocator import (
     BudgetSetMsg,
     CheckMsg,
     CommitMsg,
+    CountHolds,
     RecordUsage,
     ReleaseMsg,
     ReserveMsg,
@@ -24,8 +25,23 @@ from actors.allocator import (
     StatesMsg,
 )
 from actors.bus import Feed, SubscribeMsg, Unsubscribe
-from actors.ledger import AckAlert, GetTotals, ListAlerts, ListUsage, payload_hash, to_us
-from actors.prices import GetHistory, GetPrice, GetPricesStatus, ListPrices, Refresh, SetPrice, UnsetPrice
+from actors.ledger import (
+    AckAlert,
+    GetTotals,
+    ListAlerts,
+    ListUsage,
+    payload_hash,
+    to_us,
+)
+from actors.prices import (
+    GetHistory,
+    GetPrice,
+    GetPricesStatus,
+    ListPrices,
+    Refresh,
+    SetPrice,
+    UnsetPrice,
+)
 from actors.runtime import Ref, Reply, ReplyTo
 from budgetd.config import Config, parse_duration
 from budgetd.model import DIMS
@@ -71,6 +87,7 @@ from budgetd.protocol import (
     UsageListResult,
     op_name,
 )
+from budgetd.server.metrics import RequestMetrics, render
 
 Handler = Callable[[Any], Awaitable[Any]]
 
@@ -85,6 +102,7 @@ class Ops:
         self.timeout = config.daemon.ask_timeout_s
         self.refresh_timeout = self.timeout + (config.pricing.retries + 1) * parse_duration(
             config.pricing.fetch_timeout) + 5
+        self.metrics = RequestMetrics()
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self._started_monotonic = time.monotonic()
         # Ops answered by one actor: the handler tells it, and the actor answers `reply`
@@ -241,6 +259,12 @@ class Ops:
         acked = await self.refs["ledger"].ask(lambda reply: AckAlert(
             alert_id=req.alert_id, by=req.by, at=time.time_ns() // 1000, reply=reply), self.timeout)
         return Acked(acked=acked)
+
+    async def prometheus(self) -> str:
+        """The metrics page (served by the HTTP door)."""
+        status = await self.status(Status())
+        holds = await self._allocator(lambda reply: CountHolds(reply=reply))
+        return render(self.metrics, status, holds)
 
     async def status(self, _req: Status) -> StatusResult:
         totals = await self.refs["ledger"].ask(lambda reply: GetTotals(reply=reply), self.timeout)

@@ -127,20 +127,24 @@ class SocketServer:
 class ConnectionReply:
     """A reply slot that writes its answer straight into its connection's output."""
 
-    __slots__ = ("connection", "request_id", "deadline")
+    __slots__ = ("connection", "request_id", "deadline", "op", "started")
 
-    def __init__(self, connection: "Connection", request_id: Any, deadline: float) -> None:
+    def __init__(self, connection: "Connection", request_id: Any, deadline: float, op: str) -> None:
         self.connection = connection
         self.request_id = request_id
         self.deadline = deadline
+        self.op = op
+        self.started = time.perf_counter()
 
     def set(self, value: Any) -> None:
+        self.connection.ops.metrics.observe(self.op, "ok", time.perf_counter() - self.started)
         self.connection.deliver(self, encode_line(ok(self.request_id, value)))
 
     def fail(self, error: BaseException) -> None:
         if not isinstance(error, OpError):
             log.error("request %r failed: %r", self.request_id, error)
             error = OpError("internal", f"internal error: {type(error).__name__}")
+        self.connection.ops.metrics.observe(self.op, error.code, time.perf_counter() - self.started)
         self.connection.deliver(self, encode_line(err(self.request_id, error)))
 
 
@@ -296,6 +300,7 @@ class Connection:
         if immediate is not None:
             try:
                 self._write(encode_line(ok(request.id, immediate(request))))
+                self.ops.metrics.observe(kind.__struct_config__.tag, "ok", 0.0)
             except OpError as error:
                 self._write(encode_line(err(request.id, error)))
             return
@@ -306,7 +311,7 @@ class Connection:
         # A told actor may never answer (it crashed mid-message): the reaper answers `busy` for it.
         # A spawned handler always answers, its asks carrying their own timeouts.
         deadline = time.monotonic() + self.ops.timeout if tell is not None else math.inf
-        reply = ConnectionReply(self, request.id, deadline)
+        reply = ConnectionReply(self, request.id, deadline, kind.__struct_config__.tag)
         self.outstanding[reply] = None
         if len(self.outstanding) >= MAX_IN_FLIGHT:
             self._room = anyio.Event()
