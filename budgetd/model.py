@@ -6,7 +6,7 @@ OpenAPI document and the ledger all use them. Only msgspec is imported here.
 
 import datetime as dt
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -342,7 +342,7 @@ class Alert(Struct, kw_only=True):
     key: dict[str, str] | None = None
     window_start: dt.datetime | None = None
     message: str
-    data: dict[str, object] = msgspec.field(default_factory=dict)
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
     acked: bool = False
     acked_by: str | None = None
     acked_at: dt.datetime | None = None

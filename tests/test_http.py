@@ -213,3 +213,61 @@ def test_metrics_count_both_doors(web):
     assert 'budgetd_budget_spent_usd{budget="mb",key=""} 0.005000000' in lines  # counted from the ledger, then charged
     assert any(line.startswith('budgetd_mailbox_depth{actor="ledger"}') for line in lines)
     assert any(line.startswith('budgetd_price_age_seconds{source="litellm_bundled"}') for line in lines)
+
+
+def test_openapi_document_covers_every_route(web):
+    d, http = web
+    doc = httpx.get(d.url + "/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    for method, path, kind, _, body in __import__("budgetd.server.http", fromlist=["REST"]).REST:
+        entry = doc["paths"][path.replace(":path", "").replace(":int", "")][method.lower()]
+        assert "200" in entry["responses"] and "default" in entry["responses"]
+        if body is not None:
+            ref = entry["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.rsplit("/", 1)[-1] in doc["components"]["schemas"]
+    usage = doc["components"]["schemas"]["Usage"]
+    assert set(usage["required"]) == {"component", "model"}
+    assert usage["properties"]["input_tokens"]["minimum"] == 0
+
+
+def test_fuzzing_every_route_never_gets_a_5xx(web):
+    import random
+
+    from budgetd.server.http import REST
+
+    d, _ = web
+    http = httpx.Client(base_url=d.url, timeout=30)  # REST paths are absolute
+    rng = random.Random(7)
+    junk = [None, True, -1, 0, 1e308, "", "x" * 300, [], {}, {"component": None}, [1, {"a": []}],
+            {"component": "c", "model": "m", "input_tokens": 2**70}, {"estimate": "no"},
+            {"period": "never", "policy": "hard"}, "\u0000\ud800"]
+
+    def body() -> bytes | None:
+        pick = rng.random()
+        if pick < 0.2:
+            return bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64)))
+        if pick < 0.3:
+            return None
+        value = rng.choice(junk)
+        if isinstance(value, dict) and rng.random() < 0.5:
+            value = {**value, rng.choice(["input_tokens", "ttl_s", "limit_usd", "usage", "name"]):
+                     rng.choice(junk)}
+        return json.dumps(value).encode(errors="surrogatepass") if value is not None else b"null"
+
+    statuses = []
+    for _ in range(6):
+        for method, path, *_ in REST:
+            concrete = (path.replace("{reservation_id}", rng.choice(["r-1", "%00", "x" * 200]))
+                        .replace("{name}", rng.choice(["ok-name", "Bad Name", "-"]))
+                        .replace("{model:path}", rng.choice(["gpt-4o", "a/b/c", "%ff"]))
+                        .replace("{alert_id:int}", str(rng.choice([1, 0, 99999]))))
+            params = {rng.choice(["limit", "since", "component", "after", "unacked", "search"]):
+                      rng.choice(["-1", "abc", "2026-13-45", "10", "true", "\u00e9"])} if rng.random() < 0.5 else {}
+            r = http.request(method, concrete, content=body(), params=params)
+            statuses.append(r.status_code)
+            assert r.status_code < 500, (method, concrete, r.status_code, r.text)
+            if r.status_code >= 400:
+                assert r.json()["ok"] is False
+    assert any(s == 200 for s in statuses) and any(400 <= s < 500 for s in statuses), sorted(set(statuses))
+    assert http.get("/api/v1/status").status_code == 200  # still serving
+    http.close()

@@ -21,15 +21,20 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+import budgetd
+from budgetd.model import BudgetSpec, Estimate, Usage, UsagePatch
 from budgetd.protocol import (
+    RESULT_TYPES,
     AlertsAck,
     AlertsList,
+    AnyRequest,
     BudgetDelete,
     BudgetGet,
     BudgetList,
     BudgetSet,
     Check,
     Commit,
+    Err,
     OpError,
     PricesGet,
     PricesList,
@@ -123,34 +128,17 @@ class HttpDoor:
         self.ops = ops
         self.max_body = max_body_bytes
         self.tokens = list(tokens or [])
-        face = self._face
-        path = lambda q, b, p: dict(p)  # noqa: E731 - the request is in the path alone
-        self.app = Starlette(exception_handlers={404: _not_found, 405: _not_allowed}, routes=[
+        routes = [
             Route("/health", self.health, methods=["GET"]),
             Route("/ready", self.ready, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
             Route("/api/v1/rpc", self.rpc, methods=["POST"]),
             Route("/api/v1/events", self.events, methods=["GET"]),
-            Route("/api/v1/usage", face(Record, lambda q, b, p: {"usage": b}), methods=["POST"]),
-            Route("/api/v1/usage", face(UsageList, _usage_query), methods=["GET"]),
-            Route("/api/v1/check", face(Check, lambda q, b, p: {"estimate": b}), methods=["POST"]),
-            Route("/api/v1/reservations", face(Reserve, lambda q, b, p: b or {}), methods=["POST"]),
-            Route("/api/v1/reservations/{reservation_id}/commit",
-                  face(Commit, lambda q, b, p: {"usage": b, **p}), methods=["POST"]),
-            Route("/api/v1/reservations/{reservation_id}", face(Release, path), methods=["DELETE"]),
-            Route("/api/v1/budgets", face(BudgetList, path), methods=["GET"]),
-            Route("/api/v1/budgets/{name}", face(BudgetGet, path), methods=["GET"]),
-            Route("/api/v1/budgets/{name}", face(BudgetSet, _budget_body), methods=["PUT"]),
-            Route("/api/v1/budgets/{name}", face(BudgetDelete, path), methods=["DELETE"]),
-            Route("/api/v1/status", face(Status, path), methods=["GET"]),
-            Route("/api/v1/prices", face(PricesList, lambda q, b, p: dict(q)), methods=["GET"]),
-            Route("/api/v1/prices/refresh", face(PricesRefresh, path), methods=["POST"]),
-            Route("/api/v1/prices/{model:path}", face(PricesGet, lambda q, b, p: {**q, **p}), methods=["GET"]),
-            Route("/api/v1/alerts", face(AlertsList, lambda q, b, p: dict(q)), methods=["GET"]),
-            Route("/api/v1/alerts/{alert_id:int}/ack",
-                  face(AlertsAck, lambda q, b, p: {**(b or {}), **p}), methods=["POST"]),
-            Route("/api/v1/route", face(RouteOp, lambda q, b, p: b or {}), methods=["POST"]),
-        ])
+        ]
+        routes += [Route(path, self._face(kind, build), methods=[method]) for method, path, kind, build, _ in REST]
+        self.app = Starlette(exception_handlers={404: _not_found, 405: _not_allowed}, routes=routes)
+        self._openapi: bytes | None = None
 
     async def _body(self, request: HttpRequest) -> bytes:
         declared = request.headers.get("content-length")
@@ -185,6 +173,11 @@ class HttpDoor:
             if needed != "read" and component is not None and component not in token.components:
                 raise OpError("forbidden", f"this token may not spend for component {component!r}",
                               "$.usage.component" if hasattr(req, "usage") else "$.estimate.component")
+
+    async def openapi(self, request: HttpRequest) -> Response:
+        if self._openapi is None:
+            self._openapi = encode(openapi_document())
+        return Response(self._openapi, media_type=JSON)
 
     async def _dispatch(self, request: HttpRequest, req: Request) -> Any:
         """Authorize, dispatch through the shared table, and count the request."""
@@ -294,6 +287,87 @@ class HttpDoor:
 
         handle.__name__ = "rest_" + kind.__struct_config__.tag.replace(".", "_")
         return handle
+
+
+def _path(q: Any, b: Any, p: dict) -> dict:
+    return dict(p)  # the request is in the path alone
+
+
+#: REST faces: (method, path, op, how path/query/body make the request, the body's documented type).
+REST: list[tuple[str, str, type[Request], Callable[[Any, Any, dict], dict], Any]] = [
+    ("POST", "/api/v1/usage", Record, lambda q, b, p: {"usage": b}, Usage),
+    ("GET", "/api/v1/usage", UsageList, lambda q, b, p: _usage_query(q, b, p), None),
+    ("POST", "/api/v1/check", Check, lambda q, b, p: {"estimate": b}, Estimate),
+    ("POST", "/api/v1/reservations", Reserve, lambda q, b, p: b or {}, Reserve),
+    ("POST", "/api/v1/reservations/{reservation_id}/commit", Commit, lambda q, b, p: {"usage": b, **p},
+     UsagePatch),
+    ("DELETE", "/api/v1/reservations/{reservation_id}", Release, _path, None),
+    ("GET", "/api/v1/budgets", BudgetList, _path, None),
+    ("GET", "/api/v1/budgets/{name}", BudgetGet, _path, None),
+    ("PUT", "/api/v1/budgets/{name}", BudgetSet, lambda q, b, p: _budget_body(q, b, p), BudgetSpec),
+    ("DELETE", "/api/v1/budgets/{name}", BudgetDelete, _path, None),
+    ("GET", "/api/v1/status", Status, _path, None),
+    ("GET", "/api/v1/prices", PricesList, lambda q, b, p: dict(q), None),
+    ("POST", "/api/v1/prices/refresh", PricesRefresh, _path, None),
+    ("GET", "/api/v1/prices/{model:path}", PricesGet, lambda q, b, p: {**q, **p}, None),
+    ("GET", "/api/v1/alerts", AlertsList, lambda q, b, p: dict(q), None),
+    ("POST", "/api/v1/alerts/{alert_id:int}/ack", AlertsAck, lambda q, b, p: {**(b or {}), **p}, None),
+    ("POST", "/api/v1/route", RouteOp, lambda q, b, p: b or {}, RouteOp),
+]
+
+
+def openapi_document() -> dict[str, Any]:
+    """OpenAPI 3.1, generated from the msgspec types that are the schema."""
+    bodies = [t for *_, t in REST if t is not None]
+    results = [RESULT_TYPES[kind] for _, _, kind, _, _ in REST]
+    (rpc_request, err_schema, *rest_schemas), components = msgspec.json.schema_components(
+        [AnyRequest, Err, *bodies, *results], ref_template="#/components/schemas/{name}")
+    body_schemas = dict(zip([id(t) for t in bodies], rest_schemas[: len(bodies)]))
+    result_schemas = rest_schemas[len(bodies):]
+    for name in ("Reserve", "Route"):  # as REST bodies their `op` comes from the path
+        required = components.get(name, {}).get("required", [])
+        if "op" in required:
+            required.remove("op")
+    error = {"description": "the error envelope", "content": {JSON: {"schema": err_schema}}}
+    paths: dict[str, dict] = {
+        "/api/v1/rpc": {"post": {
+            "summary": "any protocol request; answers the protocol's envelope",
+            "requestBody": {"required": True, "content": {JSON: {"schema": rpc_request}}},
+            "responses": {"200": {"description": "the success envelope"}, "default": error},
+        }},
+        "/api/v1/events": {"get": {
+            "summary": "server-sent events; Last-Event-ID resumes",
+            "parameters": [{"name": "topics", "in": "query", "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "text/event-stream"}, "default": error},
+        }},
+        "/health": {"get": {"responses": {"200": {"description": "the process is up"}}}},
+        "/ready": {"get": {"responses": {"200": {"description": "ledger open, prices loaded"}, "503": error}}},
+        "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text"}}}},
+    }
+    for (method, path, kind, _, body), result in zip(REST, result_schemas):
+        doc_path = path.replace(":path", "").replace(":int", "")
+        op: dict[str, Any] = {"operationId": f"{method.lower()}_{kind.__struct_config__.tag.replace('.', '_')}",
+                              "responses": {"200": {"description": "the result",
+                                                    "content": {JSON: {"schema": result}}}, "default": error}}
+        params = [{"name": n.split(":")[0], "in": "path", "required": True,
+                   "schema": {"type": "integer" if n.endswith(":int") else "string"}}
+                  for n in _path_names(path)]
+        if method == "GET":
+            params += [{"name": f, "in": "query", "schema": {"type": "string"}}
+                       for f in kind.__struct_fields__ if f not in ("id", *[p["name"] for p in params])
+                       and f != "filters"]
+        if params:
+            op["parameters"] = params
+        if body is not None:
+            op["requestBody"] = {"required": True, "content": {JSON: {"schema": body_schemas[id(body)]}}}
+        paths.setdefault(doc_path, {})[method.lower()] = op
+    return {"openapi": "3.1.0", "info": {"title": "budgetd", "version": budgetd.__version__},
+            "paths": paths, "components": {"schemas": components,
+                                           "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}}
+
+
+def _path_names(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
 
 
 def _component_of(req: Request) -> str | None:
