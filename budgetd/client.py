@@ -15,6 +15,7 @@ are imported, so a component that records usage starts fast.
 import collections
 import contextlib
 import itertools
+import os
 import socket as _socket
 import time
 import uuid
@@ -227,13 +228,31 @@ class _Requests:
 # -- sync ------------------------------------------------------------------------
 
 
-class SyncBudgetClient(_Requests):
-    """Blocking client over the Unix socket; one request at a time. Thread-unsafe: one per thread."""
+def _http_url(target: str | Path | None) -> str | None:
+    text = str(target) if target is not None else ""
+    return text.rstrip("/") if text.startswith(("http://", "https://")) else None
 
-    def __init__(self, socket: str | Path | None = None, *, timeout: float = 10.0, retries: int = 3) -> None:
-        self.path = client_socket_path(socket)
+
+def _http_headers(token: str | None) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    token = token or os.environ.get("BUDGETD_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+class SyncBudgetClient(_Requests):
+    """Blocking client over the Unix socket, or over HTTP when given an `http://` URL (with `token=` or
+    BUDGETD_TOKEN); one request at a time. Thread-unsafe: one per thread."""
+
+    def __init__(self, socket: str | Path | None = None, *, timeout: float = 10.0, retries: int = 3,
+                 token: str | None = None) -> None:
+        self.url = _http_url(socket)
+        self.path = Path(self.url) if self.url else client_socket_path(socket)
         self.timeout = timeout
         self.retries = retries
+        self._headers = _http_headers(token)
+        self._http: Any = None
         self._sock: _socket.socket | None = None
         self._reservations = collections.OrderedDict()
         self._buffer = bytearray()
@@ -249,6 +268,9 @@ class SyncBudgetClient(_Requests):
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._http is not None:
+            self._http.close()
+            self._http = None
         self._buffer.clear()
 
     def _connect(self) -> _socket.socket:
@@ -281,7 +303,31 @@ class SyncBudgetClient(_Requests):
         del self._buffer[: newline + 1]
         return decode_response(frame)
 
+    def _http_roundtrip(self, line: bytes, timeout: float) -> Response:
+        """POST /api/v1/rpc on a kept-alive connection (the standard library's: light to import)."""
+        import http.client
+        import urllib.parse
+
+        if self._http is None:
+            parts = urllib.parse.urlsplit(self.url)
+            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            self._http = kind(parts.hostname, parts.port, timeout=timeout)
+        self._http.timeout = timeout
+        try:
+            self._http.request("POST", "/api/v1/rpc", body=line, headers=self._headers)
+            answer = self._http.getresponse()
+            body = answer.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise _Disconnected(str(exc) or type(exc).__name__) from None
+        try:
+            return decode_response(body)
+        except msgspec.DecodeError:
+            raise OpError("unavailable", f"{self.url} answered HTTP {answer.status} without an envelope") from None
+
     def _roundtrip(self, line: bytes, request_id: int, timeout: float) -> Response:
+        if self.url is not None:
+            return self._http_roundtrip(line, timeout)
         sock = self._connect()
         sock.settimeout(timeout)
         try:
@@ -358,6 +404,8 @@ class SyncBudgetClient(_Requests):
         """Events of `topics` (usage, budget, alert, price, system) as they happen, on a connection of
         their own; a `lagged` event says how many were dropped because this reader fell behind.
         The subscription starts at once; with `idle_timeout`, TimeoutError when no event came for that long."""
+        if self.url is not None:
+            raise OpError("invalid", "subscriptions need the socket; over HTTP read GET /api/v1/events")
         stream = SyncBudgetClient(self.path, timeout=self.timeout, retries=0)
         stream.call(Subscribe(topics=topics, after=after))  # type: ignore[arg-type]
         return self._events_of(stream, idle_timeout)
@@ -441,10 +489,15 @@ class _Slot:
 
 
 class BudgetClient(_Requests):
-    """Async client: pipelines concurrent calls on one connection. Use as `async with`."""
+    """Async client: pipelines concurrent calls on one connection (or, given an `http://` URL, calls
+    POST /api/v1/rpc with httpx, imported only then). Use as `async with`."""
 
-    def __init__(self, socket: str | Path | None = None, *, timeout: float = 10.0, retries: int = 3) -> None:
-        self.path = client_socket_path(socket)
+    def __init__(self, socket: str | Path | None = None, *, timeout: float = 10.0, retries: int = 3,
+                 token: str | None = None) -> None:
+        self.url = _http_url(socket)
+        self._headers = _http_headers(token)
+        self._http: Any = None
+        self.path = Path(self.url) if self.url else client_socket_path(socket)
         self.timeout = timeout
         self.retries = retries
         self._stream: Any = None
@@ -469,6 +522,9 @@ class BudgetClient(_Requests):
         await self._tg.__aexit__(None, None, None)
 
     async def aclose(self) -> None:
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.aclose()
         stream, self._stream = self._stream, None
         if stream is not None:
             await stream.aclose()
@@ -521,7 +577,26 @@ class BudgetClient(_Requests):
                 if self._events is not None:
                     self._events.close()
 
+    async def _http_roundtrip(self, request: Request, timeout: float) -> Response:
+        import httpx
+
+        if self._http is None:
+            self._http = httpx.AsyncClient(base_url=self.url or "", headers=self._headers)
+        line = encode_line(msgspec.structs.replace(request, id=next(self._ids)))
+        try:
+            answer = await self._http.post("/api/v1/rpc", content=line, timeout=timeout)
+        except httpx.TimeoutException:
+            raise OpError("busy", f"no answer from budgetd within {timeout:g}s") from None
+        except httpx.HTTPError as exc:
+            raise _Disconnected(str(exc) or type(exc).__name__) from None
+        try:
+            return decode_response(answer.content)
+        except msgspec.DecodeError:
+            raise OpError("unavailable", f"{self.url} answered HTTP {answer.status_code} without an envelope") from None
+
     async def _roundtrip(self, request: Request, timeout: float) -> Response:
+        if self.url is not None:
+            return await self._http_roundtrip(request, timeout)
         stream = await self._connect()
         request_id = next(self._ids)
         slot = _Slot()
@@ -604,6 +679,8 @@ class BudgetClient(_Requests):
     async def subscribe(self, topics: list[str], after: int | None = None) -> AsyncIterator[Event]:
         """Events of `topics` as they happen, on this client's connection (one subscription per client).
         A `lagged` event says how many were dropped; the iteration ends if the connection is lost."""
+        if self.url is not None:
+            raise OpError("invalid", "subscriptions need the socket; over HTTP read GET /api/v1/events")
         send, receive = anyio.create_memory_object_stream[Event](10_000)
         self._events = send
         try:

@@ -271,3 +271,27 @@ def test_fuzzing_every_route_never_gets_a_5xx(web):
     assert any(s == 200 for s in statuses) and any(400 <= s < 500 for s in statuses), sorted(set(statuses))
     assert http.get("/api/v1/status").status_code == 200  # still serving
     http.close()
+
+
+@pytest.mark.anyio
+async def test_the_client_library_over_http(make_daemon):
+    from budgetd.client import BudgetClient, BudgetError, SyncBudgetClient
+
+    d = make_daemon(TOKENS.replace("token_env = \"TEST_BUDGET_ADMIN_TOKEN\"", 'token = "tok-admin"'), http=True)
+    with SyncBudgetClient(d.url, token="tok-rhetor") as c:
+        r = c.record(component="rhetor", model="gpt-4o", input_tokens=1000)
+        assert r.cost_usd == 0.0025
+        with pytest.raises(BudgetError) as info:
+            c.record(component="apollo", model="gpt-4o", input_tokens=1)
+        assert info.value.code == "forbidden"
+        with c.guard(component="rhetor", model="gpt-4o-mini", input_tokens=100) as g:
+            g.used(input_tokens=80)
+        assert g.recorded.record_id
+    async with BudgetClient(d.url, token="tok-admin") as c:
+        await c.budget_set(name="over-http", period="daily", limit_usd=1, policy="hard")
+        assert (await c.status()).totals.requests == 2
+        assert [b.name for b in await c.budget_list()] == ["over-http"]
+    with SyncBudgetClient(d.url) as anonymous:
+        with pytest.raises(BudgetError) as info:
+            anonymous.status()
+        assert info.value.code == "unauthorized"
