@@ -105,6 +105,7 @@ class AssistantConfig(Section):
 
 class HermesConfig(Section):
     url: str = ""
+    heartbeat: str = "30s"
 
 
 class LogConfig(Section):
@@ -229,6 +230,10 @@ def _check(config: Config, source: str) -> None:
             parse_duration(hook.timeout)
         except ValueError as exc:
             raise ConfigError(f"{source}: alerts.webhooks[{i}].timeout: {exc}") from None
+    try:
+        parse_duration(config.hermes.heartbeat)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: hermes.heartbeat: {exc}") from None
     for key in ("refresh_interval", "fetch_timeout"):
         try:
             parse_duration(getattr(config.pricing, key))

@@ -27,6 +27,7 @@ from actors.prices import GetPricesStatus, Prices, PricesSettings
 from actors.runtime import Supervisor
 from budgetd import debug
 from budgetd.config import Config, parse_duration
+from budgetd.hermes import Hermes
 from budgetd.pricing import TierRules, UnpricedPolicy
 from budgetd.server.http import HttpDoor, HttpRefused, HttpServer, Token, parse_listen
 from budgetd.server.ops import Ops
@@ -179,9 +180,17 @@ class Daemon:
                 while not http.server.started:
                     await anyio.sleep(0.01)
                 log.info("HTTP on http://%s:%d/api/v1", host, port)
+            hermes = None
+            hermes_url = config.hermes.url or os.environ.get("HERMES_URL", "")
+            if hermes_url:
+                endpoint = f"http://{listen[0]}:{listen[1]}" if listen else ""
+                hermes = Hermes(hermes_url, endpoint, parse_duration(config.hermes.heartbeat))
+                tg.start_soon(hermes.run)
             task_status.started()
             await self._stop.wait()
             log.info("shutting down: finishing requests in flight")
+            if hermes is not None:
+                await hermes.unregister()
             server.shutdown()
             if http is not None:
                 with anyio.move_on_after(10):
@@ -190,6 +199,7 @@ class Daemon:
                 ref.close()
                 with anyio.move_on_after(30):
                     await ref.finished.wait()
+            tg.cancel_scope.cancel()  # background tasks (Hermes) end with the actors
             log.info("budgetd stopped; every acknowledged write is committed")
 
 
