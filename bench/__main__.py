@@ -83,14 +83,92 @@ class Process:
         self.proc.wait(30)
 
 
-def start_daemon(work: Path, name: str) -> tuple[Process, Path]:
+def start_daemon(work: Path, name: str, http_port: int) -> tuple[Process, Path]:
     sock = work / f"{name}.sock"
     data = work / f"{name}-data"
     shutil.rmtree(data, ignore_errors=True)
-    args = [sys.executable, "-m", "budgetd", "daemon", "--socket", str(sock), "--data-dir", str(data), "--no-http"]
+    args = [sys.executable, "-m", "budgetd", "daemon", "--socket", str(sock), "--data-dir", str(data),
+            "--http", f"127.0.0.1:{http_port}"]
     # Offline: prices from the bundled file only, so no feed fetch runs during the measurements.
     env = dict(os.environ, BUDGETD_PRICING_SOURCES='["litellm_bundled"]')
     return Process(args, sock, env), sock
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} not ready")
+
+
+def start_asgi_echo() -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.asgi_echo", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_for_port(port, proc)
+    return proc, port
+
+
+def http_frame(body: bytes) -> bytes:
+    return (b"POST /api/v1/rpc HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)) + body
+
+
+async def _read_http(reader: asyncio.StreamReader) -> bytes:
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return await reader.readexactly(length)
+
+
+async def _http_latency(port: int, template: bytes, n: int) -> tuple[float, float]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    times = []
+    for i in range(n + 50):
+        frame = http_frame(_frame(template, i).rstrip(b"\n"))
+        start = time.perf_counter()
+        writer.write(frame)
+        await _read_http(reader)
+        if i >= 50:
+            times.append(time.perf_counter() - start)
+    writer.close()
+    times.sort()
+    return times[len(times) // 2] * 1e6, times[int(len(times) * 0.99)] * 1e6
+
+
+async def _http_throughput(port: int, template: bytes, connections: int, seconds: float) -> float:
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = w * 10_000_000
+        while time.perf_counter() < stop_at:
+            writer.write(http_frame(_frame(template, i).rstrip(b"\n")))
+            await _read_http(reader)
+            done += 1
+            i += 1
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(connections)))
+    return done / (time.perf_counter() - start)
 
 
 def start_echo(work: Path) -> tuple[Process, Path]:
@@ -278,7 +356,10 @@ def main() -> None:
               flush=True)
 
     echo, echo_sock = start_echo(work)
-    daemon, sock = start_daemon(work, "budgetd")
+    http_port = free_port()
+    daemon, sock = start_daemon(work, "budgetd", http_port)
+    wait_for_port(http_port, daemon.proc)
+    asgi, asgi_port = start_asgi_echo()
     try:
         print(f"budgetd bench: medians of {args.runs} runs (ratio = budgetd / baseline)", flush=True)
         print(f"  {'figure':<34} {'budgetd':>22} {'baseline':<22} {'':>22} {'ratio':>6}")
@@ -319,6 +400,18 @@ def main() -> None:
         add("record/s, 64 conn, 10 budgets", med(records_with_budgets), "sqlite group commit", med(floor), "/s",
             True)
 
+        h = {k: [] for k in ("record", "check", "echo")}
+        for _ in range(args.runs):
+            h["record"].append(_run(_http_latency(http_port, RECORD, args.n // 3)))
+            h["check"].append(_run(_http_latency(http_port, CHECK, args.n // 3)))
+            h["echo"].append(_run(_http_latency(asgi_port, PING, args.n // 3)))
+        add("HTTP record p50 (keep-alive)", p50(h["record"]), "ASGI echo p50", p50(h["echo"]), "us", False)
+        add("HTTP check p50 (keep-alive)", p50(h["check"]), "ASGI echo p50", p50(h["echo"]), "us", False)
+        add("HTTP check p99 (keep-alive)", p99(h["check"]), "ASGI echo p99", p99(h["echo"]), "us", False)
+        http_records = [_run(_http_throughput(http_port, RECORD, 64, args.seconds)) for _ in range(args.runs)]
+        http_echo = [_run(_http_throughput(asgi_port, PING, 64, args.seconds)) for _ in range(args.runs)]
+        add("HTTP record/s, 64 conn", med(http_records), "ASGI echo, 64 conn", med(http_echo), "/s", True)
+
         bm = [litellm_budget_manager(300) for _ in range(max(1, args.runs // 2))]
         record_us = p50(lat["rp"])
         bm_us = med(b["p50_us"] for b in bm)
@@ -331,6 +424,8 @@ def main() -> None:
     finally:
         daemon.stop()
         echo.stop()
+        asgi.terminate()
+        asgi.wait(30)
         shutil.rmtree(work, ignore_errors=True)
 
 
