@@ -90,6 +90,8 @@ def test_bad_requests_get_clear_errors(web):
         (http.delete("/status"), 405, "invalid"),
         (http.put("/budgets/a", json={"name": "b", "period": "daily", "policy": "ignore"}), 400, "invalid"),
         (http.get("/prices/no-such-model"), 404, "not_found"),
+        (http.post("/usage", content=b"<usage/>", headers={"Content-Type": "application/xml"}), 415, "invalid"),
+        (http.post("/rpc", content=b"op=ping", headers={"Content-Type": "multipart/form-data"}), 415, "invalid"),
     ]
     for response, status, code in cases:
         assert response.status_code == status, response.text

@@ -111,7 +111,8 @@ def parse_listen(listen: str, tokens_configured: bool) -> tuple[str, int]:
 
 
 def _error(request_id: Any, error: OpError) -> Response:
-    return Response(encode(err(request_id, error)), status_code=STATUS.get(error.code, 500), media_type=JSON)
+    status = getattr(error, "http_status", None) or STATUS.get(error.code, 500)
+    return Response(encode(err(request_id, error)), status_code=status, media_type=JSON)
 
 
 @contextlib.contextmanager
@@ -141,6 +142,11 @@ class HttpDoor:
         self._openapi: bytes | None = None
 
     async def _body(self, request: HttpRequest) -> bytes:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind and "json" not in kind and kind != "application/x-www-form-urlencoded":  # curl -d sends the latter
+            error = OpError("invalid", f"the body must be JSON (Content-Type: application/json), not {kind}")
+            error.http_status = 415  # type: ignore[attr-defined]
+            raise error
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_body:
             raise OpError("frame_too_large", f"body over http.max_body_bytes ({self.max_body})")
