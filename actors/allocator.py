@@ -445,7 +445,8 @@ class Allocator(Actor):
             return "warn", text + "; critical request bypasses the hard limit"
         return "deny", text
 
-    def _decision(self, est: Estimate, a: Assessment) -> Decision:
+    def _verdict(self, est: Estimate, a: Assessment) -> tuple[str, Suggestion | None]:
+        """The final action, with a suggestion where a cheaper capable model fits."""
         action = a.action
         suggestion = None
         if action in ("downgrade", "deny") and a.reasons:
@@ -453,6 +454,13 @@ class Allocator(Actor):
             if action == "downgrade" and suggestion is None:
                 action = "warn"
                 a.reasons.append("no cheaper model with the same capabilities fits; proceed with care")
+        return action, suggestion
+
+    def _decision(self, est: Estimate, a: Assessment, action: str | None = None,
+                  suggestion: Suggestion | None = None, **hold: Any) -> Decision:
+        """The Decision, with every matching budget's state as it is now."""
+        if action is None:
+            action, suggestion = self._verdict(est, a)
         return Decision(
             allowed=action != "deny",
             action=action,  # type: ignore[arg-type]
@@ -461,6 +469,7 @@ class Allocator(Actor):
             reasons=a.reasons,
             budgets=[b.state(key, win, counter) for b, key, win, counter in a.matches],
             suggestion=suggestion,
+            **hold,
         )
 
     def _check(self, est: Estimate) -> Decision:
@@ -501,9 +510,10 @@ class Allocator(Actor):
                 return
         est = message.estimate
         a = self._assess(est, for_hold=True)
-        decision = self._decision(est, a)
-        self._announce(est, decision)
-        if decision.allowed:
+        action, suggestion = self._verdict(est, a)
+        if action == "deny":
+            decision = self._decision(est, a, action, suggestion)
+        else:
             ttl = message.ttl_s or self.admission.default_ttl_s
             hold_id = "r-" + secrets.token_hex(8)
             charges = []
@@ -514,12 +524,9 @@ class Allocator(Actor):
             expires = time.monotonic() + ttl
             self.holds[hold_id] = Hold(hold_id, charges, expires, est)
             heapq.heappush(self._expiry, (expires, hold_id))
-            decision = msgspec.structs.replace(
-                decision,
-                reservation_id=hold_id,
-                expires_at=_now() + dt.timedelta(seconds=ttl),
-                budgets=[b.state(k, w, c) for b, k, w, c in a.matches],
-            )
+            decision = self._decision(est, a, action, suggestion, reservation_id=hold_id,
+                                      expires_at=_now() + dt.timedelta(seconds=ttl))
+        self._announce(est, decision)
         if key is not None:
             self._remember(self._reserve_keys, key, (message.payload_hash, decision, time.time()))
         message.reply.set(decision)

@@ -11,6 +11,7 @@ with its baseline and the ratio between them:
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -136,32 +138,58 @@ async def _read_http(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(length)
 
 
-async def _http_latency(port: int, template: bytes, n: int) -> tuple[float, float]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    times = []
-    for i in range(n + 50):
-        frame = http_frame(_frame(template, i).rstrip(b"\n"))
-        start = time.perf_counter()
-        writer.write(frame)
+# -- load: one request at a time per connection, over a Unix socket or HTTP/1.1 keep-alive ------------
+
+Exchange = Any  # async (reader, writer, i) -> None: one request and its answer
+# Every run numbers its requests afresh, so idempotency keys never repeat across runs (a repeat would be
+# answered from memory as a duplicate and flatter the figures).
+_runs = itertools.count(1)
+
+
+def over_socket(path: Path, template: bytes) -> tuple[Any, Exchange]:
+    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, i: int) -> None:
+        writer.write(_frame(template, i))
+        await reader.readline()
+
+    return (lambda: asyncio.open_unix_connection(str(path))), exchange
+
+
+def over_http(port: int, template: bytes) -> tuple[Any, Exchange]:
+    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, i: int) -> None:
+        writer.write(http_frame(_frame(template, i).rstrip(b"\n")))
         await _read_http(reader)
-        if i >= 50:
+
+    return (lambda: asyncio.open_connection("127.0.0.1", port)), exchange
+
+
+async def _latency(target: tuple[Any, Exchange], n: int) -> tuple[float, float]:
+    """p50 and p99 round trip in microseconds, one request at a time on one connection."""
+    connect, exchange = target
+    reader, writer = await connect()
+    times = []
+    base = next(_runs) * 1_000_000_000
+    for i in range(n + 50):
+        start = time.perf_counter()
+        await exchange(reader, writer, base + i)
+        if i >= 50:  # warm-up
             times.append(time.perf_counter() - start)
     writer.close()
     times.sort()
     return times[len(times) // 2] * 1e6, times[int(len(times) * 0.99)] * 1e6
 
 
-async def _http_throughput(port: int, template: bytes, connections: int, seconds: float) -> float:
+async def _throughput(target: tuple[Any, Exchange], connections: int, seconds: float) -> float:
+    connect, exchange = target
     done = 0
     stop_at = time.perf_counter() + seconds
+    base = next(_runs) * 1_000_000_000
 
     async def worker(w: int) -> None:
         nonlocal done
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        i = w * 10_000_000
+        reader, writer = await connect()
+        i = base + w * 10_000_000
         while time.perf_counter() < stop_at:
-            writer.write(http_frame(_frame(template, i).rstrip(b"\n")))
-            await _read_http(reader)
+            await exchange(reader, writer, i)
             done += 1
             i += 1
         writer.close()
@@ -169,6 +197,25 @@ async def _http_throughput(port: int, template: bytes, connections: int, seconds
     start = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(connections)))
     return done / (time.perf_counter() - start)
+
+
+def latency(target: tuple[Any, Exchange], n: int) -> tuple[float, float]:
+    return _run(_latency(target, n))
+
+
+def throughput(target: tuple[Any, Exchange], connections: int, seconds: float) -> float:
+    return _run(_throughput(target, connections, seconds))
+
+
+def reserve_commit(path: Path) -> tuple[Any, Exchange]:
+    """A reserve and the commit of its hold: one exchange."""
+    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, i: int) -> None:
+        writer.write(RESERVE % (2 * i, 2 * i))
+        rid = json.loads(await reader.readline())["result"]["reservation_id"].encode()
+        writer.write(COMMIT % (2 * i + 1, rid))
+        await reader.readline()
+
+    return (lambda: asyncio.open_unix_connection(str(path))), exchange
 
 
 def start_echo(work: Path) -> tuple[Process, Path]:
@@ -177,76 +224,6 @@ def start_echo(work: Path) -> tuple[Process, Path]:
 
 
 # -- measurements ---------------------------------------------------------------------
-
-
-def latency(path: Path, template: bytes, n: int) -> tuple[float, float]:
-    """p50 and p99 round trip in microseconds, one request at a time on one connection."""
-    times = []
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(str(path))
-        buffer = b""
-        for i in range(n + 50):
-            frame = _frame(template, i)
-            start = time.perf_counter()
-            s.sendall(frame)
-            while b"\n" not in buffer:
-                buffer += s.recv(65536)
-            _, buffer = buffer.split(b"\n", 1)
-            if i >= 50:  # warm-up
-                times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2] * 1e6, times[int(len(times) * 0.99)] * 1e6
-
-
-async def _throughput(path: Path, template: bytes, connections: int, seconds: float) -> float:
-    done = 0
-    stop_at = time.perf_counter() + seconds
-
-    async def worker(w: int) -> None:
-        nonlocal done
-        reader, writer = await asyncio.open_unix_connection(str(path))
-        i = w * 10_000_000
-        while time.perf_counter() < stop_at:
-            writer.write(_frame(template, i))
-            await reader.readline()
-            done += 1
-            i += 1
-        writer.close()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(connections)))
-    return done / (time.perf_counter() - start)
-
-
-async def _reserve_commit(path: Path, connections: int, seconds: float) -> float:
-    done = 0
-    stop_at = time.perf_counter() + seconds
-
-    async def worker(w: int) -> None:
-        nonlocal done
-        reader, writer = await asyncio.open_unix_connection(str(path))
-        i = w * 10_000_000
-        while time.perf_counter() < stop_at:
-            writer.write(RESERVE % (i, i))
-            answer = json.loads(await reader.readline())
-            rid = answer["result"]["reservation_id"].encode()
-            writer.write(COMMIT % (i + 1, rid))
-            await reader.readline()
-            done += 1
-            i += 2
-        writer.close()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(connections)))
-    return done / (time.perf_counter() - start)
-
-
-def reserve_commit(path: Path, connections: int, seconds: float) -> float:
-    return _run(_reserve_commit(path, connections, seconds))
-
-
-def throughput(path: Path, template: bytes, connections: int, seconds: float) -> float:
-    return _run(_throughput(path, template, connections, seconds))
 
 
 async def _sqlite_floor(db_path: Path, writers: int, seconds: float) -> float:
@@ -365,9 +342,9 @@ def main() -> None:
         print(f"  {'figure':<34} {'budgetd':>22} {'baseline':<22} {'':>22} {'ratio':>6}")
         lat = {k: [] for k in ("fp", "ep", "rp", "er")}
         for _ in range(args.runs):
-            lat["fp"].append(latency(sock, PING, args.n))
-            lat["ep"].append(latency(echo_sock, PING, args.n))
-            lat["rp"].append(latency(sock, RECORD, args.n // 3))
+            lat["fp"].append(latency(over_socket(sock, PING), args.n))
+            lat["ep"].append(latency(over_socket(echo_sock, PING), args.n))
+            lat["rp"].append(latency(over_socket(sock, RECORD), args.n // 3))
         p50 = lambda xs: med(x[0] for x in xs)  # noqa: E731
         p99 = lambda xs: med(x[1] for x in xs)  # noqa: E731
         add("ping p50", p50(lat["fp"]), "echo p50", p50(lat["ep"]), "us", False)
@@ -376,40 +353,40 @@ def main() -> None:
         add("record p99 (durable)", p99(lat["rp"]), "echo p99", p99(lat["ep"]), "us", False)
 
         for c in (1, 8, 64):
-            ours = [throughput(sock, RECORD, c, args.seconds) for _ in range(args.runs)]
+            ours = [throughput(over_socket(sock, RECORD), c, args.seconds) for _ in range(args.runs)]
             floor = [sqlite_floor(work, c, args.seconds) for _ in range(args.runs)]
             add(f"record/s, {c} conn", med(ours), "sqlite group commit", med(floor), "/s", True)
-        echo64 = [throughput(echo_sock, RECORD, 64, args.seconds) for _ in range(args.runs)]
-        ours64 = [throughput(sock, RECORD, 64, args.seconds) for _ in range(args.runs)]
+        echo64 = [throughput(over_socket(echo_sock, RECORD), 64, args.seconds) for _ in range(args.runs)]
+        ours64 = [throughput(over_socket(sock, RECORD), 64, args.seconds) for _ in range(args.runs)]
         add("record/s, 64 conn", med(ours64), "echo, 64 conn", med(echo64), "/s", True)
 
         define_budgets(sock)
         time.sleep(2)  # let the ledger's WAL checkpoint after the throughput runs finish
         adm = {k: [] for k in ("check", "reserve", "echo")}
         for _ in range(args.runs):
-            adm["check"].append(latency(sock, CHECK, args.n))
-            adm["reserve"].append(latency(sock, RESERVE, args.n))
-            adm["echo"].append(latency(echo_sock, CHECK, args.n))
+            adm["check"].append(latency(over_socket(sock, CHECK), args.n))
+            adm["reserve"].append(latency(over_socket(sock, RESERVE), args.n))
+            adm["echo"].append(latency(over_socket(echo_sock, CHECK), args.n))
         add("check p50 (10 budgets)", p50(adm["check"]), "echo p50", p50(adm["echo"]), "us", False)
         add("check p99 (10 budgets)", p99(adm["check"]), "echo p99", p99(adm["echo"]), "us", False)
         add("reserve p50 (10 budgets)", p50(adm["reserve"]), "echo p50", p50(adm["echo"]), "us", False)
         add("reserve p99 (10 budgets)", p99(adm["reserve"]), "echo p99", p99(adm["echo"]), "us", False)
-        pairs = [reserve_commit(sock, 64, args.seconds) for _ in range(args.runs)]
+        pairs = [throughput(reserve_commit(sock), 64, args.seconds) for _ in range(args.runs)]
         add("reserve+commit/s, 64 conn", med(pairs), "sqlite group commit", med(floor), "/s", True)
-        records_with_budgets = [throughput(sock, RECORD, 64, args.seconds) for _ in range(args.runs)]
+        records_with_budgets = [throughput(over_socket(sock, RECORD), 64, args.seconds) for _ in range(args.runs)]
         add("record/s, 64 conn, 10 budgets", med(records_with_budgets), "sqlite group commit", med(floor), "/s",
             True)
 
         h = {k: [] for k in ("record", "check", "echo")}
         for _ in range(args.runs):
-            h["record"].append(_run(_http_latency(http_port, RECORD, args.n // 3)))
-            h["check"].append(_run(_http_latency(http_port, CHECK, args.n // 3)))
-            h["echo"].append(_run(_http_latency(asgi_port, PING, args.n // 3)))
+            h["record"].append(latency(over_http(http_port, RECORD), args.n // 3))
+            h["check"].append(latency(over_http(http_port, CHECK), args.n // 3))
+            h["echo"].append(latency(over_http(asgi_port, PING), args.n // 3))
         add("HTTP record p50 (keep-alive)", p50(h["record"]), "ASGI echo p50", p50(h["echo"]), "us", False)
         add("HTTP check p50 (keep-alive)", p50(h["check"]), "ASGI echo p50", p50(h["echo"]), "us", False)
         add("HTTP check p99 (keep-alive)", p99(h["check"]), "ASGI echo p99", p99(h["echo"]), "us", False)
-        http_records = [_run(_http_throughput(http_port, RECORD, 64, args.seconds)) for _ in range(args.runs)]
-        http_echo = [_run(_http_throughput(asgi_port, PING, 64, args.seconds)) for _ in range(args.runs)]
+        http_records = [throughput(over_http(http_port, RECORD), 64, args.seconds) for _ in range(args.runs)]
+        http_echo = [throughput(over_http(asgi_port, PING), 64, args.seconds) for _ in range(args.runs)]
         add("HTTP record/s, 64 conn", med(http_records), "ASGI echo, 64 conn", med(http_echo), "/s", True)
 
         bm = [litellm_budget_manager(300) for _ in range(max(1, args.runs // 2))]
