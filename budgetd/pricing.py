@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Iterable, NamedTuple
 
-from budgetd.model import TIER_RANK, PriceEntry, canonical_tier
+from budgetd.model import PriceEntry, canonical_tier
 
 ATTO_PER_NANO = 1_000_000_000
 _ATTO_PER_USD_PER_MTOK = Decimal(10) ** 12  # (1e-6 USD per token) / 1e-18
@@ -116,10 +116,6 @@ class TierRules:
         if blended < self.midweight_below_per_mtok:
             return "midweight"
         return "heavyweight"
-
-
-def tier_rank(tier: str | None) -> int:
-    return TIER_RANK.get(canonical_tier(tier) or "heavyweight", 2)
 
 
 # -- the book -------------------------------------------------------------------

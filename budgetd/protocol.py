@@ -500,8 +500,3 @@ def ok(request_id: Any, result: Any) -> Ok:
 
 def err(request_id: Any, error: OpError) -> Err:
     return Err(id=request_id, error=ErrorBody(code=error.code, message=error.message, field=error.field))
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
