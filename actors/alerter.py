@@ -20,7 +20,8 @@ import anyio
 import msgspec
 
 from actors.bus import Publish, SubscribeMsg
-from actors.ledger import SaveAlert, from_us, to_us
+from actors.ledger import SaveAlert
+from budgetd.periods import from_us, to_us
 from actors.runtime import Actor, Ref
 from budgetd.model import Alert, format_usd
 from budgetd.protocol import Event, OpError

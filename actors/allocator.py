@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from actors.budgets import ACTION_RANK, Attrs, Budget, Burn, Counter, describe_key, money
+from actors.budgets import ACTION_RANK, Attrs, Budget, Burn, Counter, describe_key, forecast, money
 from actors.bus import Publish
 from actors.ledger import (
     DeleteBudget,
@@ -36,7 +36,6 @@ from actors.ledger import (
     UsageRow,
     WindowSum,
     WriteUsage,
-    to_us,
 )
 from actors.prices import GetBook, NewBook
 from actors.runtime import Actor, Ref, ReplyTo
@@ -48,6 +47,7 @@ from budgetd.model import (
     BudgetState,
     Decision,
     Estimate,
+    Forecast,
     Need,
     PriceEntry,
     Suggestion,
@@ -58,6 +58,7 @@ from budgetd.model import (
     nanos,
     usd,
 )
+from budgetd.periods import from_us, to_us
 from budgetd.pricing import PriceBook, TierRules, UnpricedPolicy, price_call
 from budgetd.protocol import BudgetGetResult, OpError, RouteResult
 
@@ -69,7 +70,6 @@ _spec_decoder = msgspec.json.Decoder(BudgetSpec)
 FUNCTIONAL_CAPABILITIES = frozenset({"tools", "json", "vision", "reasoning", "audio", "pdf"})
 RESERVE_KEYS_KEPT_S = 7 * 86400
 MAX_REMEMBERED = 100_000
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 # -- messages ---------------------------------------------------------------------
@@ -129,6 +129,12 @@ class BudgetDeleteMsg(msgspec.Struct, frozen=True):
 
 class StatesMsg(msgspec.Struct, frozen=True):
     """Every budget's states in its current window (for `status`)."""
+
+    reply: ReplyTo
+
+
+class ForecastsMsg(msgspec.Struct, frozen=True):
+    """Answer: a Forecast for every budget with a limit, in its current window."""
 
     reply: ReplyTo
 
@@ -299,6 +305,8 @@ class Allocator(Actor):
             self._undo(message.charges)
         elif kind is StatesMsg:
             message.reply.set(self._states())
+        elif kind is ForecastsMsg:
+            message.reply.set(self._forecasts())
         elif kind is CountHolds:
             message.reply.set(len(self.holds))
         elif kind is RouteMsg:
@@ -370,6 +378,20 @@ class Allocator(Actor):
     def _states(self) -> list[BudgetState]:
         now = _now_us()
         return [state for _, b in sorted(self.budgets.items()) for state in b.current_states(now)]
+
+    def _forecasts(self) -> list[Forecast]:
+        now = _now_us()
+        out = []
+        for name, budget in sorted(self.budgets.items()):
+            if (budget.limit_nanos is None and budget.limit_tokens is None) or not budget.spec.enabled:
+                continue
+            win = budget.window_at(now)
+            keys = sorted(key for (key, start) in budget.counters if start == win.start_us)
+            if not keys and not budget.star:
+                keys = [()]
+            for key in keys:
+                out.append(forecast(budget, key, win, budget.peek(key, win), self._burn.get((name, key)), now))
+        return out
 
     # -- admission ------------------------------------------------------------------
 
@@ -653,7 +675,7 @@ class Allocator(Actor):
             return
         burn = self._burn.get((budget.name, key))
         if burn is None:
-            burn = self._burn[(budget.name, key)] = Burn(ts_us // Burn.BUCKET_US)
+            burn = self._burn[(budget.name, key)] = Burn(ts_us // Burn.BUCKET_US, _now_us())
         slot = burn.add(ts_us, cost, tokens)
         use_dollars = budget.limit_nanos is not None
         rate = burn.last_hour[0] if use_dollars else burn.last_hour[1]  # per hour
@@ -668,7 +690,7 @@ class Allocator(Actor):
                 reach = ts_us + int((limit - now_spent) / rate * 3_600_000_000)  # type: ignore[operator]
                 events.append(("budget.projected_exhaustion", _budget_event(
                     state, burn_per_hour=rate / 1e9 if use_dollars else rate,
-                    projected_at=_EPOCH + dt.timedelta(microseconds=reach))))
+                    projected_at=from_us(reach))))
         if burn.day_of_history():  # about a day of history to compare with
             average = (burn.before[0] if use_dollars else burn.before[1]) / 24
             once = ("anomaly", budget.name, key, slot // Burn.HOUR)

@@ -4,12 +4,21 @@ Pure data and arithmetic, owned by the allocator actor; nothing here awaits.
 Money is integer nano-dollars; tokens are input + output + cache read + cache write.
 """
 
-import datetime as dt
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from budgetd.model import DIMS, NANOS_PER_USD, BudgetSpec, BudgetState, canonical_tier, format_usd, nanos, usd
-from budgetd.periods import Window, window
+from budgetd.model import (
+    DIMS,
+    NANOS_PER_USD,
+    BudgetSpec,
+    BudgetState,
+    Forecast,
+    canonical_tier,
+    format_usd,
+    nanos,
+    usd,
+)
+from budgetd.periods import Window, from_us, window
 
 ACTION_RANK = {"allow": 0, "warn": 1, "downgrade": 2, "deny": 3}
 STAR = "*"
@@ -85,7 +94,7 @@ class Budget:
         cached = self._window
         if cached.start_us is not None and cached.contains_us(ts_us):
             return cached
-        found = window(self.spec.period, self.spec.timezone, _EPOCH + dt.timedelta(microseconds=ts_us))
+        found = window(self.spec.period, self.spec.timezone, from_us(ts_us))
         if found.start_us is not None:
             self._window = found
         return found
@@ -158,13 +167,55 @@ class Budget:
             del self.counters[slot]
 
 
+_HOUR_US = 3_600_000_000
+_MIN_ELAPSED_US = 300_000_000  # a window's first minutes say little about its rate
+
+
+def forecast(budget: Budget, key: tuple[str, ...], win: Window, counter: Counter, burn: "Burn | None",
+             now_us: int) -> Forecast:
+    """The window's end at the current burn rate: the last hour's spend once this process has watched
+    for an hour, else the window's average so far."""
+    if burn is not None and (now_us - burn.born >= _HOUR_US or win.start_us is None):
+        per_hour_nanos, per_hour_tokens = burn.last_hour_at(now_us)
+        basis = "last_hour"
+    elif win.start_us is not None:
+        elapsed = max(now_us - win.start_us, _MIN_ELAPSED_US)
+        per_hour_nanos = counter.spent_nanos * _HOUR_US / elapsed
+        per_hour_tokens = counter.spent_tokens * _HOUR_US / elapsed
+        basis = "window_average"
+    else:
+        per_hour_nanos = per_hour_tokens = 0
+        basis = "last_hour"
+    projected_nanos = projected_tokens = None
+    if win.end_us is not None:
+        hours_left = max(0, win.end_us - now_us) / _HOUR_US
+        projected_nanos = counter.spent_nanos + round(per_hour_nanos * hours_left)
+        projected_tokens = counter.spent_tokens + round(per_hour_tokens * hours_left)
+    reached = [
+        now_us + int((limit - spent) / rate * _HOUR_US)
+        for limit, spent, rate in ((budget.limit_nanos, counter.spent_nanos, per_hour_nanos),
+                                   (budget.limit_tokens, counter.spent_tokens, per_hour_tokens))
+        if limit is not None and spent < limit and rate > 0
+    ]
+    exhausted = min(reached) if reached else None
+    if exhausted is not None and win.end_us is not None and exhausted >= win.end_us:
+        exhausted = None
+    return Forecast(
+        budget=budget.name, key=dict(zip(budget.star, key)), window_end=win.end,
+        spent_usd=usd(counter.spent_nanos), spent_tokens=counter.spent_tokens,
+        limit_usd=budget.spec.limit_usd, limit_tokens=budget.limit_tokens,
+        rate_usd_per_hour=round(per_hour_nanos / NANOS_PER_USD, 9), rate_tokens_per_hour=round(per_hour_tokens, 3),
+        rate_basis=basis,  # type: ignore[arg-type]
+        projected_usd=None if projected_nanos is None else usd(projected_nanos),
+        projected_tokens=projected_tokens,
+        exhausted_at=None if exhausted is None else from_us(exhausted),
+    )
+
+
 def _fraction(spent: int, limit: int) -> float:
     if limit == 0:
         return 0.0 if spent == 0 else float("inf")
     return spent / limit
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def describe_key(budget: Budget, key: tuple[str, ...]) -> str:
@@ -183,13 +234,14 @@ class Burn:
     HOUR = 12  # buckets
     KEEP = 25 * 12
 
-    __slots__ = ("buckets", "since", "last_hour", "before", "_head")
+    __slots__ = ("buckets", "since", "last_hour", "before", "_head", "born")
 
     def stale(self, now_us: int) -> bool:
         """Nothing in the last 25 hours: the rules have nothing to read."""
         return self._head <= now_us // self.BUCKET_US - self.KEEP
 
-    def __init__(self, slot: int) -> None:
+    def __init__(self, slot: int, born: int) -> None:
+        self.born = born  # when this process started counting (it sees no records from before)
         self.buckets: dict[int, list[int]] = {}  # slot -> [nanos, tokens]
         self.since = slot
         self.last_hour = [0, 0]
@@ -229,6 +281,13 @@ class Burn:
             if not kept:
                 del self.buckets[slot]
         self._head = head
+
+    def last_hour_at(self, now_us: int) -> tuple[int, int]:
+        """Spend (nanos, tokens) of the hour before `now_us`."""
+        slot = now_us // self.BUCKET_US
+        if slot > self._head:
+            self._advance(slot)
+        return self.last_hour[0], self.last_hour[1]
 
     def day_of_history(self) -> bool:
         return self.since <= self._head - 24 * self.HOUR

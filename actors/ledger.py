@@ -12,31 +12,23 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import aiosqlite
 import anyio
 import msgspec
 
+from actors import reports, rollups
 from actors.bus import Publish
 from actors.runtime import Actor, Ref, ReplyTo, fail_reply
 from budgetd.debug import debug_log
 from budgetd.model import Alert, Recorded, Totals, UsageRecord, usd
+from budgetd.periods import from_us, to_us
 from budgetd.protocol import OpError
 
 log = logging.getLogger("budgetd.ledger")
 
 MAX_BATCH = 1024
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-_US = dt.timedelta(microseconds=1)
-
-
-def to_us(t: dt.datetime) -> int:
-    return (t - EPOCH) // _US
-
-
-def from_us(us: int) -> dt.datetime:
-    return EPOCH + dt.timedelta(microseconds=us)
 
 
 # -- schema ---------------------------------------------------------------------
@@ -134,6 +126,8 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # v2: the rollups reports read, backfilled from the records already there
+    rollups.SCHEMA,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 APPLICATION_ID = 0x42554447  # "BUDG": tells our ledger from any other SQLite file
@@ -404,6 +398,13 @@ class ListUsage(msgspec.Struct, frozen=True):
     before_id: int | None
 
 
+class RunReport(msgspec.Struct, frozen=True):
+    """Answer: (rows, totals)."""
+
+    query: reports.ReportQuery
+    reply: ReplyTo
+
+
 def payload_hash(op: str, payload: Any) -> bytes:
     return hashlib.blake2b(op.encode() + b"\0" + msgspec.json.encode(payload), digest_size=16).digest()
 
@@ -421,9 +422,11 @@ class Ledger(Actor):
 
     name = "ledger"
 
-    def __init__(self, path: Path, durability: str = "full", bus: Ref | None = None) -> None:
+    def __init__(self, path: Path, durability: str = "full", bus: Ref | None = None,
+                 report_zones: Sequence[str] = ("UTC",)) -> None:
         super().__init__()
         self.bus = bus
+        self.rollups = rollups.Rollups(["UTC", *report_zones])
         self.path = path
         self.durability = durability
         self.db: sqlite3.Connection | None = None
@@ -443,6 +446,9 @@ class Ledger(Actor):
         ).fetchone())
         self.next_id = row[0] + 1
         self.totals = list(row[1:])
+        built = await self._in_thread(self.rollups.backfill, self.db)
+        if built:
+            log.info("day rollups built for %s", ", ".join(built))
 
     async def stopped(self) -> None:
         if self.db is not None:
@@ -706,6 +712,8 @@ class Ledger(Actor):
                 chunk = rows[start:start + _ROWS_PER_INSERT]
                 # One statement for many rows: one step into SQLite instead of one per row.
                 db.execute(_insert_many(len(chunk)), [v for row in chunk for v in row])
+            if rows:
+                self.rollups.add(db, rows)
             if idem_rows:
                 db.executemany(
                     "INSERT INTO idempotency (key, payload_hash, result, created_at) VALUES (?, ?, ?, ?)", idem_rows
@@ -786,6 +794,9 @@ class LedgerReader(Actor):
             message.reply.set(await self._list_usage(message))
         elif isinstance(message, ListAlerts):
             message.reply.set(await self._list_alerts(message))
+        elif isinstance(message, RunReport):
+            assert self.db is not None
+            message.reply.set(await reports.run(self.db, message.query))
         else:
             fail_reply(message, OpError("internal", f"the ledger reader does not handle {type(message).__name__}"))
 

@@ -24,6 +24,7 @@ from actors.ledger import ApplyPrices, LoadPrices, PriceChange, PriceHistory, Pr
 from actors.runtime import Actor, Ref, ReplyTo
 from actors.sources import litellm, litellm_bundled, llm_prices, openrouter
 from budgetd.model import PriceEntry, PriceSpec, SourceReport, SourceStatus
+from budgetd.periods import from_us
 from budgetd.pricing import PriceBook, TierRules
 from budgetd.protocol import (
     OpError,
@@ -37,7 +38,6 @@ from budgetd.protocol import (
 
 log = logging.getLogger("budgetd.prices")
 _entry_decoder = msgspec.json.Decoder(PriceEntry)
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 DEFAULT_URLS = {
     litellm.NAME: litellm.URL,
@@ -133,7 +133,7 @@ def _us_now() -> int:
 
 
 def _from_us(us: int | None) -> dt.datetime | None:
-    return None if us is None else _EPOCH + dt.timedelta(microseconds=us)
+    return None if us is None else from_us(us)
 
 
 class Prices(Actor):

@@ -5,6 +5,7 @@ Exit status: 0 on success, 1 when the daemon refused or failed the request,
 """
 
 import argparse
+import csv
 import datetime as dt
 import os
 import sys
@@ -13,7 +14,8 @@ from typing import Any, Callable, Sequence
 import msgspec
 
 from budgetd.client import SyncBudgetClient
-from budgetd.model import format_usd
+from budgetd.model import DIMS, format_usd
+from budgetd.periods import zone
 from budgetd.protocol import OpError
 
 
@@ -61,8 +63,9 @@ def emit(args: argparse.Namespace, result: Any, human: Callable[[Any], str]) -> 
 # -- parsing helpers ----------------------------------------------------------------
 
 
-def parse_time(text: str) -> dt.datetime:
-    """RFC 3339, a date, or a duration back from now (`7d`, `12h`, `30m`)."""
+def parse_time(text: str, zone_name: str = "UTC") -> dt.datetime:
+    """RFC 3339, a date, or a duration back from now (`7d`, `12h`, `30m`). A time without an offset
+    (a date is its midnight) is wall time in `zone_name`."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     if text and text[-1] in units and text[:-1].isdigit():
         return dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=int(text[:-1]) * units[text[-1]])
@@ -72,7 +75,7 @@ def parse_time(text: str) -> dt.datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a time: use RFC 3339 (2026-11-28T13:00:00Z), a date (2026-11-28) or a duration (7d, 12h)"
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=zone(zone_name)).astimezone(dt.timezone.utc)
 
 
 def non_negative_int(text: str) -> int:
@@ -82,6 +85,13 @@ def non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
     return value
 
 
@@ -167,6 +177,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                   money(b.spent_usd), money(b.limit_usd), f"{b.used_fraction:.0%}", b.status] for b in s.budgets],
                 right={2, 3, 4},
             ))
+        lines += [_forecast_text(f, dt.timezone.utc) for f in s.forecasts]
         return "\n".join(lines)
 
     emit(args, result, human)
@@ -209,14 +220,40 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_usage(args: argparse.Namespace) -> int:
+def _filters(args: argparse.Namespace) -> dict[str, str] | None:
     filters = dict(args.filter or [])
     for name in ("component", "model", "context_id", "task_type", "provider", "tier"):
         value = getattr(args, name, None)
         if value:
             filters[name] = value
+    return filters or None
+
+
+USAGE_CSV = ("record_id", "ts", "recorded_at", "component", "model", "provider", "tier", "context_id", "task_type",
+             "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "priced",
+             "price_version", "reservation_id", "request_id")
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    filters = _filters(args)
+    if args.format == "csv" and not getattr(args, "json", False):
+        # An export: every page (newest first), through the cursor, up to --limit records if given.
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(USAGE_CSV)
+        left, after = args.limit, args.after
+        with client(args) as c:
+            while left is None or left > 0:
+                page = c.usage_list(filters=filters, since=args.since, until=args.until,
+                                    limit=min(1000, left or 1000), after=after)
+                for u in page.records:
+                    writer.writerow([_csv_cell(u, name) for name in USAGE_CSV])
+                left = None if left is None else left - len(page.records)
+                after = page.next
+                if after is None:
+                    break
+        return 0
     with client(args) as c:
-        result = c.usage_list(filters=filters or None, since=args.since, until=args.until, limit=args.limit,
+        result = c.usage_list(filters=filters, since=args.since, until=args.until, limit=args.limit or 20,
                               after=args.after)
     def human(r: Any) -> str:
         out = table(
@@ -233,6 +270,125 @@ def cmd_usage(args: argparse.Namespace) -> int:
         return out
     emit(args, result, human)
     return 0
+
+
+def _csv_cell(record: Any, name: str) -> Any:
+    value = getattr(record, name)
+    if isinstance(value, dt.datetime):
+        return _rfc3339(value)
+    if name == "cost_usd":
+        return _usd_exact(value)
+    return "" if value is None else value
+
+
+def _rfc3339(t: dt.datetime) -> str:
+    return t.astimezone(dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _usd_exact(value: float) -> str:
+    """Dollars to the nano-dollar, as the ledger keeps them."""
+    return f"{value:.9f}"
+
+
+_BUCKET_LABEL = {"hour": "%Y-%m-%d %H:%M", "day": "%Y-%m-%d %a", "week": "week of %Y-%m-%d", "month": "%Y-%m"}
+_BLOCKS = " ▏▎▍▌▋▊▉█"
+
+
+def bar(fraction: float, width: int) -> str:
+    """A horizontal bar in eighths of a character."""
+    eighths = round(max(0.0, min(1.0, fraction)) * width * 8)
+    return "█" * (eighths // 8) + (_BLOCKS[eighths % 8] if eighths % 8 else "")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        zone(args.tz)
+    except ValueError as exc:
+        raise CliError(f"--tz: {exc}") from None
+    times = {}
+    for name in ("since", "until"):
+        text = getattr(args, name)
+        try:
+            times[name] = None if text is None else parse_time(text, args.tz)
+        except argparse.ArgumentTypeError as exc:
+            raise CliError(f"--{name}: {exc}") from None
+    group_by = [d.strip() for d in (args.by or "").split(",") if d.strip()]
+    with client(args) as c:
+        result = c.report(group_by, bucket=args.bucket, timezone=args.tz, filters=_filters(args),
+                          limit=args.limit, order=args.order, **times)
+    fmt = "json" if getattr(args, "json", False) else args.format
+    if fmt == "json":
+        sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+    elif fmt == "csv":
+        _report_csv(result, group_by, args.bucket)
+    else:
+        sys.stdout.write(_report_text(result, group_by, args.bucket, args.tz) + "\n")
+    return 0
+
+
+def _report_csv(result: Any, group_by: list[str], bucket: str | None) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    sums = ["requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "tokens"]
+    writer.writerow((["bucket_start"] if bucket else []) + group_by + sums + ["cost_usd"])
+    for row in result.rows:
+        writer.writerow(
+            ([_rfc3339(row.bucket_start)] if bucket else [])
+            + ["(other)" if row.other else (row.group.get(d) or "") for d in group_by]
+            + [getattr(row, s) for s in sums] + [_usd_exact(row.cost_usd)]
+        )
+
+
+def _report_text(result: Any, group_by: list[str], bucket: str | None, tz: str) -> str:
+    t = result.totals
+    if not result.rows:
+        return "no usage in this range"
+    local = zone(tz)
+    label = _BUCKET_LABEL.get(bucket or "", "")
+
+    def when(row: Any) -> str:
+        return row.bucket_start.astimezone(local).strftime(label)
+
+    headers = ([f"{bucket} ({tz})"] if bucket else []) + group_by + ["requests", "in", "out", "cache r/w", "cost",
+                                                                      "share"]
+    rows = [
+        ([when(r)] if bucket else [])
+        + ["(other)" if r.other else (r.group.get(d) or "-") for d in group_by]
+        + [count(r.requests), count(r.input_tokens), count(r.output_tokens),
+           f"{count(r.cache_read_tokens)}/{count(r.cache_write_tokens)}", money(r.cost_usd),
+           f"{r.cost_usd / t.cost_usd:.0%}" if t.cost_usd else "-"]
+        for r in result.rows
+    ]
+    first = 1 if bucket else 0
+    numbers = set(range(first + len(group_by), len(headers)))
+    lines = [table(headers, rows, right=numbers)]
+    lines.append(f"total: {money(t.cost_usd)} over {count(t.requests)} requests, {count(t.tokens)} tokens")
+    if bucket:
+        per_bucket: dict[str, float] = {}
+        for r in result.rows:
+            per_bucket[when(r)] = per_bucket.get(when(r), 0.0) + r.cost_usd
+        top = max(per_bucket.values()) or 1.0
+        width = max(len(k) for k in per_bucket)
+        lines.append("")
+        lines += [f"{k.ljust(width)}  {money(v).rjust(10)}  {bar(v / top, 40)}" for k, v in per_bucket.items()]
+    for f in result.forecasts:
+        lines.append(_forecast_text(f, local))
+    return "\n".join(lines)
+
+
+def _forecast_text(f: Any, local: Any) -> str:
+    key = ",".join(f"{k}={v}" for k, v in f.key.items())
+    name = f.budget + (f"[{key}]" if key else "")
+    limit = money(f.limit_usd) if f.limit_usd is not None else f"{count(f.limit_tokens)} tokens"
+    spent = money(f.spent_usd) if f.limit_usd is not None else f"{count(f.spent_tokens)} tokens"
+    rate_text = (f"{money(f.rate_usd_per_hour)}/h" if f.limit_usd is not None
+                 else f"{count(round(f.rate_tokens_per_hour))} tokens/h")
+    text = f"forecast {name}: {spent} of {limit} at {rate_text}"
+    if f.projected_usd is not None:
+        projected = money(f.projected_usd) if f.limit_usd is not None else f"{count(f.projected_tokens)} tokens"
+        text += f", projected {projected} by {f.window_end.astimezone(local):%Y-%m-%d %H:%M}"
+    if f.exhausted_at is not None:
+        text += f"; limit reached {f.exhausted_at.astimezone(local):%Y-%m-%d %H:%M %Z}"
+    return text
 
 
 def cmd_prices_list(args: argparse.Namespace) -> int:
@@ -621,11 +777,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", dest="context_id")
     p.add_argument("--task", dest="task_type")
     p.add_argument("--filter", action="append", type=key_value, metavar="DIM=VALUE")
-    p.add_argument("--since", type=parse_time)
+    p.add_argument("--since", type=parse_time, help="RFC 3339, a date or a duration back from now (7d, 12h)")
     p.add_argument("--until", type=parse_time)
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=positive_int, help="records to show (default 20; csv: every record)")
     p.add_argument("--after", help="the cursor printed by the previous page")
+    p.add_argument("--format", choices=["table", "csv"], default="table", help="csv exports every page")
     p.set_defaults(func=cmd_usage)
+
+    p = sub.add_parser("report", help="tokens and cost by dims and time buckets", parents=[common])
+    p.add_argument("--by", metavar="DIMS", help="group by these, comma separated: " + ", ".join(DIMS))
+    p.add_argument("--since", help="RFC 3339, a date (midnight in --tz) or a duration back from now (7d, 12h)")
+    p.add_argument("--until", help="as --since (default: now)")
+    p.add_argument("--bucket", choices=["hour", "day", "week", "month"])
+    p.add_argument("--tz", default="UTC", help="time zone of the buckets and of dates (default UTC)")
+    p.add_argument("--component")
+    p.add_argument("--model")
+    p.add_argument("--context", dest="context_id")
+    p.add_argument("--task", dest="task_type")
+    p.add_argument("--filter", action="append", type=key_value, metavar="DIM=VALUE")
+    p.add_argument("--order", choices=["cost", "tokens", "requests", "group"], default="cost")
+    p.add_argument("--limit", type=positive_int, help="keep the first N groups; the rest make one (other) row")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.set_defaults(func=cmd_report)
 
     budgets = sub.add_parser("budgets", help="list, show, set and delete budgets", parents=[common])
     bsub = budgets.add_subparsers(dest="budgets_command", metavar="ACTION")

@@ -20,7 +20,7 @@ import socket as _socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator, TypeVar
+from typing import Any, AsyncIterator, Iterator, Sequence, TypeVar
 
 import anyio
 import msgspec
@@ -59,6 +59,7 @@ from budgetd.protocol import (
     PricesUnset,
     Record,
     Release,
+    Report,
     Request,
     Reserve,
     Response,
@@ -107,6 +108,14 @@ def _filters(filters: dict[str, str] | Filters | None) -> Filters | None:
     if filters is None or isinstance(filters, Filters):
         return filters
     return msgspec.convert(filters, Filters)
+
+
+def _report(group_by: Sequence[str], since: Any, until: Any, bucket: str | None, timezone: str,
+            filters: dict[str, str] | Filters | None, limit: int | None, order: str) -> Report:
+    if isinstance(group_by, str):
+        group_by = [d for d in group_by.split(",") if d]
+    return Report(group_by=list(group_by), since=since, until=until, bucket=bucket,  # type: ignore[arg-type]
+                  timezone=timezone, filters=_filters(filters), limit=limit, order=order)  # type: ignore[arg-type]
 
 
 def _new_key() -> str:
@@ -379,6 +388,11 @@ class SyncBudgetClient(_Requests):
     def usage_list(self, *, filters: dict[str, str] | Filters | None = None, since: Any = None, until: Any = None,
                    limit: int = 100, after: str | None = None) -> Any:
         return self.call(UsageList(filters=_filters(filters), since=since, until=until, limit=limit, after=after))
+
+    def report(self, group_by: Sequence[str] = (), *, since: Any = None, until: Any = None,
+               bucket: str | None = None, timezone: str = "UTC", filters: dict[str, str] | Filters | None = None,
+               limit: int | None = None, order: str = "cost") -> Any:
+        return self.call(_report(group_by, since, until, bucket, timezone, filters, limit, order))
 
     def prices_get(self, model: str, provider: str | None = None) -> Any:
         return self.call(PricesGet(model=model, provider=provider))
@@ -655,6 +669,12 @@ class BudgetClient(_Requests):
                          until: Any = None, limit: int = 100, after: str | None = None) -> Any:
         return await self.call(UsageList(filters=_filters(filters), since=since, until=until, limit=limit,
                                          after=after))
+
+    async def report(self, group_by: Sequence[str] = (), *, since: Any = None, until: Any = None,
+                     bucket: str | None = None, timezone: str = "UTC",
+                     filters: dict[str, str] | Filters | None = None, limit: int | None = None,
+                     order: str = "cost") -> Any:
+        return await self.call(_report(group_by, since, until, bucket, timezone, filters, limit, order))
 
     async def prices_get(self, model: str, provider: str | None = None) -> Any:
         return await self.call(PricesGet(model=model, provider=provider))

@@ -12,6 +12,7 @@ import msgspec
 
 from budgetd.model import BudgetInvalid, BudgetSpec, check_budget
 from budgetd.paths import default_config_path, default_data_dir, default_socket_path
+from budgetd.periods import zone
 from budgetd.protocol import PriceOverride
 
 
@@ -108,6 +109,12 @@ class HermesConfig(Section):
     heartbeat: str = "30s"
 
 
+class ReportsConfig(Section):
+    # Zones whose local days get a rollup of their own, so day/week/month reports in them stay fast over
+    # long ranges (UTC always has one; so do the zones of the budgets in this file).
+    timezones: list[str] = []
+
+
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     debug: list[str] = []
@@ -123,11 +130,17 @@ class Config(Section):
     alerts: AlertsConfig = AlertsConfig()
     assistant: AssistantConfig = AssistantConfig()
     hermes: HermesConfig = HermesConfig()
+    reports: ReportsConfig = ReportsConfig()
     log: LogConfig = LogConfig()
 
     @property
     def socket_path(self) -> Path:
         return Path(self.daemon.socket).expanduser() if self.daemon.socket else default_socket_path()
+
+    @property
+    def report_zones(self) -> list[str]:
+        """UTC, the configured report zones, then the zones of the configured budgets."""
+        return list(dict.fromkeys(["UTC", *self.reports.timezones, *(b.timezone for b in self.budgets)]))
 
     @property
     def data_path(self) -> Path:
@@ -239,6 +252,11 @@ def _check(config: Config, source: str) -> None:
             parse_duration(getattr(config.pricing, key))
         except ValueError as exc:
             raise ConfigError(f"{source}: pricing.{key}: {exc}") from None
+    for i, name in enumerate(config.reports.timezones):
+        try:
+            zone(name)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: reports.timezones[{i}]: {exc}") from None
     if config.daemon.max_frame_bytes < 1024:
         raise ConfigError(f"{source}: daemon.max_frame_bytes must be at least 1024")
     if config.pricing.unknown_model not in ("fallback", "deny", "zero"):

@@ -152,7 +152,7 @@ class Daemon:
             await tg.start(sup.supervise, alerter,
                            lambda: Alerter(ledger, bus, webhooks, config.daemon.ask_timeout_s))
             try:
-                await tg.start(sup.supervise, ledger, lambda: Ledger(db_path, config.daemon.durability, bus))
+                await tg.start(sup.supervise, ledger, lambda: Ledger(db_path, config.daemon.durability, bus, config.report_zones))
             except LedgerError as exc:
                 raise StartupError(str(exc)) from None
             await tg.start(sup.supervise, reader, lambda: LedgerReader(db_path))

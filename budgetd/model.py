@@ -371,6 +371,25 @@ class ReportRow(Struct, kw_only=True):
     cache_write_tokens: int
     tokens: int
     cost_usd: float
+    other: bool = False  # the groups past `limit`, folded together so the rows still add up to the totals
+
+
+class Forecast(Struct, kw_only=True):
+    """Where a budget's current window is heading at the current burn rate."""
+
+    budget: str
+    key: dict[str, str] = msgspec.field(default_factory=dict)
+    window_end: dt.datetime | None
+    spent_usd: float
+    spent_tokens: int
+    limit_usd: float | None
+    limit_tokens: int | None
+    rate_usd_per_hour: float
+    rate_tokens_per_hour: float
+    rate_basis: Literal["last_hour", "window_average"]
+    projected_usd: float | None  # at the window's end (None for `total` budgets)
+    projected_tokens: int | None
+    exhausted_at: dt.datetime | None  # when a limit is reached at this rate, if before the window ends
 
 
 class Filters(Struct, kw_only=True):

@@ -29,10 +29,20 @@ class Window(NamedTuple):
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 _US = dt.timedelta(microseconds=1)
+HOUR_US = 3_600_000_000
+
+
+def to_us(t: dt.datetime) -> int:
+    """An aware instant as microseconds since the epoch (the ledger's time unit)."""
+    return (t - _EPOCH) // _US
+
+
+def from_us(us: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=us)
 
 
 def _make(start: dt.datetime, end: dt.datetime) -> Window:
-    return Window(start, end, (start - _EPOCH) // _US, (end - _EPOCH) // _US)
+    return Window(start, end, to_us(start), to_us(end))
 
 
 @functools.lru_cache(maxsize=256)

@@ -21,6 +21,7 @@ from budgetd.model import (
     Dim,
     Estimate,
     Filters,
+    Forecast,
     Label,
     Name,
     Need,
@@ -285,11 +286,13 @@ class StatusResult(Struct, kw_only=True):
     totals: Totals
     daemon: DaemonStatus
     prices: PricesStatus
+    forecasts: list[Forecast] = msgspec.field(default_factory=list)  # budgets with a limit
 
 
 class ReportResult(Struct, kw_only=True):
     rows: list[ReportRow]
     totals: Totals
+    forecasts: list[Forecast] = msgspec.field(default_factory=list)
 
 
 class UsageListResult(Struct, kw_only=True):

@@ -324,7 +324,8 @@ def test_every_op_is_reachable_on_both_doors_with_the_same_answer(web):
     volatile = {"record_id", "reservation_id", "expires_at", "ts", "uptime_s", "updated_at", "effective_from",
                 "window_start", "window_end", "recorded_at", "spent_usd", "spent_tokens", "reserved_usd",
                 "reserved_tokens", "used_fraction", "status", "budgets", "totals", "actors", "version",
-                "last_success", "versions", "records", "next", "decision", "price", "duplicate", "daemon"}
+                "last_success", "versions", "records", "next", "decision", "price", "duplicate", "daemon",
+                "forecasts"}
 
     def shape(value):
         if isinstance(value, dict):

@@ -22,7 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 import budgetd
-from budgetd.model import BudgetSpec, Estimate, Usage, UsagePatch
+from budgetd.model import DIMS, BudgetSpec, Estimate, Usage, UsagePatch
 from budgetd.protocol import (
     RESULT_TYPES,
     AlertsAck,
@@ -41,6 +41,7 @@ from budgetd.protocol import (
     PricesRefresh,
     Record,
     Release,
+    Report,
     Request,
     Reserve,
     Status,
@@ -313,6 +314,7 @@ REST: list[tuple[str, str, type[Request], Callable[[Any, Any, dict], dict], Any]
     ("PUT", "/api/v1/budgets/{name}", BudgetSet, lambda q, b, p: _budget_body(q, b, p), BudgetSpec),
     ("DELETE", "/api/v1/budgets/{name}", BudgetDelete, _path, None),
     ("GET", "/api/v1/status", Status, _path, None),
+    ("GET", "/api/v1/report", Report, lambda q, b, p: _report_query(q, b, p), None),
     ("GET", "/api/v1/prices", PricesList, lambda q, b, p: dict(q), None),
     ("POST", "/api/v1/prices/refresh", PricesRefresh, _path, None),
     ("GET", "/api/v1/prices/{model:path}", PricesGet, lambda q, b, p: {**q, **p}, None),
@@ -396,14 +398,23 @@ async def _not_allowed(request: HttpRequest, _exc: Exception) -> Response:
 
 
 def _usage_query(query: Any, _body: Any, _path: dict) -> dict:
-    fields: dict[str, Any] = {}
-    filters = {d: query[d] for d in ("component", "model", "provider", "tier", "context_id", "task_type")
-               if d in query}
+    return _query_fields(query, ("since", "until", "limit", "after"))
+
+
+def _report_query(query: Any, _body: Any, _path: dict) -> dict:
+    """`group_by=component,model` (or repeated), the dims as filters, the rest as they are."""
+    fields = _query_fields(query, ("since", "until", "bucket", "timezone", "limit", "order"))
+    group_by = [d for value in query.getlist("group_by") for d in value.split(",") if d]
+    if group_by:
+        fields["group_by"] = group_by
+    return fields
+
+
+def _query_fields(query: Any, names: tuple[str, ...]) -> dict:
+    fields: dict[str, Any] = {name: query[name] for name in names if name in query}
+    filters = {d: query[d] for d in DIMS if d in query}
     if filters:
         fields["filters"] = filters
-    for name in ("since", "until", "limit", "after"):
-        if name in query:
-            fields[name] = query[name]
     return fields
 
 

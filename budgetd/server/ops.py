@@ -18,6 +18,7 @@ from actors.allocator import (
     CheckMsg,
     CommitMsg,
     CountHolds,
+    ForecastsMsg,
     RecordUsage,
     ReleaseMsg,
     ReserveMsg,
@@ -30,8 +31,8 @@ from actors.ledger import (
     GetTotals,
     ListAlerts,
     ListUsage,
+    RunReport,
     payload_hash,
-    to_us,
 )
 from actors.prices import (
     GetHistory,
@@ -42,9 +43,11 @@ from actors.prices import (
     SetPrice,
     UnsetPrice,
 )
+from actors.reports import ReportQuery
 from actors.runtime import Ref, Reply, ReplyTo
 from budgetd.config import Config, parse_duration
 from budgetd.model import DIMS
+from budgetd.periods import to_us, zone
 from budgetd.protocol import (
     PROTOCOL_VERSION,
     Acked,
@@ -77,6 +80,8 @@ from budgetd.protocol import (
     Release,
     Released,
     Request,
+    Report,
+    ReportResult,
     Reserve,
     Route,
     Status,
@@ -121,6 +126,7 @@ class Ops:
             BudgetList: self.budget_list,
             BudgetDelete: self.budget_delete,
             UsageList: self.usage_list,
+            Report: self.report,
             AlertsList: self.alerts_list,
             AlertsAck: self.alerts_ack,
             Status: self.status,
@@ -236,7 +242,7 @@ class Ops:
             if not req.after.isdigit():
                 raise OpError("invalid", "`after` must be the `next` cursor of an earlier usage.list", "$.after")
             before = int(req.after)
-        filters = {d: v for d in DIMS if (v := getattr(req.filters, d, None)) is not None} if req.filters else {}
+        filters = _filters(req.filters)
         records, next_id = await self.refs["ledger-reader"].ask(
             lambda reply: ListUsage(
                 reply=reply, filters=filters,
@@ -247,6 +253,26 @@ class Ops:
             self.timeout,
         )
         return UsageListResult(records=records, next=None if next_id is None else str(next_id))
+
+    async def report(self, req: Report) -> ReportResult:
+        try:
+            zone(req.timezone)
+        except ValueError as exc:
+            raise OpError("invalid", str(exc), "$.timezone") from None
+        if len(set(req.group_by)) != len(req.group_by):
+            raise OpError("invalid", "group_by names a dim more than once", "$.group_by")
+        if req.since is not None and req.until is not None and req.until <= req.since:
+            raise OpError("invalid", "until must be later than since", "$.until")
+        query = ReportQuery(
+            group_by=tuple(req.group_by), filters=_filters(req.filters),
+            since=None if req.since is None else to_us(req.since),
+            until=None if req.until is None else to_us(req.until),
+            bucket=req.bucket, zone=req.timezone, limit=req.limit, order=req.order,
+        )
+        rows, totals = await self.refs["ledger-reader"].ask(lambda reply: RunReport(query=query, reply=reply),
+                                                            self.timeout)
+        forecasts = await self._allocator(lambda reply: ForecastsMsg(reply=reply))
+        return ReportResult(rows=rows, totals=totals, forecasts=forecasts)
 
     async def alerts_list(self, req: AlertsList) -> AlertListResult:
         alerts = await self.refs["ledger-reader"].ask(lambda reply: ListAlerts(
@@ -269,6 +295,7 @@ class Ops:
     async def status(self, _req: Status) -> StatusResult:
         totals = await self.refs["ledger"].ask(lambda reply: GetTotals(reply=reply), self.timeout)
         budgets = await self._allocator(lambda reply: StatesMsg(reply=reply))
+        forecasts = await self._allocator(lambda reply: ForecastsMsg(reply=reply))
         prices = await self.refs["prices"].ask(lambda reply: GetPricesStatus(reply=reply), self.timeout)
         actors = [
             ActorStatus(name=r.name, restarts=r.restarts, mailbox_depth=r.depth, running=r.running)
@@ -279,7 +306,7 @@ class Ops:
             uptime_s=round(time.monotonic() - self._started_monotonic, 3), socket=self.socket_path,
             data_dir=str(self.config.data_path), durability=self.config.daemon.durability, actors=actors,
         )
-        return StatusResult(budgets=budgets, totals=totals, daemon=daemon, prices=prices)
+        return StatusResult(budgets=budgets, totals=totals, daemon=daemon, prices=prices, forecasts=forecasts)
 
     async def prices_get(self, req: PricesGet) -> Any:
         return await self.refs["prices"].ask(
@@ -308,3 +335,6 @@ class Ops:
             self.timeout,
         )
 
+
+def _filters(filters: Any) -> dict[str, str]:
+    return {d: v for d in DIMS if (v := getattr(filters, d, None)) is not None} if filters else {}

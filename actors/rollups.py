@@ -1,0 +1,159 @@
+"""Rollups: usage summed by hour (UTC) and by local day (one set per configured zone).
+
+The ledger keeps them in the same transaction as the records they sum, so a
+report read from them never disagrees with `usage.list`. Their keys are the
+low-cardinality dims; `context_id` is left out (a rollup by it would be as big
+as the table), so reports by context read the records.
+"""
+
+import sqlite3
+from typing import Iterable
+
+from budgetd.periods import HOUR_US, from_us, window
+
+#: The dims a rollup row is keyed by. Absent values are stored as '' (names are never empty).
+ROLLUP_DIMS = ("component", "model", "provider", "tier", "task_type")
+SUMS = ("requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nanos")
+
+_SLOT_US = 900_000_000  # every zone's midnight falls on a quarter hour (since 1980 or so)
+_MAX_CACHED = 100_000
+
+SCHEMA = f"""
+CREATE TABLE rollup_hour (
+    hour INTEGER NOT NULL,  -- microseconds since the epoch of the UTC hour's start
+    {", ".join(f"{d} TEXT NOT NULL" for d in ROLLUP_DIMS)},
+    {", ".join(f"{s} INTEGER NOT NULL" for s in SUMS)},
+    PRIMARY KEY (hour, {", ".join(ROLLUP_DIMS)})
+) WITHOUT ROWID;
+
+CREATE TABLE rollup_day (
+    zone TEXT NOT NULL,
+    day  INTEGER NOT NULL,  -- microseconds since the epoch of the local midnight
+    {", ".join(f"{d} TEXT NOT NULL" for d in ROLLUP_DIMS)},
+    {", ".join(f"{s} INTEGER NOT NULL" for s in SUMS)},
+    PRIMARY KEY (zone, day, {", ".join(ROLLUP_DIMS)})
+) WITHOUT ROWID;
+
+-- The zones whose day rollup is complete (backfilled, then kept by every write).
+CREATE TABLE rollup_zones (zone TEXT PRIMARY KEY) WITHOUT ROWID;
+
+INSERT INTO rollup_hour
+SELECT ts / {HOUR_US} * {HOUR_US}, component, model, coalesce(provider, ''), coalesce(tier, ''),
+       coalesce(task_type, ''), count(*), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens),
+       sum(cache_write_tokens), sum(cost_nanos)
+FROM usage GROUP BY 1, 2, 3, 4, 5, 6;
+"""
+
+_ADD = ", ".join(f"{s} = {s} + excluded.{s}" for s in SUMS)
+UPSERT_HOUR = (
+    f"INSERT INTO rollup_hour (hour, {', '.join(ROLLUP_DIMS)}, {', '.join(SUMS)}) "
+    f"VALUES ({', '.join('?' * (1 + len(ROLLUP_DIMS) + len(SUMS)))}) "
+    f"ON CONFLICT DO UPDATE SET {_ADD}"
+)
+UPSERT_DAY = (
+    f"INSERT INTO rollup_day (zone, day, {', '.join(ROLLUP_DIMS)}, {', '.join(SUMS)}) "
+    f"VALUES ({', '.join('?' * (2 + len(ROLLUP_DIMS) + len(SUMS)))}) "
+    f"ON CONFLICT DO UPDATE SET {_ADD}"
+)
+
+
+class LocalDays:
+    """The local midnight before an instant, in one zone, cached per quarter hour."""
+
+    def __init__(self, zone: str) -> None:
+        self.zone = zone
+        self._cache: dict[int, int] = {}
+
+    def start(self, ts_us: int) -> int:
+        slot = ts_us // _SLOT_US
+        day = self._cache.get(slot)
+        if day is None:
+            win = window("daily", self.zone, from_us(ts_us))
+            day = win.start_us
+            # Cache only slots that lie within one local day (a historic zone offset may not be on a quarter).
+            if win.start_us <= slot * _SLOT_US and (slot + 1) * _SLOT_US <= win.end_us:
+                if len(self._cache) >= _MAX_CACHED:
+                    self._cache.clear()
+                self._cache[slot] = day
+        return day  # type: ignore[return-value]
+
+
+class Rollups:
+    """Adds records to the rollups inside the writer's transaction."""
+
+    def __init__(self, zones: Iterable[str]) -> None:
+        self.days = [LocalDays(z) for z in dict.fromkeys(zones)]
+
+    @property
+    def zones(self) -> list[str]:
+        return [d.zone for d in self.days]
+
+    def add(self, db: sqlite3.Connection, rows: list[tuple]) -> None:
+        """`rows` are the usage rows just inserted, in `ledger.USAGE_COLUMNS` order."""
+        hours: dict[tuple, list[int]] = {}
+        days: dict[tuple, list[int]] = {}
+        for row in rows:
+            ts = row[1]
+            dims = (row[3], row[4], row[5] or "", row[6] or "", row[8] or "")
+            sums = (1, row[9], row[10], row[11], row[12], row[13])
+            _accumulate(hours, (ts // HOUR_US * HOUR_US, *dims), sums)
+            for local in self.days:
+                _accumulate(days, (local.zone, local.start(ts), *dims), sums)
+        db.executemany(UPSERT_HOUR, [(*k, *v) for k, v in hours.items()])
+        if days:
+            db.executemany(UPSERT_DAY, [(*k, *v) for k, v in days.items()])
+
+    def backfill(self, db: sqlite3.Connection) -> list[str]:
+        """Build the day rollup of every zone that does not have one yet, and drop those no longer
+        configured. Runs in one transaction at start; returns the zones built."""
+        have = {r[0] for r in db.execute("SELECT zone FROM rollup_zones")}
+        wanted = self.zones
+        built = [z for z in wanted if z not in have]
+        dropped = [z for z in have if z not in wanted]
+        if not built and not dropped:
+            return []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for zone in dropped:
+                db.execute("DELETE FROM rollup_day WHERE zone = ?", (zone,))
+                db.execute("DELETE FROM rollup_zones WHERE zone = ?", (zone,))
+            for local in self.days:
+                if local.zone not in built:
+                    continue
+                sums: dict[tuple, list[int]] = {}
+                # From the hour rollup when the zone's days are whole UTC hours, else from the records.
+                for hour, *rest in db.execute(f"SELECT hour, {', '.join(ROLLUP_DIMS)}, {', '.join(SUMS)} "
+                                              "FROM rollup_hour"):
+                    dims, values = tuple(rest[:len(ROLLUP_DIMS)]), rest[len(ROLLUP_DIMS):]
+                    day = local.start(hour)
+                    if local.start(hour + HOUR_US - 1) != day:
+                        break
+                    _accumulate(sums, (local.zone, day, *dims), values)
+                else:
+                    db.executemany(UPSERT_DAY, [(*k, *v) for k, v in sums.items()])
+                    db.execute("INSERT INTO rollup_zones (zone) VALUES (?)", (local.zone,))
+                    continue
+                sums.clear()
+                for row in db.execute(
+                    "SELECT ts, component, model, coalesce(provider, ''), coalesce(tier, ''), "
+                    "coalesce(task_type, ''), 1, input_tokens, output_tokens, cache_read_tokens, "
+                    "cache_write_tokens, cost_nanos FROM usage"
+                ):
+                    _accumulate(sums, (local.zone, local.start(row[0]), *row[1:6]), row[6:])
+                db.executemany(UPSERT_DAY, [(*k, *v) for k, v in sums.items()])
+                db.execute("INSERT INTO rollup_zones (zone) VALUES (?)", (local.zone,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return built
+
+
+def _accumulate(into: dict[tuple, list[int]], key: tuple, values: Iterable[int]) -> None:
+    acc = into.get(key)
+    if acc is None:
+        into[key] = list(values)
+    else:
+        for i, v in enumerate(values):
+            acc[i] += v
