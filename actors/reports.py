@@ -1,9 +1,9 @@
 """Reports: usage summed by dims and calendar buckets, read from the rollups where they cover it.
 
 A report's range is cut into pieces, each read from the coarsest table that
-sums it exactly: whole local days from `rollup_day` (when the report's zone
-has one), whole UTC hours from `rollup_hour`, and the minutes at the edges
-from the records themselves. All pieces are read in one read transaction, so
+sums it exactly: whole local months and days from `rollup_month` and
+`rollup_day` (when the report's zone has them), whole UTC hours from
+`rollup_hour`, and the minutes at the edges from the records themselves. All pieces are read in one read transaction, so
 they see the same snapshot of the ledger. Sums are integers throughout.
 """
 
@@ -40,7 +40,7 @@ class Bucket(NamedTuple):
 
 
 class Piece(NamedTuple):
-    source: str  # "day", "hour" or "raw"
+    source: str  # "month", "day", "hour" or "raw"
     start: int
     end: int
     label: int | None
@@ -80,34 +80,50 @@ def _hour_starts(since: int, until: int, zone: str) -> Any:
             yield from _starts("hourly", lo, hi, zone)
 
 
-def plan(cuts: list[Bucket], bucket: str | None, zone: str, day_zone: str | None, rollups: bool) -> list[Piece]:
-    """Cut every bucket into day, hour and raw pieces. `day_zone` has a day rollup to use (or None)."""
+#: The local levels, coarsest first, and the buckets each can serve (a piece must not straddle buckets).
+_LOCAL_LEVELS = (("month", "monthly", (None, "month")), ("day", "daily", (None, "day", "week", "month")))
+_COARSER_OR_EQUAL = {"month": ("month",), "day": ("day", "week", "month")}
+
+
+def plan(cuts: list[Bucket], bucket: str | None, zone: str, local_zone: str | None, rollups: bool) -> list[Piece]:
+    """Cut every bucket into month, day, hour and raw pieces. `local_zone` has month and day rollups
+    to use (or None)."""
+    levels = [(source, period) for source, period, serves in _LOCAL_LEVELS
+              if rollups and local_zone is not None and bucket in serves]
     pieces: list[Piece] = []
     for b in cuts:
-        rest = [(b.start, b.end)]
-        if rollups and day_zone is not None:
-            if b.whole and b.label is not None and day_zone == zone and bucket != "hour":
-                d1, d2 = b.start, b.end  # a whole day, week or month is whole local days
-            else:
-                first = window("daily", day_zone, from_us(b.start))
-                d1 = b.start if first.start_us == b.start else first.end_us
-                d2 = window("daily", day_zone, from_us(b.end)).start_us
-            if d1 < d2:
-                pieces.append(Piece("day", d1, d2, b.label, bucket == "day"))
-                rest = [(b.start, d1), (d2, b.end)]
-        for lo, hi in rest:
-            if lo >= hi:
-                continue
-            h1, h2 = -(-lo // HOUR_US) * HOUR_US, hi // HOUR_US * HOUR_US
-            if rollups and h1 < h2:
-                pieces.append(Piece("hour", h1, h2, b.label, bucket == "hour"))
-                if lo < h1:
-                    pieces.append(Piece("raw", lo, h1, b.label, False))
-                if h2 < hi:
-                    pieces.append(Piece("raw", h2, hi, b.label, False))
-            else:
-                pieces.append(Piece("raw", lo, hi, b.label, False))
+        _cut(b.start, b.end, b, levels, bucket, zone, local_zone, rollups, pieces)
     return _merge(pieces)
+
+
+def _cut(lo: int, hi: int, b: Bucket, levels: list[tuple[str, str]], bucket: str | None, zone: str,
+         local_zone: str | None, rollups: bool, out: list[Piece]) -> None:
+    if lo >= hi:
+        return
+    if levels:
+        source, period = levels[0]
+        if b.whole and local_zone == zone and bucket in _COARSER_OR_EQUAL[source]:
+            u1, u2 = lo, hi  # a whole bucket is whole local units of this level
+        else:
+            first = window(period, local_zone, from_us(lo))  # type: ignore[arg-type]
+            u1 = lo if first.start_us == lo else first.end_us
+            u2 = window(period, local_zone, from_us(hi)).start_us  # type: ignore[arg-type]
+        if u1 < u2:  # type: ignore[operator]
+            out.append(Piece(source, u1, u2, b.label, bucket == source))  # type: ignore[arg-type]
+            _cut(lo, u1, b, levels[1:], bucket, zone, local_zone, rollups, out)  # type: ignore[arg-type]
+            _cut(u2, hi, b, levels[1:], bucket, zone, local_zone, rollups, out)  # type: ignore[arg-type]
+        else:
+            _cut(lo, hi, b, levels[1:], bucket, zone, local_zone, rollups, out)
+        return
+    h1, h2 = -(-lo // HOUR_US) * HOUR_US, hi // HOUR_US * HOUR_US
+    if rollups and h1 < h2:
+        out.append(Piece("hour", h1, h2, b.label, bucket == "hour"))
+        if lo < h1:
+            out.append(Piece("raw", lo, h1, b.label, False))
+        if h2 < hi:
+            out.append(Piece("raw", h2, hi, b.label, False))
+    else:
+        out.append(Piece("raw", lo, hi, b.label, False))
 
 
 def _merge(pieces: list[Piece]) -> list[Piece]:
@@ -126,8 +142,8 @@ def _merge(pieces: list[Piece]) -> list[Piece]:
     return out
 
 
-_TIME = {"day": "day", "hour": "hour", "raw": "ts"}
-_TABLE = {"day": "rollup_day", "hour": "rollup_hour", "raw": "usage"}
+_TIME = {"month": "month", "day": "day", "hour": "hour", "raw": "ts"}
+_TABLE = {"month": "rollup_month", "day": "rollup_day", "hour": "rollup_hour", "raw": "usage"}
 _RAW_SUMS = "count(*), sum(r.input_tokens), sum(r.output_tokens), sum(r.cache_read_tokens), " \
             "sum(r.cache_write_tokens), sum(r.cost_nanos)"
 _ROLLUP_SUMS = "sum(r.requests), sum(r.input_tokens), sum(r.output_tokens), sum(r.cache_read_tokens), " \
@@ -135,16 +151,16 @@ _ROLLUP_SUMS = "sum(r.requests), sum(r.input_tokens), sum(r.output_tokens), sum(
 
 
 def _sql(source: str, pieces: list[Piece], group_by: tuple[str, ...], filters: dict[str, str],
-         day_zone: str | None) -> tuple[str, list[Any]]:
+         local_zone: str | None) -> tuple[str, list[Any]]:
     """One query for every piece of one source. The pieces are our own integers, written inline."""
     values = ", ".join(f"({p.start}, {p.end}, {'NULL' if p.label is None else p.label}, {int(p.own)})"
                        for p in pieces)
     time = f"r.{_TIME[source]}"
     on = [f"{time} >= p.s", f"{time} < p.e"]
     args: list[Any] = []
-    if source == "day":
+    if source in ("month", "day"):
         on.insert(0, "r.zone = ?")
-        args.append(day_zone)
+        args.append(local_zone)
     on += [f"r.{dim} = ?" for dim in filters]  # dims are checked names, never client text
     args += list(filters.values())
     columns = "".join(f", r.{dim}" for dim in group_by)
@@ -174,19 +190,19 @@ async def run(db: aiosqlite.Connection, q: ReportQuery) -> tuple[list[ReportRow]
         if since >= until:
             return [], Totals()
         zones = {r[0] for r in await (await db.execute("SELECT zone FROM rollup_zones")).fetchall()}
-        if q.bucket is None:
-            day_zone: str | None = "UTC" if "UTC" in zones else None
+        if q.bucket is None:  # any zone's months and days will do; the report's own if it has them
+            local_zone: str | None = q.zone if q.zone in zones else ("UTC" if "UTC" in zones else None)
         elif q.bucket != "hour" and q.zone in zones:
-            day_zone = q.zone
+            local_zone = q.zone
         else:
-            day_zone = None
-        pieces = plan(buckets(since, until, q.bucket, q.zone), q.bucket, q.zone, day_zone, rollups)
+            local_zone = None
+        pieces = plan(buckets(since, until, q.bucket, q.zone), q.bucket, q.zone, local_zone, rollups)
         sums: dict[tuple, list[int]] = {}
-        for source in ("day", "hour", "raw"):
+        for source in ("month", "day", "hour", "raw"):
             mine = [p for p in pieces if p.source == source]
             if not mine:
                 continue
-            sql, args = _sql(source, mine, q.group_by, q.filters, day_zone)
+            sql, args = _sql(source, mine, q.group_by, q.filters, local_zone)
             for row in await (await db.execute(sql, args)).fetchall():
                 key = (row[0], tuple(v if v != "" else None for v in row[1:1 + len(q.group_by)]))
                 acc = sums.get(key)

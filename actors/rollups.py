@@ -1,4 +1,4 @@
-"""Rollups: usage summed by hour (UTC) and by local day (one set per configured zone).
+"""Rollups: usage summed by hour (UTC), and by local day and local month (one set per configured zone).
 
 The ledger keeps them in the same transaction as the records they sum, so a
 report read from them never disagrees with `usage.list`. Their keys are the
@@ -18,23 +18,32 @@ SUMS = ("requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache
 _SLOT_US = 900_000_000  # every zone's midnight falls on a quarter hour (since 1980 or so)
 _MAX_CACHED = 100_000
 
+_DIM_COLUMNS = ", ".join(f"{d} TEXT NOT NULL" for d in ROLLUP_DIMS)
+_SUM_COLUMNS = ", ".join(f"{s} INTEGER NOT NULL" for s in SUMS)
+
+
+def _local_table(name: str, unit: str) -> str:
+    return f"""
+CREATE TABLE {name} (
+    zone TEXT NOT NULL,
+    {unit} INTEGER NOT NULL,  -- microseconds since the epoch of the local {unit}'s first midnight
+    {_DIM_COLUMNS},
+    {_SUM_COLUMNS},
+    PRIMARY KEY (zone, {unit}, {", ".join(ROLLUP_DIMS)})
+) WITHOUT ROWID;
+"""
+
+
 SCHEMA = f"""
 CREATE TABLE rollup_hour (
     hour INTEGER NOT NULL,  -- microseconds since the epoch of the UTC hour's start
-    {", ".join(f"{d} TEXT NOT NULL" for d in ROLLUP_DIMS)},
-    {", ".join(f"{s} INTEGER NOT NULL" for s in SUMS)},
+    {_DIM_COLUMNS},
+    {_SUM_COLUMNS},
     PRIMARY KEY (hour, {", ".join(ROLLUP_DIMS)})
 ) WITHOUT ROWID;
-
-CREATE TABLE rollup_day (
-    zone TEXT NOT NULL,
-    day  INTEGER NOT NULL,  -- microseconds since the epoch of the local midnight
-    {", ".join(f"{d} TEXT NOT NULL" for d in ROLLUP_DIMS)},
-    {", ".join(f"{s} INTEGER NOT NULL" for s in SUMS)},
-    PRIMARY KEY (zone, day, {", ".join(ROLLUP_DIMS)})
-) WITHOUT ROWID;
-
--- The zones whose day rollup is complete (backfilled, then kept by every write).
+{_local_table("rollup_day", "day")}
+{_local_table("rollup_month", "month")}
+-- The zones whose day and month rollups are complete (backfilled, then kept by every write).
 CREATE TABLE rollup_zones (zone TEXT PRIMARY KEY) WITHOUT ROWID;
 
 INSERT INTO rollup_hour
@@ -50,62 +59,68 @@ UPSERT_HOUR = (
     f"VALUES ({', '.join('?' * (1 + len(ROLLUP_DIMS) + len(SUMS)))}) "
     f"ON CONFLICT DO UPDATE SET {_ADD}"
 )
-UPSERT_DAY = (
-    f"INSERT INTO rollup_day (zone, day, {', '.join(ROLLUP_DIMS)}, {', '.join(SUMS)}) "
+UPSERT_DAY, UPSERT_MONTH = (
+    f"INSERT INTO rollup_{unit} (zone, {unit}, {', '.join(ROLLUP_DIMS)}, {', '.join(SUMS)}) "
     f"VALUES ({', '.join('?' * (2 + len(ROLLUP_DIMS) + len(SUMS)))}) "
     f"ON CONFLICT DO UPDATE SET {_ADD}"
+    for unit in ("day", "month")
 )
 
 
-class LocalDays:
-    """The local midnight before an instant, in one zone, cached per quarter hour."""
+class LocalCalendar:
+    """The local day and month an instant falls in, in one zone, cached per quarter hour."""
 
     def __init__(self, zone: str) -> None:
         self.zone = zone
-        self._cache: dict[int, int] = {}
+        self._cache: dict[int, tuple[int, int]] = {}
 
-    def start(self, ts_us: int) -> int:
+    def start(self, ts_us: int) -> tuple[int, int]:
+        """(local midnight, first midnight of the local month) before `ts_us`."""
         slot = ts_us // _SLOT_US
-        day = self._cache.get(slot)
-        if day is None:
-            win = window("daily", self.zone, from_us(ts_us))
-            day = win.start_us
+        starts = self._cache.get(slot)
+        if starts is None:
+            day = window("daily", self.zone, from_us(ts_us))
+            starts = (day.start_us, window("monthly", self.zone, day.start).start_us)  # type: ignore[assignment]
             # Cache only slots that lie within one local day (a historic zone offset may not be on a quarter).
-            if win.start_us <= slot * _SLOT_US and (slot + 1) * _SLOT_US <= win.end_us:
+            if day.start_us <= slot * _SLOT_US and (slot + 1) * _SLOT_US <= day.end_us:  # type: ignore[operator]
                 if len(self._cache) >= _MAX_CACHED:
                     self._cache.clear()
-                self._cache[slot] = day
-        return day  # type: ignore[return-value]
+                self._cache[slot] = starts  # type: ignore[assignment]
+        return starts  # type: ignore[return-value]
 
 
 class Rollups:
     """Adds records to the rollups inside the writer's transaction."""
 
     def __init__(self, zones: Iterable[str]) -> None:
-        self.days = [LocalDays(z) for z in dict.fromkeys(zones)]
+        self.calendars = [LocalCalendar(z) for z in dict.fromkeys(zones)]
 
     @property
     def zones(self) -> list[str]:
-        return [d.zone for d in self.days]
+        return [c.zone for c in self.calendars]
 
     def add(self, db: sqlite3.Connection, rows: list[tuple]) -> None:
         """`rows` are the usage rows just inserted, in `ledger.USAGE_COLUMNS` order."""
         hours: dict[tuple, list[int]] = {}
         days: dict[tuple, list[int]] = {}
+        months: dict[tuple, list[int]] = {}
         for row in rows:
             ts = row[1]
             dims = (row[3], row[4], row[5] or "", row[6] or "", row[8] or "")
             sums = (1, row[9], row[10], row[11], row[12], row[13])
             _accumulate(hours, (ts // HOUR_US * HOUR_US, *dims), sums)
-            for local in self.days:
-                _accumulate(days, (local.zone, local.start(ts), *dims), sums)
+            for local in self.calendars:
+                day, month = local.start(ts)
+                _accumulate(days, (local.zone, day, *dims), sums)
+                _accumulate(months, (local.zone, month, *dims), sums)
         db.executemany(UPSERT_HOUR, [(*k, *v) for k, v in hours.items()])
         if days:
             db.executemany(UPSERT_DAY, [(*k, *v) for k, v in days.items()])
+            db.executemany(UPSERT_MONTH, [(*k, *v) for k, v in months.items()])
 
     def backfill(self, db: sqlite3.Connection) -> list[str]:
-        """Build the day rollup of every zone that does not have one yet, and drop those no longer
-        configured. Runs in one transaction at start; returns the zones built."""
+        """Build the day and month rollups of every zone that does not have them yet, and drop those no
+        longer configured. Runs in one transaction at start; returns the zones built."""
         have = {r[0] for r in db.execute("SELECT zone FROM rollup_zones")}
         wanted = self.zones
         built = [z for z in wanted if z not in have]
@@ -116,38 +131,46 @@ class Rollups:
         try:
             for zone in dropped:
                 db.execute("DELETE FROM rollup_day WHERE zone = ?", (zone,))
+                db.execute("DELETE FROM rollup_month WHERE zone = ?", (zone,))
                 db.execute("DELETE FROM rollup_zones WHERE zone = ?", (zone,))
-            for local in self.days:
-                if local.zone not in built:
-                    continue
-                sums: dict[tuple, list[int]] = {}
-                # From the hour rollup when the zone's days are whole UTC hours, else from the records.
-                for hour, *rest in db.execute(f"SELECT hour, {', '.join(ROLLUP_DIMS)}, {', '.join(SUMS)} "
-                                              "FROM rollup_hour"):
-                    dims, values = tuple(rest[:len(ROLLUP_DIMS)]), rest[len(ROLLUP_DIMS):]
-                    day = local.start(hour)
-                    if local.start(hour + HOUR_US - 1) != day:
-                        break
-                    _accumulate(sums, (local.zone, day, *dims), values)
-                else:
-                    db.executemany(UPSERT_DAY, [(*k, *v) for k, v in sums.items()])
+            for local in self.calendars:
+                if local.zone in built:
+                    days = _days_from_hours(db, local)
+                    if days is None:
+                        days = _days_from_records(db, local)
+                    months: dict[tuple, list[int]] = {}
+                    for (zone, day, *dims), values in days.items():
+                        _accumulate(months, (zone, local.start(day)[1], *dims), values)
+                    db.executemany(UPSERT_DAY, [(*k, *v) for k, v in days.items()])
+                    db.executemany(UPSERT_MONTH, [(*k, *v) for k, v in months.items()])
                     db.execute("INSERT INTO rollup_zones (zone) VALUES (?)", (local.zone,))
-                    continue
-                sums.clear()
-                for row in db.execute(
-                    "SELECT ts, component, model, coalesce(provider, ''), coalesce(tier, ''), "
-                    "coalesce(task_type, ''), 1, input_tokens, output_tokens, cache_read_tokens, "
-                    "cache_write_tokens, cost_nanos FROM usage"
-                ):
-                    _accumulate(sums, (local.zone, local.start(row[0]), *row[1:6]), row[6:])
-                db.executemany(UPSERT_DAY, [(*k, *v) for k, v in sums.items()])
-                db.execute("INSERT INTO rollup_zones (zone) VALUES (?)", (local.zone,))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
         return built
+
+
+def _days_from_hours(db: sqlite3.Connection, local: LocalCalendar) -> dict[tuple, list[int]] | None:
+    """Day sums from the hour rollup, or None when the zone's days do not start on UTC hours."""
+    sums: dict[tuple, list[int]] = {}
+    for hour, *rest in db.execute(f"SELECT hour, {', '.join(ROLLUP_DIMS)}, {', '.join(SUMS)} FROM rollup_hour"):
+        day = local.start(hour)[0]
+        if local.start(hour + HOUR_US - 1)[0] != day:
+            return None
+        _accumulate(sums, (local.zone, day, *rest[:len(ROLLUP_DIMS)]), rest[len(ROLLUP_DIMS):])
+    return sums
+
+
+def _days_from_records(db: sqlite3.Connection, local: LocalCalendar) -> dict[tuple, list[int]]:
+    sums: dict[tuple, list[int]] = {}
+    for row in db.execute(
+        "SELECT ts, component, model, coalesce(provider, ''), coalesce(tier, ''), coalesce(task_type, ''), 1, "
+        "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos FROM usage"
+    ):
+        _accumulate(sums, (local.zone, local.start(row[0])[0], *row[1:6]), row[6:])
+    return sums
 
 
 def _accumulate(into: dict[tuple, list[int]], key: tuple, values: Iterable[int]) -> None:

@@ -26,6 +26,8 @@ from typing import Any
 
 import aiosqlite
 
+from bench import reports
+
 ROOT = Path(__file__).resolve().parent.parent
 # As the client library sends it: every write carries an idempotency key.
 RECORD = (b'{"op":"record","id":%d,"idempotency_key":"k%d","usage":{"component":"bench","model":"gpt-4o",'
@@ -85,14 +87,17 @@ class Process:
         self.proc.wait(30)
 
 
-def start_daemon(work: Path, name: str, http_port: int) -> tuple[Process, Path]:
+def start_daemon(work: Path, name: str, http_port: int | None, ledger: Path | None = None,
+                 **env_extra: str) -> tuple[Process, Path]:
     sock = work / f"{name}.sock"
     data = work / f"{name}-data"
     shutil.rmtree(data, ignore_errors=True)
-    args = [sys.executable, "-m", "budgetd", "daemon", "--socket", str(sock), "--data-dir", str(data),
-            "--http", f"127.0.0.1:{http_port}"]
+    if ledger is not None:
+        reports.copy_to(ledger, data)
+    http = ["--http", f"127.0.0.1:{http_port}"] if http_port else ["--no-http"]
+    args = [sys.executable, "-m", "budgetd", "daemon", "--socket", str(sock), "--data-dir", str(data), *http]
     # Offline: prices from the bundled file only, so no feed fetch runs during the measurements.
-    env = dict(os.environ, BUDGETD_PRICING_SOURCES='["litellm_bundled"]')
+    env = dict(os.environ, BUDGETD_PRICING_SOURCES='["litellm_bundled"]', **env_extra)
     return Process(args, sock, env), sock
 
 
@@ -333,6 +338,31 @@ def litellm_budget_manager(n: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def report_figures(work: Path, runs: int, add: Any) -> None:
+    """Five reports over a million records, through the socket, beside one GROUP BY over the records."""
+    from budgetd.client import SyncBudgetClient
+
+    ledger = reports.cached_ledger()
+    daemon, sock = start_daemon(work, "reports", None, ledger=ledger,
+                                BUDGETD_REPORTS_TIMEZONES=json.dumps(reports.ZONES))
+    try:
+        with SyncBudgetClient(sock, timeout=120) as client:
+            for name, request, sql in reports.REPORTS:
+                ours, naive = [], []
+                for _ in range(runs):
+                    ms, requests = reports.time_ours(client, request)
+                    ours.append(ms)
+                    naive.append(reports.time_naive(ledger, sql))
+                if name == "year by component" and requests != reports.RECORDS:
+                    raise SystemExit(f"the report counted {requests:,} records, not {reports.RECORDS:,}")
+                add(f"report: {name}", med(ours), "SQL GROUP BY", med(naive), "ms", False)
+    finally:
+        daemon.stop()
+
+
+med = statistics.median
+
+
 # -- the table --------------------------------------------------------------------------
 
 
@@ -345,7 +375,6 @@ def main() -> None:
     os.chdir(ROOT)
     work = Path(tempfile.mkdtemp(prefix="budgetd-bench-"))
     rows: list[tuple[str, str, float, str, float, str]] = []
-    med = statistics.median
 
     def add(name: str, ours: float, base_name: str, base: float, unit: str, higher_is_better: bool) -> None:
         ratio = (ours / base) if higher_is_better else (ours / base)
@@ -419,6 +448,8 @@ def main() -> None:
 
         status_ms, bare_ms = budget_status_wall(sock, max(3, args.runs))
         add("`budget status` wall", status_ms, "python -c pass", bare_ms, "ms", False)
+
+        report_figures(work, args.runs, add)
     finally:
         daemon.stop()
         echo.stop()
