@@ -1,9 +1,9 @@
 """Reports: usage summed by dims and calendar buckets, read from the rollups where they cover it.
 
 A report's range is cut into pieces, each read from the coarsest table that
-sums it exactly: whole local months and days from `rollup_month` and
-`rollup_day` (when the report's zone has them), whole UTC hours from
-`rollup_hour`, and the minutes at the edges from the records themselves. All pieces are read in one read transaction, so
+sums it exactly: whole local months, weeks and days from `rollup_month`,
+`rollup_week` and `rollup_day` (when the report's zone has them), whole UTC
+hours from `rollup_hour`, and the minutes at the edges from the records. All pieces are read in one read transaction, so
 they see the same snapshot of the ledger. Sums are integers throughout.
 """
 
@@ -40,7 +40,7 @@ class Bucket(NamedTuple):
 
 
 class Piece(NamedTuple):
-    source: str  # "month", "day", "hour" or "raw"
+    source: str  # "month", "week", "day", "hour" or "raw"
     start: int
     end: int
     label: int | None
@@ -81,12 +81,17 @@ def _hour_starts(since: int, until: int, zone: str) -> Any:
 
 
 #: The local levels, coarsest first, and the buckets each can serve (a piece must not straddle buckets).
-_LOCAL_LEVELS = (("month", "monthly", (None, "month")), ("day", "daily", (None, "day", "week", "month")))
-_COARSER_OR_EQUAL = {"month": ("month",), "day": ("day", "week", "month")}
+_LOCAL_LEVELS = (
+    ("month", "monthly", (None, "month")),
+    ("week", "weekly", (None, "week", "month")),
+    ("day", "daily", (None, "day", "week", "month")),
+)
+#: The buckets that are always whole units of a level.
+_MADE_OF = {"month": ("month",), "week": ("week",), "day": ("day", "week", "month")}
 
 
 def plan(cuts: list[Bucket], bucket: str | None, zone: str, local_zone: str | None, rollups: bool) -> list[Piece]:
-    """Cut every bucket into month, day, hour and raw pieces. `local_zone` has month and day rollups
+    """Cut every bucket into month, week, day, hour and raw pieces. `local_zone` has local rollups
     to use (or None)."""
     levels = [(source, period) for source, period, serves in _LOCAL_LEVELS
               if rollups and local_zone is not None and bucket in serves]
@@ -102,7 +107,7 @@ def _cut(lo: int, hi: int, b: Bucket, levels: list[tuple[str, str]], bucket: str
         return
     if levels:
         source, period = levels[0]
-        if b.whole and local_zone == zone and bucket in _COARSER_OR_EQUAL[source]:
+        if b.whole and local_zone == zone and bucket in _MADE_OF[source]:
             u1, u2 = lo, hi  # a whole bucket is whole local units of this level
         else:
             first = window(period, local_zone, from_us(lo))  # type: ignore[arg-type]
@@ -142,8 +147,9 @@ def _merge(pieces: list[Piece]) -> list[Piece]:
     return out
 
 
-_TIME = {"month": "month", "day": "day", "hour": "hour", "raw": "ts"}
-_TABLE = {"month": "rollup_month", "day": "rollup_day", "hour": "rollup_hour", "raw": "usage"}
+_TIME = {"month": "month", "week": "week", "day": "day", "hour": "hour", "raw": "ts"}
+_TABLE = {"month": "rollup_month", "week": "rollup_week", "day": "rollup_day", "hour": "rollup_hour",
+          "raw": "usage"}
 _RAW_SUMS = "count(*), sum(r.input_tokens), sum(r.output_tokens), sum(r.cache_read_tokens), " \
             "sum(r.cache_write_tokens), sum(r.cost_nanos)"
 _ROLLUP_SUMS = "sum(r.requests), sum(r.input_tokens), sum(r.output_tokens), sum(r.cache_read_tokens), " \
@@ -158,12 +164,13 @@ def _sql(source: str, pieces: list[Piece], group_by: tuple[str, ...], filters: d
     time = f"r.{_TIME[source]}"
     on = [f"{time} >= p.s", f"{time} < p.e"]
     args: list[Any] = []
-    if source in ("month", "day"):
+    if source in ("month", "week", "day"):
         on.insert(0, "r.zone = ?")
         args.append(local_zone)
     on += [f"r.{dim} = ?" for dim in filters]  # dims are checked names, never client text
     args += list(filters.values())
-    columns = "".join(f", r.{dim}" for dim in group_by)
+    # Absent values are '' in the rollups; the records' NULLs are read the same way.
+    columns = "".join(f", r.{dim}" if source != "raw" else f", coalesce(r.{dim}, '')" for dim in group_by)
     sql = (
         f"WITH p(s, e, b, own) AS (VALUES {values}) "
         f"SELECT CASE WHEN p.own THEN {time} ELSE p.b END{columns}, "
@@ -198,46 +205,73 @@ async def run(db: aiosqlite.Connection, q: ReportQuery) -> tuple[list[ReportRow]
             local_zone = None
         pieces = plan(buckets(since, until, q.bucket, q.zone), q.bucket, q.zone, local_zone, rollups)
         sums: dict[tuple, list[int]] = {}
-        for source in ("month", "day", "hour", "raw"):
+        n = 1 + len(q.group_by)
+        for source in _TABLE:
             mine = [p for p in pieces if p.source == source]
             if not mine:
                 continue
             sql, args = _sql(source, mine, q.group_by, q.filters, local_zone)
             for row in await (await db.execute(sql, args)).fetchall():
-                key = (row[0], tuple(v if v != "" else None for v in row[1:1 + len(q.group_by)]))
+                key = (row[0], row[1:n])
                 acc = sums.get(key)
-                values = row[1 + len(q.group_by):]
                 if acc is None:
-                    sums[key] = list(values)
+                    sums[key] = list(row[n:])
                 else:
-                    for i, v in enumerate(values):
-                        acc[i] += v
+                    _add(acc, row[n:])
     finally:
         await db.execute("COMMIT")
     return arrange(sums, q)
 
 
+def _add(acc: list[int], values: Any) -> None:
+    for i in range(6):
+        acc[i] += values[i]
+
+
 def arrange(sums: dict[tuple, list[int]], q: ReportQuery) -> tuple[list[ReportRow], Totals]:
     """Order the groups, keep the first `limit` and fold the rest into one `other` row per bucket."""
     per_group: dict[tuple, list[int]] = {}
-    total = [0] * 6
     for (_, group), values in sums.items():
-        acc = per_group.setdefault(group, [0] * 6)
-        for i, v in enumerate(values):
-            acc[i] += v
-            total[i] += v
-    ranked = sorted(per_group, key=lambda g: (_rank(per_group[g], q.order), _group_key(g)))
+        acc = per_group.get(group)
+        if acc is None:
+            per_group[group] = list(values)
+        else:
+            _add(acc, values)
+    total = [0] * 6
+    for values in per_group.values():
+        _add(total, values)
+    ranked = sorted(per_group, key=lambda g: (_rank(per_group[g], q.order), g))
     rank = {g: i for i, g in enumerate(ranked)}
-    kept = set(ranked if q.limit is None else ranked[: q.limit])
-    rows: dict[tuple, list[int]] = {}
-    for (label, group), values in sums.items():
-        key = (label, group if group in kept else None)
-        acc = rows.setdefault(key, [0] * 6)
-        for i, v in enumerate(values):
-            acc[i] += v
-    ordered = sorted(rows, key=lambda k: (-1 if k[0] is None else k[0],
-                                          len(ranked) if k[1] is None else rank[k[1]]))
-    return [_row(label, group, rows[(label, group)], q.group_by) for label, group in ordered], _totals(total)
+    rows = sums
+    if q.limit is not None and len(ranked) > q.limit:
+        rank[None] = len(ranked)  # type: ignore[index]
+        kept = set(ranked[: q.limit])
+        rows = {}
+        for (label, group), values in sums.items():
+            key = (label, group if group in kept else None)
+            acc = rows.get(key)
+            if acc is None:
+                rows[key] = list(values)
+            else:
+                _add(acc, values)
+    ordered = sorted(rows, key=lambda k: (-1 if k[0] is None else k[0], rank[k[1]]))
+    times: dict[int, Any] = {}
+    out = []
+    for key in ordered:
+        label, group = key
+        v = rows[key]
+        when = None
+        if label is not None:
+            when = times.get(label)
+            if when is None:
+                when = times[label] = from_us(label)
+        out.append(ReportRow(
+            group={} if group is None else {d: x or None for d, x in zip(q.group_by, group)},
+            other=group is None, bucket_start=when, requests=v[0], input_tokens=v[1], output_tokens=v[2],
+            cache_read_tokens=v[3], cache_write_tokens=v[4], tokens=v[1] + v[2] + v[3] + v[4],
+            cost_usd=usd(v[5]),
+        ))
+    return out, _totals(total)
 
 
 def _rank(values: list[int], order: str) -> Any:
@@ -249,20 +283,6 @@ def _rank(values: list[int], order: str) -> Any:
     if order == "group":
         return 0
     return -cost
-
-
-def _group_key(group: tuple) -> tuple:
-    return tuple((v is not None, v or "") for v in group)
-
-
-def _row(label: int | None, group: tuple | None, v: list[int], group_by: tuple[str, ...]) -> ReportRow:
-    return ReportRow(
-        group={} if group is None else dict(zip(group_by, group)),
-        other=group is None,
-        bucket_start=None if label is None else from_us(label),
-        requests=v[0], input_tokens=v[1], output_tokens=v[2], cache_read_tokens=v[3], cache_write_tokens=v[4],
-        tokens=v[1] + v[2] + v[3] + v[4], cost_usd=usd(v[5]),
-    )
 
 
 def _totals(v: list[int]) -> Totals:

@@ -1,4 +1,4 @@
-"""Rollups: usage summed by hour (UTC), and by local day and local month (one set per configured zone).
+"""Rollups: usage summed by hour (UTC), and by local day, week and month (one set per configured zone).
 
 The ledger keeps them in the same transaction as the records they sum, so a
 report read from them never disagrees with `usage.list`. Their keys are the
@@ -42,8 +42,9 @@ CREATE TABLE rollup_hour (
     PRIMARY KEY (hour, {", ".join(ROLLUP_DIMS)})
 ) WITHOUT ROWID;
 {_local_table("rollup_day", "day")}
+{_local_table("rollup_week", "week")}
 {_local_table("rollup_month", "month")}
--- The zones whose day and month rollups are complete (backfilled, then kept by every write).
+-- The zones whose local rollups are complete (backfilled, then kept by every write).
 CREATE TABLE rollup_zones (zone TEXT PRIMARY KEY) WITHOUT ROWID;
 
 INSERT INTO rollup_hour
@@ -59,28 +60,31 @@ UPSERT_HOUR = (
     f"VALUES ({', '.join('?' * (1 + len(ROLLUP_DIMS) + len(SUMS)))}) "
     f"ON CONFLICT DO UPDATE SET {_ADD}"
 )
-UPSERT_DAY, UPSERT_MONTH = (
+#: The local units, each with a table `rollup_<unit>`, in the order `LocalCalendar.start` gives them.
+LOCAL_UNITS = ("day", "week", "month")
+UPSERT_LOCAL = [
     f"INSERT INTO rollup_{unit} (zone, {unit}, {', '.join(ROLLUP_DIMS)}, {', '.join(SUMS)}) "
     f"VALUES ({', '.join('?' * (2 + len(ROLLUP_DIMS) + len(SUMS)))}) "
     f"ON CONFLICT DO UPDATE SET {_ADD}"
-    for unit in ("day", "month")
-)
+    for unit in LOCAL_UNITS
+]
 
 
 class LocalCalendar:
-    """The local day and month an instant falls in, in one zone, cached per quarter hour."""
+    """The local day, week and month an instant falls in, in one zone, cached per quarter hour."""
 
     def __init__(self, zone: str) -> None:
         self.zone = zone
-        self._cache: dict[int, tuple[int, int]] = {}
+        self._cache: dict[int, tuple[int, int, int]] = {}
 
-    def start(self, ts_us: int) -> tuple[int, int]:
-        """(local midnight, first midnight of the local month) before `ts_us`."""
+    def start(self, ts_us: int) -> tuple[int, int, int]:
+        """The first local midnight of the day, the week and the month of `ts_us`."""
         slot = ts_us // _SLOT_US
         starts = self._cache.get(slot)
         if starts is None:
             day = window("daily", self.zone, from_us(ts_us))
-            starts = (day.start_us, window("monthly", self.zone, day.start).start_us)  # type: ignore[assignment]
+            starts = (day.start_us, window("weekly", self.zone, day.start).start_us,  # type: ignore[assignment]
+                      window("monthly", self.zone, day.start).start_us)
             # Cache only slots that lie within one local day (a historic zone offset may not be on a quarter).
             if day.start_us <= slot * _SLOT_US and (slot + 1) * _SLOT_US <= day.end_us:  # type: ignore[operator]
                 if len(self._cache) >= _MAX_CACHED:
@@ -102,25 +106,23 @@ class Rollups:
     def add(self, db: sqlite3.Connection, rows: list[tuple]) -> None:
         """`rows` are the usage rows just inserted, in `ledger.USAGE_COLUMNS` order."""
         hours: dict[tuple, list[int]] = {}
-        days: dict[tuple, list[int]] = {}
-        months: dict[tuple, list[int]] = {}
+        local: list[dict[tuple, list[int]]] = [{} for _ in LOCAL_UNITS]
         for row in rows:
             ts = row[1]
             dims = (row[3], row[4], row[5] or "", row[6] or "", row[8] or "")
             sums = (1, row[9], row[10], row[11], row[12], row[13])
             _accumulate(hours, (ts // HOUR_US * HOUR_US, *dims), sums)
-            for local in self.calendars:
-                day, month = local.start(ts)
-                _accumulate(days, (local.zone, day, *dims), sums)
-                _accumulate(months, (local.zone, month, *dims), sums)
+            for calendar in self.calendars:
+                for into, start in zip(local, calendar.start(ts)):
+                    _accumulate(into, (calendar.zone, start, *dims), sums)
         db.executemany(UPSERT_HOUR, [(*k, *v) for k, v in hours.items()])
-        if days:
-            db.executemany(UPSERT_DAY, [(*k, *v) for k, v in days.items()])
-            db.executemany(UPSERT_MONTH, [(*k, *v) for k, v in months.items()])
+        if self.calendars:
+            for upsert, sums_by_key in zip(UPSERT_LOCAL, local):
+                db.executemany(upsert, [(*k, *v) for k, v in sums_by_key.items()])
 
     def backfill(self, db: sqlite3.Connection) -> list[str]:
-        """Build the day and month rollups of every zone that does not have them yet, and drop those no
-        longer configured. Runs in one transaction at start; returns the zones built."""
+        """Build the local rollups of every zone that does not have them yet, and drop those no longer
+        configured. Runs in one transaction at start; returns the zones built."""
         have = {r[0] for r in db.execute("SELECT zone FROM rollup_zones")}
         wanted = self.zones
         built = [z for z in wanted if z not in have]
@@ -130,20 +132,20 @@ class Rollups:
         db.execute("BEGIN IMMEDIATE")
         try:
             for zone in dropped:
-                db.execute("DELETE FROM rollup_day WHERE zone = ?", (zone,))
-                db.execute("DELETE FROM rollup_month WHERE zone = ?", (zone,))
+                for unit in LOCAL_UNITS:
+                    db.execute(f"DELETE FROM rollup_{unit} WHERE zone = ?", (zone,))
                 db.execute("DELETE FROM rollup_zones WHERE zone = ?", (zone,))
-            for local in self.calendars:
-                if local.zone in built:
-                    days = _days_from_hours(db, local)
+            for calendar in self.calendars:
+                if calendar.zone in built:
+                    days = _days_from_hours(db, calendar)
                     if days is None:
-                        days = _days_from_records(db, local)
-                    months: dict[tuple, list[int]] = {}
-                    for (zone, day, *dims), values in days.items():
-                        _accumulate(months, (zone, local.start(day)[1], *dims), values)
-                    db.executemany(UPSERT_DAY, [(*k, *v) for k, v in days.items()])
-                    db.executemany(UPSERT_MONTH, [(*k, *v) for k, v in months.items()])
-                    db.execute("INSERT INTO rollup_zones (zone) VALUES (?)", (local.zone,))
+                        days = _days_from_records(db, calendar)
+                    for i, upsert in enumerate(UPSERT_LOCAL):  # weeks and months from the days
+                        sums: dict[tuple, list[int]] = {}
+                        for (zone, day, *dims), values in days.items():
+                            _accumulate(sums, (zone, calendar.start(day)[i], *dims), values)
+                        db.executemany(upsert, [(*k, *v) for k, v in sums.items()])
+                    db.execute("INSERT INTO rollup_zones (zone) VALUES (?)", (calendar.zone,))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:

@@ -17,7 +17,7 @@ from actors.ledger import SCHEMA_VERSION, Ledger, UsageRow, WriteUsage, open_wri
 from budgetd.periods import HOUR_US, to_us
 
 RECORDS = 1_000_000
-WORKLOAD = 2  # bump when the generated traffic changes
+WORKLOAD = 3  # bump when the generated traffic changes
 CACHE = Path(__file__).parent / ".cache"
 END = dt.datetime(2026, 11, 28, tzinfo=dt.timezone.utc)
 START = END - dt.timedelta(days=365)
