@@ -379,7 +379,7 @@ def main() -> None:
     def add(name: str, ours: float, base_name: str, base: float, unit: str, higher_is_better: bool) -> None:
         ratio = (ours / base) if higher_is_better else (ours / base)
         rows.append((name, f"{ours:,.1f} {unit}", ours, f"{base_name} {base:,.1f} {unit}", base, f"{ratio:.2f}x"))
-        print(f"  {name:<34} {ours:>12,.1f} {unit:<9} {base_name:<22} {base:>12,.1f} {unit:<9} {ratio:>6.2f}x",
+        print(f"  {name:<42} {ours:>12,.1f} {unit:<9} {base_name:<22} {base:>12,.1f} {unit:<9} {ratio:>6.2f}x",
               flush=True)
 
     echo, echo_sock = start_echo(work)
@@ -389,7 +389,7 @@ def main() -> None:
     asgi, asgi_port = start_asgi_echo()
     try:
         print(f"budgetd bench: medians of {args.runs} runs (ratio = budgetd / baseline)", flush=True)
-        print(f"  {'figure':<34} {'budgetd':>22} {'baseline':<22} {'':>22} {'ratio':>6}")
+        print(f"  {'figure':<42} {'budgetd':>22} {'baseline':<22} {'':>22} {'ratio':>6}")
         lat = {k: [] for k in ("fp", "ep", "rp", "er")}
         for _ in range(args.runs):
             lat["fp"].append(socket_latency(sock, PING, args.n))
