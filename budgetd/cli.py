@@ -14,9 +14,10 @@ from typing import Any, Callable, Sequence
 import msgspec
 
 from budgetd.client import SyncBudgetClient
-from budgetd.model import DIMS, format_usd
+from budgetd.model import DIMS
 from budgetd.periods import zone
 from budgetd.protocol import OpError
+from budgetd.render import bar, count, duration, money
 
 
 class CliError(Exception):
@@ -26,15 +27,8 @@ class CliError(Exception):
 # -- output -----------------------------------------------------------------------
 
 
-money = format_usd
-
-
 def rate(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
-
-
-def count(value: int | None) -> str:
-    return "-" if value is None else f"{value:,}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: set[int] | None = None) -> str:
@@ -157,7 +151,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     def human(s: Any) -> str:
         d, t, p = s.daemon, s.totals, s.prices
         lines = [
-            f"budgetd {d.version}  pid {d.pid}  up {_duration(d.uptime_s)}  socket {d.socket}",
+            f"budgetd {d.version}  pid {d.pid}  up {duration(d.uptime_s)}  socket {d.socket}",
             f"ledger  {d.data_dir}  durability={d.durability}",
             f"spent   {money(t.cost_usd)} over {count(t.requests)} requests, {count(t.tokens)} tokens",
             f"prices  version {p.version}, {count(p.models)} models",
@@ -189,15 +183,6 @@ def _source_text(src: Any) -> str:
     if src.last_error:
         return f"failed: {src.last_error}" + (f" (last {ok})" if ok else "")
     return ok or "not fetched yet"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -291,15 +276,6 @@ def _usd_exact(value: float) -> str:
 
 
 _BUCKET_LABEL = {"hour": "%Y-%m-%d %H:%M", "day": "%Y-%m-%d %a", "week": "week of %Y-%m-%d", "month": "%Y-%m"}
-_BLOCKS = " ▏▎▍▌▋▊▉█"
-
-
-def bar(fraction: float, width: int) -> str:
-    """A horizontal bar in eighths of a character."""
-    eighths = round(max(0.0, min(1.0, fraction)) * width * 8)
-    return "█" * (eighths // 8) + (_BLOCKS[eighths % 8] if eighths % 8 else "")
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     try:
         zone(args.tz)
@@ -389,6 +365,37 @@ def _forecast_text(f: Any, local: Any) -> str:
     if f.exhausted_at is not None:
         text += f"; limit reached {f.exhausted_at.astimezone(local):%Y-%m-%d %H:%M %Z}"
     return text
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    if args.tz is not None:
+        try:
+            zone(args.tz)
+        except ValueError as exc:
+            raise CliError(f"--tz: {exc}") from None
+    from tui.app import BudgetApp  # Textual loads only for the dashboard
+
+    BudgetApp(socket=getattr(args, "socket", None), timezone=args.tz).run()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from budgetd import demo
+
+    with SyncBudgetClient(getattr(args, "socket", None), timeout=10.0, retries=2) as c:
+        c.ping()  # a clear message now if no daemon runs, not after the first call
+        try:
+            demo.run(c, args.rate, args.duration, seed=args.seed)
+        except KeyboardInterrupt:
+            print("demo: stopped")
+    return 0
+
+
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
 
 
 def cmd_prices_list(args: argparse.Namespace) -> int:
@@ -799,6 +806,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=positive_int, help="keep the first N groups; the rest make one (other) row")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("tui", help="the live dashboard (Textual)", parents=[common])
+    p.add_argument("--tz", help="time zone for days and hours on screen (default: $TZ, else UTC)")
+    p.set_defaults(func=cmd_tui)
+
+    p = sub.add_parser("demo", help="realistic synthetic traffic against a running daemon, for the dashboard",
+                       parents=[common])
+    p.add_argument("--rate", type=positive_float, default=5.0, help="calls per second (default 5)")
+    p.add_argument("--duration", type=positive_float, default=60.0, help="seconds (default 60)")
+    p.add_argument("--seed", type=int, help="repeat the same traffic")
+    p.set_defaults(func=cmd_demo)
 
     budgets = sub.add_parser("budgets", help="list, show, set and delete budgets", parents=[common])
     bsub = budgets.add_subparsers(dest="budgets_command", metavar="ACTION")
