@@ -146,3 +146,35 @@ async def test_snapshots_render_every_screen(seeded, tmp_path):
                                         "tui-usage"}
     overview = (tmp_path / "tui-overview.svg").read_text()
     assert overview.startswith("<svg") and "daily-cap" in overview
+
+
+def test_demo_sends_realistic_traffic_that_crosses_its_budget(make_daemon):
+    from budgetd.client import SyncBudgetClient
+    from tests.conftest import run_cli
+
+    d = make_daemon()
+    out = run_cli("demo", "--rate", "25", "--duration", "3", "--seed", "4", socket=d.socket)
+    assert out.returncode == 0, out.stderr
+    assert "demo-hourly" in out.stdout and "calls" in out.stdout
+    with SyncBudgetClient(d.socket) as c:
+        records = c.usage_list(limit=1000).records
+        report = c.report(["component", "tier"])
+        alerts = c.alerts_list(limit=100)
+    assert len(records) > 30
+    assert {r.group["component"] for r in report.rows} >= {"rhetor", "apollo", "athena", "sophia", "ergon"}
+    assert {r.group["tier"] for r in report.rows} >= {"lightweight", "midweight", "heavyweight"}
+    assert any(r.cache_read_tokens for r in records) and any(r.reservation_id for r in records)
+    assert all(r.priced for r in records)  # every demo model is in the price book
+    crossed = {a.data.get("threshold") for a in alerts if a.kind == "threshold" and a.budget == "demo-hourly"}
+    assert {0.5, 0.8} <= crossed, [a.message for a in alerts]
+
+
+def test_cli_tui_and_demo_refuse_bad_input_clearly(tmp_path):
+    from tests.conftest import run_cli
+
+    out = run_cli("tui", "--tz", "Atlantis/Capital")
+    assert out.returncode == 1 and "unknown time zone" in out.stderr
+    out = run_cli("demo", "--duration", "1", socket=tmp_path / "none.sock")
+    assert out.returncode == 1 and "budget daemon" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("demo", "--rate", "0")
+    assert out.returncode == 2 and "more than 0" in out.stderr
