@@ -15,7 +15,7 @@ import msgspec
 
 from budgetd.client import SyncBudgetClient
 from budgetd.model import DIMS
-from budgetd.periods import zone
+from budgetd.periods import parse_when, zone
 from budgetd.protocol import OpError
 from budgetd.render import bar, count, duration, money
 
@@ -58,18 +58,10 @@ def emit(args: argparse.Namespace, result: Any, human: Callable[[Any], str]) -> 
 
 
 def parse_time(text: str, zone_name: str = "UTC") -> dt.datetime:
-    """RFC 3339, a date, or a duration back from now (`7d`, `12h`, `30m`). A time without an offset
-    (a date is its midnight) is wall time in `zone_name`."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    if text and text[-1] in units and text[:-1].isdigit():
-        return dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=int(text[:-1]) * units[text[-1]])
     try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: use RFC 3339 (2026-11-28T13:00:00Z), a date (2026-11-28) or a duration (7d, 12h)"
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=zone(zone_name)).astimezone(dt.timezone.utc)
+        return parse_when(text, zone_name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def non_negative_int(text: str) -> int:
@@ -388,6 +380,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
             demo.run(c, args.rate, args.duration, seed=args.seed)
         except KeyboardInterrupt:
             print("demo: stopped")
+    return 0
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    if args.http is not None:
+        host, _, port = args.http.rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise CliError(f"--http wants HOST:PORT, e.g. 127.0.0.1:8014; got {args.http!r}")
+    from budgetd import mcp_bridge  # the MCP SDK loads only for the bridge
+
+    mcp_bridge.run(getattr(args, "socket", None), http=args.http, read_only=args.read_only)
     return 0
 
 
@@ -810,6 +813,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tui", help="the live dashboard (Textual)", parents=[common])
     p.add_argument("--tz", help="time zone for days and hours on screen (default: $TZ, else UTC)")
     p.set_defaults(func=cmd_tui)
+
+    p = sub.add_parser("mcp", help="serve the daemon to MCP clients (stdio, or streamable HTTP)",
+                       parents=[common])
+    p.add_argument("--http", metavar="HOST:PORT", help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio")
+    p.add_argument("--read-only", action="store_true", help="no tools that reserve, commit, record or ack")
+    p.set_defaults(func=cmd_mcp)
 
     p = sub.add_parser("demo", help="realistic synthetic traffic against a running daemon, for the dashboard",
                        parents=[common])

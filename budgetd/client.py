@@ -531,9 +531,12 @@ class BudgetClient(_Requests):
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        await self.aclose()
-        self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(None, None, None)
+        try:
+            with anyio.CancelScope(shield=True):  # closing must finish even when we are being cancelled
+                await self.aclose()
+        finally:
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
 
     async def aclose(self) -> None:
         if self._http is not None:

@@ -58,6 +58,22 @@ def _local_midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
 
 
+_AGO = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_when(text: str, zone_name: str = "UTC") -> dt.datetime:
+    """RFC 3339, a date, or a duration back from now (`7d`, `12h`, `30m`). A time without an offset
+    (a date is its midnight) is wall time in `zone_name`. ValueError says what is accepted."""
+    if text and text[-1] in _AGO and text[:-1].isdigit():
+        return dt.datetime.now(UTC) - dt.timedelta(seconds=int(text[:-1]) * _AGO[text[-1]])
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time: use RFC 3339 (2026-11-28T13:00:00Z), a date (2026-11-28) "
+                         "or a duration back from now (7d, 12h)") from None
+    return value if value.tzinfo else value.replace(tzinfo=zone(zone_name)).astimezone(UTC)
+
+
 def window(period: str, tz_name: str, ts: dt.datetime) -> Window:
     """The window of `period` in zone `tz_name` that contains the instant `ts`."""
     if period == "total":

@@ -8,6 +8,7 @@ goes away the app says so and reconnects by itself.
 """
 
 import collections
+import contextlib
 import datetime as dt
 import os
 from typing import Any
@@ -162,13 +163,14 @@ class BudgetApp(App[None]):
         while True:
             try:
                 async with BudgetClient(self.socket, timeout=10, retries=0) as client, \
-                        BudgetClient(self.socket, timeout=10, retries=0) as stream:
+                        BudgetClient(self.socket, timeout=10, retries=0) as stream, \
+                        contextlib.aclosing(stream.subscribe(TOPICS)) as events:
                     await client.ping()
                     self.client = client
                     self._show_connection(True, f"connected to budgetd at {client.path}")
                     delay = 0.5
                     self.stale = set(STALE["usage"] | STALE["alert"] | STALE["price"] | {"usage"})
-                    async for event in stream.subscribe(TOPICS):
+                    async for event in events:
                         self._on_event(event)
                 reason = "the daemon closed the connection"
             except OpError as exc:
