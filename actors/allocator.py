@@ -40,6 +40,7 @@ from actors.ledger import (
 from actors.prices import GetBook, NewBook
 from actors.runtime import Actor, Ref, ReplyTo
 from budgetd.model import (
+    FUNCTIONAL_CAPABILITIES,
     TIER_RANK,
     Alternative,
     BudgetInvalid,
@@ -67,7 +68,6 @@ _json = msgspec.json.Encoder()
 _spec_decoder = msgspec.json.Decoder(BudgetSpec)
 
 #: Capabilities a suggested replacement must keep (caching, web search ... are nice to have).
-FUNCTIONAL_CAPABILITIES = frozenset({"tools", "json", "vision", "reasoning", "audio", "pdf"})
 RESERVE_KEYS_KEPT_S = 7 * 86400
 MAX_REMEMBERED = 100_000
 

@@ -398,6 +398,15 @@ class ListUsage(msgspec.Struct, frozen=True):
     before_id: int | None
 
 
+class CallExtremes(msgspec.Struct, frozen=True):
+    """Answer: (the `limit` most expensive records, {model: its largest prompt}) with ts in [since, until)."""
+
+    since: int
+    until: int
+    limit: int
+    reply: ReplyTo
+
+
 class RunReport(msgspec.Struct, frozen=True):
     """Answer: (rows, totals)."""
 
@@ -794,6 +803,8 @@ class LedgerReader(Actor):
             message.reply.set(await self._list_usage(message))
         elif isinstance(message, ListAlerts):
             message.reply.set(await self._list_alerts(message))
+        elif isinstance(message, CallExtremes):
+            message.reply.set(await self._extremes(message))
         elif isinstance(message, RunReport):
             assert self.db is not None
             message.reply.set(await reports.run(self.db, message.query))
@@ -819,6 +830,17 @@ class LedgerReader(Actor):
             data=_alert_data_decoder.decode(r[8]), acked=bool(r[9]), acked_by=r[10],
             acked_at=None if r[11] is None else from_us(r[11]),
         ) for r in rows]
+
+    async def _extremes(self, q: CallExtremes) -> tuple[list[UsageRecord], dict[str, int]]:
+        assert self.db is not None
+        rows = await (await self.db.execute(
+            _SELECT_RECORD + " WHERE ts >= ? AND ts < ? ORDER BY cost_nanos DESC LIMIT ?", (q.since, q.until, q.limit)
+        )).fetchall()
+        prompts = await (await self.db.execute(
+            "SELECT model, max(input_tokens + cache_read_tokens + cache_write_tokens) FROM usage "
+            "WHERE ts >= ? AND ts < ? GROUP BY model", (q.since, q.until),
+        )).fetchall()
+        return [record_from_row(r) for r in rows], dict(prompts)
 
     async def _list_usage(self, q: ListUsage) -> tuple[list[UsageRecord], int | None]:
         assert self.db is not None

@@ -359,6 +359,22 @@ def _forecast_text(f: Any, local: Any) -> str:
     return text
 
 
+def cmd_ask(args: argparse.Namespace) -> int:
+    question = " ".join(args.question).strip()
+    if not question:
+        raise CliError('ask a question, e.g. budget ask "why did spend double yesterday?"')
+    with SyncBudgetClient(getattr(args, "socket", None), timeout=10.0, retries=1) as c:
+        result = c.ask(question)
+
+    def human(r: Any) -> str:
+        source = (f"offline answer from the ledger's facts ({r.why_offline})" if r.offline
+                  else f"answered by {r.model} for {money(r.cost_usd)}")
+        return f"{r.answer}\n\n[{source}; facts: {r.facts.horizon}, --json for all of them]"
+
+    emit(args, result, human)
+    return 0
+
+
 def cmd_tui(args: argparse.Namespace) -> int:
     if args.tz is not None:
         try:
@@ -809,6 +825,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=positive_int, help="keep the first N groups; the rest make one (other) row")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("ask", help="ask the budget assistant (works offline too)", parents=[common])
+    p.add_argument("question", nargs="+", help='e.g. "why did spend double yesterday?"')
+    p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("tui", help="the live dashboard (Textual)", parents=[common])
     p.add_argument("--tz", help="time zone for days and hours on screen (default: $TZ, else UTC)")

@@ -41,6 +41,7 @@ from budgetd.protocol import (
     RESULT_TYPES,
     AlertsAck,
     AlertsList,
+    Ask,
     BudgetDelete,
     BudgetGet,
     BudgetList,
@@ -437,6 +438,10 @@ class SyncBudgetClient(_Requests):
                 if response.event is not None:
                     yield _event(response)
 
+    def ask(self, question: str, timeout: float = 300.0) -> Any:
+        """The budget assistant's answer, with the facts it used; an LLM call may take a while."""
+        return self.call(Ask(question=question), timeout=timeout)
+
     def alerts_list(self, *, since: Any = None, unacked: bool = False, limit: int | None = None) -> Any:
         return self.call(AlertsList(since=since, unacked=unacked, limit=limit)).alerts
 
@@ -713,6 +718,10 @@ class BudgetClient(_Requests):
                     yield event
         finally:
             self._events = None
+
+    async def ask(self, question: str, timeout: float = 300.0) -> Any:
+        """The budget assistant's answer, with the facts it used; an LLM call may take a while."""
+        return await self.call(Ask(question=question), timeout=timeout)
 
     async def alerts_list(self, *, since: Any = None, unacked: bool = False, limit: int | None = None) -> Any:
         return (await self.call(AlertsList(since=since, unacked=unacked, limit=limit))).alerts

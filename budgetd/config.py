@@ -99,9 +99,11 @@ class AlertsConfig(Section):
 
 
 class AssistantConfig(Section):
-    model: str = ""
-    api_base: str = ""
-    api_key_env: str = ""
+    model: str = ""          # a litellm model string, e.g. "openai/gpt-4o-mini" or "ollama/llama3.1"
+    api_base: str = ""       # e.g. http://localhost:11434 for Ollama, any OpenAI-compatible URL
+    api_key_env: str = ""    # the environment variable that holds the key
+    timeout: str = "60s"
+    max_output_tokens: int = 800
 
 
 class HermesConfig(Section):
@@ -243,6 +245,12 @@ def _check(config: Config, source: str) -> None:
             parse_duration(hook.timeout)
         except ValueError as exc:
             raise ConfigError(f"{source}: alerts.webhooks[{i}].timeout: {exc}") from None
+    if config.assistant.api_key_env and config.assistant.api_key_env not in os.environ:
+        raise ConfigError(f"{source}: assistant.api_key_env names {config.assistant.api_key_env}, which is not set")
+    try:
+        parse_duration(config.assistant.timeout)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: assistant.timeout: {exc}") from None
     try:
         parse_duration(config.hermes.heartbeat)
     except ValueError as exc:

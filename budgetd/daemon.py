@@ -20,6 +20,7 @@ from anyio.abc import TaskStatus
 
 from actors.alerter import Alerter, WebhookSettings
 from actors.allocator import AdmissionRules, Allocator
+from actors.assistant import Assistant, AssistantSettings
 from actors.bus import Bus
 from actors.ledger import Ledger, LedgerError, LedgerReader
 from actors.price_rules import Rules
@@ -134,6 +135,7 @@ class Daemon:
         prices = sup.ref("prices", 1024)
         allocator = sup.ref("allocator", 16_384)
         alerter = sup.ref("alerter", 16)
+        assistant = sup.ref("assistant", 64)
         webhooks = [
             WebhookSettings(
                 url=h.url, secret=h.secret or (os.environ.get(h.secret_env) if h.secret_env else None),
@@ -166,6 +168,13 @@ class Daemon:
                 ledger, prices, tiers, unpriced, admission, config.budgets, config.daemon.ask_timeout_s, bus,
                 config.alerts.anomaly_factor,
             ))
+            settings_ai = AssistantSettings(
+                model=config.assistant.model, api_base=config.assistant.api_base,
+                api_key_env=config.assistant.api_key_env, timeout_s=parse_duration(config.assistant.timeout),
+                max_output_tokens=config.assistant.max_output_tokens,
+            )
+            await tg.start(sup.supervise, assistant, lambda: Assistant(
+                reader, allocator, prices, settings_ai, config.daemon.ask_timeout_s))
             await tg.start(server.serve)
             status = await prices.ask(lambda reply: GetPricesStatus(reply=reply), config.daemon.ask_timeout_s)
             log.info(
@@ -195,7 +204,7 @@ class Daemon:
             if http is not None:
                 with anyio.move_on_after(10):
                     await http.stop()
-            for ref in (allocator, prices, alerter, ledger, reader, bus):
+            for ref in (assistant, allocator, prices, alerter, ledger, reader, bus):
                 ref.close()
                 with anyio.move_on_after(30):
                     await ref.finished.wait()

@@ -44,6 +44,8 @@ TIER_ALIASES = {
     "remote_heavyweight": "heavyweight",
 }
 TIER_RANK = {"lightweight": 0, "midweight": 1, "heavyweight": 2}
+#: What a model can do (not how well): a replacement must keep these.
+FUNCTIONAL_CAPABILITIES = frozenset({"tools", "json", "vision", "reasoning", "audio", "pdf"})
 
 Period = Literal["hourly", "daily", "weekly", "monthly", "total"]
 Policy = Literal["ignore", "warn", "soft", "hard"]
@@ -390,6 +392,83 @@ class Forecast(Struct, kw_only=True):
     projected_usd: float | None  # at the window's end (None for `total` budgets)
     projected_tokens: int | None
     exhausted_at: dt.datetime | None  # when a limit is reached at this rate, if before the window ends
+
+
+# -- the assistant's facts --------------------------------------------------------
+
+
+class Spend(Struct, kw_only=True):
+    """One component, model or tier over the question's horizon, and over the same span before it."""
+
+    name: str
+    cost_usd: float
+    tokens: int
+    requests: int
+    share: float  # of the horizon's cost
+    previous_cost_usd: float
+
+
+class CallFact(Struct, kw_only=True):
+    record_id: int
+    ts: dt.datetime
+    component: str
+    model: str
+    tokens: int
+    cost_usd: float
+
+
+class CacheFact(Struct, kw_only=True):
+    component: str
+    model: str
+    requests: int
+    prompt_tokens: int  # input + cache read + cache write
+    cache_read_tokens: int
+    hit_ratio: float
+    cache_read_per_mtok: float | None  # None: the model has no cheaper cached rate
+
+
+class CheaperModel(Struct, kw_only=True):
+    """What the recorded traffic of `instead_of` would have cost on `model` (same capabilities, enough context)."""
+
+    instead_of: str
+    model: str
+    provider: str | None
+    tier: str | None
+    actual_cost_usd: float
+    would_cost_usd: float
+    saving_usd: float
+
+
+RecommendationKind = Literal[
+    "switch_model", "enable_caching", "lower_tier", "raise_limit", "lower_limit", "budget_running_out"]
+
+
+class Recommendation(Struct, kw_only=True):
+    kind: RecommendationKind
+    message: str
+    saving_usd: float | None = None
+    budget: str | None = None
+    component: str | None = None
+    model: str | None = None
+
+
+class Facts(Struct, kw_only=True):
+    """What the assistant knows when it answers: computed from the ledger, the budgets and the price book."""
+
+    horizon: str  # e.g. "yesterday", "the last 7 days"
+    since: dt.datetime
+    until: dt.datetime
+    totals: Totals
+    previous: Totals  # the same span just before
+    change: float | None  # totals / previous - 1 (cost), None when there was nothing before
+    by_component: list[Spend] = msgspec.field(default_factory=list)
+    by_model: list[Spend] = msgspec.field(default_factory=list)
+    by_tier: list[Spend] = msgspec.field(default_factory=list)
+    budgets_at_risk: list[Forecast] = msgspec.field(default_factory=list)
+    expensive_calls: list[CallFact] = msgspec.field(default_factory=list)
+    cache: list[CacheFact] = msgspec.field(default_factory=list)
+    cheaper_models: list[CheaperModel] = msgspec.field(default_factory=list)
+    recommendations: list[Recommendation] = msgspec.field(default_factory=list)
 
 
 class Filters(Struct, kw_only=True):

@@ -20,6 +20,7 @@ from budgetd.model import (
     Decision,
     Dim,
     Estimate,
+    Facts,
     Filters,
     Forecast,
     Label,
@@ -347,10 +348,11 @@ class Subscribed(Struct, kw_only=True):
 
 class AskResult(Struct, kw_only=True):
     answer: str
-    facts: dict[str, Any]
-    model: str | None = None
-    cost_usd: float = 0.0
+    facts: Facts
+    model: str | None = None  # the LLM that wrote the answer; None when offline
+    cost_usd: float = 0.0  # what that LLM call cost (recorded as component budgetd.assistant)
     offline: bool = True
+    why_offline: str | None = None
 
 
 RESULT_TYPES: dict[type[Request], Any] = {

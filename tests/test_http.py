@@ -325,7 +325,7 @@ def test_every_op_is_reachable_on_both_doors_with_the_same_answer(web):
                 "window_start", "window_end", "recorded_at", "spent_usd", "spent_tokens", "reserved_usd",
                 "reserved_tokens", "used_fraction", "status", "budgets", "totals", "actors", "version",
                 "last_success", "versions", "records", "next", "decision", "price", "duplicate", "daemon",
-                "forecasts"}
+                "forecasts", "since", "until"}
 
     def shape(value):
         if isinstance(value, dict):

@@ -92,6 +92,10 @@ async def test_every_tool_answers_what_the_daemon_answers(daemon_with_budget):
 
         alerts = (await mcp.call_tool("alerts_list", {"unacked_only": True})).structured_content["alerts"]
         assert alerts == plain(await c.alerts_list(unacked=True, limit=20)) and alerts
+        asked = await mcp.call_tool("budget_ask", {"question": "who spent the most today?"})
+        assert not asked.is_error and asked.structured_content["facts"]["by_component"][0]["name"] == "rhetor"
+        assert asked.structured_content["offline"] and "Top spender: rhetor" in asked.content[0].text
+
         acked = await mcp.call_tool("alerts_ack", {"alert_id": alerts[0]["id"]})
         assert acked.structured_content == {"acked": True}
         assert [a for a in await c.alerts_list(limit=50) if a.id == alerts[0]["id"]][0].acked_by == "mcp"

@@ -109,21 +109,6 @@ def test_invalid_fields_are_named(shared_daemon):
         assert c.call({"op": "ping", "id": 2})["ok"]
 
 
-def test_ops_not_built_yet_name_themselves(shared_daemon):
-    from budgetd.protocol import OPS
-
-    with RawConn(shared_daemon.socket) as c:
-        served = set(c.call({"op": "hello", "id": 1})["result"]["ops"])
-        missing = sorted(set(OPS) - served)
-        if not missing:
-            pytest.skip("every op of the protocol is served")
-        for op in missing:
-            answer = c.call({"op": op, "id": 3})
-            assert answer["error"]["code"] in ("unknown_op", "invalid"), answer
-            if answer["error"]["code"] == "unknown_op":
-                assert op in answer["error"]["message"]
-
-
 def test_client_leaving_mid_frame_does_not_disturb_others(shared_daemon):
     for _ in range(20):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -28,6 +28,7 @@ from budgetd.protocol import (
     AlertsAck,
     AlertsList,
     AnyRequest,
+    Ask,
     BudgetDelete,
     BudgetGet,
     BudgetList,
@@ -321,6 +322,7 @@ REST: list[tuple[str, str, type[Request], Callable[[Any, Any, dict], dict], Any]
     ("GET", "/api/v1/alerts", AlertsList, lambda q, b, p: dict(q), None),
     ("POST", "/api/v1/alerts/{alert_id:int}/ack", AlertsAck, lambda q, b, p: {**(b or {}), **p}, None),
     ("POST", "/api/v1/route", RouteOp, lambda q, b, p: b or {}, RouteOp),
+    ("POST", "/api/v1/ask", Ask, lambda q, b, p: b or {}, Ask),
 ]
 
 
@@ -332,7 +334,7 @@ def openapi_document() -> dict[str, Any]:
         [AnyRequest, Err, *bodies, *results], ref_template="#/components/schemas/{name}")
     body_schemas = dict(zip([id(t) for t in bodies], rest_schemas[: len(bodies)]))
     result_schemas = rest_schemas[len(bodies):]
-    for name in ("Reserve", "Route"):  # as REST bodies their `op` comes from the path
+    for name in ("Reserve", "Route", "Ask"):  # as REST bodies their `op` comes from the path
         required = components.get(name, {}).get("required", [])
         if "op" in required:
             required.remove("op")

@@ -43,6 +43,7 @@ from actors.prices import (
     SetPrice,
     UnsetPrice,
 )
+from actors.assistant import AskMsg
 from actors.reports import ReportQuery
 from actors.runtime import Ref, Reply, ReplyTo
 from budgetd.config import Config, parse_duration
@@ -53,6 +54,8 @@ from budgetd.protocol import (
     Acked,
     ActorStatus,
     AlertListResult,
+    Ask,
+    AskResult,
     AlertsAck,
     AlertsList,
     BudgetDelete,
@@ -127,6 +130,7 @@ class Ops:
             BudgetDelete: self.budget_delete,
             UsageList: self.usage_list,
             Report: self.report,
+            Ask: self.ask,
             AlertsList: self.alerts_list,
             AlertsAck: self.alerts_ack,
             Status: self.status,
@@ -273,6 +277,11 @@ class Ops:
                                                             self.timeout)
         forecasts = await self._allocator(lambda reply: ForecastsMsg(reply=reply))
         return ReportResult(rows=rows, totals=totals, forecasts=forecasts)
+
+    async def ask(self, req: Ask) -> AskResult:
+        # Facts, then a model call that may take its whole timeout (with one retry).
+        timeout = self.timeout * 2 + 2 * parse_duration(self.config.assistant.timeout) + 5
+        return await self.refs["assistant"].ask(lambda reply: AskMsg(question=req.question, reply=reply), timeout)
 
     async def alerts_list(self, req: AlertsList) -> AlertListResult:
         alerts = await self.refs["ledger-reader"].ask(lambda reply: ListAlerts(
