@@ -3,7 +3,6 @@
 import json
 import socket
 
-import pytest
 from conftest import RawConn
 
 
