@@ -3,61 +3,15 @@
 
 import datetime as dt
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from budgetd.client import SyncBudgetClient
 from tests.conftest import run_cli
+from tests.llm import FakeLLM
 
 UTC = dt.timezone.utc
 KEY_ENV = "TEST_ASSISTANT_KEY"
-
-
-class FakeLLM:
-    """POST /v1/chat/completions: a canned answer with a usage block; remembers every request."""
-
-    def __init__(self, answer: str = "Rhetor spent the most: $1.20 of $1.45 (the facts say so).",
-                 prompt_tokens: int = 1500, completion_tokens: int = 120, cached_tokens: int = 200) -> None:
-        self.requests: list[dict] = []
-        self.status = 200
-        self.answer = answer
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-                if fake.status != 200:
-                    self.send_response(fake.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.end_headers()
-                    self.wfile.write(b'{"error": {"message": "overloaded", "type": "server_error"}}')
-                    return
-                reply = json.dumps({
-                    "id": "chatcmpl-1", "object": "chat.completion", "created": 1764300000, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": fake.answer}}],
-                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                              "total_tokens": prompt_tokens + completion_tokens,
-                              "prompt_tokens_details": {"cached_tokens": cached_tokens}},
-                }).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture
