@@ -9,6 +9,7 @@ import csv
 import datetime as dt
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import msgspec
@@ -372,6 +373,24 @@ def cmd_ask(args: argparse.Namespace) -> int:
         return f"{r.answer}\n\n[{source}; facts: {r.facts.horizon}, --json for all of them]"
 
     emit(args, result, human)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from budgetd.integrations import importers
+
+    socket = getattr(args, "socket", None)
+    try:
+        if args.source == "rhetor":
+            zone(args.tz)
+            report = importers.import_rhetor(socket, Path(args.path), dry_run=args.dry_run, zone_name=args.tz)
+        else:
+            report = importers.import_apollo(socket, Path(args.path), dry_run=args.dry_run)
+    except importers.SourceError as exc:
+        raise CliError(str(exc)) from None
+    except ValueError as exc:
+        raise CliError(f"--tz: {exc}") from None
+    sys.stdout.write(report.text() + "\n")
     return 0
 
 
@@ -829,6 +848,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ask", help="ask the budget assistant (works offline too)", parents=[common])
     p.add_argument("question", nargs="+", help='e.g. "why did spend double yesterday?"')
     p.set_defaults(func=cmd_ask)
+
+    imports = sub.add_parser("import", help="bring Rhetor's ledger or Apollo's policies into budgetd",
+                             parents=[common])
+    isub = imports.add_subparsers(dest="source", metavar="SOURCE")
+    isub.required = True
+    p = isub.add_parser("rhetor", help="Rhetor's SQLite (usage and budget_settings)", parents=[common])
+    p.add_argument("path", help="rhetor.db")
+    p.add_argument("--tz", default="UTC", help="the zone Rhetor's timestamps were written in (default UTC)")
+    p.add_argument("--dry-run", action="store_true", help="check and say what would happen, write nothing")
+    p.set_defaults(func=cmd_import)
+    p = isub.add_parser("apollo", help="Apollo's budget_policies.json", parents=[common])
+    p.add_argument("path", help="budget_policies.json")
+    p.add_argument("--dry-run", action="store_true", help="check and say what would happen, write nothing")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("tui", help="the live dashboard (Textual)", parents=[common])
     p.add_argument("--tz", help="time zone for days and hours on screen (default: $TZ, else UTC)")
