@@ -9,6 +9,7 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -163,6 +164,7 @@ def open_writer(path: Path, durability: str) -> sqlite3.Connection:
     try:
         db.execute("PRAGMA busy_timeout = 5000")
         _check_identity(db, path)  # before anything, even the journal mode, writes to the file
+        check_integrity(db, path)
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             raise LedgerError(f"{path}: could not switch to WAL mode (got {mode})")
@@ -197,6 +199,19 @@ def _check_identity(db: sqlite3.Connection, path: Path) -> None:
         raise LedgerError(
             f"{path} has schema version {version}, newer than this budgetd understands ({SCHEMA_VERSION}). "
             "Upgrade budgetd, or restore a backup."
+        )
+
+
+def check_integrity(db: sqlite3.Connection, path: Path) -> None:
+    """SQLite's quick check (structure, not every index entry): a damaged ledger is refused, never repaired."""
+    try:
+        problems = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
+    except sqlite3.DatabaseError as exc:
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        raise LedgerError(
+            f"{path} is damaged ({'; '.join(problems)}). Restore a backup with `budget restore BACKUP` "
+            "(the damaged file is kept beside it), or move it aside to start an empty ledger."
         )
 
 
@@ -404,6 +419,13 @@ class CallExtremes(msgspec.Struct, frozen=True):
     since: int
     until: int
     limit: int
+    reply: ReplyTo
+
+
+class BackupTo(msgspec.Struct, frozen=True):
+    """Answer: (bytes, records) of the verified copy now at `path`."""
+
+    path: str
     reply: ReplyTo
 
 
@@ -748,6 +770,45 @@ def _conditions(equal: dict[str, str], since: int | None, until: int | None) -> 
     return where, args
 
 
+def verify_ledger(path: Path) -> tuple[int, int]:
+    """(schema version, records) of a ledger file, or LedgerError saying what is wrong with it."""
+    if not path.is_file():
+        raise LedgerError(f"{path} does not exist")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        _check_identity(db, path)
+        check_integrity(db, path)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            raise LedgerError(f"{path} is an empty SQLite file, not a budgetd ledger")
+        return version, db.execute("SELECT count(*) FROM usage").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise LedgerError(_UNUSABLE.format(path=path, why=exc)) from None
+    finally:
+        db.close()
+
+
+def _verify_copy(db: sqlite3.Connection, path: Path) -> int:
+    check_integrity(db, path)
+    db.commit()
+    return db.execute("SELECT count(*) FROM usage").fetchone()[0]
+
+
+def _install(partial: Path, dest: Path) -> None:
+    """Durably replace `dest` with `partial`."""
+    fd = os.open(partial, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(partial, dest)
+    dir_fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def _undo(write: WriteUsage) -> None:
     """Tell the allocator to take back what it charged for a write that was not applied."""
     if write.undo is not None and write.charges is not None:
@@ -805,6 +866,8 @@ class LedgerReader(Actor):
             message.reply.set(await self._list_alerts(message))
         elif isinstance(message, CallExtremes):
             message.reply.set(await self._extremes(message))
+        elif isinstance(message, BackupTo):
+            message.reply.set(await self._backup(Path(message.path)))
         elif isinstance(message, RunReport):
             assert self.db is not None
             message.reply.set(await reports.run(self.db, message.query))
@@ -830,6 +893,24 @@ class LedgerReader(Actor):
             data=_alert_data_decoder.decode(r[8]), acked=bool(r[9]), acked_by=r[10],
             acked_at=None if r[11] is None else from_us(r[11]),
         ) for r in rows]
+
+    async def _backup(self, dest: Path) -> tuple[int, int]:
+        """SQLite's backup API in one step from this read connection: one snapshot, while writers go on
+        (WAL). Written beside `dest`, verified, then renamed into place."""
+        assert self.db is not None
+        partial = dest.with_name(dest.name + ".partial")
+        partial.unlink(missing_ok=True)
+        target = await anyio.to_thread.run_sync(lambda: sqlite3.connect(partial, check_same_thread=False))
+        try:
+            await self.db.backup(target, pages=-1)
+            records = await anyio.to_thread.run_sync(_verify_copy, target, partial)
+        except BaseException:
+            await anyio.to_thread.run_sync(target.close)
+            partial.unlink(missing_ok=True)
+            raise
+        await anyio.to_thread.run_sync(target.close)
+        await anyio.to_thread.run_sync(_install, partial, dest)
+        return dest.stat().st_size, records
 
     async def _extremes(self, q: CallExtremes) -> tuple[list[UsageRecord], dict[str, int]]:
         assert self.db is not None

@@ -394,6 +394,58 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    dest = Path(args.path).expanduser()
+    if not dest.is_absolute():
+        dest = dest.resolve()  # relative to here; the daemon takes absolute paths only
+    with SyncBudgetClient(getattr(args, "socket", None), timeout=10.0, retries=1) as c:
+        result = c.backup(str(dest))
+    emit(args, result, lambda r: f"backup of {count(r.records)} records written to {r.path} "
+                                 f"({r.bytes / 1e6:.1f} MB in {r.duration_s:g}s), verified")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    import shutil
+
+    from actors.ledger import LedgerError, verify_ledger
+    from budgetd import config as config_module
+    from budgetd.daemon import StartupError, lock_data_dir
+
+    try:
+        config = config_module.load(args.config)
+    except config_module.ConfigError as exc:
+        raise CliError(str(exc)) from None
+    data_dir = Path(args.data_dir).expanduser() if args.data_dir else config.data_path
+    source = Path(args.path).expanduser()
+    try:
+        version, records = verify_ledger(source)
+    except LedgerError as exc:
+        raise CliError(f"{exc} Nothing was restored.") from None
+    try:
+        lock = lock_data_dir(data_dir)
+    except StartupError as exc:
+        raise CliError(f"{exc}: stop the daemon before a restore") from None
+    try:
+        ledger = data_dir / "ledger.db"
+        kept = None
+        if ledger.exists():
+            kept = data_dir / f"ledger.db.before-restore-{dt.datetime.now():%Y%m%d-%H%M%S}"
+            ledger.rename(kept)
+            for suffix in ("-wal", "-shm"):  # the old file's journal goes with it
+                side = Path(str(ledger) + suffix)
+                if side.exists():
+                    side.rename(Path(str(kept) + suffix))
+        partial = data_dir / "ledger.db.restoring"
+        shutil.copyfile(source, partial)
+        os.replace(partial, ledger)
+    finally:
+        lock.close()
+    print(f"restored {count(records)} records (schema {version}) from {source} into {ledger}"
+          + (f"; the previous ledger is kept as {kept}" if kept else ""))
+    return 0
+
+
 def cmd_tui(args: argparse.Namespace) -> int:
     if args.tz is not None:
         try:
@@ -862,6 +914,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="budget_policies.json")
     p.add_argument("--dry-run", action="store_true", help="check and say what would happen, write nothing")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("backup", help="an online, consistent, verified copy of the ledger", parents=[common])
+    p.add_argument("path", help="where the daemon writes it")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("restore", help="replace the ledger with a backup (daemon stopped; verified first)",
+                       parents=[common])
+    p.add_argument("path", help="a file made by `budget backup`")
+    p.add_argument("--config", help="the daemon's TOML config (for its data_dir)")
+    p.add_argument("--data-dir", help="the daemon's data directory")
+    p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("tui", help="the live dashboard (Textual)", parents=[common])
     p.add_argument("--tz", help="time zone for days and hours on screen (default: $TZ, else UTC)")

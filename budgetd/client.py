@@ -42,6 +42,7 @@ from budgetd.protocol import (
     AlertsAck,
     AlertsList,
     Ask,
+    Backup,
     BudgetDelete,
     BudgetGet,
     BudgetList,
@@ -438,6 +439,10 @@ class SyncBudgetClient(_Requests):
                 if response.event is not None:
                     yield _event(response)
 
+    def backup(self, path: str | os.PathLike, timeout: float = 600.0) -> Any:
+        """An online copy of the ledger at `path` (absolute, on the daemon's machine)."""
+        return self.call(Backup(path=os.fspath(path)), timeout=timeout)
+
     def ask(self, question: str, timeout: float = 300.0) -> Any:
         """The budget assistant's answer, with the facts it used; an LLM call may take a while."""
         return self.call(Ask(question=question), timeout=timeout)
@@ -718,6 +723,10 @@ class BudgetClient(_Requests):
                     yield event
         finally:
             self._events = None
+
+    async def backup(self, path: str | os.PathLike, timeout: float = 600.0) -> Any:
+        """An online copy of the ledger at `path` (absolute, on the daemon's machine)."""
+        return await self.call(Backup(path=os.fspath(path)), timeout=timeout)
 
     async def ask(self, question: str, timeout: float = 300.0) -> Any:
         """The budget assistant's answer, with the facts it used; an LLM call may take a while."""

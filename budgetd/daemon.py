@@ -60,7 +60,7 @@ def http_tokens(config: Config) -> list[Token]:
     return tokens
 
 
-def _lock_data_dir(data_dir: Path) -> Any:
+def lock_data_dir(data_dir: Path) -> Any:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = open(data_dir / "budgetd.lock", "a+")  # noqa: SIM115 - held until exit
     try:
@@ -92,7 +92,7 @@ class Daemon:
         config = self.config
         debug.configure(config.log.debug)
         _raise_fd_limit()
-        data_lock = _lock_data_dir(self.data_dir)
+        data_lock = lock_data_dir(self.data_dir)
         try:
             socket_lock = prepare_socket_path(self.socket_path)
         except Exception:

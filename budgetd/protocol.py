@@ -179,6 +179,12 @@ class PricesHistory(Request, tag="prices.history", kw_only=True):
     model: Name
 
 
+class Backup(Request, tag="backup", kw_only=True):
+    """An online, consistent copy of the ledger, written by the daemon to `path` (absolute, on its machine)."""
+
+    path: Annotated[str, Meta(min_length=1, max_length=4096)]
+
+
 class Route(Request, tag="route", kw_only=True):
     estimate: Estimate
     candidates: Annotated[list[Name], Meta(max_length=256)] | None = None
@@ -208,12 +214,12 @@ class Ask(Request, tag="ask", kw_only=True):
 REQUEST_TYPES: tuple[type[Request], ...] = (
     Hello, Ping, Check, Reserve, Commit, Release, Record, BudgetSet, BudgetGet, BudgetList,
     BudgetDelete, Status, Report, UsageList, PricesGet, PricesList, PricesRefresh, PricesSet,
-    PricesUnset, PricesHistory, Route, AlertsList, AlertsAck, Subscribe, Ask,
+    PricesUnset, PricesHistory, Route, AlertsList, AlertsAck, Subscribe, Ask, Backup,
 )
 AnyRequest = (
     Hello | Ping | Check | Reserve | Commit | Release | Record | BudgetSet | BudgetGet | BudgetList
     | BudgetDelete | Status | Report | UsageList | PricesGet | PricesList | PricesRefresh
-    | PricesSet | PricesUnset | PricesHistory | Route | AlertsList | AlertsAck | Subscribe | Ask
+    | PricesSet | PricesUnset | PricesHistory | Route | AlertsList | AlertsAck | Subscribe | Ask | Backup
 )
 OPS: dict[str, type[Request]] = {t.__struct_config__.tag: t for t in REQUEST_TYPES}
 
@@ -338,6 +344,13 @@ class AlertListResult(Struct, kw_only=True):
     alerts: list[Alert]
 
 
+class BackupResult(Struct, kw_only=True):
+    path: str
+    bytes: int
+    records: int
+    duration_s: float
+
+
 class Acked(Struct, kw_only=True):
     acked: bool
 
@@ -362,7 +375,7 @@ RESULT_TYPES: dict[type[Request], Any] = {
     Report: ReportResult, UsageList: UsageListResult, PricesGet: PriceResult,
     PricesList: PriceListResult, PricesRefresh: RefreshReport, PricesSet: PriceResult,
     PricesUnset: PriceUnsetResult, PricesHistory: PriceHistoryResult, Route: RouteResult,
-    AlertsList: AlertListResult, AlertsAck: Acked, Subscribe: Subscribed, Ask: AskResult,
+    AlertsList: AlertListResult, AlertsAck: Acked, Subscribe: Subscribed, Ask: AskResult, Backup: BackupResult,
 }
 
 

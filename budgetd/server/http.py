@@ -29,6 +29,7 @@ from budgetd.protocol import (
     AlertsList,
     AnyRequest,
     Ask,
+    Backup,
     BudgetDelete,
     BudgetGet,
     BudgetList,
@@ -323,6 +324,7 @@ REST: list[tuple[str, str, type[Request], Callable[[Any, Any, dict], dict], Any]
     ("POST", "/api/v1/alerts/{alert_id:int}/ack", AlertsAck, lambda q, b, p: {**(b or {}), **p}, None),
     ("POST", "/api/v1/route", RouteOp, lambda q, b, p: b or {}, RouteOp),
     ("POST", "/api/v1/ask", Ask, lambda q, b, p: b or {}, Ask),
+    ("POST", "/api/v1/backup", Backup, lambda q, b, p: b or {}, Backup),
 ]
 
 
@@ -334,7 +336,7 @@ def openapi_document() -> dict[str, Any]:
         [AnyRequest, Err, *bodies, *results], ref_template="#/components/schemas/{name}")
     body_schemas = dict(zip([id(t) for t in bodies], rest_schemas[: len(bodies)]))
     result_schemas = rest_schemas[len(bodies):]
-    for name in ("Reserve", "Route", "Ask"):  # as REST bodies their `op` comes from the path
+    for name in ("Reserve", "Route", "Ask", "Backup"):  # as REST bodies their `op` comes from the path
         required = components.get(name, {}).get("required", [])
         if "op" in required:
             required.remove("op")

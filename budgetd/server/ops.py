@@ -7,6 +7,7 @@ so a feature exists on every door or on none.
 import datetime as dt
 import os
 import time
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import budgetd
@@ -31,6 +32,7 @@ from actors.ledger import (
     GetTotals,
     ListAlerts,
     ListUsage,
+    BackupTo,
     RunReport,
     payload_hash,
 )
@@ -56,6 +58,8 @@ from budgetd.protocol import (
     AlertListResult,
     Ask,
     AskResult,
+    Backup,
+    BackupResult,
     AlertsAck,
     AlertsList,
     BudgetDelete,
@@ -131,6 +135,7 @@ class Ops:
             UsageList: self.usage_list,
             Report: self.report,
             Ask: self.ask,
+            Backup: self.backup,
             AlertsList: self.alerts_list,
             AlertsAck: self.alerts_ack,
             Status: self.status,
@@ -282,6 +287,24 @@ class Ops:
         # Facts, then a model call that may take its whole timeout (with one retry).
         timeout = self.timeout * 2 + 2 * parse_duration(self.config.assistant.timeout) + 5
         return await self.refs["assistant"].ask(lambda reply: AskMsg(question=req.question, reply=reply), timeout)
+
+    async def backup(self, req: Backup) -> BackupResult:
+        dest = Path(req.path)
+        if not dest.is_absolute():
+            raise OpError("invalid", f"backup path {req.path!r} must be absolute (the daemon writes it)", "$.path")
+        if not dest.parent.is_dir():
+            raise OpError("invalid", f"directory {dest.parent} does not exist on the daemon's machine", "$.path")
+        ledger = (self.config.data_path / "ledger.db").resolve()
+        if dest.resolve() == ledger or dest.resolve().parent == ledger.parent and dest.name.startswith("ledger.db"):
+            raise OpError("invalid", "a backup cannot be written over the live ledger; choose another path", "$.path")
+        started = time.monotonic()
+        try:
+            size, records = await self.refs["ledger-reader"].ask(
+                lambda reply: BackupTo(path=str(dest), reply=reply), max(self.timeout, 600.0))
+        except OSError as exc:
+            raise OpError("unavailable", f"could not write {dest}: {exc.strerror or exc}", "$.path") from None
+        return BackupResult(path=str(dest), bytes=size, records=records,
+                            duration_s=round(time.monotonic() - started, 3))
 
     async def alerts_list(self, req: AlertsList) -> AlertListResult:
         alerts = await self.refs["ledger-reader"].ask(lambda reply: ListAlerts(

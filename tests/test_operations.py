@@ -1,0 +1,115 @@
+"""Operating budgetd: online backups while traffic runs, restores, a damaged ledger refused."""
+
+import hashlib
+import sqlite3
+import threading
+
+import httpx
+
+from budgetd.client import SyncBudgetClient
+from tests.conftest import RawConn, run_cli
+
+
+def test_backup_while_writing_then_restore(make_daemon, tmp_path):
+    d = make_daemon(http=True)
+    stop = threading.Event()
+    acknowledged: list[int] = []
+
+    def traffic() -> None:
+        with SyncBudgetClient(d.socket) as c:
+            while not stop.is_set():
+                acknowledged.append(c.record(component="w", model="gpt-4o", input_tokens=10).record_id)
+
+    writer = threading.Thread(target=traffic)
+    writer.start()
+    try:
+        while len(acknowledged) < 200:
+            pass
+        out = run_cli("backup", str(tmp_path / "b1.db"), socket=d.socket)
+        during = len(acknowledged)
+    finally:
+        stop.set()
+        writer.join()
+    assert out.returncode == 0, out.stderr
+    assert "verified" in out.stdout and (tmp_path / "b1.db").is_file()
+    assert not (tmp_path / "b1.db.partial").exists()
+    copy = sqlite3.connect(tmp_path / "b1.db")
+    ids = [r[0] for r in copy.execute("SELECT record_id FROM usage ORDER BY record_id")]
+    copy.close()
+    # A consistent snapshot: a prefix of the acknowledged records, no gap, at least what was there before.
+    assert ids == list(range(1, len(ids) + 1)) and 200 <= len(ids) <= during + 1
+
+    with SyncBudgetClient(d.socket) as c:
+        total = c.status().totals.requests
+        assert total == len(acknowledged)
+        # Over HTTP the backup is an admin op, and it refuses bad paths with a reason.
+    answer = httpx.post(f"{d.url}/api/v1/backup", json={"path": str(tmp_path / "b2.db")})
+    assert answer.status_code == 200 and answer.json()["records"] == total
+    with RawConn(d.socket) as conn:
+        for path, why in (("relative.db", "absolute"), (str(tmp_path / "nodir" / "x.db"), "does not exist"),
+                          (str(d.ledger), "live ledger")):
+            err = conn.call({"op": "backup", "id": 1, "path": path})["error"]
+            assert err["code"] == "invalid" and why in err["message"] and err["field"] == "$.path"
+
+    out = run_cli("restore", str(tmp_path / "b1.db"), "--data-dir", str(d.data_dir))
+    assert out.returncode == 1 and "stop the daemon" in out.stderr
+    d.stop()
+    out = run_cli("restore", str(tmp_path / "b1.db"), "--data-dir", str(d.data_dir))
+    assert out.returncode == 0, out.stderr
+    assert f"restored {len(ids):,} records" in out.stdout and "before-restore" in out.stdout
+    assert list(d.data_dir.glob("ledger.db.before-restore-*"))
+    d.start()
+    with SyncBudgetClient(d.socket) as c:
+        assert c.status().totals.requests == len(ids)
+        assert c.record(component="w", model="gpt-4o", input_tokens=1).record_id == len(ids) + 1
+
+
+def test_restore_refuses_what_is_not_a_good_ledger(make_daemon, tmp_path):
+    d = make_daemon(start=False)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"no database here" * 100)
+    out = run_cli("restore", str(junk), "--data-dir", str(d.data_dir))
+    assert out.returncode == 1 and "Nothing was restored" in out.stderr and "Traceback" not in out.stderr
+    foreign = tmp_path / "foreign.db"
+    sqlite3.connect(foreign).execute("CREATE TABLE t (x)").connection.close()
+    out = run_cli("restore", str(foreign), "--data-dir", str(d.data_dir))
+    assert out.returncode == 1 and "did not create" in out.stderr
+    out = run_cli("restore", str(tmp_path / "missing.db"), "--data-dir", str(d.data_dir))
+    assert out.returncode == 1 and "does not exist" in out.stderr
+
+
+def test_a_damaged_ledger_is_refused_with_what_to_do(make_daemon):
+    d = make_daemon()
+    with SyncBudgetClient(d.socket) as c:
+        for i in range(300):
+            c.record(component=f"c{i % 7}", model="gpt-4o", input_tokens=1000 + i, context_id=f"ctx-{i}")
+    d.stop()
+    data = bytearray(d.ledger.read_bytes())
+    page = 4096
+    for offset in range(page * 4, page * 8):  # scribble over b-tree pages, headers and all
+        data[offset] = 0x5A
+    d.ledger.write_bytes(bytes(data))
+    before = hashlib.sha256(d.ledger.read_bytes()).hexdigest()
+    d.start(wait=False)
+    assert d.proc.wait(30) == 1
+    log = d.log.read_text()
+    assert "is damaged" in log and "budget restore" in log, log
+    assert "Traceback" not in log
+    assert hashlib.sha256(d.ledger.read_bytes()).hexdigest() == before  # never touched
+
+
+def test_service_files_are_well_formed():
+    import configparser
+    import plistlib
+
+    from tests.conftest import ROOT
+
+    plist = plistlib.loads((ROOT / "contrib" / "com.budgetd.daemon.plist").read_bytes())
+    assert plist["Label"] == "com.budgetd.daemon" and plist["ProgramArguments"][1] == "daemon"
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # keys are case-sensitive in systemd
+    unit.read_string((ROOT / "contrib" / "budgetd.service").read_text())
+    service = unit["Service"]
+    assert service["ExecStart"].split()[1:3] == ["daemon", "--socket"]
+    assert service["KillSignal"] == "SIGTERM" and service["Restart"] == "on-failure"
+    assert service["RestartPreventExitStatus"] == "1" and service["NoNewPrivileges"] == "yes"
