@@ -158,7 +158,7 @@ _UNUSABLE = (
 )
 
 
-def open_writer(path: Path, durability: str) -> sqlite3.Connection:
+def open_writer(path: Path, durability: str, max_bytes: int = 0) -> sqlite3.Connection:
     """The writer's connection: identified, WAL, migrated. Runs in the ledger's worker thread."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
@@ -170,6 +170,9 @@ def open_writer(path: Path, durability: str) -> sqlite3.Connection:
             raise LedgerError(f"{path}: could not switch to WAL mode (got {mode})")
         db.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
         migrate(db, path)
+        if max_bytes:
+            page = db.execute("PRAGMA page_size").fetchone()[0]
+            db.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page)}")
     except sqlite3.DatabaseError as exc:
         db.close()
         raise LedgerError(_UNUSABLE.format(path=path, why=exc)) from None
@@ -288,6 +291,13 @@ class Undo(msgspec.Struct, frozen=True):
 
 
 class GetTotals(msgspec.Struct, frozen=True):
+    reply: ReplyTo
+
+
+class ExpireKeys(msgspec.Struct, frozen=True):
+    """Forget idempotency keys older than `before` (µs); answer: how many."""
+
+    before: int
     reply: ReplyTo
 
 
@@ -454,8 +464,9 @@ class Ledger(Actor):
     name = "ledger"
 
     def __init__(self, path: Path, durability: str = "full", bus: Ref | None = None,
-                 report_zones: Sequence[str] = ("UTC",)) -> None:
+                 report_zones: Sequence[str] = ("UTC",), max_bytes: int = 0) -> None:
         super().__init__()
+        self.max_bytes = max_bytes
         self.bus = bus
         self.rollups = rollups.Rollups(["UTC", *report_zones])
         self.path = path
@@ -469,7 +480,7 @@ class Ledger(Actor):
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._thread)
 
     async def started(self) -> None:
-        self.db = await self._in_thread(open_writer, self.path, self.durability)
+        self.db = await self._in_thread(open_writer, self.path, self.durability, self.max_bytes)
         row = await self._in_thread(lambda: self.db.execute(  # type: ignore[union-attr]
             "SELECT coalesce(max(record_id), 0), count(*), coalesce(sum(input_tokens), 0), "
             "coalesce(sum(output_tokens), 0), coalesce(sum(cache_read_tokens), 0), "
@@ -542,6 +553,8 @@ class Ledger(Actor):
             return True
         if isinstance(message, DeleteBudget):
             return db.execute("DELETE FROM budgets WHERE name = ?", (message.name,)).rowcount > 0
+        if isinstance(message, ExpireKeys):
+            return db.execute("DELETE FROM idempotency WHERE created_at < ?", (message.before,)).rowcount
         if isinstance(message, SumWindows):
             return {s.budget: self._window_sum(db, s) for s in message.sums}
         if isinstance(message, LoadPrices):
@@ -639,10 +652,19 @@ class Ledger(Actor):
         try:
             answers, next_id, added = await self._in_thread(self._transaction, writes, now)
         except BaseException as exc:
-            error = OpError("unavailable", f"the ledger could not write ({exc}); nothing was recorded, retry")
+            full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            error = OpError("unavailable", (
+                "the ledger's disk is full (or daemon.max_ledger_mb is reached): nothing was recorded; "
+                "retry once space is freed" if full else
+                f"the ledger could not write ({exc}); nothing was recorded, retry"))
             for w in writes:
                 w.reply.fail(error)
                 _undo(w)
+            if full:
+                # The transaction was rolled back and the connection is fine: the next batch simply tries
+                # again, and succeeds once space returns. No restart, no lost acknowledgement.
+                log.warning("ledger full: %d writes refused", len(writes))
+                return
             if isinstance(exc, sqlite3.DatabaseError) or not isinstance(exc, Exception):
                 raise  # the supervisor reopens the database
             log.error("ledger write failed: %s", exc)

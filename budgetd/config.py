@@ -28,6 +28,8 @@ class DaemonConfig(Section):
     max_frame_bytes: int = 1 << 20
     max_connections: int = 10_000
     ask_timeout_s: float = 10.0
+    max_ledger_mb: float = 0  # 0 = as large as the disk allows; at the cap writes get `unavailable`
+    keep_idempotency_keys: str = "7d"  # a retried write is recognised this long
 
 
 class HttpToken(Section):
@@ -117,6 +119,12 @@ class ReportsConfig(Section):
     timezones: list[str] = []
 
 
+class BackupConfig(Section):
+    dir: str = ""  # "" = no periodic backups
+    every: str = "1d"
+    keep: int = 7  # the newest this many backups in `dir` are kept
+
+
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     debug: list[str] = []
@@ -133,6 +141,7 @@ class Config(Section):
     assistant: AssistantConfig = AssistantConfig()
     hermes: HermesConfig = HermesConfig()
     reports: ReportsConfig = ReportsConfig()
+    backup: BackupConfig = BackupConfig()
     log: LogConfig = LogConfig()
 
     @property
@@ -265,6 +274,18 @@ def _check(config: Config, source: str) -> None:
             zone(name)
         except ValueError as exc:
             raise ConfigError(f"{source}: reports.timezones[{i}]: {exc}") from None
+    try:
+        parse_duration(config.daemon.keep_idempotency_keys)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: daemon.keep_idempotency_keys: {exc}") from None
+    try:
+        parse_duration(config.backup.every)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: backup.every: {exc}") from None
+    if config.backup.keep < 1:
+        raise ConfigError(f"{source}: backup.keep must be 1 or more")
+    if config.daemon.max_ledger_mb < 0:
+        raise ConfigError(f"{source}: daemon.max_ledger_mb must be 0 (no cap) or more")
     if config.daemon.max_frame_bytes < 1024:
         raise ConfigError(f"{source}: daemon.max_frame_bytes must be at least 1024")
     if config.pricing.unknown_model not in ("fallback", "deny", "zero"):

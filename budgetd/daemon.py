@@ -12,6 +12,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from actors.alerter import Alerter, WebhookSettings
 from actors.allocator import AdmissionRules, Allocator
 from actors.assistant import Assistant, AssistantSettings
 from actors.bus import Bus
-from actors.ledger import Ledger, LedgerError, LedgerReader
+from actors.ledger import BackupTo, ExpireKeys, Ledger, LedgerError, LedgerReader
 from actors.price_rules import Rules
 from actors.prices import GetPricesStatus, Prices, PricesSettings
 from actors.runtime import Supervisor
@@ -30,6 +31,7 @@ from budgetd import debug
 from budgetd.config import Config, parse_duration
 from budgetd.hermes import Hermes
 from budgetd.pricing import TierRules, UnpricedPolicy
+from budgetd.protocol import OpError
 from budgetd.server.http import HttpDoor, HttpRefused, HttpServer, Token, parse_listen
 from budgetd.server.ops import Ops
 from budgetd.server.unix import SocketServer, prepare_socket_path
@@ -58,6 +60,33 @@ def http_tokens(config: Config) -> list[Token]:
             raise StartupError(f"http.tokens[{i}] has no token: set `token`, or `token_env` to a variable that is set")
         tokens.append(Token(secret, t.role, frozenset(t.components) if t.components is not None else None))
     return tokens
+
+
+async def _expire_keys(ledger: Any, keep_s: float) -> None:
+    """Forget idempotency keys older than `keep_s`, a few times per `keep_s` (at most once a minute)."""
+    while True:
+        await anyio.sleep(min(60.0, max(0.5, keep_s / 4)))
+        before = int((time.time() - keep_s) * 1_000_000)
+        try:
+            await ledger.ask(lambda reply: ExpireKeys(before=before, reply=reply), 30.0)
+        except OpError:
+            pass  # the ledger is busy or restarting: next round
+
+
+async def _periodic_backups(reader: Any, directory: Path, every_s: float, keep: int) -> None:
+    """A verified backup into `directory` every `every_s`, keeping the newest `keep`."""
+    while True:
+        await anyio.sleep(every_s)
+        dest = directory / f"ledger-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.db"
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            await reader.ask(lambda reply: BackupTo(path=str(dest), reply=reply), max(600.0, every_s))
+        except (OpError, OSError) as exc:
+            log.error("periodic backup to %s failed: %s", dest, getattr(exc, "message", exc))
+            continue
+        for old in sorted(directory.glob("ledger-*.db"))[:-keep]:
+            old.unlink(missing_ok=True)
+        log.info("backup written: %s", dest)
 
 
 def lock_data_dir(data_dir: Path) -> Any:
@@ -154,7 +183,9 @@ class Daemon:
             await tg.start(sup.supervise, alerter,
                            lambda: Alerter(ledger, bus, webhooks, config.daemon.ask_timeout_s))
             try:
-                await tg.start(sup.supervise, ledger, lambda: Ledger(db_path, config.daemon.durability, bus, config.report_zones))
+                await tg.start(sup.supervise, ledger, lambda: Ledger(
+                    db_path, config.daemon.durability, bus, config.report_zones,
+                    int(config.daemon.max_ledger_mb * 1024 * 1024)))
             except LedgerError as exc:
                 raise StartupError(str(exc)) from None
             await tg.start(sup.supervise, reader, lambda: LedgerReader(db_path))
@@ -195,6 +226,10 @@ class Daemon:
                 endpoint = f"http://{listen[0]}:{listen[1]}" if listen else ""
                 hermes = Hermes(hermes_url, endpoint, parse_duration(config.hermes.heartbeat))
                 tg.start_soon(hermes.run)
+            tg.start_soon(_expire_keys, ledger, parse_duration(config.daemon.keep_idempotency_keys))
+            if config.backup.dir:
+                tg.start_soon(_periodic_backups, reader, Path(config.backup.dir).expanduser(),
+                              parse_duration(config.backup.every), config.backup.keep)
             task_status.started()
             await self._stop.wait()
             log.info("shutting down: finishing requests in flight")

@@ -3,10 +3,11 @@
 import hashlib
 import sqlite3
 import threading
+import time
 
 import httpx
 
-from budgetd.client import SyncBudgetClient
+from budgetd.client import BudgetError, SyncBudgetClient
 from tests.conftest import RawConn, run_cli
 
 
@@ -113,3 +114,56 @@ def test_service_files_are_well_formed():
     assert service["ExecStart"].split()[1:3] == ["daemon", "--socket"]
     assert service["KillSignal"] == "SIGTERM" and service["Restart"] == "on-failure"
     assert service["RestartPreventExitStatus"] == "1" and service["NoNewPrivileges"] == "yes"
+
+
+def test_a_full_ledger_refuses_writes_and_recovers_by_itself(make_daemon):
+    """At the size cap (standing in for a full disk) writes get `unavailable`, nothing acknowledged is
+    lost, and writing resumes without a restart once space is freed (here: idempotency keys expire)."""
+    d = make_daemon('[daemon]\nmax_ledger_mb = 0.4\nkeep_idempotency_keys = "3s"\n')
+    pid = d.proc.pid
+    acknowledged = []
+    refusal = None
+    with SyncBudgetClient(d.socket, retries=0) as c:
+        started = time.monotonic()
+        for i in range(20_000):
+            try:
+                acknowledged.append(c.record(component="filler", model="gpt-4o", input_tokens=i,
+                                             context_id=f"a-long-context-id-to-fill-pages-{i:08d}").record_id)
+            except BudgetError as exc:
+                refusal = exc
+                break
+        assert refusal is not None and refusal.code == "unavailable" and "full" in refusal.message
+        assert c.ping() is not None  # still serving
+        deadline = time.monotonic() + 30
+        while True:  # the keys of the first writes expire and free their pages
+            try:
+                after = c.record(component="filler", model="gpt-4o", input_tokens=1,
+                                 context_id=f"a-long-context-id-to-fill-pages-{'x' * 8}")
+                break
+            except BudgetError as exc:
+                assert exc.code == "unavailable"
+                assert time.monotonic() < deadline, "writes did not resume"
+                time.sleep(0.5)
+        assert after.record_id == acknowledged[-1] + 1
+        assert time.monotonic() - started > 3  # it took the keys' expiry, not just a smaller row
+    assert d.proc.pid == pid and d.proc.poll() is None  # no restart
+    db = sqlite3.connect(f"file:{d.ledger}?mode=ro", uri=True)
+    ids = {r[0] for r in db.execute("SELECT record_id FROM usage")}
+    db.close()
+    assert set(acknowledged) <= ids
+
+
+def test_periodic_backups_keep_the_newest(make_daemon, tmp_path):
+    backups = tmp_path / "backups"
+    d = make_daemon(f'[backup]\ndir = "{backups}"\nevery = "0.5s"\nkeep = 2\n')
+    with SyncBudgetClient(d.socket) as c:
+        c.record(component="b", model="gpt-4o", input_tokens=1)
+    deadline = time.monotonic() + 20
+    while len(list(backups.glob("ledger-*.db"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.5)  # a few more rounds: old ones are deleted
+    files = sorted(backups.glob("ledger-*.db"))
+    assert 1 <= len(files) <= 2 and not list(backups.glob("*.partial"))
+    db = sqlite3.connect(files[-1])
+    assert db.execute("SELECT count(*) FROM usage").fetchone()[0] == 1
+    db.close()
