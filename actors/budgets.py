@@ -169,6 +169,7 @@ class Budget:
 
 _HOUR_US = 3_600_000_000
 _MIN_ELAPSED_US = 300_000_000  # a window's first minutes say little about its rate
+_CENTURY_US = 100 * 365 * 86_400_000_000
 
 
 def forecast(budget: Budget, key: tuple[str, ...], win: Window, counter: Counter, burn: "Burn | None",
@@ -198,7 +199,8 @@ def forecast(budget: Budget, key: tuple[str, ...], win: Window, counter: Counter
         if limit is not None and spent < limit and rate > 0
     ]
     exhausted = min(reached) if reached else None
-    if exhausted is not None and win.end_us is not None and exhausted >= win.end_us:
+    if exhausted is not None and (win.end_us is not None and exhausted >= win.end_us
+                                  or exhausted - now_us > _CENTURY_US):  # a `total` budget at a trickle
         exhausted = None
     return Forecast(
         budget=budget.name, key=dict(zip(budget.star, key)), window_end=win.end,

@@ -24,7 +24,7 @@ from actors.bus import Publish
 from actors.runtime import Actor, Ref, ReplyTo, fail_reply
 from budgetd.debug import debug_log
 from budgetd.model import Alert, Recorded, Totals, UsageRecord, usd
-from budgetd.periods import from_us, to_us
+from budgetd.periods import HOUR_US, from_us, to_us
 from budgetd.protocol import OpError
 
 log = logging.getLogger("budgetd.ledger")
@@ -294,6 +294,14 @@ class GetTotals(msgspec.Struct, frozen=True):
     reply: ReplyTo
 
 
+class Compact(msgspec.Struct, frozen=True):
+    """Delete the records before `before` (µs, rounded down to the hour): the rollups keep their sums.
+    Answer: how many records went."""
+
+    before: int
+    reply: ReplyTo
+
+
 class ExpireKeys(msgspec.Struct, frozen=True):
     """Forget idempotency keys older than `before` (µs); answer: how many."""
 
@@ -481,14 +489,19 @@ class Ledger(Actor):
 
     async def started(self) -> None:
         self.db = await self._in_thread(open_writer, self.path, self.durability, self.max_bytes)
-        row = await self._in_thread(lambda: self.db.execute(  # type: ignore[union-attr]
-            "SELECT coalesce(max(record_id), 0), count(*), coalesce(sum(input_tokens), 0), "
-            "coalesce(sum(output_tokens), 0), coalesce(sum(cache_read_tokens), 0), "
-            "coalesce(sum(cache_write_tokens), 0), coalesce(sum(cost_nanos), 0) FROM usage"
-        ).fetchone())
-        self.next_id = row[0] + 1
-        self.totals = list(row[1:])
         built = await self._in_thread(self.rollups.backfill, self.db)
+        # Totals from the hour rollup: it still holds what compaction removed from `usage`.
+        row = await self._in_thread(lambda: self.db.execute(  # type: ignore[union-attr]
+            "SELECT coalesce(sum(requests), 0), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
+            "coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_write_tokens), 0), "
+            "coalesce(sum(cost_nanos), 0) FROM rollup_hour"
+        ).fetchone())
+        self.totals = list(row)
+        last = await self._in_thread(lambda: self.db.execute(  # type: ignore[union-attr]
+            "SELECT max(coalesce((SELECT max(record_id) FROM usage), 0), "
+            "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_compacted_id'), 0))"
+        ).fetchone()[0])
+        self.next_id = last + 1
         if built:
             log.info("day rollups built for %s", ", ".join(built))
 
@@ -553,6 +566,8 @@ class Ledger(Actor):
             return True
         if isinstance(message, DeleteBudget):
             return db.execute("DELETE FROM budgets WHERE name = ?", (message.name,)).rowcount > 0
+        if isinstance(message, Compact):
+            return self._compact(db, message.before)
         if isinstance(message, ExpireKeys):
             return db.execute("DELETE FROM idempotency WHERE created_at < ?", (message.before,)).rowcount
         if isinstance(message, SumWindows):
@@ -629,7 +644,53 @@ class Ledger(Actor):
         return len(m.changes)
 
     @staticmethod
+    def _compact(db: sqlite3.Connection, before: int) -> int:
+        before = before // HOUR_US * HOUR_US  # whole hours: the hour rollup then covers exactly what went
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            last = db.execute("SELECT max(record_id) FROM usage WHERE ts < ?", (before,)).fetchone()[0]
+            gone = db.execute("DELETE FROM usage WHERE ts < ?", (before,)).rowcount
+            for key, value in (("compacted_before", before), ("last_compacted_id", last)):
+                if value is not None:
+                    db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+                               "value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                               (key, str(value)))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return gone
+
+    @staticmethod
     def _window_sum(db: sqlite3.Connection, s: WindowSum) -> list[tuple[tuple[str, ...], int, int]]:
+        compacted = compacted_before(db)
+        # Records before the compaction point are counted from the rollup only (a late one is in both).
+        records_from = s.start if compacted is None or (s.start is not None and s.start >= compacted) else compacted
+        out = Ledger._window_sum_records(db, msgspec.structs.replace(s, start=records_from))
+        dims = {d for d, _ in s.exact} | set(s.star)
+        if compacted is not None and (s.start is None or s.start < compacted) and "context_id" not in dims:
+            # The compacted part of the window, from the hour rollup (absent dims are '' there).
+            where = [f"{dim} = ?" for dim, _ in s.exact] + [f"{dim} != ''" for dim in s.star] + ["hour < ?"]
+            args: list[Any] = [value for _, value in s.exact] + [compacted]
+            if s.start is not None:
+                where.append("hour >= ?")
+                args.append(s.start)
+            columns = "".join(f"{dim}, " for dim in s.star)
+            sql = (f"SELECT {columns}coalesce(sum(cost_nanos), 0), coalesce(sum(input_tokens + output_tokens + "
+                   f"cache_read_tokens + cache_write_tokens), 0) FROM rollup_hour WHERE {' AND '.join(where)}"
+                   + (f" GROUP BY {', '.join(s.star)}" if s.star else ""))
+            n = len(s.star)
+            merged = {key: [cost, tokens] for key, cost, tokens in out}
+            for row in db.execute(sql, args):
+                acc = merged.setdefault(tuple(row[:n]), [0, 0])
+                acc[0] += row[n]
+                acc[1] += row[n + 1]
+            out = [(key, cost, tokens) for key, (cost, tokens) in merged.items() if cost or tokens or not s.star]
+        return out
+
+    @staticmethod
+    def _window_sum_records(db: sqlite3.Connection, s: WindowSum) -> list[tuple[tuple[str, ...], int, int]]:
         where, args = _conditions(dict(s.exact), s.start, s.end)
         where += [f"{dim} IS NOT NULL" for dim in s.star]
         columns = "".join(f"{dim}, " for dim in s.star)
@@ -790,6 +851,12 @@ def _conditions(equal: dict[str, str], since: int | None, until: int | None) -> 
         where.append("ts < ?")
         args.append(until)
     return where, args
+
+
+def compacted_before(db: sqlite3.Connection) -> int | None:
+    """The instant (µs) before which records were compacted into the rollups, if any were."""
+    row = db.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'compacted_before'").fetchone()
+    return None if row is None else row[0]
 
 
 def verify_ledger(path: Path) -> tuple[int, int]:

@@ -188,12 +188,26 @@ async def run(db: aiosqlite.Connection, q: ReportQuery) -> tuple[list[ReportRow]
     try:
         since, until = q.since, q.until
         if since is None or until is None:
+            # The hour rollup reaches back further than the records once old ones were compacted.
             row = await (await db.execute(
-                "SELECT (SELECT min(ts) FROM usage), (SELECT max(ts) FROM usage)")).fetchone()
+                "SELECT min(coalesce((SELECT min(ts) FROM usage), (SELECT min(hour) FROM rollup_hour)), "
+                "coalesce((SELECT min(hour) FROM rollup_hour), (SELECT min(ts) FROM usage))), "
+                "(SELECT max(ts) FROM usage), (SELECT max(hour) FROM rollup_hour)")).fetchone()
             if row is None or row[0] is None:
                 return [], Totals()
             since = row[0] if since is None else since
-            until = row[1] + 1 if until is None else until
+            until = max(row[1] or 0, (row[2] or 0) + HOUR_US - 1) + 1 if until is None else until
+        compacted = (await (await db.execute(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'compacted_before'")).fetchone() or [None])[0]
+        if compacted is not None and since < compacted:
+            if not rollups:
+                raise OpError("invalid", f"records before {from_us(compacted):%Y-%m-%d %H:%M} UTC were compacted "
+                              "into the rollups, which do not keep context_id: start the report there or later",
+                              "$.since")
+            # Before the compaction point only whole hours are known.
+            since = since // HOUR_US * HOUR_US
+            if until < compacted:
+                until = until // HOUR_US * HOUR_US
         if since >= until:
             return [], Totals()
         zones = {r[0] for r in await (await db.execute("SELECT zone FROM rollup_zones")).fetchall()}
@@ -204,6 +218,10 @@ async def run(db: aiosqlite.Connection, q: ReportQuery) -> tuple[list[ReportRow]
         else:
             local_zone = None
         pieces = plan(buckets(since, until, q.bucket, q.zone), q.bucket, q.zone, local_zone, rollups)
+        if compacted is not None:
+            # Records before the compaction point are only late ones, already in the rollups: never read them.
+            pieces = [p if p.source != "raw" else p._replace(start=max(p.start, compacted)) for p in pieces
+                      if p.source != "raw" or p.end > compacted]
         sums: dict[tuple, list[int]] = {}
         n = 1 + len(q.group_by)
         for source in _TABLE:

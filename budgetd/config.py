@@ -30,6 +30,7 @@ class DaemonConfig(Section):
     ask_timeout_s: float = 10.0
     max_ledger_mb: float = 0  # 0 = as large as the disk allows; at the cap writes get `unavailable`
     keep_idempotency_keys: str = "7d"  # a retried write is recognised this long
+    keep_usage: str = ""  # "" = every record forever; else older records are compacted into the rollups
 
 
 class HttpToken(Section):
@@ -284,6 +285,14 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: backup.every: {exc}") from None
     if config.backup.keep < 1:
         raise ConfigError(f"{source}: backup.keep must be 1 or more")
+    if config.daemon.keep_usage:
+        try:
+            keep = parse_duration(config.daemon.keep_usage)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: daemon.keep_usage: {exc}") from None
+        if keep < 35 * 86400:
+            raise ConfigError(f"{source}: daemon.keep_usage must be at least 35d, so that every calendar window a "
+                              "budget counts keeps its records")
     if config.daemon.max_ledger_mb < 0:
         raise ConfigError(f"{source}: daemon.max_ledger_mb must be 0 (no cap) or more")
     if config.daemon.max_frame_bytes < 1024:

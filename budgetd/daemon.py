@@ -23,7 +23,7 @@ from actors.alerter import Alerter, WebhookSettings
 from actors.allocator import AdmissionRules, Allocator
 from actors.assistant import Assistant, AssistantSettings
 from actors.bus import Bus
-from actors.ledger import BackupTo, ExpireKeys, Ledger, LedgerError, LedgerReader
+from actors.ledger import BackupTo, Compact, ExpireKeys, Ledger, LedgerError, LedgerReader
 from actors.price_rules import Rules
 from actors.prices import GetPricesStatus, Prices, PricesSettings
 from actors.runtime import Supervisor
@@ -71,6 +71,20 @@ async def _expire_keys(ledger: Any, keep_s: float) -> None:
             await ledger.ask(lambda reply: ExpireKeys(before=before, reply=reply), 30.0)
         except OpError:
             pass  # the ledger is busy or restarting: next round
+
+
+async def _compact(ledger: Any, keep_s: float) -> None:
+    """At start, then every hour: records older than `keep_s` go; the rollups keep their sums."""
+    while True:
+        before = int((time.time() - keep_s) * 1_000_000)
+        try:
+            gone = await ledger.ask(lambda reply: Compact(before=before, reply=reply), 600.0)
+            if gone:
+                log.info("compacted %d records older than %s into the rollups", gone,
+                         time.strftime("%Y-%m-%d %H:00 UTC", time.gmtime(before / 1e6)))
+        except OpError:
+            pass  # next round
+        await anyio.sleep(3600)
 
 
 async def _periodic_backups(reader: Any, directory: Path, every_s: float, keep: int) -> None:
@@ -227,6 +241,8 @@ class Daemon:
                 hermes = Hermes(hermes_url, endpoint, parse_duration(config.hermes.heartbeat))
                 tg.start_soon(hermes.run)
             tg.start_soon(_expire_keys, ledger, parse_duration(config.daemon.keep_idempotency_keys))
+            if config.daemon.keep_usage:
+                tg.start_soon(_compact, ledger, parse_duration(config.daemon.keep_usage))
             if config.backup.dir:
                 tg.start_soon(_periodic_backups, reader, Path(config.backup.dir).expanduser(),
                               parse_duration(config.backup.every), config.backup.keep)

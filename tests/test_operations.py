@@ -167,3 +167,46 @@ def test_periodic_backups_keep_the_newest(make_daemon, tmp_path):
     db = sqlite3.connect(files[-1])
     assert db.execute("SELECT count(*) FROM usage").fetchone()[0] == 1
     db.close()
+
+
+def test_old_records_are_compacted_and_reports_stay_exact(make_daemon):
+    import datetime as dt
+
+    d = make_daemon('[daemon]\nkeep_usage = "60d"\n')
+    now = dt.datetime.now(dt.timezone.utc)
+    old = now - dt.timedelta(days=90)
+    with SyncBudgetClient(d.socket) as c:
+        c.budget_set(name="forever", scope={"component": "*"}, period="total", limit_usd=1000.0, policy="warn")
+        for i in range(40):
+            c.record(component=f"c{i % 3}", model="gpt-4o", input_tokens=100 + i, cost_usd=0.01 * (i + 1),
+                     ts=old + dt.timedelta(minutes=7 * i), context_id=f"ctx{i}")
+        last = c.record(component="c0", model="gpt-4o", input_tokens=5, cost_usd=0.5).record_id
+        before = {
+            "by component": c.report(["component"]).rows,
+            "by month": c.report(["model"], bucket="month").rows,
+            "totals": c.status().totals,
+            "forever": sorted((s.key["component"], s.spent_usd) for s in c.status().budgets if s.budget == "forever"),
+        }
+    d.stop()
+    d.start()  # compaction runs at start
+    deadline = time.monotonic() + 20
+    while "compacted 40 records" not in d.log.read_text():
+        assert time.monotonic() < deadline, d.log.read_text()[-2000:]
+        time.sleep(0.1)
+    d.stop()
+    d.start()  # and the counters are rebuilt from what is left (records plus rollups)
+    with SyncBudgetClient(d.socket) as c:
+        assert [r.record_id for r in c.usage_list().records] == [last]  # only the recent record is left
+        assert c.report(["component"]).rows == before["by component"]
+        assert c.report(["model"], bucket="month").rows == before["by month"]
+        assert c.status().totals == before["totals"]
+        assert sorted((s.key["component"], s.spent_usd) for s in c.status().budgets
+                      if s.budget == "forever") == before["forever"]
+        assert c.record(component="c1", model="gpt-4o", input_tokens=1).record_id == last + 1  # ids never reused
+        try:
+            c.report(["context_id"], since=old)
+        except BudgetError as exc:
+            assert exc.code == "invalid" and exc.field == "$.since" and "compacted" in exc.message
+        else:
+            raise AssertionError("a report by context over compacted time must say it cannot be exact")
+        assert [r.group["context_id"] for r in c.report(["context_id"], since=now - dt.timedelta(days=1)).rows]
