@@ -29,10 +29,10 @@ from actors.allocator import (
 from actors.bus import Feed, SubscribeMsg, Unsubscribe
 from actors.ledger import (
     AckAlert,
+    BackupTo,
     GetTotals,
     ListAlerts,
     ListUsage,
-    BackupTo,
     RunReport,
     payload_hash,
 )
