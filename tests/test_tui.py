@@ -178,3 +178,14 @@ def test_cli_tui_and_demo_refuse_bad_input_clearly(tmp_path):
     assert out.returncode == 1 and "budget daemon" in out.stderr and "Traceback" not in out.stderr
     out = run_cli("demo", "--rate", "0")
     assert out.returncode == 2 and "more than 0" in out.stderr
+
+
+async def test_the_ask_box_answers_from_the_daemon(seeded):
+    app = BudgetApp(socket=str(seeded.socket), timezone="UTC")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: "daily-cap" in text_of(app, "#gauges"), what="the gauges")
+        app.query_one("#ask").focus()
+        await pilot.press(*"who spent most today?")
+        await pilot.press("enter")
+        await until(pilot, lambda: "Top spender: rhetor" in text_of(app, "#answer"), what="the answer")
+        assert "offline" in text_of(app, "#answer")

@@ -43,6 +43,7 @@ HELP = """\
 [b]s[/b]     top consumers: sort by cost, tokens or requests
 [b]a[/b]     acknowledge the selected alert        [b]u[/b]  unacknowledged alerts only / all
 [b]/[/b]     search prices                          [b]r[/b]  fetch everything again
+The overview has a box to ask the budget assistant (Enter sends).
 [b]?[/b]     this help                              [b]q[/b]  quit
 
 The screen follows the daemon's event stream; nothing is polled.
@@ -79,6 +80,7 @@ class BudgetApp(App[None]):
     #chart { padding: 1 1; }
     #top-components, #top-models { width: 1fr; }
     #price-search { margin: 0 0 1 0; }
+    #answer { padding: 1 1; }
     """
     BINDINGS = [
         Binding("1", "show('overview')", "Overview"),
@@ -124,6 +126,9 @@ class BudgetApp(App[None]):
                 with VerticalScroll():
                     yield Static(id="totals")
                     yield Static(id="gauges")
+                    yield Input(placeholder="ask the budget assistant, e.g. why did spend go up today?",
+                                id="ask")
+                    yield Static(id="answer")
             with TabPane("Spend", id="spend"):
                 with VerticalScroll():
                     yield Static(id="chart")
@@ -337,5 +342,25 @@ class BudgetApp(App[None]):
         self.stale.add("alerts")
 
     def on_input_changed(self, message: Input.Changed) -> None:
-        self.search = message.value.strip()
-        self.stale.add("prices")
+        if message.input.id == "price-search":
+            self.search = message.value.strip()
+            self.stale.add("prices")
+
+    def on_input_submitted(self, message: Input.Submitted) -> None:
+        if message.input.id == "ask" and message.value.strip():
+            self.query_one("#answer", Static).update(Text("asking…", style="dim"))
+            self.run_worker(self._ask(message.value.strip()), group="ask", exclusive=True)
+
+    async def _ask(self, question: str) -> None:
+        answer = self.query_one("#answer", Static)
+        if self.client is None:
+            answer.update(Text("not connected to budgetd", style="red"))
+            return
+        try:
+            result = await self.client.ask(question)
+        except OpError as exc:
+            answer.update(Text(f"{exc.code}: {exc.message}", style="red"))
+            return
+        source = (f"offline, from the ledger's facts ({result.why_offline})" if result.offline
+                  else f"{result.model}, {money(result.cost_usd)}")
+        answer.update(Text(result.answer + "\n") + Text(source, style="dim"))
