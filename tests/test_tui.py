@@ -52,7 +52,7 @@ async def test_screens_show_the_daemons_numbers(seeded):
         gauges = text_of(app, "#gauges")
         daily = next(s for s in status.budgets if s.budget == "daily-cap")
         assert f"{money(daily.spent_usd)} spent" in gauges and money(1.0) in gauges
-        assert "per-comp [component=rhetor]" in gauges and "projected" in gauges
+        assert "per-comp [rhetor]" in gauges and "projected" in gauges
         assert f"60%  {daily.status}\n" in gauges
         assert money(0.6) in text_of(app, "#totals")
 

@@ -13,7 +13,8 @@ PALETTE = ["dodger_blue1", "orange1", "medium_purple1", "spring_green2", "hot_pi
 
 
 def budget_label(budget: str, key: dict[str, str]) -> str:
-    return budget + (" [" + ",".join(f"{k}={v}" for k, v in key.items()) + "]" if key else "")
+    """`name [value]` for a budget with one counter per value (the dims are in its scope)."""
+    return budget + (" [" + ",".join(key.values()) + "]" if key else "")
 
 
 def gauges(states: Sequence[Any], forecasts: Sequence[Any], now: dt.datetime, width: int = 24) -> Text:
