@@ -6,6 +6,7 @@ import datetime as dt
 import re
 from typing import Any, Iterable, NamedTuple
 
+from actors.rollups import accumulate
 from budgetd.model import (
     CacheFact,
     CallFact,
@@ -23,8 +24,10 @@ from budgetd.model import (
     nanos,
     usd,
 )
+from budgetd.periods import window
 from budgetd.pricing import PriceBook, RateCard, cost_nanos, rate_card
 
+_US = dt.timedelta(microseconds=1)
 CACHE_MIN_PROMPT = 1024  # providers cache prompts from about this size
 CACHE_MIN_REQUESTS = 10  # and only repeated traffic benefits
 TOP = 8
@@ -43,21 +46,13 @@ class Horizon(NamedTuple):
 def horizon_of(question: str, now: dt.datetime) -> Horizon:
     """The span a question is about, from its words; the last 7 days when it names none."""
     q = question.lower()
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if "yesterday" in q:
-        return Horizon("yesterday", midnight - dt.timedelta(days=1), midnight)
-    if "today" in q:
-        return Horizon("today", midnight, now)
-    monday = midnight - dt.timedelta(days=midnight.weekday())
-    if "last week" in q:
-        return Horizon("last week", monday - dt.timedelta(days=7), monday)
-    if "this week" in q:
-        return Horizon("this week", monday, now)
-    first = midnight.replace(day=1)
-    if "last month" in q:
-        return Horizon("last month", (first - dt.timedelta(days=1)).replace(day=1), first)
-    if "this month" in q:
-        return Horizon("this month", first, now)
+    for period, this, last in (("daily", "today", "yesterday"), ("weekly", "this week", "last week"),
+                               ("monthly", "this month", "last month")):
+        start = window(period, "UTC", now).start
+        if last in q:
+            return Horizon(last, window(period, "UTC", start - _US).start, start)  # type: ignore[operator,arg-type]
+        if this in q:
+            return Horizon(this, start, now)  # type: ignore[arg-type]
     m = re.search(r"(?:last|past)\s+(\d+)\s*(hour|day|week)s?", q) or re.search(r"\b(\d+)\s*([hdw])\b", q)
     if m:
         n = max(1, min(int(m.group(1)), 366))
@@ -118,10 +113,9 @@ def _sum_by(rows: Iterable[ReportRow], dims: tuple[str, ...]) -> dict[tuple, lis
     """requests, input, output, cache read, cache write, nanos per value of `dims`."""
     out: dict[tuple, list[int]] = {}
     for r in rows:
-        acc = out.setdefault(tuple(r.group.get(d) for d in dims), [0] * 6)
-        for j, v in enumerate((r.requests, r.input_tokens, r.output_tokens, r.cache_read_tokens,
-                               r.cache_write_tokens, nanos(r.cost_usd))):
-            acc[j] += v
+        accumulate(out, tuple(r.group.get(d) for d in dims), (
+            r.requests, r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens,
+            nanos(r.cost_usd)))
     return out
 
 

@@ -22,6 +22,7 @@ import msgspec
 from actors import reports, rollups
 from actors.bus import Publish
 from actors.runtime import Actor, Ref, ReplyTo, fail_reply
+from actors.transactions import immediate
 from budgetd.debug import debug_log
 from budgetd.model import Alert, Recorded, Totals, UsageRecord, usd
 from budgetd.periods import HOUR_US, from_us, to_us
@@ -222,16 +223,11 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
     """Apply the forward migrations the file has not seen yet, each in its own transaction."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
     for target in range(version + 1, SCHEMA_VERSION + 1):
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(db):
             for statement in _statements(MIGRATIONS[target - 1]):
                 db.execute(statement)
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(f"PRAGMA user_version = {target}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         log.info("ledger %s migrated to schema version %d", path, target)
 
 
@@ -611,8 +607,7 @@ class Ledger(Actor):
 
     @staticmethod
     def _apply_prices(db: sqlite3.Connection, m: ApplyPrices) -> int:
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(db):
             for change in m.changes:
                 db.execute("UPDATE price_versions SET effective_to = ? WHERE model = ? AND effective_to IS NULL",
                            (m.effective_from, change.model))
@@ -636,18 +631,12 @@ class Ledger(Actor):
                     "etag = excluded.etag, last_modified = excluded.last_modified",
                     (source, models, last_success, last_error, etag, last_modified),
                 )
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return len(m.changes)
 
     @staticmethod
     def _compact(db: sqlite3.Connection, before: int) -> int:
         before = before // HOUR_US * HOUR_US  # whole hours: the hour rollup then covers exactly what went
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(db):
             last = db.execute("SELECT max(record_id) FROM usage WHERE ts < ?", (before,)).fetchone()[0]
             gone = db.execute("DELETE FROM usage WHERE ts < ?", (before,)).rowcount
             for key, value in (("compacted_before", before), ("last_compacted_id", last)):
@@ -655,11 +644,6 @@ class Ledger(Actor):
                     db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
                                "value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
                                (key, str(value)))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return gone
 
     @staticmethod
@@ -773,8 +757,7 @@ class Ledger(Actor):
         answers: list[Recorded | OpError] = []
         added = [0, 0, 0, 0, 0, 0]
         next_id = self.next_id
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(db):
             known: dict[str, tuple[bytes, bytes]] = {}
             for start in range(0, len(keys), 500):
                 chunk = keys[start:start + 500]
@@ -832,11 +815,6 @@ class Ledger(Actor):
                 db.executemany(
                     "INSERT INTO idempotency (key, payload_hash, result, created_at) VALUES (?, ?, ?, ?)", idem_rows
                 )
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return answers, next_id, added
 
 

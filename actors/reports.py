@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import aiosqlite
 import msgspec
 
-from actors.rollups import ROLLUP_DIMS
+from actors.rollups import ROLLUP_DIMS, accumulate
 from budgetd.model import ReportRow, Totals, usd
 from budgetd.periods import HOUR_US, from_us, window
 from budgetd.protocol import OpError
@@ -230,34 +230,18 @@ async def run(db: aiosqlite.Connection, q: ReportQuery) -> tuple[list[ReportRow]
                 continue
             sql, args = _sql(source, mine, q.group_by, q.filters, local_zone)
             for row in await (await db.execute(sql, args)).fetchall():
-                key = (row[0], row[1:n])
-                acc = sums.get(key)
-                if acc is None:
-                    sums[key] = list(row[n:])
-                else:
-                    _add(acc, row[n:])
+                accumulate(sums, (row[0], row[1:n]), row[n:])
     finally:
         await db.execute("COMMIT")
     return arrange(sums, q)
-
-
-def _add(acc: list[int], values: Any) -> None:
-    for i in range(6):
-        acc[i] += values[i]
 
 
 def arrange(sums: dict[tuple, list[int]], q: ReportQuery) -> tuple[list[ReportRow], Totals]:
     """Order the groups, keep the first `limit` and fold the rest into one `other` row per bucket."""
     per_group: dict[tuple, list[int]] = {}
     for (_, group), values in sums.items():
-        acc = per_group.get(group)
-        if acc is None:
-            per_group[group] = list(values)
-        else:
-            _add(acc, values)
-    total = [0] * 6
-    for values in per_group.values():
-        _add(total, values)
+        accumulate(per_group, group, values)
+    total = [sum(column) for column in zip(*per_group.values())] if per_group else [0] * 6
     ranked = sorted(per_group, key=lambda g: (_rank(per_group[g], q.order), g))
     rank = {g: i for i, g in enumerate(ranked)}
     rows = sums
@@ -266,12 +250,7 @@ def arrange(sums: dict[tuple, list[int]], q: ReportQuery) -> tuple[list[ReportRo
         kept = set(ranked[: q.limit])
         rows = {}
         for (label, group), values in sums.items():
-            key = (label, group if group in kept else None)
-            acc = rows.get(key)
-            if acc is None:
-                rows[key] = list(values)
-            else:
-                _add(acc, values)
+            accumulate(rows, (label, group if group in kept else None), values)
     ordered = sorted(rows, key=lambda k: (-1 if k[0] is None else k[0], rank[k[1]]))
     times: dict[int, Any] = {}
     out = []

@@ -9,6 +9,7 @@ as the table), so reports by context read the records.
 import sqlite3
 from typing import Iterable
 
+from actors.transactions import immediate
 from budgetd.periods import HOUR_US, from_us, window
 
 #: The dims a rollup row is keyed by. Absent values are stored as '' (names are never empty).
@@ -111,10 +112,10 @@ class Rollups:
             ts = row[1]
             dims = (row[3], row[4], row[5] or "", row[6] or "", row[8] or "")
             sums = (1, row[9], row[10], row[11], row[12], row[13])
-            _accumulate(hours, (ts // HOUR_US * HOUR_US, *dims), sums)
+            accumulate(hours, (ts // HOUR_US * HOUR_US, *dims), sums)
             for calendar in self.calendars:
                 for into, start in zip(local, calendar.start(ts)):
-                    _accumulate(into, (calendar.zone, start, *dims), sums)
+                    accumulate(into, (calendar.zone, start, *dims), sums)
         db.executemany(UPSERT_HOUR, [(*k, *v) for k, v in hours.items()])
         if self.calendars:
             for upsert, sums_by_key in zip(UPSERT_LOCAL, local):
@@ -129,8 +130,7 @@ class Rollups:
         dropped = [z for z in have if z not in wanted]
         if not built and not dropped:
             return []
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(db):
             for zone in dropped:
                 for unit in LOCAL_UNITS:
                     db.execute(f"DELETE FROM rollup_{unit} WHERE zone = ?", (zone,))
@@ -143,14 +143,9 @@ class Rollups:
                     for i, upsert in enumerate(UPSERT_LOCAL):  # weeks and months from the days
                         sums: dict[tuple, list[int]] = {}
                         for (zone, day, *dims), values in days.items():
-                            _accumulate(sums, (zone, calendar.start(day)[i], *dims), values)
+                            accumulate(sums, (zone, calendar.start(day)[i], *dims), values)
                         db.executemany(upsert, [(*k, *v) for k, v in sums.items()])
                     db.execute("INSERT INTO rollup_zones (zone) VALUES (?)", (calendar.zone,))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return built
 
 
@@ -161,7 +156,7 @@ def _days_from_hours(db: sqlite3.Connection, local: LocalCalendar) -> dict[tuple
         day = local.start(hour)[0]
         if local.start(hour + HOUR_US - 1)[0] != day:
             return None
-        _accumulate(sums, (local.zone, day, *rest[:len(ROLLUP_DIMS)]), rest[len(ROLLUP_DIMS):])
+        accumulate(sums, (local.zone, day, *rest[:len(ROLLUP_DIMS)]), rest[len(ROLLUP_DIMS):])
     return sums
 
 
@@ -171,11 +166,12 @@ def _days_from_records(db: sqlite3.Connection, local: LocalCalendar) -> dict[tup
         "SELECT ts, component, model, coalesce(provider, ''), coalesce(tier, ''), coalesce(task_type, ''), 1, "
         "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos FROM usage"
     ):
-        _accumulate(sums, (local.zone, local.start(row[0])[0], *row[1:6]), row[6:])
+        accumulate(sums, (local.zone, local.start(row[0])[0], *row[1:6]), row[6:])
     return sums
 
 
-def _accumulate(into: dict[tuple, list[int]], key: tuple, values: Iterable[int]) -> None:
+def accumulate(into: dict[tuple, list[int]], key: tuple, values: Iterable[int]) -> None:
+    """Add `values` to the sums kept under `key` (a copy of them when the key is new)."""
     acc = into.get(key)
     if acc is None:
         into[key] = list(values)

@@ -269,11 +269,16 @@ def _usd_exact(value: float) -> str:
 
 
 _BUCKET_LABEL = {"hour": "%Y-%m-%d %H:%M", "day": "%Y-%m-%d %a", "week": "week of %Y-%m-%d", "month": "%Y-%m"}
-def cmd_report(args: argparse.Namespace) -> int:
+def check_zone(name: str) -> None:
+    """--tz must name an IANA zone (a CliError says so)."""
     try:
-        zone(args.tz)
+        zone(name)
     except ValueError as exc:
         raise CliError(f"--tz: {exc}") from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    check_zone(args.tz)
     times = {}
     for name in ("since", "until"):
         text = getattr(args, name)
@@ -382,14 +387,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     socket = getattr(args, "socket", None)
     try:
         if args.source == "rhetor":
-            zone(args.tz)
+            check_zone(args.tz)
             report = importers.import_rhetor(socket, Path(args.path), dry_run=args.dry_run, zone_name=args.tz)
         else:
             report = importers.import_apollo(socket, Path(args.path), dry_run=args.dry_run)
     except importers.SourceError as exc:
         raise CliError(str(exc)) from None
-    except ValueError as exc:
-        raise CliError(f"--tz: {exc}") from None
     sys.stdout.write(report.text() + "\n")
     return 0
 
@@ -448,10 +451,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_tui(args: argparse.Namespace) -> int:
     if args.tz is not None:
-        try:
-            zone(args.tz)
-        except ValueError as exc:
-            raise CliError(f"--tz: {exc}") from None
+        check_zone(args.tz)
     from tui.app import BudgetApp  # Textual loads only for the dashboard
 
     BudgetApp(socket=getattr(args, "socket", None), timezone=args.tz).run()

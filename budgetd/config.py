@@ -251,46 +251,24 @@ def _check(config: Config, source: str) -> None:
             raise ConfigError(f"{source}: alerts.webhooks[{i}].url must be an http(s) URL, got {hook.url!r}")
         if hook.secret_env and hook.secret_env not in os.environ:
             raise ConfigError(f"{source}: alerts.webhooks[{i}].secret_env names {hook.secret_env}, which is not set")
-        try:
-            parse_duration(hook.timeout)
-        except ValueError as exc:
-            raise ConfigError(f"{source}: alerts.webhooks[{i}].timeout: {exc}") from None
+        _duration(hook.timeout, f"alerts.webhooks[{i}].timeout", source)
     if config.assistant.api_key_env and config.assistant.api_key_env not in os.environ:
         raise ConfigError(f"{source}: assistant.api_key_env names {config.assistant.api_key_env}, which is not set")
-    try:
-        parse_duration(config.assistant.timeout)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: assistant.timeout: {exc}") from None
-    try:
-        parse_duration(config.hermes.heartbeat)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: hermes.heartbeat: {exc}") from None
+    _duration(config.assistant.timeout, "assistant.timeout", source)
+    _duration(config.hermes.heartbeat, "hermes.heartbeat", source)
     for key in ("refresh_interval", "fetch_timeout"):
-        try:
-            parse_duration(getattr(config.pricing, key))
-        except ValueError as exc:
-            raise ConfigError(f"{source}: pricing.{key}: {exc}") from None
+        _duration(getattr(config.pricing, key), f"pricing.{key}", source)
     for i, name in enumerate(config.reports.timezones):
         try:
             zone(name)
         except ValueError as exc:
             raise ConfigError(f"{source}: reports.timezones[{i}]: {exc}") from None
-    try:
-        parse_duration(config.daemon.keep_idempotency_keys)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: daemon.keep_idempotency_keys: {exc}") from None
-    try:
-        parse_duration(config.backup.every)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: backup.every: {exc}") from None
+    _duration(config.daemon.keep_idempotency_keys, "daemon.keep_idempotency_keys", source)
+    _duration(config.backup.every, "backup.every", source)
     if config.backup.keep < 1:
         raise ConfigError(f"{source}: backup.keep must be 1 or more")
     if config.daemon.keep_usage:
-        try:
-            keep = parse_duration(config.daemon.keep_usage)
-        except ValueError as exc:
-            raise ConfigError(f"{source}: daemon.keep_usage: {exc}") from None
-        if keep < 35 * 86400:
+        if _duration(config.daemon.keep_usage, "daemon.keep_usage", source) < 35 * 86400:
             raise ConfigError(f"{source}: daemon.keep_usage must be at least 35d, so that every calendar window a "
                               "budget counts keeps its records")
     if config.daemon.max_ledger_mb < 0:
@@ -300,6 +278,13 @@ def _check(config: Config, source: str) -> None:
     if config.pricing.unknown_model not in ("fallback", "deny", "zero"):
         raise ConfigError(f"{source}: pricing.unknown_model must be fallback, deny or zero")
 
+
+
+def _duration(text: str, key: str, source: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {key}: {exc}") from None
 
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -97,14 +97,7 @@ def build_server(socket: str | None = None, *, read_only: bool = False) -> MCPSe
     server = MCPServer(name="budgetd", instructions=INSTRUCTIONS, lifespan=lifespan, subscriptions=bus)
 
     async def call(make: Any) -> Any:
-        client = state.get("client")
-        if client is None:
-            raise ToolError("the bridge is not connected to budgetd yet; retry")
-        try:
-            return await make(client)
-        except OpError as exc:
-            where = f" (at {exc.field})" if exc.field else ""
-            raise ToolError(f"budgetd {exc.code}: {exc.message}{where}") from None
+        return await _read(state, make, ToolError)
 
     # -- read-only tools -------------------------------------------------------------
 
@@ -353,14 +346,17 @@ def build_server(socket: str | None = None, *, read_only: bool = False) -> MCPSe
     return server
 
 
-async def _read(state: dict[str, BudgetClient], make: Any) -> Any:
+async def _read(state: dict[str, BudgetClient], make: Any, error: type[Exception] = RuntimeError) -> Any:
+    """`make(client)`, with the daemon's errors (or its absence) as `error`: a tool error for tools, a
+    plain one (the SDK reports it) for resources and prompts."""
     client = state.get("client")
     if client is None:
-        raise RuntimeError("the bridge is not connected to budgetd yet; retry")
+        raise error("the bridge is not connected to budgetd yet; retry")
     try:
         return await make(client)
     except OpError as exc:
-        raise RuntimeError(f"budgetd {exc.code}: {exc.message}") from None
+        where = f" (at {exc.field})" if exc.field else ""
+        raise error(f"budgetd {exc.code}: {exc.message}{where}") from None
 
 
 async def _follow_events(socket: str | None, bus: InMemorySubscriptionBus) -> None:

@@ -123,28 +123,38 @@ def test_a_full_ledger_refuses_writes_and_recovers_by_itself(make_daemon):
     pid = d.proc.pid
     acknowledged = []
     refusal = None
+    refused_in_a_row = 0
     with SyncBudgetClient(d.socket, retries=0) as c:
+        def filler(i: int) -> int:
+            return c.record(component="filler", model="gpt-4o", input_tokens=i,
+                            context_id=f"a-long-context-id-to-fill-pages-{i:08d}").record_id
+
         started = time.monotonic()
-        for i in range(20_000):
+        i = 0
+        # Full means full: a row with a fresh (random) idempotency key may still find room in some page,
+        # so fill until many in a row are refused.
+        while refused_in_a_row < 50 and i < 50_000:
+            i += 1
             try:
-                acknowledged.append(c.record(component="filler", model="gpt-4o", input_tokens=i,
-                                             context_id=f"a-long-context-id-to-fill-pages-{i:08d}").record_id)
+                acknowledged.append(filler(i))
+                refused_in_a_row = 0
             except BudgetError as exc:
                 refusal = exc
-                break
+                refused_in_a_row += 1
         assert refusal is not None and refusal.code == "unavailable" and "full" in refusal.message
+        assert refused_in_a_row == 50
         assert c.ping() is not None  # still serving
         deadline = time.monotonic() + 30
         while True:  # the keys of the first writes expire and free their pages
+            i += 1
             try:
-                after = c.record(component="filler", model="gpt-4o", input_tokens=1,
-                                 context_id=f"a-long-context-id-to-fill-pages-{'x' * 8}")
+                after_id = filler(i)
                 break
             except BudgetError as exc:
                 assert exc.code == "unavailable"
                 assert time.monotonic() < deadline, "writes did not resume"
                 time.sleep(0.5)
-        assert after.record_id == acknowledged[-1] + 1
+        assert after_id == acknowledged[-1] + 1
         assert time.monotonic() - started > 3  # it took the keys' expiry, not just a smaller row
     assert d.proc.pid == pid and d.proc.poll() is None  # no restart
     db = sqlite3.connect(f"file:{d.ledger}?mode=ro", uri=True)

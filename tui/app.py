@@ -23,6 +23,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
 from budgetd.client import BudgetClient
+from budgetd.periods import window
 from budgetd.periods import zone as find_zone
 from budgetd.protocol import OpError
 from budgetd.render import count, money
@@ -240,9 +241,9 @@ class BudgetApp(App[None]):
     # -- the views -------------------------------------------------------------------------
 
     def _local_starts(self) -> tuple[dt.datetime, dt.datetime]:
-        local_now = dt.datetime.now(self.zone)
-        today = local_now.replace(hour=0, minute=0, second=0, microsecond=0)
-        return today, today.replace(day=1)
+        """Today's and this month's first local midnight (DST-correct, as budgets count them)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        return window("daily", self.zone_name, now).start, window("monthly", self.zone_name, now).start  # type: ignore[return-value]
 
     async def _fetch_overview(self, client: BudgetClient) -> None:
         now = dt.datetime.now(dt.timezone.utc)

@@ -15,6 +15,7 @@ from typing import Any
 
 from budgetd.client import SyncBudgetClient
 from budgetd.model import BudgetSpec, Scope
+from budgetd.periods import window
 from budgetd.protocol import OpError
 
 log = logging.getLogger("budgetd.integrations.rhetor")
@@ -50,15 +51,6 @@ def setting_to_spec(period: str, provider: str, limit_amount: float, enforcement
         policy=POLICY[BudgetPolicy(enforcement).value],  # type: ignore[arg-type]
         description=f"Rhetor {period} budget for {provider}",
     )
-
-
-def _period_start(period: BudgetPeriod, now: dt.datetime) -> dt.datetime:
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == BudgetPeriod.WEEKLY:
-        return midnight - dt.timedelta(days=midnight.weekday())
-    if period == BudgetPeriod.MONTHLY:
-        return midnight.replace(day=1)
-    return midnight
 
 
 class BudgetManager:
@@ -146,7 +138,7 @@ class BudgetManager:
                 raise ValueError("Custom period requires start_date parameter")
             start = start_date
         else:
-            start = _period_start(BudgetPeriod(period), now)
+            start = window(BudgetPeriod(period).value, "UTC", now).start  # type: ignore[assignment]
         end = end_date or now
         return (start if start.tzinfo else start.replace(tzinfo=UTC)), (end if end.tzinfo else end.replace(tzinfo=UTC))
 

@@ -294,8 +294,8 @@ class Ops:
             raise OpError("invalid", f"backup path {req.path!r} must be absolute (the daemon writes it)", "$.path")
         if not dest.parent.is_dir():
             raise OpError("invalid", f"directory {dest.parent} does not exist on the daemon's machine", "$.path")
-        ledger = (self.config.data_path / "ledger.db").resolve()
-        if dest.resolve() == ledger or dest.resolve().parent == ledger.parent and dest.name.startswith("ledger.db"):
+        target = dest.resolve()
+        if target.parent == self.config.data_path.resolve() and target.name.startswith("ledger.db"):  # or its WAL
             raise OpError("invalid", "a backup cannot be written over the live ledger; choose another path", "$.path")
         started = time.monotonic()
         try:
