@@ -1,25 +1,32 @@
 # Two commands do everything on a fresh machine: `make run` and `make test`.
+# Both install the exact versions in requirements.lock; `make lock` refreshes it (see README).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+LOCK   := requirements.lock
 STAMP  := $(VENV)/.installed-stamp
+# The lock constrains every install, the isolated build of our own package included.
+PIP    := PIP_CONSTRAINT=$(CURDIR)/$(LOCK) PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip
 
-.PHONY: run test bench soak clean
+.PHONY: run test bench soak lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-	$(BIN)/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(PIP) install -q pip
+	$(PIP) install -q -e '.[test]'
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/budget daemon $(ARGS)
 
+# Coverage data goes to a directory of this run's own, so two suites can run at once; the summary
+# is printed whether the tests passed or not, and the exit status is pytest's.
 test: $(STAMP)
-	rm -f .coverage .coverage.*
-	$(BIN)/python -m coverage run -m pytest -q $(PYTEST_ARGS)
-	$(BIN)/python -m coverage combine -q || true
-	$(BIN)/python -m coverage report --skip-covered --sort=cover | tail -n 25
+	@data=$$(mktemp -d); \
+	COVERAGE_FILE=$$data/.coverage $(BIN)/python -m coverage run -m pytest -q $(PYTEST_ARGS); status=$$?; \
+	COVERAGE_FILE=$$data/.coverage $(BIN)/python -m coverage combine -q $$data >/dev/null 2>&1; \
+	COVERAGE_FILE=$$data/.coverage $(BIN)/python -m coverage report --skip-covered --sort=cover | tail -n 25; \
+	rm -rf $$data; exit $$status
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
@@ -27,5 +34,15 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m tests.soak $(ARGS)
 
+# Resolve the newest versions pyproject.toml allows, in a fresh environment, and write them to the lock.
+# Then run `make test` (it reinstalls from the new lock) before committing the lock.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q -e '.[test]' hatchling  # hatchling: our build backend, pinned too
+	{ echo "# The exact versions \`make run\` and \`make test\` install. Refresh with \`make lock\`, then \`make test\`."; \
+	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v -i -E '^(wheel|setuptools)=='; } > $(LOCK)
+	rm -rf .lock-venv
+
 clean:
-	rm -rf $(VENV) build *.egg-info .coverage .coverage.*
+	rm -rf $(VENV) .lock-venv build *.egg-info .coverage .coverage.*
