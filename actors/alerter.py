@@ -23,6 +23,7 @@ from actors.bus import Publish, SubscribeMsg
 from actors.ledger import SaveAlert
 from budgetd.periods import from_us, to_us
 from actors.runtime import Actor, Ref
+from budgetd.clock import SYSTEM, Clock
 from budgetd.model import Alert, format_usd
 from budgetd.protocol import Event, OpError
 
@@ -50,8 +51,10 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 class Alerter(Actor):
     name = "alerter"
 
-    def __init__(self, ledger: Ref, bus: Ref, webhooks: list[WebhookSettings], timeout: float = 10.0) -> None:
+    def __init__(self, ledger: Ref, bus: Ref, webhooks: list[WebhookSettings], timeout: float = 10.0,
+                 clock: Clock = SYSTEM) -> None:
         super().__init__()
+        self.clock = clock
         self.ledger = ledger
         self.bus = bus
         self.webhooks = webhooks
@@ -69,7 +72,7 @@ class Alerter(Actor):
             for hook in self.webhooks:
                 send, receive = anyio.create_memory_object_stream[bytes](1000)
                 self._queues.append((hook, send))
-                tg.start_soon(_deliver, hook, receive)
+                tg.start_soon(_deliver, hook, receive, self.clock)
             tg.start_soon(self._watch)
             async for _ in mailbox:  # nothing is sent to the alerter; its mailbox closing means stop
                 pass
@@ -109,7 +112,7 @@ class Alerter(Actor):
                 if last is not None and now - last < DENIED_EVERY_S:
                     return None
                 self._last_denied[(budget, scope)] = now
-                minute = int(time.time() // DENIED_EVERY_S)
+                minute = int(self.clock.time() // DENIED_EVERY_S)
                 return ("denied", "warning", budget, key, window,
                         f"budget {where} denied a request of {d.get('component')} for {d.get('model')} "
                         f"({format_usd(d.get('estimated_cost_usd'))}): {spent} spent", d, f"denied:{scope}:{minute}")
@@ -149,7 +152,7 @@ class Alerter(Actor):
                     f"model {d.get('model')!r} has no price; charged by pricing.unknown_model={d.get('policy')}",
                     d, f"unpriced:{d.get('model')}:{d.get('date')}")
         if name == "system.source_failed":
-            hour = int(time.time() // 3600)
+            hour = int(self.clock.time() // 3600)
             return ("source_failed", "warning", None, None, None,
                     f"price source {d.get('source')} failed: {d.get('error')}", d,
                     f"source:{d.get('source')}:{hour}")
@@ -157,7 +160,7 @@ class Alerter(Actor):
 
     async def _raise(self, kind: str, severity: str, budget: str | None, key: dict | None,
                      window: dt.datetime | None, message: str, data: dict, dedupe: str) -> None:
-        now = time.time_ns() // 1000
+        now = self.clock.now_us()
         body = _json.encode(data)
         try:
             alert_id = await self.ledger.ask(lambda reply: SaveAlert(
@@ -188,7 +191,7 @@ class Alerter(Actor):
                     log.error("webhook %s is 1000 alerts behind; alert %d not sent to it", hook.url, alert_id)
 
 
-async def _deliver(hook: WebhookSettings, queue: Any) -> None:
+async def _deliver(hook: WebhookSettings, queue: Any, clock: Clock) -> None:
     """POST each alert, retrying with exponential backoff; a dead receiver only delays its own queue."""
     import httpx
 
@@ -196,7 +199,7 @@ async def _deliver(hook: WebhookSettings, queue: Any) -> None:
         async for body in queue:
             delay = hook.backoff_s
             for attempt in range(1, hook.attempts + 1):
-                stamp = str(int(time.time()))
+                stamp = str(int(clock.time()))
                 headers = {"Content-Type": "application/json", "X-Budgetd-Timestamp": stamp}
                 if hook.secret:
                     headers["X-Budgetd-Signature"] = signature(hook.secret, stamp, body)

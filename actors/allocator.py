@@ -39,6 +39,7 @@ from actors.ledger import (
 )
 from actors.prices import GetBook, NewBook
 from actors.runtime import Actor, Ref, ReplyTo
+from budgetd.clock import SYSTEM, Clock
 from budgetd.model import (
     FUNCTIONAL_CAPABILITIES,
     TIER_RANK,
@@ -197,8 +198,10 @@ class Allocator(Actor):
         timeout: float = 10.0,
         bus: Ref | None = None,
         anomaly_factor: float = 3.0,
+        clock: Clock = SYSTEM,
     ) -> None:
         super().__init__()
+        self.clock = clock
         self.bus = bus
         self.anomaly_factor = anomaly_factor
         # Recent spend per (budget, key), for the burn-rate rules.
@@ -252,7 +255,7 @@ class Allocator(Actor):
         while True:
             await anyio.sleep(1.0)
             self._expire(time.monotonic())
-            now = _now_us()
+            now = self.clock.now_us()
             for budget in self.budgets.values():
                 budget.prune(now, 2 * 86_400_000_000)
             for slot in [k for k, burn in self._burn.items() if burn.stale(now)]:
@@ -266,7 +269,7 @@ class Allocator(Actor):
 
     async def _load_counters(self, budgets: list[Budget]) -> None:
         """Counters of each budget's current window, from the ledger's sums."""
-        now = _now_us()
+        now = self.clock.now_us()
         sums = []
         for budget in budgets:
             win = budget.window_at(now)
@@ -315,7 +318,8 @@ class Allocator(Actor):
             message.reply.set(await self._budget_set(message.spec))
         elif kind is BudgetGetMsg:
             budget = self._budget(message.name)
-            message.reply.set(BudgetGetResult(budget=budget.spec, states=list(budget.current_states(_now_us()))))
+            states = list(budget.current_states(self.clock.now_us()))
+            message.reply.set(BudgetGetResult(budget=budget.spec, states=states))
         elif kind is BudgetListMsg:
             message.reply.set([b.spec for _, b in sorted(self.budgets.items())])
         elif kind is BudgetDeleteMsg:
@@ -361,7 +365,7 @@ class Allocator(Actor):
                     if key is None:
                         hold.charges[i] = (Counter(), 0, 0)
                         continue
-                    replacement = new.counter(key, new.window_at(_now_us()))
+                    replacement = new.counter(key, new.window_at(self.clock.now_us()))
                     replacement.reserved_nanos += held_nanos
                     replacement.reserved_tokens += held_tokens
                     hold.charges[i] = (replacement, held_nanos, held_tokens)
@@ -376,11 +380,11 @@ class Allocator(Actor):
         return bool(deleted) or budget is not None
 
     def _states(self) -> list[BudgetState]:
-        now = _now_us()
+        now = self.clock.now_us()
         return [state for _, b in sorted(self.budgets.items()) for state in b.current_states(now)]
 
     def _forecasts(self) -> list[Forecast]:
-        now = _now_us()
+        now = self.clock.now_us()
         out = []
         for name, budget in sorted(self.budgets.items()):
             if (budget.limit_nanos is None and budget.limit_tokens is None) or not budget.spec.enabled:
@@ -418,7 +422,7 @@ class Allocator(Actor):
 
     def _weigh(self, est: Estimate, attrs: Attrs, entry: PriceEntry | None, cost: int, tokens: int,
                for_hold: bool) -> Assessment:
-        now = _now_us()
+        now = self.clock.now_us()
         action = "allow"
         reasons: list[str] = []
         matches = []
@@ -547,10 +551,10 @@ class Allocator(Actor):
             self.holds[hold_id] = Hold(hold_id, charges, expires, est)
             heapq.heappush(self._expiry, (expires, hold_id))
             decision = self._decision(est, a, action, suggestion, reservation_id=hold_id,
-                                      expires_at=_now() + dt.timedelta(seconds=ttl))
+                                      expires_at=self.clock.now() + dt.timedelta(seconds=ttl))
         self._announce(est, decision)
         if key is not None:
-            self._remember(self._reserve_keys, key, (message.payload_hash, decision, time.time()))
+            self._remember(self._reserve_keys, key, (message.payload_hash, decision, self.clock.time()))
         message.reply.set(decision)
 
     def _release(self, reservation_id: str) -> bool:
@@ -614,7 +618,7 @@ class Allocator(Actor):
         )
         if not priced.priced:
             self._note_unpriced(u.model)
-        ts_us = to_us(u.ts) if u.ts is not None else _now_us()
+        ts_us = to_us(u.ts) if u.ts is not None else self.clock.now_us()
         charges: list[Charge] = []
         states: list[BudgetState] = []
         if self.budgets:
@@ -675,7 +679,7 @@ class Allocator(Actor):
             return
         burn = self._burn.get((budget.name, key))
         if burn is None:
-            burn = self._burn[(budget.name, key)] = Burn(ts_us // Burn.BUCKET_US, _now_us())
+            burn = self._burn[(budget.name, key)] = Burn(ts_us // Burn.BUCKET_US, self.clock.now_us())
         slot = burn.add(ts_us, cost, tokens)
         use_dollars = budget.limit_nanos is not None
         rate = burn.last_hour[0] if use_dollars else burn.last_hour[1]  # per hour
@@ -723,7 +727,7 @@ class Allocator(Actor):
             counter.spent_tokens -= spent_tokens
 
     def _note_unpriced(self, model: str) -> None:
-        today = dt.datetime.now(dt.timezone.utc).date()
+        today = self.clock.now().date()
         if self._unpriced_seen.get(model) != today:
             if len(self._unpriced_seen) > 10_000:
                 self._unpriced_seen.clear()
@@ -832,11 +836,4 @@ def _budget_event(state: BudgetState, **extra: Any) -> dict[str, Any]:
             "limit_usd": state.limit_usd, "limit_tokens": state.limit_tokens,
             "used_fraction": state.used_fraction, "policy": state.policy, **extra}
 
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 

@@ -21,6 +21,7 @@ from actors.ledger import CallExtremes, RunReport, payload_hash
 from actors.prices import GetBook
 from actors.reports import ReportQuery
 from actors.runtime import Actor, Ref, ReplyTo
+from budgetd.clock import SYSTEM, Clock
 from budgetd.model import Estimate, Facts, UsagePatch
 from budgetd.periods import to_us
 from budgetd.protocol import AskResult, OpError
@@ -54,8 +55,9 @@ class Assistant(Actor):
     name = "assistant"
 
     def __init__(self, reader: Ref, allocator: Ref, prices: Ref, settings: AssistantSettings,
-                 timeout: float) -> None:
+                 timeout: float, clock: Clock = SYSTEM) -> None:
         super().__init__()
+        self.clock = clock
         self.reader = reader
         self.allocator = allocator
         self.prices = prices
@@ -69,7 +71,7 @@ class Assistant(Actor):
             raise TypeError(f"the assistant does not handle {type(message).__name__}")
 
     async def answer(self, question: str) -> AskResult:
-        facts = await self.facts(question, dt.datetime.now(dt.timezone.utc))
+        facts = await self.facts(question, self.clock.now())
         if not self.settings.model:
             return _offline(question, facts, "no assistant.model is configured")
         return await self._ask_model(question, facts)

@@ -7,13 +7,13 @@ keeps the last `RECENT` events so that a subscriber can resume from a `seq`.
 """
 
 import collections
-import datetime as dt
 from typing import Any, Iterable
 
 import anyio
 import msgspec
 
 from actors.runtime import Actor, ReplyTo
+from budgetd.clock import SYSTEM, Clock
 from budgetd.protocol import Event
 
 TOPICS = ("usage", "budget", "alert", "price", "system")
@@ -40,7 +40,8 @@ class Unsubscribe(msgspec.Struct, frozen=True):
 class Feed:
     """One subscriber's bounded queue of events; filled by the bus, drained by one reader."""
 
-    def __init__(self, topics: Iterable[str], length: int = FEED_LENGTH) -> None:
+    def __init__(self, topics: Iterable[str], clock: Clock = SYSTEM, length: int = FEED_LENGTH) -> None:
+        self.clock = clock
         self.topics = frozenset(topics)
         self.length = length
         self._events: collections.deque[Event] = collections.deque()
@@ -65,7 +66,7 @@ class Feed:
         self._events.clear()
         if self._lost:
             first = events[0].seq if events else 0
-            events.insert(0, Event(event="lagged", seq=first - 1, ts=_now(), data={"missed": self._lost}))
+            events.insert(0, Event(event="lagged", seq=first - 1, ts=self.clock.now(), data={"missed": self._lost}))
             self._lost = 0
         self._ready = anyio.Event()
         return events
@@ -75,15 +76,12 @@ class Feed:
             await self._ready.wait()
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
 class Bus(Actor):
     name = "bus"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM) -> None:
         super().__init__()
+        self.clock = clock
         self.seq = 0
         self.recent: collections.deque[Event] = collections.deque(maxlen=RECENT)
         self.feeds: set[Feed] = set()
@@ -94,7 +92,7 @@ class Bus(Actor):
 
     async def handle(self, message: Any) -> None:
         if isinstance(message, Publish):
-            ts = _now()
+            ts = self.clock.now()
             for name, data in message.events:
                 self.seq += 1
                 event = Event(event=name, seq=self.seq, ts=ts, data=data)
@@ -104,7 +102,7 @@ class Bus(Actor):
                     if topic in feed.topics:
                         feed.put(event)
         elif isinstance(message, SubscribeMsg):
-            feed = Feed(message.topics)
+            feed = Feed(message.topics, self.clock)
             if message.after is not None:
                 for event in self.recent:
                     if event.seq > message.after and event.event.split(".", 1)[0] in feed.topics:

@@ -5,7 +5,6 @@ which is committed before any of them is acknowledged. Reads that may be
 long run in `LedgerReader`, on a connection of their own.
 """
 
-import datetime as dt
 import functools
 import hashlib
 import logging
@@ -23,9 +22,10 @@ from actors import reports, rollups
 from actors.bus import Publish
 from actors.runtime import Actor, Ref, ReplyTo, fail_reply
 from actors.transactions import immediate
+from budgetd.clock import SYSTEM, Clock
 from budgetd.debug import debug_log
 from budgetd.model import Alert, Recorded, Totals, UsageRecord, usd
-from budgetd.periods import HOUR_US, from_us, to_us
+from budgetd.periods import HOUR_US, from_us
 from budgetd.protocol import OpError
 
 log = logging.getLogger("budgetd.ledger")
@@ -176,6 +176,9 @@ def open_writer(path: Path, durability: str, max_bytes: int = 0) -> sqlite3.Conn
             db.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page)}")
     except sqlite3.DatabaseError as exc:
         db.close()
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            raise LedgerError(f"the disk holding {path} is full (or daemon.max_ledger_mb is reached); free some "
+                              "space and start budgetd again") from None
         raise LedgerError(_UNUSABLE.format(path=path, why=exc)) from None
     except BaseException:
         db.close()
@@ -468,8 +471,9 @@ class Ledger(Actor):
     name = "ledger"
 
     def __init__(self, path: Path, durability: str = "full", bus: Ref | None = None,
-                 report_zones: Sequence[str] = ("UTC",), max_bytes: int = 0) -> None:
+                 report_zones: Sequence[str] = ("UTC",), max_bytes: int = 0, clock: Clock = SYSTEM) -> None:
         super().__init__()
+        self.clock = clock
         self.max_bytes = max_bytes
         self.bus = bus
         self.rollups = rollups.Rollups(["UTC", *report_zones])
@@ -557,7 +561,7 @@ class Ledger(Actor):
                 "INSERT INTO budgets (name, spec, origin, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, origin = excluded.origin, "
                 "updated_at = excluded.updated_at",
-                (message.name, message.spec, message.origin, time.time_ns() // 1000),
+                (message.name, message.spec, message.origin, self.clock.now_us()),
             )
             return True
         if isinstance(message, DeleteBudget):
@@ -693,7 +697,7 @@ class Ledger(Actor):
                       cache_write_tokens=cw, tokens=i + o + cr + cw, cost_usd=usd(cost))
 
     async def _write(self, writes: list[WriteUsage]) -> None:
-        now = to_us(dt.datetime.now(dt.timezone.utc))
+        now = self.clock.now_us()
         try:
             answers, next_id, added = await self._in_thread(self._transaction, writes, now)
         except BaseException as exc:

@@ -10,7 +10,6 @@ allocator by message.
 
 import datetime as dt
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from actors.bus import Publish
 from actors.ledger import ApplyPrices, LoadPrices, PriceChange, PriceHistory, PriceState, SourcePrice
 from actors.runtime import Actor, Ref, ReplyTo
 from actors.sources import litellm, litellm_bundled, llm_prices, openrouter
+from budgetd.clock import SYSTEM, Clock
 from budgetd.model import PriceEntry, PriceSpec, SourceReport, SourceStatus
 from budgetd.periods import from_us
 from budgetd.pricing import PriceBook, TierRules
@@ -128,10 +128,6 @@ class _Source:
     last_modified: str | None = None
 
 
-def _us_now() -> int:
-    return time.time_ns() // 1000
-
-
 def _from_us(us: int | None) -> dt.datetime | None:
     return None if us is None else from_us(us)
 
@@ -140,8 +136,9 @@ class Prices(Actor):
     name = "prices"
 
     def __init__(self, ledger: Ref, allocator: Ref | None, settings: PricesSettings, tiers: TierRules,
-                 timeout: float = 10.0, bus: Ref | None = None) -> None:
+                 timeout: float = 10.0, bus: Ref | None = None, clock: Clock = SYSTEM) -> None:
         super().__init__()
+        self.clock = clock
         self.ledger = ledger
         self.bus = bus
         self.allocator = allocator
@@ -335,7 +332,7 @@ class Prices(Actor):
             rules=self.settings.rules, book=self.book,
             primary_has_succeeded=self.sources.get(primary, _Source()).last_success is not None,
         )
-        now = _us_now()
+        now = self.clock.now_us()
         sources = dict(self.sources)
         for name, report in plan.reports.items():
             s = sources[name] = _Source(**vars(sources.get(name, _Source())))
@@ -372,7 +369,7 @@ class Prices(Actor):
     # -- overrides and history -------------------------------------------------------------
 
     async def _set_override(self, spec: PriceSpec) -> PriceEntry:
-        now = _us_now()
+        now = self.clock.now_us()
         version = self.version + 1
         entry = _with_tier(PriceEntry(**msgspec.structs.asdict(spec), source="override", version=version,
                                       effective_from=_from_us(now)), self.tiers)
@@ -397,7 +394,7 @@ class Prices(Actor):
         if model not in self.overridden:
             return False
         raw = await self.ledger.ask(lambda reply: SourcePrice(model=model, reply=reply), self.timeout)
-        now = _us_now()
+        now = self.clock.now_us()
         version = self.version + 1
         changes, close = [], []
         restored = None
@@ -434,7 +431,7 @@ class Prices(Actor):
 
     def _rebuild(self, publish: bool = True) -> None:
         self.book = PriceBook(self.entries.values(), self.version, self.settings.aliases)
-        self.updated_at = dt.datetime.now(dt.timezone.utc)
+        self.updated_at = self.clock.now()
         if publish and self.allocator is not None:
             try:
                 self.allocator.tell(NewBook(book=self.book))

@@ -205,6 +205,16 @@ class Supervisor:
                 await actor.stopped()
                 ref.running = False
                 return
+            except anyio.get_cancelled_exc_class():
+                # The daemon is going down (a start-up failure elsewhere, or the last resort of a
+                # shutdown): release what the actor holds, or its threads keep the process alive.
+                ref.running = False
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    try:
+                        await actor.stopped()
+                    except Exception:
+                        log.exception("actor %s failed to stop cleanly", ref.name)
+                raise
             except Exception:
                 ref.running = False
                 with anyio.CancelScope(shield=True):

@@ -274,6 +274,7 @@ class DaemonStatus(Struct, kw_only=True):
     version: str
     pid: int
     started_at: dt.datetime
+    now: dt.datetime  # the daemon's clock, which windows and relative times are measured by
     uptime_s: float
     socket: str | None
     data_dir: str

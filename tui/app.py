@@ -108,6 +108,7 @@ class BudgetApp(App[None]):
         self.reconcile_s = reconcile_s
         self.client: BudgetClient | None = None
         self.connected = False
+        self._clock_offset = dt.timedelta(0)
         self.stale: set[str] = set()
         self.bucket = "hour"
         self.sort = "cost"
@@ -240,15 +241,20 @@ class BudgetApp(App[None]):
 
     # -- the views -------------------------------------------------------------------------
 
+    def _now(self) -> dt.datetime:
+        """The daemon's time (as its last status told it), which its windows are measured by."""
+        return dt.datetime.now(dt.timezone.utc) + self._clock_offset
+
     def _local_starts(self) -> tuple[dt.datetime, dt.datetime]:
         """Today's and this month's first local midnight (DST-correct, as budgets count them)."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = self._now()
         return window("daily", self.zone_name, now).start, window("monthly", self.zone_name, now).start  # type: ignore[return-value]
 
     async def _fetch_overview(self, client: BudgetClient) -> None:
-        now = dt.datetime.now(dt.timezone.utc)
-        today, month = self._local_starts()
         status = await client.status()
+        self._clock_offset = status.daemon.now - dt.datetime.now(dt.timezone.utc)
+        now = self._now()
+        today, month = self._local_starts()
         today_report = await client.report(since=today)
         month_report = await client.report(since=month)
         minute = await client.report(since=now - dt.timedelta(minutes=1))
@@ -258,7 +264,7 @@ class BudgetApp(App[None]):
 
     async def _fetch_spend(self, client: BudgetClient) -> None:
         span = dt.timedelta(days=1) if self.bucket == "hour" else dt.timedelta(days=7)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = self._now()
         report = await client.report(["component"], bucket=self.bucket, timezone=self.zone_name,
                                      since=now - span, limit=5)
         title = f"Cost per {self.bucket}, last {'day' if self.bucket == 'hour' else 'week'} (b switches)\n\n"

@@ -1,7 +1,6 @@
 """Request counters and latency histograms for both doors, and the Prometheus text format."""
 
 import bisect
-import time
 from typing import Any
 
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -75,7 +74,7 @@ def render(metrics: RequestMetrics, status: Any, holds: int) -> str:
         out.append(f"budgetd_mailbox_depth{_labels(actor=actor.name)} {actor.mailbox_depth}")
         out.append(f"budgetd_actor_restarts_total{_labels(actor=actor.name)} {actor.restarts}")
     family("budgetd_price_age_seconds", "gauge", "Seconds since each price source last answered.")
-    now = time.time()
+    now = status.daemon.now.timestamp()
     for source in status.prices.sources:
         if source.last_success is not None:
             age = now - source.last_success.timestamp()

@@ -4,7 +4,6 @@ A door decodes a request, calls `Ops.dispatch`, and encodes what comes back:
 so a feature exists on every door or on none.
 """
 
-import datetime as dt
 import os
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ from actors.prices import (
 from actors.assistant import AskMsg
 from actors.reports import ReportQuery
 from actors.runtime import Ref, Reply, ReplyTo
+from budgetd.clock import SYSTEM, Clock
 from budgetd.config import Config, parse_duration
 from budgetd.model import DIMS
 from budgetd.periods import to_us, zone
@@ -107,15 +107,17 @@ Handler = Callable[[Any], Awaitable[Any]]
 class Ops:
     """Handlers for every implemented op, talking to the actors by message only."""
 
-    def __init__(self, config: Config, refs: dict[str, Ref], socket_path: str | None) -> None:
+    def __init__(self, config: Config, refs: dict[str, Ref], socket_path: str | None,
+                 clock: Clock = SYSTEM) -> None:
         self.config = config
+        self.clock = clock
         self.refs = refs
         self.socket_path = socket_path
         self.timeout = config.daemon.ask_timeout_s
         self.refresh_timeout = self.timeout + (config.pricing.retries + 1) * parse_duration(
             config.pricing.fetch_timeout) + 5
         self.metrics = RequestMetrics()
-        self.started_at = dt.datetime.now(dt.timezone.utc)
+        self.started_at = clock.now()
         self._started_monotonic = time.monotonic()
         # Ops answered by one actor: the handler tells it, and the actor answers `reply`
         # directly. Doors pass their own reply slot and need no task per request.
@@ -315,7 +317,7 @@ class Ops:
 
     async def alerts_ack(self, req: AlertsAck) -> Acked:
         acked = await self.refs["ledger"].ask(lambda reply: AckAlert(
-            alert_id=req.alert_id, by=req.by, at=time.time_ns() // 1000, reply=reply), self.timeout)
+            alert_id=req.alert_id, by=req.by, at=self.clock.now_us(), reply=reply), self.timeout)
         return Acked(acked=acked)
 
     async def prometheus(self) -> str:
@@ -334,7 +336,7 @@ class Ops:
             for r in self.refs.values()
         ]
         daemon = DaemonStatus(
-            version=budgetd.__version__, pid=os.getpid(), started_at=self.started_at,
+            version=budgetd.__version__, pid=os.getpid(), started_at=self.started_at, now=self.clock.now(),
             uptime_s=round(time.monotonic() - self._started_monotonic, 3), socket=self.socket_path,
             data_dir=str(self.config.data_path), durability=self.config.daemon.durability, actors=actors,
         )
