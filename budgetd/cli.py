@@ -107,13 +107,14 @@ def client(args: argparse.Namespace) -> SyncBudgetClient:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
+    from budgetd import clock as clock_module
     from budgetd import config as config_module
     from budgetd import daemon
-    from budgetd.server.unix import SocketInUse
 
     try:
         config = config_module.load(args.config)
-    except config_module.ConfigError as exc:
+        clock = clock_module.from_environ()
+    except (config_module.ConfigError, ValueError) as exc:
         raise CliError(str(exc)) from None
     overrides: dict[str, Any] = {}
     if getattr(args, "socket", None):
@@ -127,11 +128,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         http = msgspec.structs.replace(http, listen=args.http)
     config = msgspec.structs.replace(config, daemon=msgspec.structs.replace(config.daemon, **overrides), http=http)
     try:
-        daemon.run(config)
-    except (daemon.StartupError, SocketInUse) as exc:
-        raise CliError(str(exc)) from None
-    except PermissionError as exc:
-        raise CliError(f"permission denied: {exc.filename or exc}; choose another --socket or --data-dir") from None
+        daemon.run(config, clock)
+    except daemon.StartupError as exc:
+        raise CliError(f"cannot start: {exc}") from None
     except KeyboardInterrupt:
         pass
     return 0

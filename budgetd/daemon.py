@@ -5,6 +5,9 @@ close the allocator (it drains into the ledger), then the ledger (it commits
 everything it acknowledged or holds), then the rest, and remove the socket.
 """
 
+import asyncio
+import contextlib
+import errno
 import fcntl
 import importlib.util
 import logging
@@ -28,13 +31,14 @@ from actors.price_rules import Rules
 from actors.prices import GetPricesStatus, Prices, PricesSettings
 from actors.runtime import Supervisor
 from budgetd import debug
+from budgetd.clock import SYSTEM, Clock
 from budgetd.config import Config, parse_duration
 from budgetd.hermes import Hermes
 from budgetd.pricing import TierRules, UnpricedPolicy
 from budgetd.protocol import OpError
 from budgetd.server.http import HttpDoor, HttpRefused, HttpServer, Token, parse_listen
 from budgetd.server.ops import Ops
-from budgetd.server.unix import SocketServer, prepare_socket_path
+from budgetd.server.unix import SocketInUse, SocketServer, prepare_socket_path
 
 log = logging.getLogger("budgetd")
 
@@ -62,21 +66,21 @@ def http_tokens(config: Config) -> list[Token]:
     return tokens
 
 
-async def _expire_keys(ledger: Any, keep_s: float) -> None:
+async def _expire_keys(ledger: Any, keep_s: float, clock: Clock) -> None:
     """Forget idempotency keys older than `keep_s`, a few times per `keep_s` (at most once a minute)."""
     while True:
         await anyio.sleep(min(60.0, max(0.5, keep_s / 4)))
-        before = int((time.time() - keep_s) * 1_000_000)
+        before = clock.now_us() - int(keep_s * 1_000_000)
         try:
             await ledger.ask(lambda reply: ExpireKeys(before=before, reply=reply), 30.0)
         except OpError:
             pass  # the ledger is busy or restarting: next round
 
 
-async def _compact(ledger: Any, keep_s: float) -> None:
+async def _compact(ledger: Any, keep_s: float, clock: Clock) -> None:
     """At start, then every hour: records older than `keep_s` go; the rollups keep their sums."""
     while True:
-        before = int((time.time() - keep_s) * 1_000_000)
+        before = clock.now_us() - int(keep_s * 1_000_000)
         try:
             gone = await ledger.ask(lambda reply: Compact(before=before, reply=reply), 600.0)
             if gone:
@@ -87,11 +91,11 @@ async def _compact(ledger: Any, keep_s: float) -> None:
         await anyio.sleep(3600)
 
 
-async def _periodic_backups(reader: Any, directory: Path, every_s: float, keep: int) -> None:
+async def _periodic_backups(reader: Any, directory: Path, every_s: float, keep: int, clock: Clock) -> None:
     """A verified backup into `directory` every `every_s`, keeping the newest `keep`."""
     while True:
         await anyio.sleep(every_s)
-        dest = directory / f"ledger-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.db"
+        dest = directory / f"ledger-{clock.now():%Y%m%d-%H%M%S}.db"
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             await reader.ask(lambda reply: BackupTo(path=str(dest), reply=reply), max(600.0, every_s))
@@ -121,36 +125,37 @@ def _raise_fd_limit() -> None:
 
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Clock = SYSTEM) -> None:
         self.config = config
+        self.clock = clock
         self.socket_path = config.socket_path
         self.data_dir = config.data_path
         self._stop = anyio.Event()
         self.server: SocketServer | None = None
+        self.ready = False  # every door listens
 
     def stop(self) -> None:
         self._stop.set()
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        config = self.config
-        debug.configure(config.log.debug)
+        """Start every actor and door, serve until `stop()`. A start-up failure raises StartupError."""
+        debug.configure(self.config.log.debug)
         _raise_fd_limit()
-        data_lock = lock_data_dir(self.data_dir)
         try:
-            socket_lock = prepare_socket_path(self.socket_path)
-        except Exception:
-            data_lock.close()
-            raise
-        try:
-            await self._run(task_status)
-        except HttpRefused as exc:
-            raise StartupError(str(exc)) from None
-        finally:
-            socket_lock.close()
-            data_lock.close()
+            with contextlib.ExitStack() as held:
+                held.enter_context(lock_data_dir(self.data_dir))
+                held.enter_context(prepare_socket_path(self.socket_path))
+                await self._run(task_status)
+        except BaseException as exc:
+            if self.ready:
+                raise
+            refusal = startup_refusal(_sole_cause(exc), self)
+            if refusal is None:
+                raise
+            raise refusal from None
 
     async def _run(self, task_status: TaskStatus[None]) -> None:
-        config = self.config
+        config, clock = self.config, self.clock
         tokens = http_tokens(config)
         listen = parse_listen(config.http.listen, tokens_configured=bool(tokens)) if config.http.listen else None
         tiers = tier_rules(config)
@@ -187,31 +192,33 @@ class Daemon:
             )
             for h in config.alerts.webhooks
         ]
-        ops = Ops(config, sup.refs, str(self.socket_path))
+        ops = Ops(config, sup.refs, str(self.socket_path), clock)
         self.server = server = SocketServer(
             self.socket_path, ops, config.daemon.socket_mode, config.daemon.max_frame_bytes,
             config.daemon.max_connections,
         )
+        # Bound before any actor starts, so a busy port is refused at once.
+        http = HttpServer(HttpDoor(ops, config.http.max_body_bytes, tokens), *listen) if listen else None
+        timeout = config.daemon.ask_timeout_s
         async with anyio.create_task_group() as tg:
-            await tg.start(sup.supervise, bus, Bus)
-            await tg.start(sup.supervise, alerter,
-                           lambda: Alerter(ledger, bus, webhooks, config.daemon.ask_timeout_s))
+            await tg.start(sup.supervise, bus, lambda: Bus(clock))
+            await tg.start(sup.supervise, alerter, lambda: Alerter(ledger, bus, webhooks, timeout, clock))
             try:
                 await tg.start(sup.supervise, ledger, lambda: Ledger(
                     db_path, config.daemon.durability, bus, config.report_zones,
-                    int(config.daemon.max_ledger_mb * 1024 * 1024)))
+                    int(config.daemon.max_ledger_mb * 1024 * 1024), clock))
             except LedgerError as exc:
                 raise StartupError(str(exc)) from None
             await tg.start(sup.supervise, reader, lambda: LedgerReader(db_path))
-            await tg.start(sup.supervise, prices, lambda: Prices(ledger, allocator, settings, tiers,
-                                                                  config.daemon.ask_timeout_s, bus))
+            await tg.start(sup.supervise, prices, lambda: Prices(ledger, allocator, settings, tiers, timeout, bus,
+                                                                  clock))
             admission = AdmissionRules(
                 config.admission.default_output_tokens, config.admission.default_ttl_s,
                 config.admission.max_reservation_usd,
             )
             await tg.start(sup.supervise, allocator, lambda: Allocator(
-                ledger, prices, tiers, unpriced, admission, config.budgets, config.daemon.ask_timeout_s, bus,
-                config.alerts.anomaly_factor,
+                ledger, prices, tiers, unpriced, admission, config.budgets, timeout, bus,
+                config.alerts.anomaly_factor, clock,
             ))
             settings_ai = AssistantSettings(
                 model=config.assistant.model, api_base=config.assistant.api_base,
@@ -219,33 +226,29 @@ class Daemon:
                 max_output_tokens=config.assistant.max_output_tokens,
             )
             await tg.start(sup.supervise, assistant, lambda: Assistant(
-                reader, allocator, prices, settings_ai, config.daemon.ask_timeout_s))
+                reader, allocator, prices, settings_ai, timeout, clock))
             await tg.start(server.serve)
-            status = await prices.ask(lambda reply: GetPricesStatus(reply=reply), config.daemon.ask_timeout_s)
+            if http is not None:
+                await tg.start(http.serve)
+            status = await prices.ask(lambda reply: GetPricesStatus(reply=reply), timeout)
             log.info(
-                "budgetd ready: socket %s, ledger %s, %d prices (version %d; sources: %s)",
-                self.socket_path, db_path, status.models, status.version, ", ".join(pricing.sources),
+                "budgetd ready: socket %s%s, ledger %s, %d prices (version %d; sources: %s)",
+                self.socket_path, f", HTTP on http://{listen[0]}:{listen[1]}/api/v1" if listen else "", db_path,
+                status.models, status.version, ", ".join(pricing.sources),
             )
-            http = None
-            if listen is not None:
-                host, port = listen
-                http = HttpServer(HttpDoor(ops, config.http.max_body_bytes, tokens), host, port)
-                tg.start_soon(http.serve)
-                while not http.server.started:
-                    await anyio.sleep(0.01)
-                log.info("HTTP on http://%s:%d/api/v1", host, port)
             hermes = None
             hermes_url = config.hermes.url or os.environ.get("HERMES_URL", "")
             if hermes_url:
                 endpoint = f"http://{listen[0]}:{listen[1]}" if listen else ""
                 hermes = Hermes(hermes_url, endpoint, parse_duration(config.hermes.heartbeat))
                 tg.start_soon(hermes.run)
-            tg.start_soon(_expire_keys, ledger, parse_duration(config.daemon.keep_idempotency_keys))
+            tg.start_soon(_expire_keys, ledger, parse_duration(config.daemon.keep_idempotency_keys), clock)
             if config.daemon.keep_usage:
-                tg.start_soon(_compact, ledger, parse_duration(config.daemon.keep_usage))
+                tg.start_soon(_compact, ledger, parse_duration(config.daemon.keep_usage), clock)
             if config.backup.dir:
                 tg.start_soon(_periodic_backups, reader, Path(config.backup.dir).expanduser(),
-                              parse_duration(config.backup.every), config.backup.keep)
+                              parse_duration(config.backup.every), config.backup.keep, clock)
+            self.ready = True
             task_status.started()
             await self._stop.wait()
             log.info("shutting down: finishing requests in flight")
@@ -278,15 +281,15 @@ async def _serve_until_signal(daemon: Daemon) -> None:
                 tg.cancel_scope.cancel()
 
 
-def run(config: Config) -> None:
-    """Run the daemon in the foreground until SIGTERM or SIGINT."""
+def run(config: Config, clock: Clock = SYSTEM) -> None:
+    """Run the daemon in the foreground until SIGTERM or SIGINT; StartupError when it cannot start."""
     logging.basicConfig(
         level=getattr(logging, config.log.level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per feed request is noise
-    daemon = Daemon(config)
+    daemon = Daemon(config, clock)
     options = {"use_uvloop": True} if importlib.util.find_spec("uvloop") else {}
     try:
         anyio.run(_serve_until_signal, daemon, backend="asyncio", backend_options=options)
@@ -294,7 +297,24 @@ def run(config: Config) -> None:
         raise _sole_cause(group) from None
 
 
-def _sole_cause(group: BaseExceptionGroup) -> BaseException:
+def startup_refusal(exc: BaseException, daemon: Daemon) -> StartupError | None:
+    """A failure before the daemon was ready, as one line that says what to do; None for a bug."""
+    if isinstance(exc, StartupError):
+        return exc
+    if isinstance(exc, (HttpRefused, SocketInUse, LedgerError)):
+        return StartupError(str(exc))
+    if isinstance(exc, OSError):
+        where = exc.filename or daemon.data_dir
+        if exc.errno == errno.ENOSPC:
+            return StartupError(f"the disk holding {where} is full; free some space and start budgetd again")
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return StartupError(f"cannot write {where} ({exc.strerror}); fix its permissions, or choose another "
+                                "place with --data-dir or --socket")
+        return StartupError(f"{exc.strerror or exc}: {where}; check --data-dir and --socket")
+    return None
+
+
+def _sole_cause(exc: BaseException) -> BaseException:
     """Unwrap task-group nesting so a start-up refusal reads as itself, not as a traceback."""
     leaves: list[BaseException] = []
 
@@ -305,5 +325,6 @@ def _sole_cause(group: BaseExceptionGroup) -> BaseException:
         else:
             leaves.append(exc)
 
-    walk(group)
-    return leaves[0] if len(leaves) == 1 else group
+    walk(exc)
+    causes = [e for e in leaves if not isinstance(e, asyncio.CancelledError)]
+    return causes[0] if len(causes) == 1 else exc
