@@ -1,11 +1,14 @@
 """Test harness: real daemons in real processes, talked to through their real doors."""
 
+import datetime as dt
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +23,18 @@ def anyio_backend():
     return "asyncio"
 
 
+def pytest_configure(config):
+    """The default paths (socket, config, data) point into this run's own directory, so a daemon of
+    the machine's own (`make run`) or a second suite running at once is never touched."""
+    config.budgetd_home = home = Path(tempfile.mkdtemp(prefix="budgetd-tests-"))
+    for name in ("XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
+        os.environ[name] = str(home / name.lower())
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "budgetd_home", ""), ignore_errors=True)
+
+
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUDGETD_") and k != "BUDGET_PORT"}
     env["PYTHONPATH"] = str(ROOT)
@@ -29,9 +44,14 @@ def _env() -> dict[str, str]:
 class Daemon:
     """A budgetd subprocess with its own socket, data dir and config."""
 
-    def __init__(self, tmp: Path, config: str = "", name: str = "d", http: bool | str = False) -> None:
-        """`http`: False = --no-http, True = HTTP on a free loopback port, "config" = as the config says."""
+    def __init__(self, tmp: Path, config: str = "", name: str = "d", http: bool | str = False,
+                 clock: str | dt.datetime | None = None) -> None:
+        """`http`: False = --no-http, True = HTTP on a free loopback port, "config" = as the config says.
+        `clock`: the instant the daemon's wall clock starts at (each start), through its clock seam."""
         self.http_mode = http
+        self.clock = None if clock is None else (
+            dt.datetime.fromisoformat(clock.replace("Z", "+00:00")) if isinstance(clock, str) else clock)
+        self._origin: float | None = None
         self.http_port = free_port() if http is True else None
         self.dir = tmp / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -66,9 +86,24 @@ class Daemon:
         return [sys.executable, "-m", "budgetd", "daemon", "--config", str(self.config_file),
                 "--socket", str(self.socket), "--data-dir", str(self.data_dir), *http]
 
+    def env(self) -> dict[str, str]:
+        env = _env()
+        if self.clock is not None:
+            env["BUDGETD_CLOCK_START"] = self.now().isoformat()
+        return env
+
+    def now(self) -> dt.datetime:
+        """The daemon's wall clock as this process sees it (up to the start-up delay): `clock` at the first
+        start, running on from there across restarts, like a real machine's."""
+        if self.clock is None:
+            return dt.datetime.now(dt.timezone.utc)
+        if self._origin is None:
+            self._origin = time.monotonic()
+        return self.clock + dt.timedelta(seconds=time.monotonic() - self._origin)
+
     def start(self, wait: bool = True) -> "Daemon":
         self._log_file = open(self.log, "ab")
-        self.proc = subprocess.Popen(self.command(), stdout=self._log_file, stderr=subprocess.STDOUT, env=_env())
+        self.proc = subprocess.Popen(self.command(), stdout=self._log_file, stderr=subprocess.STDOUT, env=self.env())
         if wait:
             self.wait_ready()
         return self
@@ -155,8 +190,9 @@ def free_port() -> int:
 def make_daemon(tmp_path):
     started: list[Daemon] = []
 
-    def make(config: str = "", name: str | None = None, start: bool = True, http: bool | str = False) -> Daemon:
-        d = Daemon(tmp_path, config, name or f"d{len(started)}", http=http)
+    def make(config: str = "", name: str | None = None, start: bool = True, http: bool | str = False,
+             clock: str | dt.datetime | None = None) -> Daemon:
+        d = Daemon(tmp_path, config, name or f"d{len(started)}", http=http, clock=clock)
         started.append(d)
         return d.start() if start else d
 

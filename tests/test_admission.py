@@ -180,9 +180,9 @@ scope = { model = "openai/gpt-4o" }
 
 
 def test_window_edges_in_a_zone(make_daemon):
-    d = make_daemon()
-    berlin = dt.timezone(dt.timedelta(hours=1))  # November: CET
-    today = dt.datetime.now(berlin).replace(hour=0, minute=0, second=0, microsecond=0)
+    d = make_daemon(clock="2026-11-18T10:00:00Z")  # a November Wednesday: Berlin is on CET all day
+    berlin = dt.timezone(dt.timedelta(hours=1))
+    today = d.now().astimezone(berlin).replace(hour=0, minute=0, second=0, microsecond=0)
     with SyncBudgetClient(d.socket) as c:
         c.budget_set(name="berlin-day", period="daily", timezone="Europe/Berlin", limit_tokens=10**9, policy="warn")
         c.budget_set(name="utc-hour", period="hourly", limit_tokens=10**9, policy="warn")

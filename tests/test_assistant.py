@@ -12,6 +12,8 @@ from tests.llm import FakeLLM
 
 UTC = dt.timezone.utc
 KEY_ENV = "TEST_ASSISTANT_KEY"
+#: The daemons here run on a Thursday afternoon, so "today", "yesterday" and "this week" all hold records.
+THURSDAY = "2026-11-26T15:00:00Z"
 
 
 @pytest.fixture
@@ -21,9 +23,8 @@ def llm():
     fake.close()
 
 
-def seed(c: SyncBudgetClient) -> list[dict]:
-    """Two days of traffic: rhetor on gpt-4o dominates; each record's tokens are known here."""
-    now = dt.datetime.now(UTC)
+def seed(c: SyncBudgetClient, now: dt.datetime) -> list[dict]:
+    """Two days of traffic before `now`: rhetor on gpt-4o dominates; each record's tokens are known here."""
     records = []
     for i in range(12):
         for component, model, tokens_in, tokens_out in (("rhetor", "gpt-4o", 9000, 800),
@@ -37,9 +38,9 @@ def seed(c: SyncBudgetClient) -> list[dict]:
 
 
 def test_offline_answers_name_the_top_spender_and_a_correct_saving(make_daemon):
-    d = make_daemon()
+    d = make_daemon(clock=THURSDAY)
     with SyncBudgetClient(d.socket) as c:
-        records = seed(c)
+        records = seed(c, d.now())
         result = c.ask("where did the money go?")
         prices = {m: c.prices_get(m).price for m in {c2.model for c2 in result.facts.cheaper_models}}
     assert result.offline and result.why_offline == "no assistant.model is configured" and result.cost_usd == 0
@@ -74,9 +75,9 @@ def test_offline_answers_name_the_top_spender_and_a_correct_saving(make_daemon):
 def test_the_model_answers_from_the_facts_and_its_cost_is_recorded(make_daemon, llm, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-test-123")
     d = make_daemon(f'[assistant]\nmodel = "openai/gpt-4o-mini"\napi_base = "{llm.url}"\n'
-                    f'api_key_env = "{KEY_ENV}"\ntimeout = "20s"\n')
+                    f'api_key_env = "{KEY_ENV}"\ntimeout = "20s"\n', clock=THURSDAY)
     with SyncBudgetClient(d.socket) as c:
-        seed(c)
+        seed(c, d.now())
         result = c.ask("what did we spend on this week?")
         price = c.prices_get("gpt-4o-mini").price
         own = c.usage_list(filters={"component": "budgetd.assistant"}).records
@@ -102,9 +103,9 @@ def test_the_model_answers_from_the_facts_and_its_cost_is_recorded(make_daemon, 
 def test_a_budget_on_the_assistant_and_a_failing_model_fall_back_offline(make_daemon, llm, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-test-123")
     d = make_daemon(f'[assistant]\nmodel = "openai/gpt-4o-mini"\napi_base = "{llm.url}"\n'
-                    f'api_key_env = "{KEY_ENV}"\ntimeout = "5s"\n')
+                    f'api_key_env = "{KEY_ENV}"\ntimeout = "5s"\n', clock=THURSDAY)
     with SyncBudgetClient(d.socket) as c:
-        seed(c)
+        seed(c, d.now())
         llm.status = 503
         failed = c.ask("what happened today?")
         assert failed.offline and "model call failed" in failed.why_offline

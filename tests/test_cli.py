@@ -128,10 +128,11 @@ def test_make_run_defaults_socket_and_data_in_xdg_dirs(tmp_path):
     import sys
     import time
 
-    from conftest import FIXTURES, _env
+    from conftest import FIXTURES, _env, free_port
 
     env = _env()
-    env.update(XDG_RUNTIME_DIR=str(tmp_path / "run"), XDG_DATA_HOME=str(tmp_path / "data"),
+    env.update(BUDGET_PORT=str(free_port()),  # the default 127.0.0.1:8013 may be taken (by `make run`)
+               XDG_RUNTIME_DIR=str(tmp_path / "run"), XDG_DATA_HOME=str(tmp_path / "data"),
                XDG_CONFIG_HOME=str(tmp_path / "config"), BUDGETD_PRICING_SOURCES='["litellm_bundled"]',
                BUDGETD_PRICING_BUNDLED_FILE=str(FIXTURES / "litellm_prices.json"))
     daemon = subprocess.Popen([sys.executable, "-m", "budgetd", "daemon"], env=env, stderr=subprocess.PIPE, text=True)
