@@ -17,10 +17,9 @@ import msgspec
 
 from actors.allocator import CommitMsg, ForecastsMsg, ReleaseMsg, ReserveMsg
 from actors.facts import Inputs, build, horizon_of, offline_answer
-from actors.ledger import CallExtremes, RunReport, payload_hash
+from actors.ledger import CallExtremes, ReportQuery, RunReport, payload_hash
 from actors.prices import GetBook
-from actors.reports import ReportQuery
-from actors.runtime import Actor, Ref, ReplyTo
+from actors.runtime import Actor, Ref, ReplyTo, answering
 from budgetd.clock import SYSTEM, Clock
 from budgetd.model import Estimate, Facts, UsagePatch
 from budgetd.periods import to_us
@@ -58,17 +57,13 @@ class Assistant(Actor):
                  timeout: float, clock: Clock = SYSTEM) -> None:
         super().__init__()
         self.clock = clock
+        self.handlers = {AskMsg: answering(lambda m: self.answer(m.question))}
         self.reader = reader
         self.allocator = allocator
         self.prices = prices
         self.settings = settings
         self.timeout = timeout
 
-    async def handle(self, message: Any) -> None:
-        if isinstance(message, AskMsg):
-            message.reply.set(await self.answer(message.question))
-        else:
-            raise TypeError(f"the assistant does not handle {type(message).__name__}")
 
     async def answer(self, question: str) -> AskResult:
         facts = await self.facts(question, self.clock.now())

@@ -16,7 +16,6 @@ from actors.runtime import Actor, ReplyTo
 from budgetd.clock import SYSTEM, Clock
 from budgetd.protocol import Event
 
-TOPICS = ("usage", "budget", "alert", "price", "system")
 RECENT = 1000
 FEED_LENGTH = 1000
 
@@ -85,32 +84,32 @@ class Bus(Actor):
         self.seq = 0
         self.recent: collections.deque[Event] = collections.deque(maxlen=RECENT)
         self.feeds: set[Feed] = set()
+        self.handlers = {Publish: self._publish, SubscribeMsg: self._subscribe, Unsubscribe: self._unsubscribe}
 
     async def stopped(self) -> None:
         for feed in self.feeds:
             feed.close()
 
-    async def handle(self, message: Any) -> None:
-        if isinstance(message, Publish):
-            ts = self.clock.now()
-            for name, data in message.events:
-                self.seq += 1
-                event = Event(event=name, seq=self.seq, ts=ts, data=data)
-                self.recent.append(event)
-                topic = name.split(".", 1)[0]
-                for feed in self.feeds:
-                    if topic in feed.topics:
-                        feed.put(event)
-        elif isinstance(message, SubscribeMsg):
-            feed = Feed(message.topics, self.clock)
-            if message.after is not None:
-                for event in self.recent:
-                    if event.seq > message.after and event.event.split(".", 1)[0] in feed.topics:
-                        feed.put(event)
-            self.feeds.add(feed)
-            message.reply.set(feed)
-        elif isinstance(message, Unsubscribe):
-            self.feeds.discard(message.feed)
-            message.feed.close()
-        else:
-            raise TypeError(f"the bus does not handle {type(message).__name__}")
+    def _publish(self, message: Publish) -> None:
+        ts = self.clock.now()
+        for name, data in message.events:
+            self.seq += 1
+            event = Event(event=name, seq=self.seq, ts=ts, data=data)
+            self.recent.append(event)
+            topic = name.split(".", 1)[0]
+            for feed in self.feeds:
+                if topic in feed.topics:
+                    feed.put(event)
+
+    def _subscribe(self, message: SubscribeMsg) -> None:
+        feed = Feed(message.topics, self.clock)
+        if message.after is not None:
+            for event in self.recent:
+                if event.seq > message.after and event.event.split(".", 1)[0] in feed.topics:
+                    feed.put(event)
+        self.feeds.add(feed)
+        message.reply.set(feed)
+
+    def _unsubscribe(self, message: Unsubscribe) -> None:
+        self.feeds.discard(message.feed)
+        message.feed.close()

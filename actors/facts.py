@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from typing import Any, Iterable, NamedTuple
 
-from actors.rollups import accumulate
+from actors.ledger.report_plan import accumulate
 from budgetd.model import (
     CacheFact,
     CallFact,

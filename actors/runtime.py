@@ -6,13 +6,14 @@ messages. The mailbox belongs to the Ref, so messages waiting in it survive a
 restart of the actor.
 """
 
+import inspect
 import logging
-from typing import Any, Callable, Generic, Protocol, TypeVar
+from typing import Any, Awaitable, Callable, Generic, Protocol, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
 
-from budgetd.protocol import OpError
+from budgetd.errors import OpError
 
 log = logging.getLogger("budgetd.actors")
 DRAIN_LIMIT = 256
@@ -66,12 +67,14 @@ class Reply(Generic[T]):
 
 
 class Actor:
-    """Subclasses set `name`, implement `handle`, and may override `started`/`stopped`.
-
-    `run` may be overridden for actors that drain their mailbox in batches.
+    """Subclasses set `name` and `handlers` (message type -> handler), and may override
+    `started`/`stopped`. A handler answers its message's `reply` itself (or passes it on to the
+    actor that will); it may be a coroutine. `run` may be overridden for actors that drain their
+    mailbox in batches.
     """
 
     name = "actor"
+    handlers: dict[type, Callable[[Any], Any]] = {}
 
     def __init__(self) -> None:
         self.ref: Ref | None = None
@@ -83,7 +86,12 @@ class Actor:
         """Release resources. Called on shutdown and before a restart."""
 
     async def handle(self, message: Any) -> None:
-        raise NotImplementedError
+        handler = self.handlers.get(type(message))
+        if handler is None:
+            raise TypeError(f"the {self.name} actor does not handle {type(message).__name__}")
+        result = handler(message)
+        if inspect.isawaitable(result):
+            await result
 
     async def run(self, mailbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
         while True:
@@ -109,6 +117,15 @@ class Actor:
                     message = mailbox.receive_nowait()
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
+
+
+def answering(ask: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[None]]:
+    """A handler that awaits `ask(message)` and answers the message's reply with it."""
+
+    async def handler(message: Any) -> None:
+        message.reply.set(await ask(message))
+
+    return handler
 
 
 def fail_reply(message: Any, exc: BaseException) -> None:

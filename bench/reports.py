@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from actors.ledger import SCHEMA_VERSION, Ledger, UsageRow, WriteUsage, open_writer
+import anyio
+
+from actors.ledger import SCHEMA_VERSION, SqliteStore, UsageRow, WriteUsage
 from budgetd.periods import HOUR_US, to_us
 
 RECORDS = 1_000_000
@@ -40,15 +42,18 @@ def ledger_path() -> Path:
 
 
 def build(path: Path) -> None:
-    """A year of traffic from twelve components, busier in working hours, through Ledger's transaction."""
+    """A year of traffic from twelve components, busier in working hours, through the ledger's store."""
+    anyio.run(_build, path)
+
+
+async def _build(path: Path) -> None:
     rng = random.Random(1)
     uses = {c: rng.sample(MODELS, 3) for c in COMPONENTS}
     tmp = path.with_suffix(".building")
     for suffix in ("", "-wal", "-shm"):
         Path(str(tmp) + suffix).unlink(missing_ok=True)
-    ledger = Ledger(tmp, "normal", report_zones=ZONES)
-    ledger.db = open_writer(tmp, "normal")
-    ledger.rollups.backfill(ledger.db)
+    store = SqliteStore(tmp, "normal", report_zones=ZONES)
+    await store.open()
     span = to_us(END) - to_us(START)
     start_us = to_us(START)
     batch: list[WriteUsage] = []
@@ -69,12 +74,12 @@ def build(path: Path) -> None:
             idempotency_key=None,
         ), payload_hash=None, reply=None))  # type: ignore[arg-type]
         if len(batch) == 1024:
-            _, ledger.next_id, _ = ledger._transaction(batch, ts)
+            await store.append(batch, ts)
             batch = []
     if batch:
-        ledger._transaction(batch, 0)
-    ledger.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    ledger.db.close()
+        await store.append(batch, 0)
+    await store.checkpoint()
+    await store.close()
     tmp.rename(path)
     print(f"  built {RECORDS:,} records in {time.perf_counter() - started:.0f} s: {path}", flush=True)
 

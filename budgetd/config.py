@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from budgetd.model import BudgetInvalid, BudgetSpec, check_budget
+from budgetd.model import LOCAL_PROVIDERS, SOURCES, BudgetInvalid, BudgetSpec, check_budget
 from budgetd.paths import default_config_path, default_data_dir, default_socket_path
 from budgetd.periods import zone
 from budgetd.protocol import PriceOverride
@@ -79,10 +79,8 @@ class PricingConfig(Section):
 
 class TiersConfig(Section):
     models: dict[str, str] = {}
-    providers: dict[str, str] = msgspec.field(default_factory=lambda: {
-        "ollama": "lightweight", "lm_studio": "lightweight", "vllm": "lightweight",
-        "ollama_chat": "lightweight", "hosted_vllm": "lightweight", "llamafile": "lightweight",
-    })
+    providers: dict[str, str] = msgspec.field(default_factory=lambda: dict.fromkeys(sorted(LOCAL_PROVIDERS),
+                                                                                "lightweight"))
     lightweight_below_per_mtok: float = 1.0
     midweight_below_per_mtok: float = 10.0
 
@@ -242,10 +240,9 @@ def _check(config: Config, source: str) -> None:
             check_budget(budget, f"budgets[{i}]")
         except BudgetInvalid as exc:
             raise ConfigError(f"{source}: {exc} (at {exc.field})") from None
-    known = {"litellm_bundled", "litellm", "llm_prices", "openrouter", "overrides"}
-    unknown = [s for s in config.pricing.sources if s not in known]
+    unknown = [s for s in config.pricing.sources if s not in SOURCES]
     if unknown:
-        raise ConfigError(f"{source}: pricing.sources names unknown sources {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"{source}: pricing.sources names unknown sources {unknown}; known: {', '.join(SOURCES)}")
     for i, hook in enumerate(config.alerts.webhooks):
         if not hook.url.startswith(("http://", "https://")):
             raise ConfigError(f"{source}: alerts.webhooks[{i}].url must be an http(s) URL, got {hook.url!r}")

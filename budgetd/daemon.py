@@ -26,9 +26,18 @@ from actors.alerter import Alerter, WebhookSettings
 from actors.allocator import AdmissionRules, Allocator
 from actors.assistant import Assistant, AssistantSettings
 from actors.bus import Bus
-from actors.ledger import BackupTo, Compact, ExpireKeys, Ledger, LedgerError, LedgerReader
-from actors.price_rules import Rules
-from actors.prices import GetPricesStatus, Prices, PricesSettings
+from actors.ledger import (
+    BackupTo,
+    Compact,
+    ExpireKeys,
+    Ledger,
+    LedgerError,
+    LedgerReader,
+    SqliteReadStore,
+    SqliteStore,
+)
+
+from actors.prices import GetPricesStatus, Prices, PricesSettings, Rules
 from actors.runtime import Supervisor
 from budgetd import debug
 from budgetd.clock import SYSTEM, Clock
@@ -198,18 +207,18 @@ class Daemon:
             config.daemon.max_connections,
         )
         # Bound before any actor starts, so a busy port is refused at once.
-        http = HttpServer(HttpDoor(ops, config.http.max_body_bytes, tokens), *listen) if listen else None
+        http = HttpServer(HttpDoor(ops, config.http.max_body_bytes, tokens).app, *listen) if listen else None
         timeout = config.daemon.ask_timeout_s
         async with anyio.create_task_group() as tg:
             await tg.start(sup.supervise, bus, lambda: Bus(clock))
             await tg.start(sup.supervise, alerter, lambda: Alerter(ledger, bus, webhooks, timeout, clock))
             try:
-                await tg.start(sup.supervise, ledger, lambda: Ledger(
-                    db_path, config.daemon.durability, bus, config.report_zones,
-                    int(config.daemon.max_ledger_mb * 1024 * 1024), clock))
+                await tg.start(sup.supervise, ledger, lambda: Ledger(SqliteStore(
+                    db_path, config.daemon.durability, config.report_zones,
+                    int(config.daemon.max_ledger_mb * 1024 * 1024)), bus, clock))
             except LedgerError as exc:
                 raise StartupError(str(exc)) from None
-            await tg.start(sup.supervise, reader, lambda: LedgerReader(db_path))
+            await tg.start(sup.supervise, reader, lambda: LedgerReader(SqliteReadStore(db_path)))
             await tg.start(sup.supervise, prices, lambda: Prices(ledger, allocator, settings, tiers, timeout, bus,
                                                                   clock))
             admission = AdmissionRules(

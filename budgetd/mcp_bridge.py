@@ -10,7 +10,7 @@ events drive resource-updated notifications.
 import contextlib
 import logging
 import time
-from typing import Annotated, Any, AsyncIterator, Literal
+from typing import Annotated, Any, AsyncIterator
 
 import anyio
 import msgspec
@@ -21,6 +21,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from budgetd.client import BudgetClient
+from budgetd.model import Bucket, Dim, ReportOrder, Tier
 from budgetd.periods import parse_when
 from budgetd.protocol import Ask, OpError
 from budgetd.render import count, money
@@ -34,7 +35,6 @@ actual usage (or budget_release the hold). If a decision is not allowed, do not 
 call; use its suggestion (a cheaper model) or route_model. budget_status shows every budget
 and where it is heading; budget_report shows what was spent on what. Money is in USD."""
 
-Dim = Literal["component", "model", "provider", "tier", "context_id", "task_type"]
 Component = Annotated[str, Field(description="Who spends: the calling agent or service, e.g. 'rhetor'",
                                  min_length=1, max_length=128)]
 Model = Annotated[str, Field(description="Model name as the provider or litellm knows it, e.g. 'gpt-4o', "
@@ -138,13 +138,13 @@ def build_server(socket: str | None = None, *, read_only: bool = False) -> MCPSe
         since: Annotated[str | None, Field(description="RFC 3339 time, a date, or a duration back from now "
                                                         "such as '7d' or '12h'")] = None,
         until: Annotated[str | None, Field(description="As since; default now")] = None,
-        bucket: Annotated[Literal["hour", "day", "week", "month"] | None,
+        bucket: Annotated[Bucket | None,
                           Field(description="Time buckets, in `timezone`")] = None,
         timezone: Annotated[str, Field(description="IANA zone of the buckets and dates")] = "UTC",
         filters: Annotated[dict[Dim, str] | None, Field(description="Exact values of dims to keep")] = None,
         limit: Annotated[int | None, Field(ge=1, le=1000, description="Keep the first N groups; the rest "
                                                                        "are one 'other' row")] = None,
-        order: Annotated[Literal["cost", "tokens", "requests", "group"],
+        order: Annotated[ReportOrder,
                          Field(description="How groups are ranked (largest first), or by name")] = "cost",
     ) -> CallToolResult:
         """Tokens and cost grouped by dims (component, model, provider, tier, context_id, task_type),
@@ -196,7 +196,7 @@ def build_server(socket: str | None = None, *, read_only: bool = False) -> MCPSe
         capabilities: Annotated[list[str] | None, Field(description="Needed, e.g. ['function_calling', "
                                                                      "'vision']")] = None,
         min_context_tokens: Annotated[Tokens | None, Field(description="Context window needed")] = None,
-        max_tier: Annotated[Literal["lightweight", "midweight", "heavyweight"] | None,
+        max_tier: Annotated[Tier | None,
                             Field(description="Most expensive tier acceptable")] = None,
     ) -> CallToolResult:
         """Which model to use for this request under the budgets: the choice, its decision, and every

@@ -10,8 +10,9 @@ import functools
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from budgetd.model import PERIODS
+
 UTC = dt.timezone.utc
-PERIODS = ("hourly", "daily", "weekly", "monthly", "total")
 
 
 class Window(NamedTuple):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Iterable, NamedTuple
 
-from budgetd.model import PriceEntry, canonical_tier
+from budgetd.model import LOCAL_PROVIDERS, PriceEntry, canonical_tier
 
 ATTO_PER_NANO = 1_000_000_000
 _ATTO_PER_USD_PER_MTOK = Decimal(10) ** 12  # (1e-6 USD per token) / 1e-18
@@ -89,11 +89,6 @@ def cost_nanos(card: RateCard, input_tokens: int, output_tokens: int, cache_read
 
 
 # -- tiers ----------------------------------------------------------------------
-
-LOCAL_PROVIDERS = frozenset(
-    {"ollama", "ollama_chat", "lm_studio", "vllm", "hosted_vllm", "llamafile", "llama.cpp", "llamacpp", "local"}
-)
-
 
 @dataclass(frozen=True)
 class TierRules:

@@ -419,7 +419,8 @@ def test_forecast_in_status_and_report(make_daemon):
 
 
 def test_unit_forecast_uses_the_last_hour_once_it_has_watched_an_hour():
-    from actors.budgets import Budget, Burn, Counter, forecast
+    from actors.allocator.budgets import Budget, Counter
+    from actors.allocator.forecast import Burn, forecast
     from budgetd.model import BudgetSpec
     from budgetd.periods import to_us, window
 
@@ -448,7 +449,7 @@ V1_SCHEMA_RECORDS = 400
 def test_an_older_ledger_is_migrated_and_new_zones_are_backfilled(make_daemon):
     """A schema-1 ledger gets its rollups built from the records already there, and a zone added to
     the config later gets its day rollup at start; reports stay exact either way."""
-    from actors.ledger import APPLICATION_ID, MIGRATIONS, _statements
+    from actors.ledger.sqlite.schema import APPLICATION_ID, MIGRATIONS, _statements
 
     d = make_daemon(start=False, config='[reports]\ntimezones = ["Asia/Kolkata"]\n')
     d.data_dir.mkdir(parents=True)

@@ -29,7 +29,7 @@ from budgetd.protocol import OpError
 from budgetd.render import count, money
 from tui import views
 
-TOPICS = ["usage", "budget", "alert", "price"]
+TOPICS = ["usage", "budget", "alert", "price"]  # what the views show (no system events)
 #: What each event makes stale.
 STALE = {"usage": {"overview", "spend", "top"}, "budget": {"overview"}, "alert": {"alerts", "overview"},
          "price": {"prices"}}

@@ -1,13 +1,14 @@
-"""The one dispatch table behind every front door.
+"""The one dispatch behind every front door.
 
-A door decodes a request, calls `Ops.dispatch`, and encodes what comes back:
-so a feature exists on every door or on none.
+A door decodes a request and hands it to `Ops.submit` (or awaits `Ops.call`), and
+encodes what comes back: every declared op is served here, so a feature exists
+on every door or on none.
 """
 
 import os
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NamedTuple
 
 import budgetd
 from actors.allocator import (
@@ -27,6 +28,7 @@ from actors.allocator import (
 )
 from actors.bus import Feed, SubscribeMsg, Unsubscribe
 from actors.ledger import (
+    ReportQuery,
     AckAlert,
     BackupTo,
     GetTotals,
@@ -45,13 +47,13 @@ from actors.prices import (
     UnsetPrice,
 )
 from actors.assistant import AskMsg
-from actors.reports import ReportQuery
 from actors.runtime import Ref, Reply, ReplyTo
 from budgetd.clock import SYSTEM, Clock
 from budgetd.config import Config, parse_duration
 from budgetd.model import DIMS
 from budgetd.periods import to_us, zone
 from budgetd.protocol import (
+    OPS,
     PROTOCOL_VERSION,
     Acked,
     ActorStatus,
@@ -101,11 +103,22 @@ from budgetd.protocol import (
 )
 from budgetd.server.metrics import RequestMetrics, render
 
-Handler = Callable[[Any], Awaitable[Any]]
+class Served(NamedTuple):
+    """How the daemon serves one op (from its declaration) and the handler that does it."""
+
+    op: str
+    serve: str  # immediate | tell | ask | stream
+    handler: Callable[..., Any]
 
 
 class Ops:
-    """Handlers for every implemented op, talking to the actors by message only."""
+    """The handler of every declared op, talking to the actors by message only.
+
+    A handler is the method named after its op (`budget.set` -> `budget_set`). Its shape follows how
+    the op is served: `immediate` handlers return the result, `tell` handlers take the door's reply
+    slot and pass it to the actor that answers, `ask` handlers are coroutines, and the `stream`
+    handler opens a feed of the bus.
+    """
 
     def __init__(self, config: Config, refs: dict[str, Ref], socket_path: str | None,
                  clock: Clock = SYSTEM) -> None:
@@ -119,67 +132,41 @@ class Ops:
         self.metrics = RequestMetrics()
         self.started_at = clock.now()
         self._started_monotonic = time.monotonic()
-        # Ops answered by one actor: the handler tells it, and the actor answers `reply`
-        # directly. Doors pass their own reply slot and need no task per request.
-        self.tells: dict[type[Request], Callable[[Any, ReplyTo], None]] = {
-            Record: self.record,
-            Check: self.check,
-            Reserve: self.reserve,
-            Commit: self.commit,
-            Route: self.route,
+        self.served: dict[type[Request], Served] = {
+            kind: Served(name, kind.serve, getattr(self, name.replace(".", "_"))) for name, kind in OPS.items()
         }
-        self.table: dict[type[Request], Handler] = {
-            Release: self.release,
-            BudgetSet: self.budget_set,
-            BudgetGet: self.budget_get,
-            BudgetList: self.budget_list,
-            BudgetDelete: self.budget_delete,
-            UsageList: self.usage_list,
-            Report: self.report,
-            Ask: self.ask,
-            Backup: self.backup,
-            AlertsList: self.alerts_list,
-            AlertsAck: self.alerts_ack,
-            Status: self.status,
-            PricesGet: self.prices_get,
-            PricesList: self.prices_list,
-            PricesRefresh: self.prices_refresh,
-            PricesSet: self.prices_set,
-            PricesUnset: self.prices_unset,
-            PricesHistory: self.prices_history,
-        }
-        # Answered without awaiting anything: doors may reply inline.
-        self.immediate: dict[type[Request], Callable[[Any], Any]] = {
-            Ping: lambda _req: Empty(),
-            Hello: self.hello,
-        }
-        # Streams: the door keeps the connection open and sends the feed's events on it.
-        self.streams = {Subscribe}
-        self.ops = sorted(op_name(t) for t in (*self.tells, *self.table, *self.immediate, *self.streams))
+        self.ops = sorted(OPS)
 
-    async def dispatch(self, request: Request) -> Any:
-        kind = type(request)
-        tell = self.tells.get(kind)
-        if tell is not None:
-            reply: Reply[Any] = Reply()
-            tell(request, reply)
-            return await reply.wait(self.timeout)
-        handler = self.table.get(kind)
-        if handler is not None:
-            return await handler(request)
-        immediate = self.immediate.get(kind)
-        if immediate is not None:
-            return immediate(request)
-        if kind in self.streams:
-            raise OpError("invalid", f"op {op_name(kind)!r} streams events; this door cannot carry it", "$.op")
-        raise OpError(
-            "unknown_op",
-            f"op {op_name(kind)!r} is part of protocol v1 but this daemon (budgetd {budgetd.__version__}) "
-            f"does not serve it yet; it serves: {', '.join(self.ops)}",
-            "$.op",
-        )
+    def submit(self, request: Request, reply: ReplyTo, spawn: Callable[..., None]) -> None:
+        """Start serving `request`; its answer goes to `reply`. `spawn(fn, *args)` runs a coroutine in the
+        door's task group (for ops whose handler awaits). A refusal may raise OpError at once."""
+        served = self.served[type(request)]
+        if served.serve == "tell":
+            served.handler(request, reply)
+        elif served.serve == "immediate":
+            reply.set(served.handler(request))
+        elif served.serve == "ask":
+            spawn(_answer, served.handler, request, reply)
+        else:
+            raise OpError("invalid", f"op {served.op!r} streams events; this door cannot carry it", "$.op")
+
+    async def call(self, request: Request) -> Any:
+        """Serve `request` and return its result, or raise OpError."""
+        served = self.served[type(request)]
+        if served.serve == "ask":
+            return await served.handler(request)
+        reply: Reply[Any] = Reply()
+        self.submit(request, reply, _no_spawn)
+        return await reply.wait(self.timeout)
+
+    def finished(self, op: str, outcome: str, started: float) -> None:
+        """Count a request that ended (`outcome`: ok or an error code) and how long it took."""
+        self.metrics.observe(op, outcome, time.perf_counter() - started)
 
     # -- ops ------------------------------------------------------------------
+
+    def ping(self, _req: Ping) -> Empty:
+        return Empty()
 
     def hello(self, req: Hello) -> HelloResult:
         if req.protocol is not None and req.protocol != PROTOCOL_VERSION:
@@ -368,6 +355,17 @@ class Ops:
             lambda reply: ListPrices(provider=req.provider, search=req.search, limit=req.limit, reply=reply),
             self.timeout,
         )
+
+
+async def _answer(handler: Callable[[Any], Awaitable[Any]], request: Request, reply: ReplyTo) -> None:
+    try:
+        reply.set(await handler(request))
+    except Exception as exc:
+        reply.fail(exc)
+
+
+def _no_spawn(*_args: Any) -> None:
+    raise AssertionError("`call` awaits the handlers of ask ops itself")
 
 
 def _filters(filters: Any) -> dict[str, str]:

@@ -137,14 +137,14 @@ class ConnectionReply:
         self.started = time.perf_counter()
 
     def set(self, value: Any) -> None:
-        self.connection.ops.metrics.observe(self.op, "ok", time.perf_counter() - self.started)
+        self.connection.ops.finished(self.op, "ok", self.started)
         self.connection.deliver(self, encode_line(ok(self.request_id, value)))
 
     def fail(self, error: BaseException) -> None:
         if not isinstance(error, OpError):
             log.error("request %r failed: %r", self.request_id, error)
             error = OpError("internal", f"internal error: {type(error).__name__}")
-        self.connection.ops.metrics.observe(self.op, error.code, time.perf_counter() - self.started)
+        self.connection.ops.finished(self.op, error.code, self.started)
         self.connection.deliver(self, encode_line(err(self.request_id, error)))
 
 
@@ -296,32 +296,28 @@ class Connection:
             self._write(encode_line(err(request_id_of(error), error)))
             return
         kind = type(request)
-        immediate = self.ops.immediate.get(kind)
-        if immediate is not None:
+        if kind.serve == "immediate":  # answered inline: no reply slot, no task
+            started = time.perf_counter()
             try:
-                self._write(encode_line(ok(request.id, immediate(request))))
-                self.ops.metrics.observe(kind.__struct_config__.tag, "ok", 0.0)
+                self._write(encode_line(ok(request.id, self.ops.served[kind].handler(request))))
+                self.ops.finished(kind.__struct_config__.tag, "ok", started)
             except OpError as error:
                 self._write(encode_line(err(request.id, error)))
             return
-        if kind in self.ops.streams:
+        if kind.serve == "stream":
             self.tasks.start_soon(self._stream, request)
             return
-        tell = self.ops.tells.get(kind)
         # A told actor may never answer (it crashed mid-message): the reaper answers `busy` for it.
         # A spawned handler always answers, its asks carrying their own timeouts.
-        deadline = time.monotonic() + self.ops.timeout if tell is not None else math.inf
+        deadline = time.monotonic() + self.ops.timeout if kind.serve == "tell" else math.inf
         reply = ConnectionReply(self, request.id, deadline, kind.__struct_config__.tag)
         self.outstanding[reply] = None
         if len(self.outstanding) >= MAX_IN_FLIGHT:
             self._room = anyio.Event()
-        if tell is not None:
-            try:
-                tell(request, reply)
-            except Exception as exc:
-                reply.fail(exc)
-        else:
-            self.tasks.start_soon(self._answer, request, reply)
+        try:
+            self.ops.submit(request, reply, self.tasks.start_soon)
+        except Exception as exc:
+            reply.fail(exc)
 
     async def _stream(self, request: Any) -> None:
         """Answer `subscribe`, then send the feed's events until the connection ends.
@@ -345,8 +341,3 @@ class Connection:
         finally:
             self.ops.unsubscribe(feed)
 
-    async def _answer(self, request: Any, reply: ConnectionReply) -> None:
-        try:
-            reply.set(await self.ops.dispatch(request))
-        except Exception as exc:
-            reply.fail(exc)

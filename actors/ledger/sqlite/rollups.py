@@ -9,12 +9,13 @@ as the table), so reports by context read the records.
 import sqlite3
 from typing import Iterable
 
-from actors.transactions import immediate
+from actors.ledger.messages import UsageRow
+from actors.ledger.report_plan import SUMS, accumulate
+from actors.ledger.sqlite.transactions import immediate
 from budgetd.periods import HOUR_US, from_us, window
 
 #: The dims a rollup row is keyed by. Absent values are stored as '' (names are never empty).
 ROLLUP_DIMS = ("component", "model", "provider", "tier", "task_type")
-SUMS = ("requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nanos")
 
 _SLOT_US = 900_000_000  # every zone's midnight falls on a quarter hour (since 1980 or so)
 _MAX_CACHED = 100_000
@@ -104,17 +105,16 @@ class Rollups:
     def zones(self) -> list[str]:
         return [c.zone for c in self.calendars]
 
-    def add(self, db: sqlite3.Connection, rows: list[tuple]) -> None:
-        """`rows` are the usage rows just inserted, in `ledger.USAGE_COLUMNS` order."""
+    def add(self, db: sqlite3.Connection, rows: list[UsageRow]) -> None:
+        """Add the records just inserted to every rollup."""
         hours: dict[tuple, list[int]] = {}
         local: list[dict[tuple, list[int]]] = [{} for _ in LOCAL_UNITS]
-        for row in rows:
-            ts = row[1]
-            dims = (row[3], row[4], row[5] or "", row[6] or "", row[8] or "")
-            sums = (1, row[9], row[10], row[11], row[12], row[13])
-            accumulate(hours, (ts // HOUR_US * HOUR_US, *dims), sums)
+        for r in rows:
+            dims = (r.component, r.model, r.provider or "", r.tier or "", r.task_type or "")
+            sums = (1, r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens, r.cost_nanos)
+            accumulate(hours, (r.ts // HOUR_US * HOUR_US, *dims), sums)
             for calendar in self.calendars:
-                for into, start in zip(local, calendar.start(ts)):
+                for into, start in zip(local, calendar.start(r.ts)):
                     accumulate(into, (calendar.zone, start, *dims), sums)
         db.executemany(UPSERT_HOUR, [(*k, *v) for k, v in hours.items()])
         if self.calendars:
@@ -168,13 +168,3 @@ def _days_from_records(db: sqlite3.Connection, local: LocalCalendar) -> dict[tup
     ):
         accumulate(sums, (local.zone, local.start(row[0])[0], *row[1:6]), row[6:])
     return sums
-
-
-def accumulate(into: dict[tuple, list[int]], key: tuple, values: Iterable[int]) -> None:
-    """Add `values` to the sums kept under `key` (a copy of them when the key is new)."""
-    acc = into.get(key)
-    if acc is None:
-        into[key] = list(values)
-    else:
-        for i, v in enumerate(values):
-            acc[i] += v

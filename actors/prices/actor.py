@@ -3,25 +3,34 @@
 At start it loads the last applied book from the ledger (or, on a new ledger,
 the price file bundled with litellm) and serves at once. Feeds are fetched in
 a background task, never blocking an answer; what they bring passes the
-verification rules (`actors.price_rules`) before it is applied. Every applied
+verification rules (`actors.prices.rules`) before it is applied. Every applied
 change is a new version in the ledger, and every new book goes to the
 allocator by message.
 """
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import anyio
 import msgspec
 
-from actors import price_rules
 from actors.bus import Publish
-from actors.ledger import ApplyPrices, LoadPrices, PriceChange, PriceHistory, PriceState, SourcePrice
+from actors.ledger import ApplyPrices, LoadPrices, PriceChange, PriceHistory, PriceState, SourcePrice, SourceState
+from actors.prices import rules as price_rules
+from actors.prices.fetch import PricesSettings, Validator, fetch_all, read_bundled
+from actors.prices.messages import (
+    GetBook,
+    GetHistory,
+    GetPrice,
+    GetPricesStatus,
+    ListPrices,
+    NewBook,
+    Refresh,
+    SetPrice,
+    UnsetPrice,
+)
 from actors.runtime import Actor, Ref, ReplyTo
-from actors.sources import litellm, litellm_bundled, llm_prices, openrouter
 from budgetd.clock import SYSTEM, Clock
 from budgetd.model import PriceEntry, PriceSpec, SourceReport, SourceStatus
 from budgetd.periods import from_us
@@ -38,64 +47,7 @@ from budgetd.protocol import (
 
 log = logging.getLogger("budgetd.prices")
 _entry_decoder = msgspec.json.Decoder(PriceEntry)
-
-DEFAULT_URLS = {
-    litellm.NAME: litellm.URL,
-    llm_prices.NAME: llm_prices.URL,
-    openrouter.NAME: openrouter.URL,
-}
-NETWORK_SOURCES = {litellm.NAME: litellm.parse_feed, llm_prices.NAME: llm_prices.parse,
-                   openrouter.NAME: openrouter.parse}
 MAX_DIFFS = 200
-
-
-# -- messages ---------------------------------------------------------------------
-
-
-class GetPrice(msgspec.Struct, frozen=True):
-    model: str
-    provider: str | None
-    reply: ReplyTo
-
-
-class ListPrices(msgspec.Struct, frozen=True):
-    provider: str | None
-    search: str | None
-    limit: int | None
-    reply: ReplyTo
-
-
-class GetPricesStatus(msgspec.Struct, frozen=True):
-    reply: ReplyTo
-
-
-class GetBook(msgspec.Struct, frozen=True):
-    reply: ReplyTo
-
-
-class NewBook(msgspec.Struct, frozen=True):
-    """Told to the allocator whenever the book changes."""
-
-    book: PriceBook
-
-
-class Refresh(msgspec.Struct, frozen=True):
-    reply: ReplyTo | None = None
-
-
-class SetPrice(msgspec.Struct, frozen=True):
-    spec: PriceSpec
-    reply: ReplyTo
-
-
-class UnsetPrice(msgspec.Struct, frozen=True):
-    model: str
-    reply: ReplyTo
-
-
-class GetHistory(msgspec.Struct, frozen=True):
-    model: str
-    reply: ReplyTo
 
 
 class _Fetched(msgspec.Struct, frozen=True):
@@ -105,31 +57,12 @@ class _Fetched(msgspec.Struct, frozen=True):
     validators: dict
 
 
-@dataclass
-class PricesSettings:
-    sources: list[str]
-    urls: dict[str, str]
-    rules: price_rules.Rules
-    refresh_interval_s: float
-    aliases: dict[str, str]
-    overrides: list[PriceSpec]
-    bundled_file: Path | None = None
-    fetch_timeout_s: float = 20.0
-    max_feed_bytes: int = 20 << 20
-    retries: int = 2
-
-
-@dataclass
-class _Source:
-    models: int = 0
-    last_success: int | None = None  # microseconds since the epoch
-    last_error: str | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-
-
 def _from_us(us: int | None) -> dt.datetime | None:
     return None if us is None else from_us(us)
+
+
+def _never(source: str) -> SourceState:
+    return SourceState(source=source, models=0, last_success=None, last_error=None, etag=None, last_modified=None)
 
 
 class Prices(Actor):
@@ -147,7 +80,7 @@ class Prices(Actor):
         self.timeout = timeout
         self.entries: dict[str, PriceEntry] = {}
         self.overridden: set[str] = set()
-        self.sources: dict[str, _Source] = {}
+        self.sources: dict[str, SourceState] = {}
         self.version = 0
         self.book = PriceBook([], 0, settings.aliases)
         self.updated_at: dt.datetime | None = None
@@ -155,6 +88,7 @@ class Prices(Actor):
         # The last parsed feed of each source, reused when the server answers 304 Not Modified.
         self._snapshots: dict[str, list[PriceEntry]] = {}
         self._tg: Any = None
+        self.handlers = self._table()
 
     # -- life -------------------------------------------------------------------------
 
@@ -163,11 +97,10 @@ class Prices(Actor):
         self.entries = {e.model: e for e in (_entry_decoder.decode(raw) for raw in state.entries)}
         self.overridden = set(state.overridden)
         self.version = state.version
-        for source, models, success, error, etag, modified in state.sources:
-            self.sources[source] = _Source(models, success, error, etag, modified)
+        self.sources = {s.source: s for s in state.sources}
         if not self.entries:
             # A new ledger: start from the bundled file, read from disk, no network.
-            fetch = await anyio.to_thread.run_sync(self._read_bundled)
+            fetch = await anyio.to_thread.run_sync(read_bundled, self.settings, self.tiers)
             await self._apply([fetch], {})
         for spec in self.settings.overrides:
             current = self.entries.get(spec.model)
@@ -184,7 +117,7 @@ class Prices(Actor):
 
     async def _refresh_every(self) -> None:
         """A refresh at start (in the background) and every `pricing.refresh_interval`."""
-        if not any(s in NETWORK_SOURCES for s in self.settings.sources):
+        if not self.settings.fetches_network:
             return
         while True:
             try:
@@ -195,39 +128,40 @@ class Prices(Actor):
 
     # -- dispatch ---------------------------------------------------------------------
 
-    async def handle(self, message: Any) -> None:
-        kind = type(message)
-        if kind is GetPrice:
-            resolved = self.book.resolve(message.model, message.provider)
-            if resolved is None:
-                raise OpError(
-                    "not_found",
-                    f"no price for model {message.model!r}; see `budget prices list --search` "
-                    "or set one with `budget prices set`",
-                    "$.model",
-                )
-            via = None if resolved.entry.model == message.model else message.model
-            message.reply.set(PriceResult(price=resolved.entry, resolved_from=via))
-        elif kind is ListPrices:
-            found = self.book.search(message.search, message.provider)
-            shown = found if message.limit is None else found[: message.limit]
-            message.reply.set(PriceListResult(prices=shown, version=self.book.version, total=len(found)))
-        elif kind is GetPricesStatus:
-            message.reply.set(self._status())
-        elif kind is GetBook:
-            message.reply.set(self.book)
-        elif kind is Refresh:
-            self._refresh(message.reply)
-        elif kind is _Fetched:
-            await self._finish_refresh(message.fetches, message.validators)
-        elif kind is SetPrice:
-            message.reply.set(PriceResult(price=await self._set_override(message.spec)))
-        elif kind is UnsetPrice:
-            message.reply.set(PriceUnsetResult(removed=await self._unset_override(message.model)))
-        elif kind is GetHistory:
-            message.reply.set(await self._history(message.model))
-        else:
-            raise TypeError(f"the prices actor does not handle {kind.__name__}")
+    def _table(self) -> dict[type, Callable[[Any], Any]]:
+        return {
+            GetPrice: self._get,
+            ListPrices: self._list,
+            GetPricesStatus: lambda m: m.reply.set(self._status()),
+            GetBook: lambda m: m.reply.set(self.book),
+            Refresh: lambda m: self._refresh(m.reply),
+            _Fetched: lambda m: self._finish_refresh(m.fetches, m.validators),
+            SetPrice: self._set,
+            UnsetPrice: self._unset,
+            GetHistory: self._get_history,
+        }
+
+    def _get(self, message: GetPrice) -> None:
+        resolved = self.book.resolve(message.model, message.provider)
+        if resolved is None:
+            raise OpError("not_found", f"no price for model {message.model!r}; see `budget prices list --search` "
+                                       "or set one with `budget prices set`", "$.model")
+        via = None if resolved.entry.model == message.model else message.model
+        message.reply.set(PriceResult(price=resolved.entry, resolved_from=via))
+
+    def _list(self, message: ListPrices) -> None:
+        found = self.book.search(message.search, message.provider)
+        shown = found if message.limit is None else found[: message.limit]
+        message.reply.set(PriceListResult(prices=shown, version=self.book.version, total=len(found)))
+
+    async def _set(self, message: SetPrice) -> None:
+        message.reply.set(PriceResult(price=await self._set_override(message.spec)))
+
+    async def _unset(self, message: UnsetPrice) -> None:
+        message.reply.set(PriceUnsetResult(removed=await self._unset_override(message.model)))
+
+    async def _get_history(self, message: GetHistory) -> None:
+        message.reply.set(await self._history(message.model))
 
     def _status(self) -> PricesStatus:
         names = [s for s in self.settings.sources if s != "overrides"]
@@ -235,10 +169,9 @@ class Prices(Actor):
         return PricesStatus(
             version=self.version, models=len(self.book), updated_at=self.updated_at,
             sources=[
-                SourceStatus(source=name, models=self.sources.get(name, _Source()).models,
-                             last_success=_from_us(self.sources.get(name, _Source()).last_success),
-                             last_error=self.sources.get(name, _Source()).last_error)
-                for name in names
+                SourceStatus(source=s.source, models=s.models, last_success=_from_us(s.last_success),
+                             last_error=s.last_error)
+                for s in (self.sources.get(name) or _never(name) for name in names)
             ],
         )
 
@@ -254,57 +187,12 @@ class Prices(Actor):
                       if name in self._snapshots}
         self._tg.start_soon(self._fetch_all, validators)
 
-    async def _fetch_all(self, validators: dict[str, tuple[str | None, str | None]]) -> None:
-        import httpx  # only the daemon fetches prices; clients never load httpx
-
-        fetches: list[price_rules.Fetch] = []
-        found_validators: dict[str, tuple[str | None, str | None]] = {}
-        names = [s for s in self.settings.sources if s in NETWORK_SOURCES]
+    async def _fetch_all(self, validators: dict[str, Validator]) -> None:
+        fetches, found = await fetch_all(self.settings, self.tiers, validators)
         try:
-            async with httpx.AsyncClient(follow_redirects=True, timeout=self.settings.fetch_timeout_s) as client:
-                async with anyio.create_task_group() as tg:
-                    for name in names:
-                        tg.start_soon(self._fetch_one, client, name, validators.get(name, (None, None)),
-                                      fetches, found_validators)
-            if litellm_bundled.NAME in self.settings.sources:
-                fetches.append(await anyio.to_thread.run_sync(self._read_bundled))
-        except Exception as exc:  # never let a feed take the actor down
-            log.exception("price refresh failed")
-            fetches.append(price_rules.Fetch("refresh", None, error=f"{type(exc).__name__}: {exc}"))
-        try:
-            self.ref.tell(_Fetched(fetches=fetches, validators=found_validators))  # type: ignore[union-attr]
+            self.ref.tell(_Fetched(fetches=fetches, validators=found))  # type: ignore[union-attr]
         except OpError:
             pass  # shutting down
-
-    async def _fetch_one(self, client: Any, name: str, validator: tuple[str | None, str | None],
-                         fetches: list, found: dict) -> None:
-        from actors.sources.http import SourceError, fetch_json
-
-        url = self.settings.urls.get(name) or DEFAULT_URLS[name]
-        try:
-            got = await fetch_json(client, url, etag=validator[0], last_modified=validator[1],
-                                   max_bytes=self.settings.max_feed_bytes, timeout=self.settings.fetch_timeout_s,
-                                   retries=self.settings.retries)
-        except SourceError as exc:
-            fetches.append(price_rules.Fetch(name, None, error=str(exc)))
-            return
-        found[name] = (got.etag, got.last_modified)
-        if got.data is None:
-            fetches.append(price_rules.Fetch(name, None, not_modified=True))
-            return
-        try:
-            entries, refused = NETWORK_SOURCES[name](got.data, self.tiers)
-        except ValueError as exc:
-            fetches.append(price_rules.Fetch(name, None, error=f"{url}: {exc}"))
-            return
-        fetches.append(price_rules.Fetch(name, entries, refused=refused))
-
-    def _read_bundled(self) -> price_rules.Fetch:
-        try:
-            entries, refused = litellm_bundled.load(self.tiers, self.settings.bundled_file)
-        except (OSError, ValueError, msgspec.DecodeError) as exc:
-            return price_rules.Fetch(litellm_bundled.NAME, None, error=str(exc))
-        return price_rules.Fetch(litellm_bundled.NAME, entries, refused=refused)
 
     async def _finish_refresh(self, fetches: list[price_rules.Fetch], validators: dict) -> None:
         waiting, self._waiting = self._waiting or [], None
@@ -330,18 +218,19 @@ class Prices(Actor):
             current=self.entries, overridden=self.overridden, fetches=fetches,
             last_counts={name: s.models for name, s in self.sources.items() if s.last_success is not None},
             rules=self.settings.rules, book=self.book,
-            primary_has_succeeded=self.sources.get(primary, _Source()).last_success is not None,
+            primary_has_succeeded=(self.sources.get(primary) or _never(primary)).last_success is not None,
         )
         now = self.clock.now_us()
         sources = dict(self.sources)
         for name, report in plan.reports.items():
-            s = sources[name] = _Source(**vars(sources.get(name, _Source())))
+            s = sources.get(name) or _never(name)
             if name in validators:
-                s.etag, s.last_modified = validators[name]
+                s = msgspec.structs.replace(s, etag=validators[name][0], last_modified=validators[name][1])
             if report.fetched and report.error is None:
-                s.models, s.last_success, s.last_error = report.models, now, None
+                s = msgspec.structs.replace(s, models=report.models, last_success=now, last_error=None)
             elif report.error is not None:
-                s.last_error = report.error
+                s = msgspec.structs.replace(s, last_error=report.error)
+            sources[name] = s
         version = self.version + 1 if plan.changes else self.version
         changes = {k: msgspec.structs.replace(_with_tier(e, self.tiers), version=version,
                                               effective_from=_from_us(now), effective_to=None)
@@ -349,8 +238,7 @@ class Prices(Actor):
         await self.ledger.ask(lambda reply: ApplyPrices(
             version=version, effective_from=now,
             changes=[PriceChange(model=k, entry=msgspec.json.encode(e), source=e.source) for k, e in changes.items()],
-            sources=[(n, s.models, s.last_success, s.last_error, s.etag, s.last_modified)
-                     for n, s in sources.items() if n in plan.reports],
+            sources=[s for n, s in sources.items() if n in plan.reports],
             reply=reply,
         ), self.timeout)
         self.sources = sources
@@ -423,8 +311,8 @@ class Prices(Actor):
         rows = await self.ledger.ask(lambda reply: PriceHistory(model=key, reply=reply), self.timeout)
         if not rows:
             raise OpError("not_found", f"no price history for model {model!r}", "$.model")
-        versions = [msgspec.structs.replace(_entry_decoder.decode(raw), effective_from=_from_us(start),
-                                            effective_to=_from_us(end)) for raw, start, end in rows]
+        versions = [msgspec.structs.replace(_entry_decoder.decode(v.entry), effective_from=_from_us(v.effective_from),
+                                            effective_to=_from_us(v.effective_to)) for v in rows]
         return PriceHistoryResult(model=key, versions=versions)
 
     # -- the book ----------------------------------------------------------------------------

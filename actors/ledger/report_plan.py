@@ -1,24 +1,24 @@
-"""Reports: usage summed by dims and calendar buckets, read from the rollups where they cover it.
+"""How a report is read: its range cut into calendar buckets, each bucket into pieces that a rollup
+(or the records) sums exactly, and the sums arranged into rows. Pure: no I/O here.
 
-A report's range is cut into pieces, each read from the coarsest table that
-sums it exactly: whole local months, weeks and days from `rollup_month`,
-`rollup_week` and `rollup_day` (when the report's zone has them), whole UTC
-hours from `rollup_hour`, and the minutes at the edges from the records. All pieces are read in one read transaction, so
-they see the same snapshot of the ledger. Sums are integers throughout.
+A piece is whole local months, weeks or days (read from the month, week and
+day rollups when the report's zone has them), whole UTC hours (the hour
+rollup), or the minutes at the edges (the records). Sums are integers
+throughout, kept in the order of `SUMS`.
 """
 
-from typing import Any, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
-import aiosqlite
 import msgspec
 
-from actors.rollups import ROLLUP_DIMS, accumulate
-from budgetd.model import ReportRow, Totals, usd
+from budgetd.model import BUCKET_PERIOD, ReportRow, Totals, usd
 from budgetd.periods import HOUR_US, from_us, window
 from budgetd.protocol import OpError
 
+#: What a sum over records holds, in this order, wherever sums are lists (rollup rows, report groups).
+SUMS = ("requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nanos")
+
 MAX_BUCKETS = 10_000
-PERIOD = {"hour": "hourly", "day": "daily", "week": "weekly", "month": "monthly"}
 
 
 class ReportQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,7 +52,7 @@ def buckets(since: int, until: int, bucket: str | None, zone: str) -> list[Bucke
     if bucket is None:
         return [Bucket(since, until, None, True)]
     out: list[Bucket] = []
-    starts = _hour_starts(since, until, zone) if bucket == "hour" else _starts(PERIOD[bucket], since, until, zone)
+    starts = _hour_starts(since, until, zone) if bucket == "hour" else _starts(BUCKET_PERIOD[bucket], since, until, zone)
     for start, end in starts:
         out.append(Bucket(max(start, since), min(end, until), start, start >= since and end <= until))
         if len(out) > MAX_BUCKETS:
@@ -147,101 +147,12 @@ def _merge(pieces: list[Piece]) -> list[Piece]:
     return out
 
 
-_TIME = {"month": "month", "week": "week", "day": "day", "hour": "hour", "raw": "ts"}
-_TABLE = {"month": "rollup_month", "week": "rollup_week", "day": "rollup_day", "hour": "rollup_hour",
-          "raw": "usage"}
-_RAW_SUMS = "count(*), sum(r.input_tokens), sum(r.output_tokens), sum(r.cache_read_tokens), " \
-            "sum(r.cache_write_tokens), sum(r.cost_nanos)"
-_ROLLUP_SUMS = "sum(r.requests), sum(r.input_tokens), sum(r.output_tokens), sum(r.cache_read_tokens), " \
-               "sum(r.cache_write_tokens), sum(r.cost_nanos)"
-
-
-def _sql(source: str, pieces: list[Piece], group_by: tuple[str, ...], filters: dict[str, str],
-         local_zone: str | None) -> tuple[str, list[Any]]:
-    """One query for every piece of one source. The pieces are our own integers, written inline."""
-    values = ", ".join(f"({p.start}, {p.end}, {'NULL' if p.label is None else p.label}, {int(p.own)})"
-                       for p in pieces)
-    time = f"r.{_TIME[source]}"
-    on = [f"{time} >= p.s", f"{time} < p.e"]
-    args: list[Any] = []
-    if source in ("month", "week", "day"):
-        on.insert(0, "r.zone = ?")
-        args.append(local_zone)
-    on += [f"r.{dim} = ?" for dim in filters]  # dims are checked names, never client text
-    args += list(filters.values())
-    # Absent values are '' in the rollups; the records' NULLs are read the same way.
-    columns = "".join(f", r.{dim}" if source != "raw" else f", coalesce(r.{dim}, '')" for dim in group_by)
-    sql = (
-        f"WITH p(s, e, b, own) AS (VALUES {values}) "
-        f"SELECT CASE WHEN p.own THEN {time} ELSE p.b END{columns}, "
-        f"{_RAW_SUMS if source == 'raw' else _ROLLUP_SUMS} "
-        f"FROM p CROSS JOIN {_TABLE[source]} AS r ON {' AND '.join(on)} "
-        f"GROUP BY {', '.join(str(i + 1) for i in range(1 + len(group_by)))}"
-    )
-    return sql, args
-
-
-async def run(db: aiosqlite.Connection, q: ReportQuery) -> tuple[list[ReportRow], Totals]:
-    """The report, read in one snapshot."""
-    rollups = all(d in ROLLUP_DIMS for d in (*q.group_by, *q.filters))
-    await db.execute("BEGIN")
-    try:
-        since, until = q.since, q.until
-        if since is None or until is None:
-            # The hour rollup reaches back further than the records once old ones were compacted.
-            row = await (await db.execute(
-                "SELECT min(coalesce((SELECT min(ts) FROM usage), (SELECT min(hour) FROM rollup_hour)), "
-                "coalesce((SELECT min(hour) FROM rollup_hour), (SELECT min(ts) FROM usage))), "
-                "(SELECT max(ts) FROM usage), (SELECT max(hour) FROM rollup_hour)")).fetchone()
-            if row is None or row[0] is None:
-                return [], Totals()
-            since = row[0] if since is None else since
-            until = max(row[1] or 0, (row[2] or 0) + HOUR_US - 1) + 1 if until is None else until
-        compacted = (await (await db.execute(
-            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'compacted_before'")).fetchone() or [None])[0]
-        if compacted is not None and since < compacted:
-            if not rollups:
-                raise OpError("invalid", f"records before {from_us(compacted):%Y-%m-%d %H:%M} UTC were compacted "
-                              "into the rollups, which do not keep context_id: start the report there or later",
-                              "$.since")
-            # Before the compaction point only whole hours are known.
-            since = since // HOUR_US * HOUR_US
-            if until < compacted:
-                until = until // HOUR_US * HOUR_US
-        if since >= until:
-            return [], Totals()
-        zones = {r[0] for r in await (await db.execute("SELECT zone FROM rollup_zones")).fetchall()}
-        if q.bucket is None:  # any zone's months and days will do; the report's own if it has them
-            local_zone: str | None = q.zone if q.zone in zones else ("UTC" if "UTC" in zones else None)
-        elif q.bucket != "hour" and q.zone in zones:
-            local_zone = q.zone
-        else:
-            local_zone = None
-        pieces = plan(buckets(since, until, q.bucket, q.zone), q.bucket, q.zone, local_zone, rollups)
-        if compacted is not None:
-            # Records before the compaction point are only late ones, already in the rollups: never read them.
-            pieces = [p if p.source != "raw" else p._replace(start=max(p.start, compacted)) for p in pieces
-                      if p.source != "raw" or p.end > compacted]
-        sums: dict[tuple, list[int]] = {}
-        n = 1 + len(q.group_by)
-        for source in _TABLE:
-            mine = [p for p in pieces if p.source == source]
-            if not mine:
-                continue
-            sql, args = _sql(source, mine, q.group_by, q.filters, local_zone)
-            for row in await (await db.execute(sql, args)).fetchall():
-                accumulate(sums, (row[0], row[1:n]), row[n:])
-    finally:
-        await db.execute("COMMIT")
-    return arrange(sums, q)
-
-
 def arrange(sums: dict[tuple, list[int]], q: ReportQuery) -> tuple[list[ReportRow], Totals]:
     """Order the groups, keep the first `limit` and fold the rest into one `other` row per bucket."""
     per_group: dict[tuple, list[int]] = {}
     for (_, group), values in sums.items():
         accumulate(per_group, group, values)
-    total = [sum(column) for column in zip(*per_group.values())] if per_group else [0] * 6
+    total = [sum(column) for column in zip(*per_group.values())] if per_group else [0] * len(SUMS)
     ranked = sorted(per_group, key=lambda g: (_rank(per_group[g], q.order), g))
     rank = {g: i for i, g in enumerate(ranked)}
     rows = sums
@@ -286,3 +197,12 @@ def _totals(v: list[int]) -> Totals:
     return Totals(requests=v[0], input_tokens=v[1], output_tokens=v[2], cache_read_tokens=v[3],
                   cache_write_tokens=v[4], tokens=v[1] + v[2] + v[3] + v[4], cost_usd=usd(v[5]))
 
+
+def accumulate(into: dict[tuple, list[int]], key: tuple, values: Iterable[int]) -> None:
+    """Add `values` (in the order of `SUMS`) to the sums kept under `key`."""
+    acc = into.get(key)
+    if acc is None:
+        into[key] = list(values)
+    else:
+        for i, v in enumerate(values):
+            acc[i] += v

@@ -1,0 +1,438 @@
+"""The allocator: budgets, window counters, holds, admission and routing.
+
+Decisions are pure CPU on the allocator's own state: nothing awaits between
+reading a counter and updating it, so check-then-reserve is atomic without
+locks. Every write passes through here on its way to the ledger: the
+allocator prices it, charges every matching budget at once (so a concurrent
+reserve sees it), and hands the row to the ledger, which answers the client
+once the row is committed and then tells the allocator which writes of its
+batch were not applied (duplicates, failures), whose charges it takes back.
+
+The allocator awaits the ledger only to change budgets (rare, admin ops):
+while it does, its mailbox holds every other message, so a budget's counters
+are loaded from exactly the writes sent before it and charged with every
+write after it.
+"""
+
+import collections
+import datetime as dt
+import itertools
+import secrets
+import time
+from typing import Any, Callable
+
+import anyio
+import msgspec
+
+from actors.allocator import routing
+from actors.allocator.admission import Admission, AdmissionRules, Assessment, decision
+from actors.allocator.budgets import Attrs, Budget
+from actors.allocator.forecast import forecast
+from actors.allocator.holds import Charge, Hold, Holds
+from actors.allocator.messages import (
+    BudgetDeleteMsg,
+    BudgetGetMsg,
+    BudgetListMsg,
+    BudgetSetMsg,
+    CheckMsg,
+    CommitMsg,
+    CountHolds,
+    ForecastsMsg,
+    RecordUsage,
+    ReleaseMsg,
+    ReserveMsg,
+    RouteMsg,
+    StatesMsg,
+)
+from actors.allocator.signals import Signals
+from actors.ledger import DeleteBudget, LoadBudgets, SaveBudget, Settled, SumWindows, UsageRow, WindowSum, WriteUsage
+from actors.prices import GetBook, NewBook
+from actors.runtime import Actor, Ref, ReplyTo, answering
+from budgetd.clock import SYSTEM, Clock
+from budgetd.model import (
+    BudgetInvalid,
+    BudgetSpec,
+    BudgetState,
+    Decision,
+    Estimate,
+    Forecast,
+    PriceEntry,
+    Suggestion,
+    Usage,
+    check_budget,
+    nanos,
+)
+from budgetd.periods import to_us
+from budgetd.pricing import TierRules, UnpricedPolicy, price_call
+from budgetd.protocol import BudgetGetResult, OpError, RouteResult
+
+_json = msgspec.json.Encoder()
+_spec_decoder = msgspec.json.Decoder(BudgetSpec)
+MAX_REMEMBERED = 100_000
+_KEEP_WINDOWS_US = 2 * 86_400_000_000  # counters of windows that ended longer ago are forgotten
+
+
+class Allocator(Actor):
+    name = "allocator"
+
+    def __init__(
+        self,
+        ledger: Ref,
+        prices: Ref,
+        tiers: TierRules,
+        unpriced: UnpricedPolicy,
+        rules: AdmissionRules = AdmissionRules(),
+        config_budgets: list[BudgetSpec] | None = None,
+        timeout: float = 10.0,
+        bus: Ref | None = None,
+        anomaly_factor: float = 3.0,
+        clock: Clock = SYSTEM,
+    ) -> None:
+        super().__init__()
+        self.clock = clock
+        self.ledger = ledger
+        self.prices = prices
+        self.tiers = tiers
+        self.unpriced = unpriced
+        self.rules = rules
+        self.config_budgets = list(config_budgets or [])
+        self.timeout = timeout
+        self.budgets: dict[str, Budget] = {}
+        self.admission = Admission(self.budgets, tiers, unpriced, rules, clock)
+        self.signals = Signals(bus, anomaly_factor, clock)
+        self.holds = Holds()
+        self._reserve_keys: collections.OrderedDict[str, tuple[bytes | None, Decision]] = collections.OrderedDict()
+        self._committed: collections.OrderedDict[str, tuple[str, Usage]] = collections.OrderedDict()
+        self._unsettled: dict[int, list[Charge]] = {}  # charges of writes the ledger has not settled yet
+        self._write_ids = itertools.count(1)
+        self._chat: list[PriceEntry] | None = None
+        self.handlers: dict[type, Callable[[Any], Any]] = {
+            RecordUsage: self._record,
+            ReserveMsg: self._reserve,
+            CheckMsg: lambda m: m.reply.set(self._check(m.estimate)),
+            CommitMsg: self._commit,
+            ReleaseMsg: lambda m: m.reply.set(self.holds.release(m.reservation_id) is not None),
+            Settled: self._settled,
+            StatesMsg: lambda m: m.reply.set(self._states()),
+            ForecastsMsg: lambda m: m.reply.set(self._forecasts()),
+            CountHolds: lambda m: m.reply.set(len(self.holds)),
+            RouteMsg: lambda m: m.reply.set(self._route(m)),
+            BudgetGetMsg: self._budget_get,
+            BudgetListMsg: lambda m: m.reply.set([b.spec for _, b in sorted(self.budgets.items())]),
+            NewBook: self._new_book,
+            # These await the ledger: the mailbox waits meanwhile (see above).
+            BudgetSetMsg: answering(self._budget_set),
+            BudgetDeleteMsg: answering(self._budget_delete),
+        }
+
+    @property
+    def book(self) -> Any:
+        return self.admission.book
+
+    def chat_models(self) -> list[PriceEntry]:
+        if self._chat is None:
+            self._chat = self.book.chat_models()
+        return self._chat
+
+    # -- life ---------------------------------------------------------------------
+
+    async def started(self) -> None:
+        self.admission.book = await self.prices.ask(lambda reply: GetBook(reply=reply), self.timeout)
+        rows = await self.ledger.ask(lambda reply: LoadBudgets(reply=reply), self.timeout)
+        specs = {spec.name: spec for spec in (_spec_decoder.decode(row.spec) for row in rows)}
+        for spec in self.config_budgets:
+            if specs.get(spec.name) != spec:
+                await self._save(spec, "config")
+            specs[spec.name] = spec
+        budgets = {name: Budget.of(spec, self._model_key) for name, spec in specs.items()}
+        await self._load_counters(list(budgets.values()))
+        self.budgets.update(budgets)
+
+    async def run(self, mailbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._tick)
+            await super().run(mailbox)
+            tg.cancel_scope.cancel()
+
+    async def _tick(self) -> None:
+        """Expire holds even when nothing else happens, and forget old windows."""
+        while True:
+            await anyio.sleep(1.0)
+            self.holds.expire(time.monotonic())
+            now = self.clock.now_us()
+            for budget in self.budgets.values():
+                budget.prune(now, _KEEP_WINDOWS_US)
+            self.signals.prune(now)
+
+    async def handle(self, message: Any) -> None:
+        self.holds.expire(time.monotonic())
+        await super().handle(message)
+
+    def _new_book(self, message: NewBook) -> None:
+        self.admission.book = message.book
+        self._chat = None
+
+    # -- budgets --------------------------------------------------------------------
+
+    async def _save(self, spec: BudgetSpec, origin: str) -> None:
+        await self.ledger.ask(
+            lambda reply: SaveBudget(spec=_json.encode(spec), name=spec.name, origin=origin, reply=reply),
+            self.timeout,
+        )
+
+    async def _load_counters(self, budgets: list[Budget]) -> None:
+        """Counters of each budget's current window, from the ledger's sums."""
+        now = self.clock.now_us()
+        sums = []
+        for budget in budgets:
+            win = budget.window_at(now)
+            sums.append(WindowSum(budget=budget.name, exact=budget.exact, star=budget.star,
+                                  start=win.start_us, end=win.end_us))
+        if not sums:
+            return
+        found = await self.ledger.ask(lambda reply: SumWindows(sums=sums, reply=reply), self.timeout)
+        for budget in budgets:
+            win = budget.window_at(now)
+            for total in found.get(budget.name, ()):
+                counter = budget.counter(tuple(total.key), win)
+                counter.spent_nanos += total.nanos
+                counter.spent_tokens += total.tokens
+
+    def _model_key(self, name: str) -> str:
+        resolved = self.book.resolve(name)
+        return name if resolved is None else resolved.entry.model
+
+    def _budget(self, name: str) -> Budget:
+        budget = self.budgets.get(name)
+        if budget is None:
+            raise OpError("not_found", f"no budget named {name!r}; see `budget budgets list`", "$.name")
+        return budget
+
+    def _budget_get(self, message: BudgetGetMsg) -> None:
+        budget = self._budget(message.name)
+        states = list(budget.current_states(self.clock.now_us()))
+        message.reply.set(BudgetGetResult(budget=budget.spec, states=states))
+
+    async def _budget_set(self, message: BudgetSetMsg) -> BudgetSpec:
+        spec = message.spec
+        try:
+            check_budget(spec)
+        except BudgetInvalid as exc:
+            raise OpError("invalid", str(exc), exc.field) from None
+        await self._save(spec, "api")
+        budget = Budget.of(spec, self._model_key)
+        await self._load_counters([budget])
+        old = self.budgets.get(spec.name)
+        if old is not None:
+            self._move_holds(old, budget)
+        self.budgets[spec.name] = budget
+        return spec
+
+    def _move_holds(self, old: Budget, new: Budget) -> None:
+        """Holds on a replaced budget keep counting against its successor."""
+        old_counters = {id(c) for c in old.counters.values()}
+        for hold in self.holds:
+            for i, charge in enumerate(hold.charges):
+                if id(charge.counter) not in old_counters:
+                    continue
+                charge.counter.reserved_nanos -= charge.nanos
+                charge.counter.reserved_tokens -= charge.tokens
+                key = new.key_of(self.admission.priced(hold.estimate).attrs)
+                if key is None:
+                    hold.charges[i] = charge._replace(nanos=0, tokens=0)
+                    continue
+                replacement = new.counter(key, new.window_at(self.clock.now_us()))
+                replacement.reserved_nanos += charge.nanos
+                replacement.reserved_tokens += charge.tokens
+                hold.charges[i] = charge._replace(counter=replacement)
+
+    async def _budget_delete(self, message: BudgetDeleteMsg) -> bool:
+        name = message.name
+        deleted = await self.ledger.ask(lambda reply: DeleteBudget(name=name, reply=reply), self.timeout)
+        budget = self.budgets.pop(name, None)
+        if budget is not None:
+            counters = {id(c) for c in budget.counters.values()}
+            for hold in self.holds:
+                hold.charges = [c for c in hold.charges if id(c.counter) not in counters]
+        return bool(deleted) or budget is not None
+
+    def _states(self) -> list[BudgetState]:
+        now = self.clock.now_us()
+        return [state for _, b in sorted(self.budgets.items()) for state in b.current_states(now)]
+
+    def _forecasts(self) -> list[Forecast]:
+        now = self.clock.now_us()
+        out = []
+        for name, budget in sorted(self.budgets.items()):
+            if (budget.limit_nanos is None and budget.limit_tokens is None) or not budget.spec.enabled:
+                continue
+            win = budget.window_at(now)
+            keys = sorted(key for (key, start) in budget.counters if start == win.start_us)
+            if not keys and not budget.star:
+                keys = [()]
+            for key in keys:
+                out.append(forecast(budget, key, win, budget.peek(key, win), self.signals.burn.get((name, key)), now))
+        return out
+
+    # -- admission ------------------------------------------------------------------
+
+    def _verdict(self, est: Estimate, a: Assessment) -> tuple[str, Suggestion | None]:
+        """The final action, with a suggestion where a cheaper capable model fits."""
+        action = a.action
+        suggestion = None
+        if action in ("downgrade", "deny") and a.reasons:
+            suggestion = routing.suggest(self.admission, est, a, self.chat_models())
+            if action == "downgrade" and suggestion is None:
+                action = "warn"
+                a.reasons.append("no cheaper model with the same capabilities fits; proceed with care")
+        return action, suggestion
+
+    def _check(self, est: Estimate) -> Decision:
+        a = self.admission.assess(est)
+        result = decision(a, *self._verdict(est, a))
+        self.signals.decided(est, result)
+        return result
+
+    def _reserve(self, message: ReserveMsg) -> None:
+        key = message.idempotency_key
+        if key is not None:
+            remembered = self._reserve_keys.get(key)
+            if remembered is not None:
+                digest, first = remembered
+                if digest != message.payload_hash:
+                    raise OpError("idempotency_conflict",
+                                  f"idempotency key {key!r} was used before for a different request",
+                                  "$.idempotency_key")
+                message.reply.set(msgspec.structs.replace(first, duplicate=True))
+                return
+        est = message.estimate
+        a = self.admission.assess(est, for_hold=True)
+        action, suggestion = self._verdict(est, a)
+        if action == "deny":
+            result = decision(a, action, suggestion)
+        else:
+            ttl = message.ttl_s or self.rules.default_ttl_s
+            hold_id = "r-" + secrets.token_hex(8)
+            charges = [Charge(m.counter, a.cost_nanos, a.tokens) for m in a.matches]
+            self.holds.add(Hold(hold_id, charges, time.monotonic() + ttl, est))
+            result = decision(a, action, suggestion, reservation_id=hold_id,
+                              expires_at=self.clock.now() + dt.timedelta(seconds=ttl))
+        self.signals.decided(est, result)
+        if key is not None:
+            _remember(self._reserve_keys, key, (message.payload_hash, result))
+        message.reply.set(result)
+
+    def _commit(self, message: CommitMsg) -> None:
+        rid = message.reservation_id
+        hold = self.holds.release(rid)
+        u = message.usage
+        if hold is not None:
+            est = hold.estimate
+            fields = {f: getattr(u, f) for f in u.__struct_fields__}
+            for f in ("component", "model", "provider", "tier", "context_id", "task_type"):
+                if fields[f] is None:
+                    fields[f] = getattr(est, f)
+            usage = Usage(**fields)
+        elif rid in self._committed:
+            first_key, usage = self._committed[rid]
+            if first_key != message.idempotency_key:
+                raise OpError("conflict", f"reservation {rid} was already committed; its usage is recorded",
+                              "$.reservation_id")
+            # The same commit again: the ledger answers with the first result (or a conflict
+            # if the usage differs) and the charge is taken back when it settles.
+        elif u.component is None or u.model is None:
+            raise OpError(
+                "unknown_reservation",
+                f"reservation {rid!r} is unknown (expired, released, or the daemon restarted); send the "
+                "usage with its component and model and it is recorded as plain usage",
+                "$.reservation_id",
+            )
+        else:
+            usage = Usage(**{f: getattr(u, f) for f in u.__struct_fields__})
+        _remember(self._committed, rid, (message.idempotency_key, usage))
+        self._charge_and_write(usage, message.idempotency_key, message.payload_hash, message.reply, rid)
+
+    def _route(self, message: RouteMsg) -> RouteResult:
+        result, chosen = routing.route(self.admission, message.estimate, message.candidates, message.need,
+                                       self.chat_models())
+        if chosen is None:
+            return result
+        return msgspec.structs.replace(result, decision=self._check(chosen))
+
+    # -- recording --------------------------------------------------------------------
+
+    def _record(self, message: RecordUsage) -> None:
+        self._charge_and_write(message.usage, message.idempotency_key, message.payload_hash, message.reply, None)
+
+    def _charge_and_write(self, u: Usage, key: str | None, digest: bytes | None, reply: ReplyTo,
+                          reservation_id: str | None) -> None:
+        priced = price_call(
+            self.book, self.unpriced, self.tiers, u.model, u.provider, u.tier,
+            u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
+            None if u.cost_usd is None else nanos(u.cost_usd),
+        )
+        if not priced.priced:
+            self.signals.unpriced(u.model, self.unpriced.mode)
+        ts_us = to_us(u.ts) if u.ts is not None else self.clock.now_us()
+        charges: list[Charge] = []
+        states: list[BudgetState] = []
+        if self.budgets:
+            attrs: Attrs = {
+                "component": u.component, "model": priced.model, "provider": priced.provider,
+                "tier": priced.tier, "context_id": u.context_id, "task_type": u.task_type,
+            }
+            tokens = u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens
+            for budget in self.budgets.values():
+                bkey = budget.key_of(attrs)
+                if bkey is None:
+                    continue
+                win = budget.window_at(ts_us)
+                counter = budget.counter(bkey, win)
+                before = budget.used_fraction(counter.spent_nanos, counter.spent_tokens)
+                counter.spent_nanos += priced.cost_nanos
+                counter.spent_tokens += tokens
+                charges.append(Charge(counter, priced.cost_nanos, tokens))
+                state = budget.state(bkey, win, counter)
+                states.append(state)
+                self.signals.charged(budget, bkey, state, before, win, counter, ts_us, priced.cost_nanos, tokens)
+        row = UsageRow(
+            ts=ts_us, component=u.component, model=priced.model, provider=priced.provider,
+            tier=priced.tier, context_id=u.context_id, task_type=u.task_type,
+            input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+            cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens,
+            cost_nanos=priced.cost_nanos, priced=priced.priced, price_version=priced.price_version,
+            reservation_id=reservation_id, request_id=u.request_id,
+            metadata=_json.encode(u.metadata).decode() if u.metadata else None,
+            idempotency_key=key,
+        )
+        write_id = None
+        if charges:
+            write_id = next(self._write_ids)
+            self._unsettled[write_id] = charges
+        try:
+            self.ledger.tell(WriteUsage(row=row, payload_hash=digest, reply=reply, budgets=states,
+                                        write_id=write_id, settle=self.ref if charges else None))
+        except OpError:
+            self._unsettled.pop(write_id, None)  # type: ignore[arg-type]
+            _take_back(charges)
+            raise
+
+    def _settled(self, message: Settled) -> None:
+        for write_id in message.applied:
+            self._unsettled.pop(write_id, None)
+        for write_id in message.not_applied:
+            _take_back(self._unsettled.pop(write_id, ()))
+
+
+def _take_back(charges: Any) -> None:
+    """A write that was not applied (a duplicate, a failure): its spend leaves the counters."""
+    for c in charges:
+        c.counter.spent_nanos -= c.nanos
+        c.counter.spent_tokens -= c.tokens
+
+
+def _remember(store: collections.OrderedDict, key: str, value: Any) -> None:
+    store[key] = value
+    store.move_to_end(key)
+    while len(store) > MAX_REMEMBERED:
+        store.popitem(last=False)

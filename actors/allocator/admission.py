@@ -1,0 +1,153 @@
+"""Admission: an estimate priced and weighed against every matching budget. Pure CPU on the
+allocator's state: nothing here awaits, so check-then-reserve is atomic without locks."""
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from actors.allocator.budgets import Attrs, Budget, Counter, describe_key, money
+from budgetd.clock import Clock
+from budgetd.model import ACTION_RANK, BudgetState, Decision, Estimate, PriceEntry, Suggestion, nanos, usd
+from budgetd.pricing import PriceBook, TierRules, UnpricedPolicy, price_call
+
+
+@dataclass(frozen=True)
+class AdmissionRules:
+    default_output_tokens: int = 4096
+    default_ttl_s: float = 300.0
+    max_reservation_usd: float | None = None
+
+
+class PricedEstimate(NamedTuple):
+    attrs: Attrs  # what budget scopes match on (model is the resolved price key)
+    entry: PriceEntry | None
+    cost_nanos: int
+    tokens: int  # input + cache read + output at most
+    max_output_tokens: int
+
+
+class Match(NamedTuple):
+    """A budget that covers the request, with its counter in the current window."""
+
+    budget: Budget
+    key: tuple[str, ...]
+    window: Any
+    counter: Counter
+
+
+@dataclass
+class Assessment:
+    """An estimate weighed against every matching budget (nothing held yet)."""
+
+    action: str
+    reasons: list[str]
+    matches: list[Match]
+    cost_nanos: int
+    tokens: int
+    entry: PriceEntry | None
+    attrs: Attrs
+
+
+class Admission:
+    """Prices estimates with the current book and weighs them against the budgets it is given."""
+
+    def __init__(self, budgets: dict[str, Budget], tiers: TierRules, unpriced: UnpricedPolicy,
+                 rules: AdmissionRules, clock: Clock) -> None:
+        self.budgets = budgets  # the allocator's own dict: budgets set later are seen here
+        self.book = PriceBook([])
+        self.tiers = tiers
+        self.unpriced = unpriced
+        self.rules = rules
+        self.clock = clock
+
+    def priced(self, est: Estimate) -> PricedEstimate:
+        resolved = self.book.resolve(est.model, est.provider)
+        entry = resolved.entry if resolved is not None else None
+        max_out = est.max_output_tokens
+        if max_out is None:
+            model_max = entry.max_output_tokens if entry is not None else None
+            max_out = min(model_max or self.rules.default_output_tokens, self.rules.default_output_tokens)
+        cache_read = est.cache_read_tokens or 0
+        priced = price_call(self.book, self.unpriced, self.tiers, est.model, est.provider, est.tier,
+                            est.input_tokens, max_out, cache_read, 0)
+        attrs: Attrs = {
+            "component": est.component, "model": priced.model, "provider": priced.provider,
+            "tier": priced.tier, "context_id": est.context_id, "task_type": est.task_type,
+        }
+        return PricedEstimate(attrs, entry, priced.cost_nanos, est.input_tokens + max_out + cache_read, max_out)
+
+    def assess(self, est: Estimate, for_hold: bool = False) -> Assessment:
+        p = self.priced(est)
+        return self.weigh(est, p, for_hold)
+
+    def weigh(self, est: Estimate, p: PricedEstimate, for_hold: bool) -> Assessment:
+        """Every matching budget's verdict on `p`. `for_hold` keeps the counters it finds (a reserve
+        charges them next); a check only peeks."""
+        now = self.clock.now_us()
+        action = "allow"
+        reasons: list[str] = []
+        matches = []
+        cost, tokens = p.cost_nanos, p.tokens
+        if p.entry is None and self.unpriced.mode == "deny":
+            action = "deny"
+            reasons.append(f"model {est.model!r} has no price and pricing.unknown_model is 'deny'")
+        cap = self.rules.max_reservation_usd
+        if for_hold and cap is not None and cost > nanos(cap):
+            action = "deny"
+            reasons.append(f"estimate {money(cost)} is above admission.max_reservation_usd ({money(nanos(cap))})")
+        for budget in self.budgets.values():
+            key = budget.key_of(p.attrs)
+            if key is None:
+                continue
+            win = budget.window_at(now)
+            counter = budget.counter(key, win) if for_hold else budget.peek(key, win)
+            matches.append(Match(budget, key, win, counter))
+            if budget.fits(counter, cost, tokens):
+                continue
+            verdict, reason = over(budget, key, counter, cost, tokens, est.priority)
+            reasons.append(reason)
+            if ACTION_RANK[verdict] > ACTION_RANK[action]:
+                action = verdict
+        return Assessment(action, reasons, matches, cost, tokens, p.entry, p.attrs)
+
+
+def over(budget: Budget, key: tuple[str, ...], counter: Counter, cost: int, tokens: int,
+         priority: int) -> tuple[str, str]:
+    """What `budget`'s policy says of a request that does not fit: (action, reason)."""
+    policy = budget.spec.policy
+    where = f" ({describe_key(budget, key)})" if key else ""
+    parts = []
+    if budget.limit_nanos is not None and counter.spent_nanos + counter.reserved_nanos + cost > budget.limit_nanos:
+        parts.append(f"{money(counter.spent_nanos)} spent + {money(counter.reserved_nanos)} reserved + "
+                     f"{money(cost)} estimated > {money(budget.limit_nanos)}")
+    limit_tokens = budget.spec.limit_tokens
+    if limit_tokens is not None and counter.spent_tokens + counter.reserved_tokens + tokens > limit_tokens:
+        parts.append(f"{counter.spent_tokens:,} + {counter.reserved_tokens:,} reserved + {tokens:,} estimated "
+                     f"tokens > {limit_tokens:,}")
+    text = f"budget {budget.name}{where}: {'; '.join(parts)} ({policy})"
+    if policy == "ignore":
+        return "allow", text
+    if policy == "warn":
+        return "warn", text
+    if policy == "soft":
+        return "downgrade", text
+    if priority >= 10 and budget.spec.critical_bypass:
+        return "warn", text + "; critical request bypasses the hard limit"
+    return "deny", text
+
+
+def decision(a: Assessment, action: str, suggestion: Suggestion | None = None, **hold: Any) -> Decision:
+    """The Decision, with every matching budget's state as it is now."""
+    return Decision(
+        allowed=action != "deny",
+        action=action,  # type: ignore[arg-type]
+        estimated_cost_usd=usd(a.cost_nanos),
+        estimated_tokens=a.tokens,
+        reasons=a.reasons,
+        budgets=states(a),
+        suggestion=suggestion,
+        **hold,
+    )
+
+
+def states(a: Assessment) -> list[BudgetState]:
+    return [m.budget.state(m.key, m.window, m.counter) for m in a.matches]

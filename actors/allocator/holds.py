@@ -1,0 +1,65 @@
+"""Open reservations: what each holds on which counters, and when it expires."""
+
+import heapq
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple
+
+from actors.allocator.budgets import Counter
+from budgetd.model import Estimate
+
+
+class Charge(NamedTuple):
+    """What one write or hold put on one counter."""
+
+    counter: Counter
+    nanos: int
+    tokens: int
+
+
+@dataclass
+class Hold:
+    id: str
+    charges: list[Charge]
+    expires: float  # monotonic
+    estimate: Estimate
+
+
+class Holds:
+    """The open holds, and their expiry order."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, Hold] = {}
+        self._expiry: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.open)
+
+    def __iter__(self) -> Iterator[Hold]:
+        return iter(self.open.values())
+
+    def get(self, hold_id: str) -> Hold | None:
+        return self.open.get(hold_id)
+
+    def add(self, hold: Hold) -> None:
+        """Open `hold`: its charges count as reserved on their counters until it is released."""
+        for c in hold.charges:
+            c.counter.reserved_nanos += c.nanos
+            c.counter.reserved_tokens += c.tokens
+        self.open[hold.id] = hold
+        heapq.heappush(self._expiry, (hold.expires, hold.id))
+
+    def release(self, hold_id: str) -> Hold | None:
+        """Close the hold (committed, released or expired); None when it was not open."""
+        hold = self.open.pop(hold_id, None)
+        if hold is not None:
+            for c in hold.charges:
+                c.counter.reserved_nanos -= c.nanos
+                c.counter.reserved_tokens -= c.tokens
+        return hold
+
+    def expire(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            _, hold_id = heapq.heappop(self._expiry)
+            hold = self.open.get(hold_id)
+            if hold is not None and hold.expires <= now:
+                self.release(hold_id)

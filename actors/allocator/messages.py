@@ -1,0 +1,104 @@
+"""The allocator's inbox: admission, recording, budgets and routing. Callers import these, never the
+actor. Every message with a `reply` is answered there; its docstring says with what."""
+
+import msgspec
+
+from actors.runtime import ReplyTo
+from budgetd.model import BudgetSpec, Estimate, Need, Usage, UsagePatch
+
+
+class RecordUsage(msgspec.Struct, frozen=True):
+    """Price, charge every matching budget and write; answer (from the ledger): `Recorded`."""
+
+    usage: Usage
+    idempotency_key: str | None
+    payload_hash: bytes | None
+    reply: ReplyTo
+
+
+class CheckMsg(msgspec.Struct, frozen=True):
+    """Answer: the `Decision`, nothing held."""
+
+    estimate: Estimate
+    reply: ReplyTo
+
+
+class ReserveMsg(msgspec.Struct, frozen=True):
+    """Answer: the `Decision`, with `reservation_id` and `expires_at` when allowed (the estimate is held)."""
+
+    estimate: Estimate
+    ttl_s: float | None
+    idempotency_key: str | None
+    payload_hash: bytes | None
+    reply: ReplyTo
+
+
+class CommitMsg(msgspec.Struct, frozen=True):
+    """Replace a hold with the actual usage; answer (from the ledger): `Recorded`."""
+
+    reservation_id: str
+    usage: UsagePatch
+    idempotency_key: str
+    payload_hash: bytes
+    reply: ReplyTo
+
+
+class ReleaseMsg(msgspec.Struct, frozen=True):
+    """Drop a hold; answer: True when it was open."""
+
+    reservation_id: str
+    reply: ReplyTo
+
+
+class BudgetSetMsg(msgspec.Struct, frozen=True):
+    """Create or replace; answer: the spec, once stored."""
+
+    spec: BudgetSpec
+    reply: ReplyTo
+
+
+class BudgetGetMsg(msgspec.Struct, frozen=True):
+    """Answer: `BudgetGetResult` (the spec and its states in the current window)."""
+
+    name: str
+    reply: ReplyTo
+
+
+class BudgetListMsg(msgspec.Struct, frozen=True):
+    """Answer: [BudgetSpec] by name."""
+
+    reply: ReplyTo
+
+
+class BudgetDeleteMsg(msgspec.Struct, frozen=True):
+    """Answer: True when it existed."""
+
+    name: str
+    reply: ReplyTo
+
+
+class StatesMsg(msgspec.Struct, frozen=True):
+    """Answer: every budget's states in its current window (for `status`)."""
+
+    reply: ReplyTo
+
+
+class ForecastsMsg(msgspec.Struct, frozen=True):
+    """Answer: a Forecast for every budget with a limit, in its current window."""
+
+    reply: ReplyTo
+
+
+class CountHolds(msgspec.Struct, frozen=True):
+    """Answer: how many holds are open."""
+
+    reply: ReplyTo
+
+
+class RouteMsg(msgspec.Struct, frozen=True):
+    """Answer: `RouteResult`."""
+
+    estimate: Estimate
+    candidates: list[str] | None
+    need: Need | None
+    reply: ReplyTo

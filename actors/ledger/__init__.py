@@ -1,0 +1,53 @@
+"""The ledger: the durable record of every call, budget, price and alert.
+
+`Ledger` is its only writer (group commit) and `LedgerReader` serves long
+reads; both talk to a `Store` (the storage seam), SQLite by default. Callers
+use the messages in `actors.ledger.messages`.
+"""
+
+from actors.ledger.messages import (  # noqa: F401 - the inbox is the public face
+    AckAlert,
+    ApplyPrices,
+    BackupTo,
+    CallExtremes,
+    Compact,
+    DeleteBudget,
+    ExpireKeys,
+    GetTotals,
+    ListAlerts,
+    ListUsage,
+    LoadBudgets,
+    LoadPrices,
+    PriceChange,
+    PriceHistory,
+    PriceState,
+    PriceVersion,
+    RunReport,
+    SaveAlert,
+    SaveBudget,
+    Settled,
+    SourcePrice,
+    SourceState,
+    StoredBudget,
+    SumWindows,
+    Tally,
+    UsageRow,
+    WindowSum,
+    WindowTotal,
+    WriteUsage,
+    payload_hash,
+)
+from actors.ledger.reader import LedgerReader  # noqa: F401
+from actors.ledger.report_plan import ReportQuery  # noqa: F401
+from actors.ledger.sqlite import (  # noqa: F401
+    APPLICATION_ID,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    LedgerError,
+    SqliteReadStore,
+    SqliteStore,
+    open_writer,
+    verify_ledger,
+)
+from actors.ledger.store import ReadStore, Store, StoreBroken, StoreFull  # noqa: F401
+from actors.ledger.writer import Ledger  # noqa: F401

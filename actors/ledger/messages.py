@@ -1,0 +1,300 @@
+"""The ledger's inbox: what the writer (`Ledger`) and the reader (`LedgerReader`) are asked, and the
+named data they answer with. Callers import these, never the actors' implementation.
+
+Every message that expects an answer carries `reply`; its docstring says what the answer is.
+"""
+
+import hashlib
+from typing import Any
+
+import msgspec
+
+from actors.ledger.report_plan import ReportQuery
+from actors.runtime import Ref, ReplyTo
+
+# -- records --------------------------------------------------------------------------
+
+
+class UsageRow(msgspec.Struct, frozen=True):
+    """A priced usage, ready to insert (everything but the ids the ledger assigns)."""
+
+    ts: int  # microseconds since the epoch
+    component: str
+    model: str
+    provider: str | None
+    tier: str | None
+    context_id: str | None
+    task_type: str | None
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_nanos: int
+    priced: bool
+    price_version: int | None
+    reservation_id: str | None
+    request_id: str | None
+    metadata: str | None  # JSON
+    idempotency_key: str | None
+
+
+class WriteUsage(msgspec.Struct, frozen=True):
+    """Append a record; answer: `Recorded` once its transaction committed (or the first answer with
+    `duplicate: true` for a known idempotency key). `budgets` is what the answer carries.
+
+    When `write_id` is set, the writer tells `settle` a `Settled` for the batch the write was in,
+    naming the writes that were not applied, so the sender can take back what it counted for them.
+    """
+
+    row: UsageRow
+    payload_hash: bytes | None
+    reply: ReplyTo
+    budgets: list = []
+    write_id: int | None = None
+    settle: Ref | None = None
+
+
+class Settled(msgspec.Struct, frozen=True):
+    """Told to a writer's `settle` after each batch: which of its writes were applied, which were not."""
+
+    applied: list[int]
+    not_applied: list[int]
+
+
+class Tally(msgspec.Struct):
+    """Sums over records: how many, their tokens by kind, their cost."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_nanos: int = 0
+
+    def add(self, other: "Tally") -> None:
+        self.requests += other.requests
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cache_read_tokens += other.cache_read_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.cost_nanos += other.cost_nanos
+
+
+class GetTotals(msgspec.Struct, frozen=True):
+    """Answer: `Totals` of the whole ledger."""
+
+    reply: ReplyTo
+
+
+class WindowSum(msgspec.Struct, frozen=True):
+    """The spend of one budget in one window, grouped by its "*" dims."""
+
+    budget: str
+    exact: tuple[tuple[str, str], ...]  # (dim, value) the records must have
+    star: tuple[str, ...]  # dims each distinct value of which is a key
+    start: int | None
+    end: int | None
+
+
+class WindowTotal(msgspec.Struct, frozen=True):
+    key: tuple[str, ...]  # the values of the "*" dims
+    nanos: int
+    tokens: int
+
+
+class SumWindows(msgspec.Struct, frozen=True):
+    """Answer: {budget: [WindowTotal]}. Served by the writer, in mailbox order, so it counts exactly the
+    writes sent before it."""
+
+    sums: list[WindowSum]
+    reply: ReplyTo
+
+
+class Compact(msgspec.Struct, frozen=True):
+    """Delete the records before `before` (µs, rounded down to the hour): the rollups keep their sums.
+    Answer: how many records went."""
+
+    before: int
+    reply: ReplyTo
+
+
+class ExpireKeys(msgspec.Struct, frozen=True):
+    """Forget idempotency keys older than `before` (µs); answer: how many."""
+
+    before: int
+    reply: ReplyTo
+
+
+# -- budgets ----------------------------------------------------------------------------
+
+
+class StoredBudget(msgspec.Struct, frozen=True):
+    spec: bytes  # BudgetSpec as JSON
+    origin: str  # "api" or "config"
+
+
+class LoadBudgets(msgspec.Struct, frozen=True):
+    """Answer: [StoredBudget] by name."""
+
+    reply: ReplyTo
+
+
+class SaveBudget(msgspec.Struct, frozen=True):
+    """Create or replace; answer: True."""
+
+    spec: bytes  # BudgetSpec as JSON
+    name: str
+    origin: str
+    reply: ReplyTo
+
+
+class DeleteBudget(msgspec.Struct, frozen=True):
+    """Answer: True when it existed."""
+
+    name: str
+    reply: ReplyTo
+
+
+# -- prices -------------------------------------------------------------------------------
+
+
+class SourceState(msgspec.Struct, frozen=True):
+    """What the ledger remembers of a price source between runs."""
+
+    source: str
+    models: int
+    last_success: int | None  # µs
+    last_error: str | None
+    etag: str | None
+    last_modified: str | None
+
+
+class PriceState(msgspec.Struct, frozen=True):
+    entries: list[bytes]  # PriceEntry JSON of every current version
+    overridden: list[str]  # models whose current version is a local override
+    sources: list[SourceState]
+    version: int  # the last version applied
+
+
+class LoadPrices(msgspec.Struct, frozen=True):
+    """Answer: PriceState."""
+
+    reply: ReplyTo
+
+
+class PriceChange(msgspec.Struct, frozen=True):
+    model: str
+    entry: bytes  # PriceEntry JSON, already stamped with its version
+    source: str
+
+
+class ApplyPrices(msgspec.Struct, frozen=True, kw_only=True):
+    """New price versions (each closes the model's current one) and the sources' states, atomically.
+    Answer: how many versions were written."""
+
+    version: int
+    effective_from: int
+    changes: list[PriceChange]
+    sources: list[SourceState]
+    set_override: str | None = None  # model whose override is set (by one of `changes`)
+    unset_override: str | None = None  # model whose override is removed
+    close: list[str] = []  # models that lose their price (an override with no source price under it)
+    reply: ReplyTo
+
+
+class PriceVersion(msgspec.Struct, frozen=True):
+    entry: bytes  # PriceEntry JSON
+    effective_from: int
+    effective_to: int | None
+
+
+class PriceHistory(msgspec.Struct, frozen=True):
+    """Answer: [PriceVersion] oldest first."""
+
+    model: str
+    reply: ReplyTo
+
+
+class SourcePrice(msgspec.Struct, frozen=True):
+    """Answer: the latest entry JSON of `model` not set by an override, or None."""
+
+    model: str
+    reply: ReplyTo
+
+
+# -- alerts -------------------------------------------------------------------------------
+
+
+class SaveAlert(msgspec.Struct, frozen=True):
+    """Answer: the new alert's id, or None when an alert with the same `dedupe` exists."""
+
+    ts: int
+    kind: str
+    severity: str
+    budget: str | None
+    key: str | None  # JSON
+    window_start: int | None
+    message: str
+    data: bytes  # JSON
+    dedupe: str
+    reply: ReplyTo
+
+
+class AckAlert(msgspec.Struct, frozen=True):
+    """Answer: True when the alert existed and was not acknowledged yet."""
+
+    alert_id: int
+    by: str | None
+    at: int
+    reply: ReplyTo
+
+
+# -- the reader's ----------------------------------------------------------------------------
+
+
+class ListUsage(msgspec.Struct, frozen=True):
+    """Answer: ([UsageRecord] newest first, the id to continue before, or None)."""
+
+    reply: ReplyTo
+    filters: dict[str, str]
+    since: int | None
+    until: int | None
+    limit: int
+    before_id: int | None
+
+
+class ListAlerts(msgspec.Struct, frozen=True):
+    """Answer: [Alert] newest first."""
+
+    since: int | None
+    unacked: bool
+    limit: int
+    reply: ReplyTo
+
+
+class CallExtremes(msgspec.Struct, frozen=True):
+    """Answer: (the `limit` most expensive records, {model: its largest prompt}) with ts in [since, until)."""
+
+    since: int
+    until: int
+    limit: int
+    reply: ReplyTo
+
+
+class BackupTo(msgspec.Struct, frozen=True):
+    """Answer: (bytes, records) of the verified copy now at `path`."""
+
+    path: str
+    reply: ReplyTo
+
+
+class RunReport(msgspec.Struct, frozen=True):
+    """Answer: ([ReportRow], Totals)."""
+
+    query: ReportQuery
+    reply: ReplyTo
+
+
+def payload_hash(op: str, payload: Any) -> bytes:
+    """What an idempotency key is bound to: the op and its canonical payload."""
+    return hashlib.blake2b(op.encode() + b"\0" + msgspec.json.encode(payload), digest_size=16).digest()

@@ -1,0 +1,234 @@
+"""The SQLite store's reader side: a read-only aiosqlite connection of its own, so long reads never
+stall the writer. Reports read the rollups where they cover the range."""
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+import msgspec
+
+from actors.ledger.messages import CallExtremes, ListAlerts, ListUsage
+from actors.ledger.report_plan import Piece, ReportQuery, accumulate, arrange, buckets, plan
+from actors.ledger.sqlite.rollups import ROLLUP_DIMS
+from actors.ledger.sqlite.schema import check_integrity, open_reader
+from actors.ledger.sqlite.writes import conditions
+from budgetd.model import Alert, ReportRow, Totals, UsageRecord, usd
+from budgetd.periods import HOUR_US, from_us
+from budgetd.protocol import OpError
+
+_SELECT_RECORD = (
+    "SELECT record_id, ts, recorded_at, component, model, provider, tier, input_tokens, output_tokens, "
+    "cache_read_tokens, cache_write_tokens, cost_nanos, priced, price_version, context_id, task_type, "
+    "request_id, reservation_id, metadata FROM usage"
+)
+_metadata_decoder = msgspec.json.Decoder(dict[str, str | int | float | bool])
+_alert_key_decoder = msgspec.json.Decoder(dict[str, str])
+_alert_data_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def record_from_row(row: tuple) -> UsageRecord:
+    return UsageRecord(
+        record_id=row[0], ts=from_us(row[1]), recorded_at=from_us(row[2]), component=row[3], model=row[4],
+        provider=row[5], tier=row[6], input_tokens=row[7], output_tokens=row[8], cache_read_tokens=row[9],
+        cache_write_tokens=row[10], cost_usd=usd(row[11]), priced=bool(row[12]), price_version=row[13],
+        context_id=row[14], task_type=row[15], request_id=row[16], reservation_id=row[17],
+        metadata=_metadata_decoder.decode(row[18]) if row[18] else None,
+    )
+
+
+class SqliteReadStore:
+    """The ledger's reader side on SQLite."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        self.db = await open_reader(self.path)
+
+    async def close(self) -> None:
+        if self.db is not None:
+            db, self.db = self.db, None
+            with anyio.CancelScope(shield=True):
+                await db.close()
+
+    async def report(self, q: ReportQuery) -> tuple[list[ReportRow], Totals]:
+        assert self.db is not None
+        return await _report(self.db, q)
+
+    async def list_alerts(self, q: ListAlerts) -> list[Alert]:
+        assert self.db is not None
+        where, args = [], []
+        if q.since is not None:
+            where.append("ts >= ?")
+            args.append(q.since)
+        if q.unacked:
+            where.append("acked = 0")
+        sql = ("SELECT id, ts, kind, severity, budget, key, window_start, message, data, acked, acked_by, acked_at "
+               "FROM alerts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?")
+        args.append(q.limit)
+        rows = await (await self.db.execute(sql, args)).fetchall()
+        return [Alert(
+            id=r[0], ts=from_us(r[1]), kind=r[2], severity=r[3], budget=r[4],
+            key=_alert_key_decoder.decode(r[5]) if r[5] else None,
+            window_start=None if r[6] is None else from_us(r[6]), message=r[7],
+            data=_alert_data_decoder.decode(r[8]), acked=bool(r[9]), acked_by=r[10],
+            acked_at=None if r[11] is None else from_us(r[11]),
+        ) for r in rows]
+
+    async def backup(self, path: str) -> tuple[int, int]:
+        """SQLite's backup API in one step from this read connection: one snapshot, while writers go on
+        (WAL). Written beside `path`, verified, then renamed into place."""
+        assert self.db is not None
+        dest = Path(path)
+        partial = dest.with_name(dest.name + ".partial")
+        partial.unlink(missing_ok=True)
+        target = await anyio.to_thread.run_sync(lambda: sqlite3.connect(partial, check_same_thread=False))
+        try:
+            await self.db.backup(target, pages=-1)
+            records = await anyio.to_thread.run_sync(_verify_copy, target, partial)
+        except BaseException:
+            await anyio.to_thread.run_sync(target.close)
+            partial.unlink(missing_ok=True)
+            raise
+        await anyio.to_thread.run_sync(target.close)
+        await anyio.to_thread.run_sync(_install, partial, dest)
+        return dest.stat().st_size, records
+
+    async def call_extremes(self, q: CallExtremes) -> tuple[list[UsageRecord], dict[str, int]]:
+        assert self.db is not None
+        rows = await (await self.db.execute(
+            _SELECT_RECORD + " WHERE ts >= ? AND ts < ? ORDER BY cost_nanos DESC LIMIT ?", (q.since, q.until, q.limit)
+        )).fetchall()
+        prompts = await (await self.db.execute(
+            "SELECT model, max(input_tokens + cache_read_tokens + cache_write_tokens) FROM usage "
+            "WHERE ts >= ? AND ts < ? GROUP BY model", (q.since, q.until),
+        )).fetchall()
+        return [record_from_row(r) for r in rows], dict(prompts)
+
+    async def list_usage(self, q: ListUsage) -> tuple[list[UsageRecord], int | None]:
+        assert self.db is not None
+        where, args = conditions(q.filters, q.since, q.until)
+        if q.before_id is not None:
+            where.append("record_id < ?")
+            args.append(q.before_id)
+        sql = _SELECT_RECORD + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY record_id DESC LIMIT ?"
+        args.append(q.limit + 1)
+        rows = await (await self.db.execute(sql, args)).fetchall()
+        records = [record_from_row(r) for r in rows[: q.limit]]
+        more = len(rows) > q.limit
+        return records, (records[-1].record_id if more and records else None)
+
+
+def _verify_copy(db: sqlite3.Connection, path: Path) -> int:
+    check_integrity(db, path)
+    db.commit()
+    return db.execute("SELECT count(*) FROM usage").fetchone()[0]
+
+
+def _install(partial: Path, dest: Path) -> None:
+    """Durably replace `dest` with `partial`."""
+    fd = os.open(partial, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(partial, dest)
+    dir_fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+_TIME = {"month": "month", "week": "week", "day": "day", "hour": "hour", "raw": "ts"}
+_TABLE = {"month": "rollup_month", "week": "rollup_week", "day": "rollup_day", "hour": "rollup_hour",
+          "raw": "usage"}
+_RAW_SUMS = "count(*), sum(r.input_tokens), sum(r.output_tokens), sum(r.cache_read_tokens), " \
+            "sum(r.cache_write_tokens), sum(r.cost_nanos)"
+_ROLLUP_SUMS = "sum(r.requests), sum(r.input_tokens), sum(r.output_tokens), sum(r.cache_read_tokens), " \
+               "sum(r.cache_write_tokens), sum(r.cost_nanos)"
+
+
+def _sql(source: str, pieces: list[Piece], group_by: tuple[str, ...], filters: dict[str, str],
+         local_zone: str | None) -> tuple[str, list[Any]]:
+    """One query for every piece of one source. The pieces are our own integers, written inline."""
+    values = ", ".join(f"({p.start}, {p.end}, {'NULL' if p.label is None else p.label}, {int(p.own)})"
+                       for p in pieces)
+    time = f"r.{_TIME[source]}"
+    on = [f"{time} >= p.s", f"{time} < p.e"]
+    args: list[Any] = []
+    if source in ("month", "week", "day"):
+        on.insert(0, "r.zone = ?")
+        args.append(local_zone)
+    on += [f"r.{dim} = ?" for dim in filters]  # dims are checked names, never client text
+    args += list(filters.values())
+    # Absent values are '' in the rollups; the records' NULLs are read the same way.
+    columns = "".join(f", r.{dim}" if source != "raw" else f", coalesce(r.{dim}, '')" for dim in group_by)
+    sql = (
+        f"WITH p(s, e, b, own) AS (VALUES {values}) "
+        f"SELECT CASE WHEN p.own THEN {time} ELSE p.b END{columns}, "
+        f"{_RAW_SUMS if source == 'raw' else _ROLLUP_SUMS} "
+        f"FROM p CROSS JOIN {_TABLE[source]} AS r ON {' AND '.join(on)} "
+        f"GROUP BY {', '.join(str(i + 1) for i in range(1 + len(group_by)))}"
+    )
+    return sql, args
+
+
+async def _report(db: aiosqlite.Connection, q: ReportQuery) -> tuple[list[ReportRow], Totals]:
+    """The report, read in one snapshot."""
+    rollups = all(d in ROLLUP_DIMS for d in (*q.group_by, *q.filters))
+    await db.execute("BEGIN")
+    try:
+        since, until = q.since, q.until
+        if since is None or until is None:
+            # The hour rollup reaches back further than the records once old ones were compacted.
+            row = await (await db.execute(
+                "SELECT min(coalesce((SELECT min(ts) FROM usage), (SELECT min(hour) FROM rollup_hour)), "
+                "coalesce((SELECT min(hour) FROM rollup_hour), (SELECT min(ts) FROM usage))), "
+                "(SELECT max(ts) FROM usage), (SELECT max(hour) FROM rollup_hour)")).fetchone()
+            if row is None or row[0] is None:
+                return [], Totals()
+            since = row[0] if since is None else since
+            until = max(row[1] or 0, (row[2] or 0) + HOUR_US - 1) + 1 if until is None else until
+        compacted = (await (await db.execute(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'compacted_before'")).fetchone() or [None])[0]
+        if compacted is not None and since < compacted:
+            if not rollups:
+                raise OpError("invalid", f"records before {from_us(compacted):%Y-%m-%d %H:%M} UTC were compacted "
+                              "into the rollups, which do not keep context_id: start the report there or later",
+                              "$.since")
+            # Before the compaction point only whole hours are known.
+            since = since // HOUR_US * HOUR_US
+            if until < compacted:
+                until = until // HOUR_US * HOUR_US
+        if since >= until:
+            return [], Totals()
+        zones = {r[0] for r in await (await db.execute("SELECT zone FROM rollup_zones")).fetchall()}
+        if q.bucket is None:  # any zone's months and days will do; the report's own if it has them
+            local_zone: str | None = q.zone if q.zone in zones else ("UTC" if "UTC" in zones else None)
+        elif q.bucket != "hour" and q.zone in zones:
+            local_zone = q.zone
+        else:
+            local_zone = None
+        pieces = plan(buckets(since, until, q.bucket, q.zone), q.bucket, q.zone, local_zone, rollups)
+        if compacted is not None:
+            # Records before the compaction point are only late ones, already in the rollups: never read them.
+            pieces = [p if p.source != "raw" else p._replace(start=max(p.start, compacted)) for p in pieces
+                      if p.source != "raw" or p.end > compacted]
+        sums: dict[tuple, list[int]] = {}
+        n = 1 + len(q.group_by)
+        for source in _TABLE:
+            mine = [p for p in pieces if p.source == source]
+            if not mine:
+                continue
+            sql, args = _sql(source, mine, q.group_by, q.filters, local_zone)
+            for row in await (await db.execute(sql, args)).fetchall():
+                accumulate(sums, (row[0], row[1:n]), row[n:])
+    finally:
+        await db.execute("COMMIT")
+    return arrange(sums, q)

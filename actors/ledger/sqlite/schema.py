@@ -1,0 +1,247 @@
+"""The SQLite ledger file: its schema and forward migrations, and opening it safely.
+
+A file is used only when it is one of ours (its application id) at a schema this
+version reads, and passes SQLite's quick check; anything else is refused with
+what to do, and never written.
+"""
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+
+from actors.ledger.sqlite import rollups
+from actors.ledger.sqlite.transactions import immediate
+
+log = logging.getLogger("budgetd.ledger")
+
+
+MIGRATIONS: list[str] = [
+    # v1
+    """
+    CREATE TABLE usage (
+        record_id          INTEGER PRIMARY KEY,
+        ts                 INTEGER NOT NULL,   -- microseconds since the epoch, UTC
+        recorded_at        INTEGER NOT NULL,
+        component          TEXT NOT NULL,
+        model              TEXT NOT NULL,      -- the resolved price key
+        provider           TEXT,
+        tier               TEXT,
+        context_id         TEXT,
+        task_type          TEXT,
+        input_tokens       INTEGER NOT NULL,
+        output_tokens      INTEGER NOT NULL,
+        cache_read_tokens  INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        cost_nanos         INTEGER NOT NULL,   -- 1e-9 USD
+        priced             INTEGER NOT NULL,
+        price_version      INTEGER,
+        reservation_id     TEXT,
+        request_id         TEXT,
+        metadata           TEXT,
+        idempotency_key    TEXT
+    );
+    CREATE INDEX usage_ts ON usage (ts);
+    CREATE INDEX usage_component_ts ON usage (component, ts);
+    CREATE INDEX usage_model_ts ON usage (model, ts);
+    CREATE INDEX usage_context_ts ON usage (context_id, ts) WHERE context_id IS NOT NULL;
+
+    CREATE TABLE idempotency (
+        key          TEXT PRIMARY KEY,
+        payload_hash BLOB NOT NULL,   -- op + canonical payload
+        result       BLOB NOT NULL,   -- the first answer, as JSON
+        created_at   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_created ON idempotency (created_at);
+
+    CREATE TABLE budgets (
+        name       TEXT PRIMARY KEY,
+        spec       BLOB NOT NULL,     -- BudgetSpec as JSON
+        origin     TEXT NOT NULL,     -- 'api' or 'config'
+        updated_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE price_versions (
+        version        INTEGER NOT NULL,
+        model          TEXT NOT NULL,
+        entry          BLOB NOT NULL,  -- PriceEntry as JSON
+        source         TEXT NOT NULL,
+        effective_from INTEGER NOT NULL,
+        effective_to   INTEGER,
+        PRIMARY KEY (model, version)
+    );
+    CREATE INDEX price_versions_current ON price_versions (model) WHERE effective_to IS NULL;
+
+    CREATE TABLE price_overrides (
+        model      TEXT PRIMARY KEY,
+        entry      BLOB NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE price_sources (
+        source       TEXT PRIMARY KEY,
+        models       INTEGER NOT NULL,
+        last_success INTEGER,
+        last_error   TEXT,
+        etag         TEXT,
+        last_modified TEXT
+    );
+
+    CREATE TABLE alerts (
+        id           INTEGER PRIMARY KEY,
+        ts           INTEGER NOT NULL,
+        kind         TEXT NOT NULL,
+        severity     TEXT NOT NULL,
+        budget       TEXT,
+        key          TEXT,
+        window_start INTEGER,
+        message      TEXT NOT NULL,
+        data         TEXT NOT NULL,
+        dedupe       TEXT UNIQUE,      -- one alert per rule firing, across restarts
+        acked        INTEGER NOT NULL DEFAULT 0,
+        acked_by     TEXT,
+        acked_at     INTEGER
+    );
+    CREATE INDEX alerts_ts ON alerts (ts);
+
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+    # v2: the rollups reports read, backfilled from the records already there
+    rollups.SCHEMA,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+APPLICATION_ID = 0x42554447  # "BUDG": tells our ledger from any other SQLite file
+
+#: The columns of a record, in the order the writer inserts them.
+USAGE_COLUMNS = (
+    "record_id", "ts", "recorded_at", "component", "model", "provider", "tier", "context_id",
+    "task_type", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+    "cost_nanos", "priced", "price_version", "reservation_id", "request_id", "metadata",
+    "idempotency_key",
+)
+
+
+class LedgerError(Exception):
+    """The ledger file cannot be used; the message says what to do."""
+
+
+_UNUSABLE = (
+    "{path} is not a usable budgetd ledger ({why}). Move it aside or point --data-dir elsewhere; "
+    "budgetd never overwrites an unknown file."
+)
+
+
+def open_writer(path: Path, durability: str, max_bytes: int = 0) -> sqlite3.Connection:
+    """The writer's connection: identified, WAL, migrated. Runs in the ledger's worker thread."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA busy_timeout = 5000")
+        _check_identity(db, path)  # before anything, even the journal mode, writes to the file
+        check_integrity(db, path)
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise LedgerError(f"{path}: could not switch to WAL mode (got {mode})")
+        db.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+        migrate(db, path)
+        if max_bytes:
+            page = db.execute("PRAGMA page_size").fetchone()[0]
+            db.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page)}")
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            raise LedgerError(f"the disk holding {path} is full (or daemon.max_ledger_mb is reached); free some "
+                              "space and start budgetd again") from None
+        raise LedgerError(_UNUSABLE.format(path=path, why=exc)) from None
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+async def open_reader(path: Path) -> aiosqlite.Connection:
+    db = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        await db.execute("PRAGMA busy_timeout = 5000")
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+def _check_identity(db: sqlite3.Connection, path: Path) -> None:
+    app_id = db.execute("PRAGMA application_id").fetchone()[0]
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables > 0):
+        raise LedgerError(_UNUSABLE.format(path=path, why="an SQLite file that budgetd did not create"))
+    if version > SCHEMA_VERSION:
+        raise LedgerError(
+            f"{path} has schema version {version}, newer than this budgetd understands ({SCHEMA_VERSION}). "
+            "Upgrade budgetd, or restore a backup."
+        )
+
+
+def check_integrity(db: sqlite3.Connection, path: Path) -> None:
+    """SQLite's quick check (structure, not every index entry): a damaged ledger is refused, never repaired."""
+    try:
+        problems = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
+    except sqlite3.DatabaseError as exc:
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        raise LedgerError(
+            f"{path} is damaged ({'; '.join(problems)}). Restore a backup with `budget restore BACKUP` "
+            "(the damaged file is kept beside it), or move it aside to start an empty ledger."
+        )
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Apply the forward migrations the file has not seen yet, each in its own transaction."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        with immediate(db):
+            for statement in _statements(MIGRATIONS[target - 1]):
+                db.execute(statement)
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version = {target}")
+        log.info("ledger %s migrated to schema version %d", path, target)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit on its own)."""
+    out, current = [], []
+    for line in script.splitlines():
+        current.append(line)
+        if sqlite3.complete_statement("\n".join(current)):
+            statement = "\n".join(current).strip()
+            if statement.strip(";").strip():
+                out.append(statement)
+            current = []
+    return out
+
+
+def verify_ledger(path: Path) -> tuple[int, int]:
+    """(schema version, records) of a ledger file, or LedgerError saying what is wrong with it."""
+    if not path.is_file():
+        raise LedgerError(f"{path} does not exist")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        _check_identity(db, path)
+        check_integrity(db, path)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            raise LedgerError(f"{path} is an empty SQLite file, not a budgetd ledger")
+        return version, db.execute("SELECT count(*) FROM usage").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise LedgerError(_UNUSABLE.format(path=path, why=exc)) from None
+    finally:
+        db.close()
+
+
+def compacted_before(db: sqlite3.Connection) -> int | None:
+    """The instant (µs) before which records were compacted into the rollups, if any were."""
+    row = db.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'compacted_before'").fetchone()
+    return None if row is None else row[0]

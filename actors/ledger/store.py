@@ -1,0 +1,104 @@
+"""The storage seam: what the ledger's actors need of a database, and nothing about how it is done.
+
+`Ledger` (the writer: group commit, ordering, answers) and `LedgerReader` (long reads) are written
+against these two interfaces. SQLite (`actors.ledger.sqlite`) is the embedded default; another
+backend is a new module that implements them.
+"""
+
+from typing import Protocol
+
+from actors.ledger.messages import (
+    ApplyPrices,
+    CallExtremes,
+    ListAlerts,
+    ListUsage,
+    PriceState,
+    PriceVersion,
+    SaveAlert,
+    StoredBudget,
+    Tally,
+    WindowSum,
+    WindowTotal,
+    WriteUsage,
+)
+from actors.ledger.report_plan import ReportQuery
+from budgetd.model import Alert, Recorded, ReportRow, Totals, UsageRecord, usd
+from budgetd.protocol import OpError
+
+
+class StoreFull(Exception):
+    """The disk (or the configured cap) is full: nothing of the transaction was written; retry later."""
+
+
+class StoreBroken(Exception):
+    """The database connection cannot be used any more: the actor restarts and reopens it."""
+
+
+class Store(Protocol):
+    """The writer's side. Every method is one transaction; none is called concurrently with another."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def append(self, writes: list[WriteUsage], now_us: int) -> list[Recorded | OpError]:
+        """Insert the batch's records (and their idempotency keys, and the rollups) in one transaction;
+        one answer per write: its `Recorded`, the first answer of a known key, or an `idempotency_conflict`.
+        Raises StoreFull or StoreBroken (nothing written) on failure."""
+        ...
+
+    def totals(self) -> Tally:
+        """Of every record ever appended (compacted ones included), kept in memory."""
+        ...
+
+    async def window_sums(self, sums: list[WindowSum]) -> dict[str, list[WindowTotal]]: ...
+
+    async def load_budgets(self) -> list[StoredBudget]: ...
+
+    async def save_budget(self, name: str, spec: bytes, origin: str, now_us: int) -> bool: ...
+
+    async def delete_budget(self, name: str) -> bool: ...
+
+    async def load_prices(self) -> PriceState: ...
+
+    async def apply_prices(self, change: ApplyPrices) -> int: ...
+
+    async def price_history(self, model: str) -> list[PriceVersion]: ...
+
+    async def source_price(self, model: str) -> bytes | None: ...
+
+    async def save_alert(self, alert: SaveAlert) -> int | None: ...
+
+    async def ack_alert(self, alert_id: int, by: str | None, at_us: int) -> bool: ...
+
+    async def compact(self, before_us: int) -> int: ...
+
+    async def expire_keys(self, before_us: int) -> int: ...
+
+
+class ReadStore(Protocol):
+    """The reader's side: queries that may be long, on a connection of their own."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def list_usage(self, q: ListUsage) -> tuple[list[UsageRecord], int | None]: ...
+
+    async def list_alerts(self, q: ListAlerts) -> list[Alert]: ...
+
+    async def call_extremes(self, q: CallExtremes) -> tuple[list[UsageRecord], dict[str, int]]: ...
+
+    async def report(self, q: ReportQuery) -> tuple[list[ReportRow], Totals]: ...
+
+    async def backup(self, path: str) -> tuple[int, int]:
+        """A verified, consistent copy at `path`: (bytes, records)."""
+        ...
+
+
+def totals_of(t: Tally) -> Totals:
+    """A tally as the wire shows totals."""
+    return Totals(requests=t.requests, input_tokens=t.input_tokens, output_tokens=t.output_tokens,
+                  cache_read_tokens=t.cache_read_tokens, cache_write_tokens=t.cache_write_tokens,
+                  tokens=t.input_tokens + t.output_tokens + t.cache_read_tokens + t.cache_write_tokens,
+                  cost_usd=usd(t.cost_nanos))

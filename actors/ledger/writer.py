@@ -1,0 +1,185 @@
+"""The ledger's writer: the only actor that writes, in group commits.
+
+Every write waiting in the mailbox goes into one transaction, which is
+committed before any of them is acknowledged; other messages are served in
+their mailbox order between batches, so a `SumWindows` counts exactly the
+writes sent before it. Persistence is the `Store`'s; this actor only orders,
+batches and answers.
+"""
+
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+import anyio
+
+from actors.bus import Publish
+from actors.ledger.messages import (
+    AckAlert,
+    ApplyPrices,
+    Compact,
+    DeleteBudget,
+    ExpireKeys,
+    GetTotals,
+    LoadBudgets,
+    LoadPrices,
+    PriceHistory,
+    SaveAlert,
+    SaveBudget,
+    Settled,
+    SourcePrice,
+    SumWindows,
+    WriteUsage,
+)
+from actors.ledger.store import Store, StoreBroken, StoreFull, totals_of
+from actors.runtime import Actor, Ref, fail_reply
+from budgetd.clock import SYSTEM, Clock
+from budgetd.debug import debug_log
+from budgetd.periods import from_us
+from budgetd.protocol import OpError
+
+log = logging.getLogger("budgetd.ledger")
+
+MAX_BATCH = 1024
+_FULL = ("the ledger's disk is full (or daemon.max_ledger_mb is reached): nothing was recorded; "
+         "retry once space is freed")
+
+
+class Ledger(Actor):
+    name = "ledger"
+
+    def __init__(self, store: Store, bus: Ref | None = None, clock: Clock = SYSTEM) -> None:
+        super().__init__()
+        self.store = store
+        self.bus = bus
+        self.clock = clock
+        s = store
+        # Everything but writes and totals: one store call each, answered in mailbox order.
+        self.handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
+            LoadBudgets: lambda m: s.load_budgets(),
+            SaveBudget: lambda m: s.save_budget(m.name, m.spec, m.origin, self.clock.now_us()),
+            DeleteBudget: lambda m: s.delete_budget(m.name),
+            SumWindows: lambda m: s.window_sums(m.sums),
+            Compact: lambda m: s.compact(m.before),
+            ExpireKeys: lambda m: s.expire_keys(m.before),
+            LoadPrices: lambda m: s.load_prices(),
+            ApplyPrices: lambda m: s.apply_prices(m),
+            PriceHistory: lambda m: s.price_history(m.model),
+            SourcePrice: lambda m: s.source_price(m.model),
+            SaveAlert: lambda m: s.save_alert(m),
+            AckAlert: lambda m: s.ack_alert(m.alert_id, m.by, m.at),
+        }
+
+    async def started(self) -> None:
+        await self.store.open()
+
+    async def stopped(self) -> None:
+        await self.store.close()
+
+    async def run(self, mailbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
+        while True:
+            try:
+                first = await mailbox.receive()
+            except anyio.EndOfStream:
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(mailbox.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+            started = time.perf_counter()
+            await self._process(batch)
+            debug_log("ledger", "batch of %d in %.2f ms", len(batch), (time.perf_counter() - started) * 1e3)
+
+    async def _process(self, batch: list[Any]) -> None:
+        """Writes go in one transaction; other messages are served in their mailbox order."""
+        writes: list[WriteUsage] = []
+        for message in batch:
+            kind = type(message)
+            if kind is WriteUsage:
+                writes.append(message)
+                continue
+            if kind is GetTotals:
+                message.reply.set(totals_of(self.store.totals()))
+                continue
+            if writes:
+                await self._write(writes)
+                writes = []
+            handler = self.handlers.get(kind)
+            if handler is None:
+                fail_reply(message, OpError("internal", f"the ledger does not handle {kind.__name__}"))
+                continue
+            try:
+                message.reply.set(await handler(message))
+            except StoreFull:
+                fail_reply(message, OpError("unavailable", _FULL))
+            except StoreBroken as exc:
+                fail_reply(message, OpError("unavailable", f"the ledger could not answer ({exc}); retry"))
+                raise  # the supervisor reopens the database
+            except Exception as exc:
+                fail_reply(message, exc)
+        if writes:
+            await self._write(writes)
+
+    async def _write(self, writes: list[WriteUsage]) -> None:
+        try:
+            answers = await self.store.append(writes, self.clock.now_us())
+        except BaseException as exc:
+            full = isinstance(exc, StoreFull)
+            error = OpError("unavailable", _FULL if full else
+                            f"the ledger could not write ({exc}); nothing was recorded, retry")
+            for w in writes:
+                w.reply.fail(error)
+            self._settle(writes, [False] * len(writes))
+            if full:
+                # The transaction was rolled back and the connection is fine: the next batch simply tries
+                # again, and succeeds once space returns. No restart, no lost acknowledgement.
+                log.warning("ledger full: %d writes refused", len(writes))
+                return
+            raise  # the supervisor reopens the database
+        applied = [not isinstance(a, OpError) and not a.duplicate for a in answers]
+        if self.bus is not None and any(applied):
+            self._publish_recorded(writes, answers, applied)
+        self._settle(writes, applied)
+        for w, answer in zip(writes, answers):
+            if isinstance(answer, OpError):
+                w.reply.fail(answer)
+            else:
+                w.reply.set(answer)
+
+    @staticmethod
+    def _settle(writes: list[WriteUsage], applied: list[bool]) -> None:
+        """One `Settled` per sender of the batch, naming its writes applied and not."""
+        by_sender: dict[int, tuple[Ref, Settled]] = {}
+        for w, done in zip(writes, applied):
+            if w.write_id is None or w.settle is None:
+                continue
+            entry = by_sender.get(id(w.settle))
+            if entry is None:
+                entry = by_sender[id(w.settle)] = (w.settle, Settled(applied=[], not_applied=[]))
+            (entry[1].applied if done else entry[1].not_applied).append(w.write_id)
+        for ref, settled in by_sender.values():
+            try:
+                ref.tell(settled)
+            except OpError:
+                pass  # shutting down: the allocator rebuilds its counters from the ledger at start
+
+    def _publish_recorded(self, writes: list[WriteUsage], answers: list, applied: list[bool]) -> None:
+        """`usage.recorded` for every new record, once it is committed."""
+        events = []
+        for w, answer, done in zip(writes, answers, applied):
+            if not done:
+                continue
+            r = w.row
+            events.append(("usage.recorded", {
+                "record_id": answer.record_id, "ts": from_us(r.ts), "component": r.component, "model": r.model,
+                "provider": r.provider, "tier": r.tier, "context_id": r.context_id, "task_type": r.task_type,
+                "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+                "cache_read_tokens": r.cache_read_tokens, "cache_write_tokens": r.cache_write_tokens,
+                "cost_usd": answer.cost_usd, "priced": r.priced,
+            }))
+        try:
+            self.bus.tell(Publish(events=events))  # type: ignore[union-attr]
+        except OpError:
+            pass  # a full or closed bus loses events, never records

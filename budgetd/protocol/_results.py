@@ -1,0 +1,161 @@
+"""What each op answers: the result Structs (the shared domain types live in `budgetd.model`)."""
+
+import datetime as dt
+
+import msgspec
+
+from budgetd.model import (
+    Alert,
+    Alternative,
+    BudgetSpec,
+    BudgetState,
+    Decision,
+    Facts,
+    Forecast,
+    PriceDiff,
+    PriceEntry,
+    ReportRow,
+    SourceReport,
+    SourceStatus,
+    Struct,
+    Totals,
+    UsageRecord,
+)
+
+
+class HelloResult(Struct, kw_only=True):
+    server: str
+    version: str
+    protocol: int
+    ops: list[str]
+
+
+class Empty(Struct, kw_only=True):
+    pass
+
+
+class Released(Struct, kw_only=True):
+    released: bool
+
+
+class BudgetResult(Struct, kw_only=True):
+    budget: BudgetSpec
+
+
+class BudgetGetResult(Struct, kw_only=True):
+    budget: BudgetSpec
+    states: list[BudgetState]
+
+
+class BudgetListResult(Struct, kw_only=True):
+    budgets: list[BudgetSpec]
+
+
+class Deleted(Struct, kw_only=True):
+    deleted: bool
+
+
+class ActorStatus(Struct, kw_only=True):
+    name: str
+    restarts: int
+    mailbox_depth: int
+    running: bool
+
+
+class DaemonStatus(Struct, kw_only=True):
+    version: str
+    pid: int
+    started_at: dt.datetime
+    now: dt.datetime  # the daemon's clock, which windows and relative times are measured by
+    uptime_s: float
+    socket: str | None
+    data_dir: str
+    durability: str
+    actors: list[ActorStatus]
+
+
+class PricesStatus(Struct, kw_only=True):
+    version: int
+    models: int
+    updated_at: dt.datetime | None
+    sources: list[SourceStatus]
+
+
+class StatusResult(Struct, kw_only=True):
+    budgets: list[BudgetState]
+    totals: Totals
+    daemon: DaemonStatus
+    prices: PricesStatus
+    forecasts: list[Forecast] = msgspec.field(default_factory=list)  # budgets with a limit
+
+
+class ReportResult(Struct, kw_only=True):
+    rows: list[ReportRow]
+    totals: Totals
+    forecasts: list[Forecast] = msgspec.field(default_factory=list)
+
+
+class UsageListResult(Struct, kw_only=True):
+    records: list[UsageRecord]
+    next: str | None = None
+
+
+class PriceResult(Struct, kw_only=True):
+    price: PriceEntry
+    resolved_from: str | None = None
+
+
+class PriceListResult(Struct, kw_only=True):
+    prices: list[PriceEntry]
+    version: int
+    total: int
+
+
+class RefreshReport(Struct, kw_only=True):
+    version: int
+    sources: list[SourceReport]
+    changes: list[PriceDiff] = msgspec.field(default_factory=list)  # at most MAX_DIFFS, new models last
+    more_changes: int = 0
+
+
+class PriceHistoryResult(Struct, kw_only=True):
+    model: str
+    versions: list[PriceEntry]
+
+
+class PriceUnsetResult(Struct, kw_only=True):
+    removed: bool
+
+
+class RouteResult(Struct, kw_only=True):
+    choice: str | None
+    decision: Decision | None
+    alternatives: list[Alternative]
+
+
+class AlertListResult(Struct, kw_only=True):
+    alerts: list[Alert]
+
+
+class BackupResult(Struct, kw_only=True):
+    path: str
+    bytes: int
+    records: int
+    duration_s: float
+
+
+class Acked(Struct, kw_only=True):
+    acked: bool
+
+
+class Subscribed(Struct, kw_only=True):
+    subscribed: list[str]
+
+
+class AskResult(Struct, kw_only=True):
+    answer: str
+    facts: Facts
+    model: str | None = None  # the LLM that wrote the answer; None when offline
+    cost_usd: float = 0.0  # what that LLM call cost (recorded as component budgetd.assistant)
+    offline: bool = True
+    why_offline: str | None = None
