@@ -1,0 +1,55 @@
+"""The `budget` command. Tables for people, `--json` for machines.
+
+Exit status: 0 on success, 1 when the daemon refused or failed the request,
+2 on bad usage of the command itself, 3 when the budgets deny a check, reserve or route.
+
+Each module holds a group of commands and the `register` that adds their arguments to the parser.
+"""
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from budgetd.cli import (
+    admission, alerts, assistant, backups, budgets, daemon, imports, prices, report, tools, usage,
+)
+from budgetd.cli._arguments import common_options
+from budgetd.cli._errors import CliError
+from budgetd.protocol import OpError
+
+__all__ = ["build_parser", "main"]
+
+# In the order `budget --help` lists their commands.
+_COMMAND_GROUPS = (daemon, usage, report, assistant, imports, backups, tools, budgets, admission, alerts, prices)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
+    parser = argparse.ArgumentParser(prog="budget", description="Talk to budgetd, the LLM budget authority.",
+                                     parents=[common])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    for group in _COMMAND_GROUPS:
+        group.register(commands, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except OpError as exc:
+        where = f" ({exc.field})" if exc.field and exc.field not in exc.message else ""
+        print(f"budget: {exc.code}: {exc.message}{where}", file=sys.stderr)
+        return 1
+    except CliError as exc:
+        print(f"budget: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`budget usage --format csv | head`): quiet, and no second error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,105 @@
+"""What every command shares on its command line: argument types, the common options, the filters of
+usage and report, and the daemon client the options configure."""
+
+import argparse
+import datetime as dt
+
+from budgetd.cli._errors import CliError
+from budgetd.client import SyncBudgetClient
+from budgetd.model import DIMS
+from budgetd.periods import parse_when, zone
+
+# -- argument types: argparse reports their errors as bad usage (exit status 2) --
+
+
+def parse_time(text: str, zone_name: str = "UTC") -> dt.datetime:
+    try:
+        return parse_when(text, zone_name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
+def key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} should look like dim=value, e.g. component=rhetor")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def check_zone(name: str) -> None:
+    """--tz must name an IANA zone (a CliError says so)."""
+    try:
+        zone(name)
+    except ValueError as exc:
+        raise CliError(f"--tz: {exc}") from None
+
+
+# -- options ----------------------------------------------------------------------
+
+
+def common_options() -> argparse.ArgumentParser:
+    """--socket and --json, a parent of every parser: they may come before or after the command.
+
+    SUPPRESS keeps a subcommand's unset option from overwriting what was given before the command.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--socket", default=argparse.SUPPRESS,
+                        help="daemon socket (default: BUDGETD_SOCKET or the standard path)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for machines")
+    return common
+
+
+def filter_arguments(p: argparse.ArgumentParser) -> None:
+    """The dims that `usage` and `report` select by; read back with `filters`."""
+    p.add_argument("--component")
+    p.add_argument("--model")
+    p.add_argument("--context", dest="context_id")
+    p.add_argument("--task", dest="task_type")
+    p.add_argument("--filter", action="append", type=key_value, metavar="DIM=VALUE")
+
+
+def filters(args: argparse.Namespace) -> dict[str, str] | None:
+    selected = dict(args.filter or [])
+    for name in DIMS:
+        value = getattr(args, name, None)
+        if value:
+            selected[name] = value
+    return selected or None
+
+
+def client(args: argparse.Namespace, *, retries: int = 2) -> SyncBudgetClient:
+    return SyncBudgetClient(getattr(args, "socket", None), timeout=getattr(args, "timeout", 10.0), retries=retries)
