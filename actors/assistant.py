@@ -21,9 +21,10 @@ from actors.ledger import CallExtremes, ReportQuery, RunReport, payload_hash
 from actors.prices import GetBook
 from actors.runtime import Actor, Ref, ReplyTo, answering
 from budgetd.clock import SYSTEM, Clock
+from budgetd.normalise import normalise_usage
 from budgetd.model import Estimate, Facts, UsagePatch
 from budgetd.periods import to_us
-from budgetd.protocol import AskResult, OpError
+from budgetd.protocol import AskResult, OpError, commit_key
 
 log = logging.getLogger("budgetd.assistant")
 COMPONENT = "budgetd.assistant"
@@ -109,13 +110,13 @@ class Assistant(Actor):
         try:
             response = await _complete(s, messages)
             text = response.choices[0].message.content or ""
-            usage = _usage(response)
+            usage = normalise_usage(response.usage)
         except Exception as exc:  # any failure of the model call falls back to the facts
             log.warning("assistant model %s failed: %s", s.model, exc)
             await self._release(hold.reservation_id)
             return _offline(question, facts, f"the model call failed: {type(exc).__name__}: {exc}"[:500])
         patch = UsagePatch(model=s.model, task_type="ask", **usage)
-        key = f"commit:{hold.reservation_id}"
+        key = commit_key(hold.reservation_id)
         try:
             recorded = await self.allocator.ask(lambda reply: CommitMsg(
                 reservation_id=hold.reservation_id, usage=patch, idempotency_key=key,
@@ -152,13 +153,3 @@ async def _complete(s: AssistantSettings, messages: list[dict[str, str]]) -> Any
         api_key=os.environ.get(s.api_key_env) if s.api_key_env else None,
         timeout=s.timeout_s, num_retries=1, stream=False, max_tokens=s.max_output_tokens,
     )
-
-
-def _usage(response: Any) -> dict[str, int]:
-    """The provider's counts in our convention: input excludes what was read from cache."""
-    u = response.usage
-    prompt = int(getattr(u, "prompt_tokens", 0) or 0)
-    details = getattr(u, "prompt_tokens_details", None)
-    cached = int(getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
-    return {"input_tokens": max(0, prompt - cached), "output_tokens": int(getattr(u, "completion_tokens", 0) or 0),
-            "cache_read_tokens": cached}

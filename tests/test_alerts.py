@@ -158,7 +158,7 @@ def test_a_dead_webhook_does_not_slow_recording(make_daemon):
         for i in range(200):
             c.record(component=f"c{i}", model="gpt-4o-mini", input_tokens=20)  # each crosses all thresholds
         elapsed = time.perf_counter() - start
-        alerts = wait_alerts(c, 800, limit=2000)
+        alerts = wait_alerts(c, 800, timeout=120, limit=2000)  # the alerter may lag on a loaded machine
         assert len(alerts) == 800  # 3 thresholds + over, for each of 200 components (over at once: no projection)
     # recording never waited for the webhook: far below one delivery timeout per record
     assert elapsed < 20, elapsed

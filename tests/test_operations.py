@@ -168,12 +168,13 @@ def test_periodic_backups_keep_the_newest(make_daemon, tmp_path):
     d = make_daemon(f'[backup]\ndir = "{backups}"\nevery = "0.5s"\nkeep = 2\n')
     with SyncBudgetClient(d.socket) as c:
         c.record(component="b", model="gpt-4o", input_tokens=1)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while len(list(backups.glob("ledger-*.db"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1.5)  # a few more rounds: old ones are deleted
+    d.stop()  # a backup in flight is cut short: it must leave no partial file behind
     files = sorted(backups.glob("ledger-*.db"))
-    assert 1 <= len(files) <= 2 and not list(backups.glob("*.partial"))
+    assert 1 <= len(files) <= 2 and not list(backups.glob("*.partial")), list(backups.iterdir())
     db = sqlite3.connect(files[-1])
     assert db.execute("SELECT count(*) FROM usage").fetchone()[0] == 1
     db.close()

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from budgetd.client import BudgetClient, BudgetDenied, SyncBudgetClient
+from budgetd.normalise import normalise_usage  # noqa: F401 - part of this module's face
 from budgetd.protocol import OpError
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # this module is only imported by litellm apps
@@ -30,27 +31,6 @@ from litellm.integrations.custom_logger import CustomLogger  # noqa: E402
 log = logging.getLogger("budgetd.integrations.litellm")
 RESERVATION_KEY = "budgetd_reservation_id"
 _RETRYABLE = {"unavailable", "busy", "internal"}
-
-
-def normalise_usage(usage: Any) -> dict[str, int]:
-    """litellm's (OpenAI-shaped) usage in budgetd's convention: `input_tokens` excludes the prompt tokens
-    read from or written to the cache (OpenAI counts them in prompt_tokens; litellm's Anthropic adapter
-    adds them there too), output includes reasoning."""
-    def number(obj: Any, name: str) -> int:
-        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-        return int(value or 0)
-
-    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else getattr(
-        usage, "prompt_tokens_details", None)
-    cached = number(details, "cached_tokens") if details is not None else 0
-    cached = cached or number(usage, "cache_read_input_tokens")
-    written = number(usage, "cache_creation_input_tokens")
-    return {
-        "input_tokens": max(0, number(usage, "prompt_tokens") - cached - written),
-        "output_tokens": number(usage, "completion_tokens"),
-        "cache_read_tokens": cached,
-        "cache_write_tokens": written,
-    }
 
 
 class BudgetCallback(CustomLogger):

@@ -61,6 +61,7 @@ from budgetd.protocol._requests import (  # noqa: F401
     Status,
     Subscribe,
     UsageList,
+    commit_key,
     op,
     op_name,
 )

@@ -257,5 +257,11 @@ REQUEST_TYPES: tuple[type[Request], ...] = tuple(OPS.values())
 RESULT_TYPES: dict[type[Request], Any] = {t: t.result for t in REQUEST_TYPES}
 
 
+def commit_key(reservation_id: str) -> str:
+    """The idempotency key of a commit that names none: its reservation's, so a commit retried (by a
+    client, or after a restart) is charged once."""
+    return f"commit:{reservation_id}"
+
+
 def op_name(request_type: type[Request]) -> str:
     return request_type.__struct_config__.tag  # type: ignore[return-value]

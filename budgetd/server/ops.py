@@ -99,6 +99,7 @@ from budgetd.protocol import (
     Subscribed,
     UsageList,
     UsageListResult,
+    commit_key,
     op_name,
 )
 from budgetd.server.metrics import RequestMetrics, render
@@ -191,7 +192,7 @@ class Ops:
 
     def commit(self, req: Commit, reply: ReplyTo) -> None:
         # A commit is idempotent by its reservation even when the client sends no key.
-        key = req.idempotency_key or f"commit:{req.reservation_id}"
+        key = req.idempotency_key or commit_key(req.reservation_id)
         digest = payload_hash("commit", (req.reservation_id, req.usage))
         self.refs["allocator"].tell(CommitMsg(reservation_id=req.reservation_id, usage=req.usage,
                                               idempotency_key=key, payload_hash=digest, reply=reply))

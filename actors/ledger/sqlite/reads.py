@@ -91,8 +91,9 @@ class SqliteReadStore:
             await self.db.backup(target, pages=-1)
             records = await anyio.to_thread.run_sync(_verify_copy, target, partial)
         except BaseException:
-            await anyio.to_thread.run_sync(target.close)
-            partial.unlink(missing_ok=True)
+            with anyio.CancelScope(shield=True):  # a cancelled backup (shutdown) leaves no partial file
+                await anyio.to_thread.run_sync(target.close)
+                partial.unlink(missing_ok=True)
             raise
         await anyio.to_thread.run_sync(target.close)
         await anyio.to_thread.run_sync(_install, partial, dest)
