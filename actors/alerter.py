@@ -23,6 +23,7 @@ from actors.bus import Publish, SubscribeMsg
 from actors.ledger import SaveAlert
 from budgetd.periods import from_us, to_us
 from actors.runtime import Actor, Ref
+from budgetd.backoff import Backoff
 from budgetd.clock import SYSTEM, Clock
 from budgetd.model import Alert, format_usd
 from budgetd.protocol import Event, OpError
@@ -197,7 +198,7 @@ async def _deliver(hook: WebhookSettings, queue: Any, clock: Clock) -> None:
 
     async with httpx.AsyncClient(timeout=hook.timeout_s) as client, queue:
         async for body in queue:
-            delay = hook.backoff_s
+            backoff = Backoff(first=hook.backoff_s, cap=60.0)
             for attempt in range(1, hook.attempts + 1):
                 stamp = str(int(clock.time()))
                 headers = {"Content-Type": "application/json", "X-Budgetd-Timestamp": stamp}
@@ -214,5 +215,4 @@ async def _deliver(hook: WebhookSettings, queue: Any, clock: Clock) -> None:
                 if attempt == hook.attempts:
                     log.error("webhook %s failed %d times (%s); alert dropped for it", hook.url, attempt, problem)
                     break
-                await anyio.sleep(delay)
-                delay *= 2
+                await anyio.sleep(backoff.next())

@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable, Generic, Protocol, TypeVar
 import anyio
 from anyio.abc import TaskStatus
 
+from budgetd.backoff import Backoff
 from budgetd.errors import OpError
 
 log = logging.getLogger("budgetd.actors")
@@ -207,7 +208,7 @@ class Supervisor:
             ref.finished.set()
 
     async def _supervise(self, ref: Ref, factory: Callable[[], Actor], task_status: TaskStatus[None]) -> None:
-        backoff = 0.05
+        backoff = Backoff(first=0.05, cap=self.max_backoff)
         announced = False
         while True:
             actor = factory()
@@ -243,5 +244,4 @@ class Supervisor:
                     raise  # a first start that fails is the daemon's to report, not to retry
                 ref.restarts += 1
                 log.exception("actor %s crashed (restart %d)", ref.name, ref.restarts)
-                await anyio.sleep(backoff)
-                backoff = min(self.max_backoff, backoff * 2)
+                await anyio.sleep(backoff.next())

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import anyio
 
 import budgetd
+from budgetd.backoff import Backoff
 
 log = logging.getLogger("budgetd.hermes")
 
@@ -32,14 +33,13 @@ class Hermes:
 
         async with httpx.AsyncClient(base_url=self.url.rstrip("/"), timeout=5.0) as client:
             self._client = client
-            backoff = 1.0
+            backoff = Backoff(first=1.0, cap=self.heartbeat_s)
             while True:
                 if self.component_id is None:
                     if await self._register():
-                        backoff = 1.0
+                        backoff.reset()
                     else:
-                        await anyio.sleep(backoff)
-                        backoff = min(backoff * 2, self.heartbeat_s)
+                        await anyio.sleep(backoff.next())
                         continue
                 await anyio.sleep(self.heartbeat_s)
                 await self._heartbeat()

@@ -20,6 +20,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
+from budgetd.backoff import Backoff
 from budgetd.client import BudgetClient
 from budgetd.model import Bucket, Dim, ReportOrder, Tier
 from budgetd.periods import parse_when
@@ -362,13 +363,13 @@ async def _read(state: dict[str, BudgetClient], make: Any, error: type[Exception
 async def _follow_events(socket: str | None, bus: InMemorySubscriptionBus) -> None:
     """The daemon's events as resource-updated notifications (budgets at most once a second)."""
     last_budgets = 0.0
-    delay = 0.5
+    backoff = Backoff(first=0.5, cap=10.0)
     while True:
         try:
             async with BudgetClient(socket, timeout=10.0, retries=0) as stream, \
                     contextlib.aclosing(stream.subscribe(["usage", "budget", "alert", "price"])) as events:
                 async for event in events:
-                    delay = 0.5
+                    backoff.reset()
                     topic = event.event.split(".", 1)[0]
                     if topic in ("usage", "budget") and time.monotonic() - last_budgets >= 1.0:
                         last_budgets = time.monotonic()
@@ -379,8 +380,7 @@ async def _follow_events(socket: str | None, bus: InMemorySubscriptionBus) -> No
                         await bus.publish(ResourceUpdated(uri=f"budget://prices/{event.data['model']}"))
         except (OpError, OSError) as exc:
             log.debug("event stream: %s", exc)
-        await anyio.sleep(delay)
-        delay = min(delay * 2, 10.0)
+        await anyio.sleep(backoff.next())
 
 
 def run(socket: str | None, http: str | None = None, read_only: bool = False) -> None:

@@ -156,7 +156,7 @@ class PriceBook:
         return card
 
     def resolve(self, model: str, provider: str | None = None) -> Resolved | None:
-        """Find the price of `model`, trying the rules of DESIGN §4 in order."""
+        """Find the price of `model`, trying the resolution rules in order (README, "How a call is priced")."""
         cache_key = (model, provider)
         try:
             key = self._resolved[cache_key]
@@ -234,7 +234,7 @@ class PriceBook:
 
 @dataclass(frozen=True)
 class UnpricedPolicy:
-    """What an unpriced model costs: never silently free (DESIGN §4)."""
+    """What an unpriced model costs: never silently free."""
 
     mode: str = "fallback"  # fallback | deny | zero
     fallback_input_per_mtok: float = 15.0

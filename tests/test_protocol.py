@@ -135,3 +135,17 @@ def test_a_thousand_idle_connections(shared_daemon):
             s.close()
     with RawConn(shared_daemon.socket) as c:
         assert c.call({"op": "ping", "id": 3})["ok"]
+
+
+def test_the_protocol_document_lists_every_op_as_declared():
+    """docs/PROTOCOL.md's op table is the declarations': the same ops, results, roles and ways of serving."""
+    from pathlib import Path
+
+    from budgetd.protocol import OPS
+
+    table = {}
+    for line in (Path(__file__).parent.parent / "docs" / "PROTOCOL.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0].startswith("`") and cells[2].startswith("`"):
+            table[cells[0].strip("`")] = (cells[2].strip("`"), cells[3], cells[4])
+    assert table == {name: (t.result.__name__, t.role, t.serve) for name, t in OPS.items()}

@@ -22,6 +22,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
+from budgetd.backoff import Backoff
 from budgetd.client import BudgetClient
 from budgetd.periods import window
 from budgetd.periods import zone as find_zone
@@ -166,7 +167,7 @@ class BudgetApp(App[None]):
 
     async def _follow(self) -> None:
         """Connect, fetch everything, then follow the event stream; on any loss, say so and retry."""
-        delay = 0.5
+        backoff = Backoff(first=0.5, cap=5.0)
         while True:
             try:
                 async with BudgetClient(self.socket, timeout=10, retries=0) as client, \
@@ -175,7 +176,7 @@ class BudgetApp(App[None]):
                     await client.ping()
                     self.client = client
                     self._show_connection(True, f"connected to budgetd at {client.path}")
-                    delay = 0.5
+                    backoff.reset()
                     self.stale = set(STALE["usage"] | STALE["alert"] | STALE["price"] | {"usage"})
                     async for event in events:
                         self._on_event(event)
@@ -186,8 +187,7 @@ class BudgetApp(App[None]):
                 reason = str(exc)
             self.client = None
             self._show_connection(False, f"disconnected: {reason} — retrying")
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            await anyio.sleep(backoff.next())
 
     def _show_connection(self, up: bool, text: str) -> None:
         self.connected = up

@@ -1,4 +1,4 @@
-"""Which fetched prices may be applied: the verification rules of DESIGN §4, as one pure function.
+"""Which fetched prices may be applied: the verification rules (README, "Prices"), as one pure function.
 
 - a snapshot with under half the models of the last one from its source is rejected whole;
 - a price that is negative, not finite, or above `max_per_mtok` is rejected;

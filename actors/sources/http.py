@@ -11,6 +11,8 @@ import anyio
 import httpx
 import msgspec
 
+from budgetd.backoff import Backoff
+
 MAX_BYTES = 20 << 20
 TIMEOUT_S = 20.0
 RETRIES = 2
@@ -44,9 +46,10 @@ async def fetch_json(
     if last_modified:
         headers["If-Modified-Since"] = last_modified
     error = "no attempt made"
+    delays = Backoff(first=backoff, cap=60.0)
     for attempt in range(retries + 1):
         if attempt:
-            await anyio.sleep(backoff * 2 ** (attempt - 1))
+            await anyio.sleep(delays.next())
         try:
             with anyio.fail_after(timeout):
                 return await _once(client, url, headers, max_bytes)

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any
 
+from budgetd.backoff import Backoff
 from budgetd.client import BudgetClient, BudgetDenied, SyncBudgetClient
 from budgetd.normalise import normalise_usage  # noqa: F401 - part of this module's face
 from budgetd.protocol import OpError
@@ -178,7 +179,7 @@ class BudgetCallback(CustomLogger):
         return True
 
     def _deliver(self) -> None:
-        delay = 0.1
+        backoff = Backoff(first=0.1, cap=5.0)
         client: SyncBudgetClient | None = None
         while True:
             with self._wake:
@@ -190,7 +191,7 @@ class BudgetCallback(CustomLogger):
                 if client is None:
                     client = SyncBudgetClient(self.socket, timeout=10.0, retries=0)
                 _send(client, op, key, fields)
-                delay = 0.1
+                backoff.reset()
             except (OpError, OSError) as exc:
                 code = getattr(exc, "code", "unavailable")
                 if code in _RETRYABLE:
@@ -199,8 +200,7 @@ class BudgetCallback(CustomLogger):
                         client = None
                     with self._wake:
                         self._busy = False
-                    time.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    time.sleep(backoff.next())
                     continue  # the same item again: its idempotency key makes the retry safe
                 log.error("budgetd refused a %s (%s: %s); dropped", op, code, getattr(exc, "message", exc))
             with self._wake:

@@ -15,7 +15,7 @@ class HttpRefused(Exception):
 
 
 def parse_listen(listen: str, tokens_configured: bool) -> tuple[str, int]:
-    """`HOST:PORT`; without tokens only a loopback host is allowed (DESIGN §5)."""
+    """`HOST:PORT`; without tokens only a loopback host is allowed (docs/PROTOCOL.md, "Auth")."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     if not port.isdigit() or not 0 < int(port) < 65536:
