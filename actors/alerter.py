@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import msgspec
@@ -41,6 +41,19 @@ class WebhookSettings:
     attempts: int = 5
     timeout_s: float = 5.0
     backoff_s: float = 0.5
+
+
+class AlertDraft(NamedTuple):
+    """An alert a rule raises, before the ledger gives it an id; `dedupe` names it once per firing."""
+
+    kind: str
+    severity: str
+    budget: str | None
+    key: dict | None
+    window_start: dt.datetime | None
+    message: str
+    data: dict
+    dedupe: str
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -85,12 +98,12 @@ class Alerter(Actor):
             for event in self.feed.take():
                 alert = self._rule(event)
                 if alert is not None:
-                    await self._raise(*alert)
+                    await self._raise(alert)
 
     # -- rules ---------------------------------------------------------------------------
 
-    def _rule(self, event: Event) -> tuple | None:
-        """(kind, severity, budget, key, window_start, message, data, dedupe) for an event, or None."""
+    def _rule(self, event: Event) -> AlertDraft | None:
+        """The alert an event raises, or None."""
         d = event.data if isinstance(event.data, dict) else {}
         name = event.event
         if name.startswith("budget."):
@@ -102,10 +115,10 @@ class Alerter(Actor):
             scope = f"{budget}:{json.dumps(key, sort_keys=True)}:{None if window is None else to_us(window)}"
             if name == "budget.threshold":
                 t = d["threshold"]
-                return ("threshold", "critical" if t >= 1.0 else "warning", budget, key, window,
+                return AlertDraft("threshold", "critical" if t >= 1.0 else "warning", budget, key, window,
                         f"budget {where} reached {t:.0%} of its limit: {spent}", d, f"threshold:{scope}:{t}")
             if name == "budget.exceeded":
-                return ("limit_exceeded", "critical", budget, key, window,
+                return AlertDraft("limit_exceeded", "critical", budget, key, window,
                         f"budget {where} is over its limit: {spent}", d, f"exceeded:{scope}")
             if name == "budget.denied":
                 now = time.monotonic()
@@ -114,78 +127,79 @@ class Alerter(Actor):
                     return None
                 self._last_denied[(budget, scope)] = now
                 minute = int(self.clock.time() // DENIED_EVERY_S)
-                return ("denied", "warning", budget, key, window,
+                return AlertDraft("denied", "warning", budget, key, window,
                         f"budget {where} denied a request of {d.get('component')} for {d.get('model')} "
                         f"({format_usd(d.get('estimated_cost_usd'))}): {spent} spent", d, f"denied:{scope}:{minute}")
             if name == "budget.projected_exhaustion":
                 at = d.get("projected_at")
-                return ("projected_exhaustion", "warning", budget, key, window,
+                return AlertDraft("projected_exhaustion", "warning", budget, key, window,
                         f"budget {where} will reach its limit at "
                         f"{at:%Y-%m-%d %H:%M} UTC at the last hour's burn rate ({spent} spent)", d,
                         f"projected:{scope}")
             if name == "budget.anomaly":
-                return ("anomaly", "warning", budget, key, window,
+                return AlertDraft("anomaly", "warning", budget, key, window,
                         f"budget {where}: the last hour's spend is over {d.get('factor')}x the hourly average "
                         f"of the day before", d, f"anomaly:{scope}:{d.get('hour')}")
             if name == "budget.critical_bypass":
-                return ("critical_bypass", "critical", budget, key, window,
+                return AlertDraft("critical_bypass", "critical", budget, key, window,
                         f"a critical request of {d.get('component')} passed the hard limit of budget {where}",
                         d, f"bypass:{uuid.uuid4().hex}")
             return None
         if name == "price.held":
             new = d.get("new", {})
-            return ("price_held", "warning", None, None, None, d.get("message") or f"price of {d.get('model')} held",
-                    d, f"held:{d.get('model')}:{new.get('input_per_mtok')}:{new.get('output_per_mtok')}")
+            return AlertDraft("price_held", "warning", None, None, None,
+                              d.get("message") or f"price of {d.get('model')} held",
+                              d, f"held:{d.get('model')}:{new.get('input_per_mtok')}:{new.get('output_per_mtok')}")
         if name == "price.changed":
             new, old = d.get("new", {}), d.get("old") or {}
             text = (f"price of {d.get('model')} changed ({d.get('source')}): input "
                     f"{old.get('input_per_mtok', '-')} -> {new.get('input_per_mtok')}, output "
                     f"{old.get('output_per_mtok', '-')} -> {new.get('output_per_mtok')} per Mtok")
-            return ("price_changed", "info", None, None, None, text, d, f"changed:{uuid.uuid4().hex}")
+            return AlertDraft("price_changed", "info", None, None, None, text, d, f"changed:{uuid.uuid4().hex}")
         if name == "price.unverified":
             price = d.get("price", {})
-            return ("price_changed", "warning", None, None, None,
+            return AlertDraft("price_changed", "warning", None, None, None,
                     f"sources disagree on the price of {d.get('model')}: {d.get('source')} says {price}, "
                     f"others say {d.get('others')}; kept, marked unverified", d,
                     f"unverified:{d.get('model')}:{price.get('input_per_mtok')}:{price.get('output_per_mtok')}")
         if name == "price.unpriced_model":
-            return ("unpriced_model", "warning", None, None, None,
+            return AlertDraft("unpriced_model", "warning", None, None, None,
                     f"model {d.get('model')!r} has no price; charged by pricing.unknown_model={d.get('policy')}",
                     d, f"unpriced:{d.get('model')}:{d.get('date')}")
         if name == "system.source_failed":
             hour = int(self.clock.time() // 3600)
-            return ("source_failed", "warning", None, None, None,
+            return AlertDraft("source_failed", "warning", None, None, None,
                     f"price source {d.get('source')} failed: {d.get('error')}", d,
                     f"source:{d.get('source')}:{hour}")
         return None
 
-    async def _raise(self, kind: str, severity: str, budget: str | None, key: dict | None,
-                     window: dt.datetime | None, message: str, data: dict, dedupe: str) -> None:
+    async def _raise(self, a: AlertDraft) -> None:
         now = self.clock.now_us()
-        body = _json.encode(data)
+        body = _json.encode(a.data)
         try:
             alert_id = await self.ledger.ask(lambda reply: SaveAlert(
-                ts=now, kind=kind, severity=severity, budget=budget,
-                key=None if key is None else json.dumps(key, sort_keys=True),
-                window_start=None if window is None else to_us(window), message=message, data=body,
-                dedupe=dedupe, reply=reply,
+                ts=now, kind=a.kind, severity=a.severity, budget=a.budget,
+                key=None if a.key is None else json.dumps(a.key, sort_keys=True),
+                window_start=None if a.window_start is None else to_us(a.window_start), message=a.message,
+                data=body, dedupe=a.dedupe, reply=reply,
             ), self.timeout)
         except OpError as exc:
-            log.error("alert not stored (%s): %s", exc.message, message)
+            log.error("alert not stored (%s): %s", exc.message, a.message)
             return
         if alert_id is None:
             return  # raised before: once is enough
-        alert = Alert(id=alert_id, ts=from_us(now), kind=kind, severity=severity,  # type: ignore[arg-type]
-                      budget=budget, key=key, window_start=window, message=message,
+        alert = Alert(id=alert_id, ts=from_us(now), kind=a.kind, severity=a.severity,  # type: ignore[arg-type]
+                      budget=a.budget, key=a.key, window_start=a.window_start, message=a.message,
                       data=msgspec.json.decode(body))
-        log.log(logging.WARNING if severity != "info" else logging.INFO, "alert %d %s: %s", alert_id, kind, message)
+        log.log(logging.WARNING if a.severity != "info" else logging.INFO, "alert %d %s: %s", alert_id, a.kind,
+                a.message)
         try:
             self.bus.tell(Publish(events=[("alert.raised", alert)]))
         except OpError:
             pass
         payload = _json.encode(alert)
         for hook, queue in self._queues:
-            if hook.kinds is None or kind in hook.kinds:
+            if hook.kinds is None or a.kind in hook.kinds:
                 try:
                     queue.send_nowait(payload)
                 except anyio.WouldBlock:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from budgetd.durations import parse_duration
 from budgetd.model import LOCAL_PROVIDERS, SOURCES, BudgetInvalid, BudgetSpec, check_budget
 from budgetd.paths import default_config_path, default_data_dir, default_socket_path
 from budgetd.periods import zone
@@ -282,22 +283,3 @@ def _duration(text: str, key: str, source: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise ConfigError(f"{source}: {key}: {exc}") from None
-
-
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """`250ms`, `30s`, `10m`, `6h`, `1d` (or plain seconds) -> seconds."""
-    text = str(text).strip()
-    for unit in ("ms", "s", "m", "h", "d"):
-        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
-            value = float(text[: -len(unit)]) * _UNITS[unit]
-            break
-    else:
-        if not text.replace(".", "", 1).isdigit():
-            raise ValueError(f"{text!r} is not a duration; write e.g. 30s, 10m, 6h or 1d")
-        value = float(text)
-    if value <= 0:
-        raise ValueError(f"{text!r} must be longer than zero")
-    return value

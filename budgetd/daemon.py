@@ -41,7 +41,8 @@ from actors.prices import GetPricesStatus, Prices, PricesSettings, Rules
 from actors.runtime import Supervisor
 from budgetd import debug
 from budgetd.clock import SYSTEM, Clock
-from budgetd.config import Config, parse_duration
+from budgetd.config import Config
+from budgetd.durations import parse_duration
 from budgetd.hermes import Hermes
 from budgetd.pricing import TierRules, UnpricedPolicy
 from budgetd.protocol import OpError

@@ -10,6 +10,7 @@ import functools
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from budgetd.durations import is_duration, parse_duration
 from budgetd.model import PERIODS
 
 UTC = dt.timezone.utc
@@ -59,14 +60,11 @@ def _local_midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
 
 
-_AGO = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_when(text: str, zone_name: str = "UTC") -> dt.datetime:
     """RFC 3339, a date, or a duration back from now (`7d`, `12h`, `30m`). A time without an offset
     (a date is its midnight) is wall time in `zone_name`. ValueError says what is accepted."""
-    if text and text[-1] in _AGO and text[:-1].isdigit():
-        return dt.datetime.now(UTC) - dt.timedelta(seconds=int(text[:-1]) * _AGO[text[-1]])
+    if is_duration(text):
+        return dt.datetime.now(UTC) - dt.timedelta(seconds=parse_duration(text))
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

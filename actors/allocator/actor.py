@@ -230,30 +230,20 @@ class Allocator(Actor):
 
     def _move_holds(self, old: Budget, new: Budget) -> None:
         """Holds on a replaced budget keep counting against its successor."""
-        old_counters = {id(c) for c in old.counters.values()}
-        for hold in self.holds:
-            for i, charge in enumerate(hold.charges):
-                if id(charge.counter) not in old_counters:
-                    continue
-                charge.counter.reserved_nanos -= charge.nanos
-                charge.counter.reserved_tokens -= charge.tokens
-                key = new.key_of(self.admission.priced(hold.estimate).attrs)
-                if key is None:
-                    hold.charges[i] = charge._replace(nanos=0, tokens=0)
-                    continue
-                replacement = new.counter(key, new.window_at(self.clock.now_us()))
-                replacement.reserved_nanos += charge.nanos
-                replacement.reserved_tokens += charge.tokens
-                hold.charges[i] = charge._replace(counter=replacement)
+        now = self.clock.now_us()
+
+        def successor(hold: Hold) -> Any:
+            key = new.key_of(self.admission.priced(hold.estimate).attrs)
+            return None if key is None else new.counter(key, new.window_at(now))
+
+        self.holds.move(old.counters.values(), successor)
 
     async def _budget_delete(self, message: BudgetDeleteMsg) -> bool:
         name = message.name
         deleted = await self.ledger.ask(lambda reply: DeleteBudget(name=name, reply=reply), self.timeout)
         budget = self.budgets.pop(name, None)
         if budget is not None:
-            counters = {id(c) for c in budget.counters.values()}
-            for hold in self.holds:
-                hold.charges = [c for c in hold.charges if id(c.counter) not in counters]
+            self.holds.move(budget.counters.values(), lambda hold: None)
         return bool(deleted) or budget is not None
 
     def _states(self) -> list[BudgetState]:

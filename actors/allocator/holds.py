@@ -2,7 +2,7 @@
 
 import heapq
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 from actors.allocator.budgets import Counter
 from budgetd.model import Estimate
@@ -56,6 +56,25 @@ class Holds:
                 c.counter.reserved_nanos -= c.nanos
                 c.counter.reserved_tokens -= c.tokens
         return hold
+
+    def move(self, counters: Iterable[Counter], successor: Callable[[Hold], Counter | None]) -> None:
+        """Move every charge on `counters` (a budget replaced or deleted) to `successor(hold)`, or drop it
+        when that is None."""
+        moving = {id(c) for c in counters}
+        for hold in self.open.values():
+            kept = []
+            for charge in hold.charges:
+                if id(charge.counter) in moving:
+                    charge.counter.reserved_nanos -= charge.nanos
+                    charge.counter.reserved_tokens -= charge.tokens
+                    target = successor(hold)
+                    if target is None:
+                        continue
+                    target.reserved_nanos += charge.nanos
+                    target.reserved_tokens += charge.tokens
+                    charge = charge._replace(counter=target)
+                kept.append(charge)
+            hold.charges = kept
 
     def expire(self, now: float) -> None:
         while self._expiry and self._expiry[0][0] <= now:

@@ -49,7 +49,8 @@ from actors.prices import (
 from actors.assistant import AskMsg
 from actors.runtime import Ref, Reply, ReplyTo
 from budgetd.clock import SYSTEM, Clock
-from budgetd.config import Config, parse_duration
+from budgetd.config import Config
+from budgetd.durations import parse_duration
 from budgetd.model import DIMS
 from budgetd.periods import to_us, zone
 from budgetd.protocol import (
