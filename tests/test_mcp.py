@@ -153,14 +153,24 @@ async def test_resource_updates_follow_the_daemons_events(daemon_with_budget):
     d = daemon_with_budget
     async with BudgetClient(d.socket) as c, Client(build_server(str(d.socket)), cache=None) as mcp:
         async with mcp.listen(resource_subscriptions=["budget://alerts", "budget://budgets"]) as sub:
-            await anyio.sleep(0.5)  # the bridge's own subscription to the daemon is up
-            await c.record(component="rhetor", model="gpt-4o", input_tokens=10, cost_usd=0.02)  # over the limit
-            seen: set[str] = set()
-            with anyio.fail_after(10):
-                async for event in sub:
-                    seen.add(event.uri)
-                    if seen == {"budget://alerts", "budget://budgets"}:
-                        break
+            updates = sub.__aiter__()
+
+            async def next_uri() -> str:
+                try:
+                    return (await updates.__anext__()).uri
+                except StopAsyncIteration:
+                    raise AssertionError("the stream of resource updates ended early") from None
+
+            with anyio.fail_after(20):
+                # Small records until the budgets resource moves: then the bridge's own subscription is up.
+                while True:
+                    await c.record(component="probe", model="gpt-4o-mini", input_tokens=1)
+                    with anyio.move_on_after(1.5):
+                        if await next_uri() == "budget://budgets":
+                            break
+                await c.record(component="rhetor", model="gpt-4o", input_tokens=10, cost_usd=0.02)  # over the limit
+                while await next_uri() != "budget://alerts":
+                    pass
 
 
 async def test_stdio_subprocess(daemon_with_budget):

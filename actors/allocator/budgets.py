@@ -159,8 +159,17 @@ class Budget:
             return
         horizon = now_us - keep_us
         current_start = self.window_at(now_us).start_us
+        ends: dict[int, int] = {}  # window start -> its end (a window starts before it ends: few to compute)
+
+        def ended_before_horizon(start: int) -> bool:
+            if start >= horizon or start == current_start:
+                return False
+            if start not in ends:
+                ends[start] = window(self.spec.period, self.spec.timezone, from_us(start)).end_us  # type: ignore
+            return ends[start] < horizon
+
         for slot in [s for s, c in self.counters.items()
-                     if s[1] is not None and s[1] < horizon and s[1] != current_start
+                     if s[1] is not None and ended_before_horizon(s[1])
                      and not c.reserved_nanos and not c.reserved_tokens]:
             del self.counters[slot]
 
