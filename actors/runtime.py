@@ -8,6 +8,7 @@ restart of the actor.
 
 import inspect
 import logging
+import time
 from typing import Any, Awaitable, Callable, Generic, Protocol, TypeVar
 
 import anyio
@@ -18,6 +19,7 @@ from budgetd.errors import OpError
 
 log = logging.getLogger("budgetd.actors")
 DRAIN_LIMIT = 256
+HEALTHY_S = 30.0  # an actor that ran this long before it crashed restarts at once again
 T = TypeVar("T")
 
 
@@ -213,6 +215,7 @@ class Supervisor:
         while True:
             actor = factory()
             actor.ref = ref
+            began = time.monotonic()
             try:
                 await actor.started()
                 ref.running = True
@@ -244,4 +247,6 @@ class Supervisor:
                     raise  # a first start that fails is the daemon's to report, not to retry
                 ref.restarts += 1
                 log.exception("actor %s crashed (restart %d)", ref.name, ref.restarts)
+                if time.monotonic() - began > HEALTHY_S:
+                    backoff.reset()  # it ran well for a while: this crash is not part of a crash loop
                 await anyio.sleep(backoff.next())

@@ -51,6 +51,9 @@ class AdmissionConfig(Section):
     default_output_tokens: int = 4096
     default_ttl_s: float = 300.0
     max_reservation_usd: float | None = None
+    max_clock_skew: str = "5m"  # how far ahead of the daemon's clock a recorded call's `ts` may be
+    max_open_holds: int = 100_000  # reservations open at once: past it a reserve is answered `busy`
+    max_holds_per_component: int = 10_000
 
 
 class FallbackRates(Section):
@@ -254,6 +257,7 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: assistant.api_key_env names {config.assistant.api_key_env}, which is not set")
     _duration(config.assistant.timeout, "assistant.timeout", source)
     _duration(config.hermes.heartbeat, "hermes.heartbeat", source)
+    _duration(config.admission.max_clock_skew, "admission.max_clock_skew", source)
     for key in ("refresh_interval", "fetch_timeout"):
         _duration(getattr(config.pricing, key), f"pricing.{key}", source)
     for i, name in enumerate(config.reports.timezones):

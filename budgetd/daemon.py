@@ -39,7 +39,7 @@ from actors.ledger import (
 
 from actors.prices import GetPricesStatus, Prices, PricesSettings, Rules
 from actors.runtime import Supervisor
-from budgetd import debug
+from budgetd import debug, logs
 from budgetd.clock import SYSTEM, Clock
 from budgetd.config import Config
 from budgetd.durations import parse_duration
@@ -117,6 +117,12 @@ async def _periodic_backups(reader: Any, directory: Path, every_s: float, keep: 
         log.info("backup written: %s", dest)
 
 
+async def _flush_log_every(dedupe: logs.Deduplicate, every_s: float) -> None:
+    while True:
+        await anyio.sleep(every_s)
+        dedupe.flush()
+
+
 def lock_data_dir(data_dir: Path) -> Any:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = open(data_dir / "budgetd.lock", "a+")  # noqa: SIM115 - held until exit
@@ -143,6 +149,7 @@ class Daemon:
         self._stop = anyio.Event()
         self.server: SocketServer | None = None
         self.ready = False  # every door listens
+        self.dedupe: logs.Deduplicate | None = None  # the log's, summed up every few seconds
 
     def stop(self) -> None:
         self._stop.set()
@@ -224,7 +231,8 @@ class Daemon:
                                                                   clock))
             admission = AdmissionRules(
                 config.admission.default_output_tokens, config.admission.default_ttl_s,
-                config.admission.max_reservation_usd,
+                config.admission.max_reservation_usd, parse_duration(config.admission.max_clock_skew),
+                config.admission.max_open_holds, config.admission.max_holds_per_component,
             )
             await tg.start(sup.supervise, allocator, lambda: Allocator(
                 ledger, prices, tiers, unpriced, admission, config.budgets, timeout, bus,
@@ -253,6 +261,8 @@ class Daemon:
                 hermes = Hermes(hermes_url, endpoint, parse_duration(config.hermes.heartbeat))
                 tg.start_soon(hermes.run)
             tg.start_soon(_expire_keys, ledger, parse_duration(config.daemon.keep_idempotency_keys), clock)
+            if self.dedupe is not None:
+                tg.start_soon(_flush_log_every, self.dedupe, 5.0)
             if config.daemon.keep_usage:
                 tg.start_soon(_compact, ledger, parse_duration(config.daemon.keep_usage), clock)
             if config.backup.dir:
@@ -293,18 +303,16 @@ async def _serve_until_signal(daemon: Daemon) -> None:
 
 def run(config: Config, clock: Clock = SYSTEM) -> None:
     """Run the daemon in the foreground until SIGTERM or SIGINT; StartupError when it cannot start."""
-    logging.basicConfig(
-        level=getattr(logging, config.log.level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per feed request is noise
+    dedupe = logs.configure(config.log.level)
     daemon = Daemon(config, clock)
+    daemon.dedupe = dedupe
     options = {"use_uvloop": True} if importlib.util.find_spec("uvloop") else {}
     try:
         anyio.run(_serve_until_signal, daemon, backend="asyncio", backend_options=options)
     except BaseExceptionGroup as group:
         raise _sole_cause(group) from None
+    finally:
+        dedupe.flush()
 
 
 def startup_refusal(exc: BaseException, daemon: Daemon) -> StartupError | None:

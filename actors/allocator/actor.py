@@ -15,17 +15,15 @@ write after it.
 """
 
 import collections
-import datetime as dt
 import itertools
 import secrets
-import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import anyio
 import msgspec
 
 from actors.allocator import routing
-from actors.allocator.admission import Admission, AdmissionRules, Assessment, decision
+from actors.allocator.admission import Admission, AdmissionRules, Assessment, call_time, decision
 from actors.allocator.budgets import Attrs, Budget
 from actors.allocator.forecast import forecast
 from actors.allocator.holds import Charge, Hold, Holds
@@ -45,7 +43,20 @@ from actors.allocator.messages import (
     StatesMsg,
 )
 from actors.allocator.signals import Signals
-from actors.ledger import DeleteBudget, LoadBudgets, SaveBudget, Settled, SumWindows, UsageRow, WindowSum, WriteUsage
+from actors.ledger import (
+    CloseHold,
+    DeleteBudget,
+    HoldRow,
+    LoadBudgets,
+    LoadHolds,
+    SaveBudget,
+    Settled,
+    SumWindows,
+    UsageRow,
+    WindowSum,
+    WriteHold,
+    WriteUsage,
+)
 from actors.prices import GetBook, NewBook
 from actors.runtime import Actor, Ref, ReplyTo, answering
 from budgetd.clock import SYSTEM, Clock
@@ -62,12 +73,14 @@ from budgetd.model import (
     check_budget,
     nanos,
 )
-from budgetd.periods import to_us
+from budgetd.periods import from_us
 from budgetd.pricing import TierRules, UnpricedPolicy, price_call
-from budgetd.protocol import BudgetGetResult, OpError, RouteResult
+from budgetd.protocol import BudgetGetResult, OpError, Released, RouteResult
 
 _json = msgspec.json.Encoder()
 _spec_decoder = msgspec.json.Decoder(BudgetSpec)
+_estimate_decoder = msgspec.json.Decoder(Estimate)
+_attrs_decoder = msgspec.json.Decoder(dict[str, str | None])
 MAX_REMEMBERED = 100_000
 _KEEP_WINDOWS_US = 2 * 86_400_000_000  # counters of windows that ended longer ago are forgotten
 
@@ -101,9 +114,10 @@ class Allocator(Actor):
         self.admission = Admission(self.budgets, tiers, unpriced, rules, clock)
         self.signals = Signals(bus, anomaly_factor, clock)
         self.holds = Holds()
-        self._reserve_keys: collections.OrderedDict[str, tuple[bytes | None, Decision]] = collections.OrderedDict()
+        # A denial holds nothing and is not written: its key answers the same denial while the daemon runs.
+        self._denied_keys: collections.OrderedDict[str, tuple[bytes | None, Decision]] = collections.OrderedDict()
         self._committed: collections.OrderedDict[str, tuple[str, Usage]] = collections.OrderedDict()
-        self._unsettled: dict[int, list[Charge]] = {}  # charges of writes the ledger has not settled yet
+        self._unsettled: dict[int, _Pending] = {}  # what to undo when the ledger says a write was not applied
         self._write_ids = itertools.count(1)
         self._chat: list[PriceEntry] | None = None
         self.handlers: dict[type, Callable[[Any], Any]] = {
@@ -111,7 +125,7 @@ class Allocator(Actor):
             ReserveMsg: self._reserve,
             CheckMsg: lambda m: m.reply.set(self._check(m.estimate)),
             CommitMsg: self._commit,
-            ReleaseMsg: lambda m: m.reply.set(self.holds.release(m.reservation_id) is not None),
+            ReleaseMsg: self._release,
             Settled: self._settled,
             StatesMsg: lambda m: m.reply.set(self._states()),
             ForecastsMsg: lambda m: m.reply.set(self._forecasts()),
@@ -147,6 +161,20 @@ class Allocator(Actor):
         budgets = {name: Budget.of(spec, self._model_key) for name, spec in specs.items()}
         await self._load_counters(list(budgets.values()))
         self.budgets.update(budgets)
+        now = self.clock.now_us()
+        for row in await self.ledger.ask(lambda reply: LoadHolds(now=now, reply=reply), self.timeout):
+            self._reopen(row)
+
+    def _reopen(self, row: HoldRow) -> None:
+        """A hold the ledger keeps, charged again on the counters of the windows it was made in."""
+        attrs = _attrs_decoder.decode(row.attrs)
+        charges = []
+        for budget in self.budgets.values():
+            key = budget.key_of(attrs)
+            if key is not None:
+                charges.append(Charge(budget.counter(key, budget.window_at(row.created_at)), row.cost_nanos,
+                                      row.tokens))
+        self.holds.add(Hold(row.id, charges, row.expires_at, _estimate_decoder.decode(row.estimate)))
 
     async def run(self, mailbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
         async with anyio.create_task_group() as tg:
@@ -158,15 +186,24 @@ class Allocator(Actor):
         """Expire holds even when nothing else happens, and forget old windows."""
         while True:
             await anyio.sleep(1.0)
-            self.holds.expire(time.monotonic())
             now = self.clock.now_us()
+            self._expire(now)
             for budget in self.budgets.values():
                 budget.prune(now, _KEEP_WINDOWS_US)
             self.signals.prune(now)
 
     async def handle(self, message: Any) -> None:
-        self.holds.expire(time.monotonic())
+        self._expire(self.clock.now_us())
         await super().handle(message)
+
+    def _expire(self, now_us: int) -> None:
+        """Holds whose time is up are released; the ledger forgets them too (and never rebuilds an expired
+        one, so a lost close is harmless)."""
+        for hold in self.holds.expire(now_us):
+            try:
+                self.ledger.tell(CloseHold(id=hold.id))
+            except OpError:
+                pass
 
     def _new_book(self, message: NewBook) -> None:
         self.admission.book = message.book
@@ -285,35 +322,65 @@ class Allocator(Actor):
 
     def _reserve(self, message: ReserveMsg) -> None:
         key = message.idempotency_key
-        if key is not None:
-            remembered = self._reserve_keys.get(key)
-            if remembered is not None:
-                digest, first = remembered
-                if digest != message.payload_hash:
-                    raise OpError("idempotency_conflict",
-                                  f"idempotency key {key!r} was used before for a different request",
-                                  "$.idempotency_key")
-                message.reply.set(msgspec.structs.replace(first, duplicate=True))
-                return
+        if key is not None and key in self._denied_keys:
+            digest, first = self._denied_keys[key]
+            if digest != message.payload_hash:
+                raise OpError("idempotency_conflict", f"idempotency key {key!r} was used before for a different "
+                              "request", "$.idempotency_key")
+            message.reply.set(msgspec.structs.replace(first, duplicate=True))
+            return
         est = message.estimate
         a = self.admission.assess(est, for_hold=True)
         action, suggestion = self._verdict(est, a)
         if action == "deny":
             result = decision(a, action, suggestion)
-        else:
-            ttl = message.ttl_s or self.rules.default_ttl_s
-            hold_id = "r-" + secrets.token_hex(8)
-            charges = [Charge(m.counter, a.cost_nanos, a.tokens) for m in a.matches]
-            self.holds.add(Hold(hold_id, charges, time.monotonic() + ttl, est))
-            result = decision(a, action, suggestion, reservation_id=hold_id,
-                              expires_at=self.clock.now() + dt.timedelta(seconds=ttl))
+            self.signals.decided(est, result)
+            if key is not None:
+                _remember(self._denied_keys, key, (message.payload_hash, result))
+            message.reply.set(result)
+            return
+        self._check_room(est.component)
+        now = self.clock.now_us()
+        ttl_us = int((message.ttl_s or self.rules.default_ttl_s) * 1e6)
+        hold = Hold("r-" + secrets.token_hex(8), [Charge(m.counter, a.cost_nanos, a.tokens) for m in a.matches],
+                    now + ttl_us, est)
+        result = decision(a, action, suggestion, reservation_id=hold.id, expires_at=from_us(hold.expires_us))
         self.signals.decided(est, result)
-        if key is not None:
-            _remember(self._reserve_keys, key, (message.payload_hash, result))
-        message.reply.set(result)
+        row = HoldRow(id=hold.id, created_at=now, expires_at=hold.expires_us, component=est.component,
+                      estimate=_json.encode(est), attrs=_json.encode(a.attrs), cost_nanos=a.cost_nanos,
+                      tokens=a.tokens)
+        self.holds.add(hold)
+        self._send(WriteHold(hold=row, decision=result, idempotency_key=key, payload_hash=message.payload_hash,
+                             reply=message.reply), _Pending(opened=hold))
+
+    def _check_room(self, component: str) -> None:
+        """Open holds are bounded, overall and per component, so memory is."""
+        if len(self.holds) >= self.rules.max_open_holds:
+            raise OpError("busy", f"{len(self.holds):,} reservations are open, the most admission.max_open_holds "
+                          "allows: commit or release some (or let them expire), then retry")
+        if self.holds.by_component.get(component, 0) >= self.rules.max_holds_per_component:
+            raise OpError("busy", f"component {component!r} has {self.rules.max_holds_per_component:,} open "
+                          "reservations, the most admission.max_holds_per_component allows: commit or release "
+                          "some, then retry")
+
+    def _owned(self, hold: Hold | None, components: frozenset[str] | None) -> None:
+        """A token limited to components may close only their reservations."""
+        if hold is not None and components is not None and hold.estimate.component not in components:
+            raise OpError("forbidden", f"reservation {hold.id} belongs to component {hold.estimate.component!r}, "
+                          "which this token may not spend for", "$.reservation_id")
+
+    def _release(self, message: ReleaseMsg) -> None:
+        self._owned(self.holds.get(message.reservation_id), message.components)
+        hold = self.holds.release(message.reservation_id)
+        if hold is None:
+            message.reply.set(Released(released=False))
+            return
+        self._send(CloseHold(id=hold.id, reply=message.reply, answer=Released(released=True)), _Pending(closed=hold))
 
     def _commit(self, message: CommitMsg) -> None:
         rid = message.reservation_id
+        self._owned(self.holds.get(rid), message.components)
+        call_time(message.usage.ts, self.clock.now_us(), self.rules.max_clock_skew_s)  # before the hold goes
         hold = self.holds.release(rid)
         u = message.usage
         if hold is not None:
@@ -340,7 +407,7 @@ class Allocator(Actor):
         else:
             usage = Usage(**{f: getattr(u, f) for f in u.__struct_fields__})
         _remember(self._committed, rid, (message.idempotency_key, usage))
-        self._charge_and_write(usage, message.idempotency_key, message.payload_hash, message.reply, rid)
+        self._charge_and_write(usage, message.idempotency_key, message.payload_hash, message.reply, rid, hold)
 
     def _route(self, message: RouteMsg) -> RouteResult:
         result, chosen = routing.route(self.admission, message.estimate, message.candidates, message.need,
@@ -355,7 +422,8 @@ class Allocator(Actor):
         self._charge_and_write(message.usage, message.idempotency_key, message.payload_hash, message.reply, None)
 
     def _charge_and_write(self, u: Usage, key: str | None, digest: bytes | None, reply: ReplyTo,
-                          reservation_id: str | None) -> None:
+                          reservation_id: str | None, hold: Hold | None = None) -> None:
+        ts_us = call_time(u.ts, self.clock.now_us(), self.rules.max_clock_skew_s)
         priced = price_call(
             self.book, self.unpriced, self.tiers, u.model, u.provider, u.tier,
             u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
@@ -363,7 +431,6 @@ class Allocator(Actor):
         )
         if not priced.priced:
             self.signals.unpriced(u.model, self.unpriced.mode)
-        ts_us = to_us(u.ts) if u.ts is not None else self.clock.now_us()
         charges: list[Charge] = []
         states: list[BudgetState] = []
         if self.budgets:
@@ -395,30 +462,49 @@ class Allocator(Actor):
             metadata=_json.encode(u.metadata).decode() if u.metadata else None,
             idempotency_key=key,
         )
-        write_id = None
-        if charges:
-            write_id = next(self._write_ids)
-            self._unsettled[write_id] = charges
+        self._send(WriteUsage(row=row, payload_hash=digest, reply=reply, budgets=states),
+                   _Pending(charges=charges, closed=hold))
+
+    def _send(self, write: Any, pending: "_Pending") -> None:
+        """Hand a write to the ledger, remembering what to undo if it is not applied."""
+        write_id = next(self._write_ids)
+        self._unsettled[write_id] = pending
         try:
-            self.ledger.tell(WriteUsage(row=row, payload_hash=digest, reply=reply, budgets=states,
-                                        write_id=write_id, settle=self.ref if charges else None))
+            self.ledger.tell(msgspec.structs.replace(write, write_id=write_id, settle=self.ref))
         except OpError:
-            self._unsettled.pop(write_id, None)  # type: ignore[arg-type]
-            _take_back(charges)
+            self._undo(self._unsettled.pop(write_id), failed=True)
             raise
 
     def _settled(self, message: Settled) -> None:
         for write_id in message.applied:
             self._unsettled.pop(write_id, None)
-        for write_id in message.not_applied:
-            _take_back(self._unsettled.pop(write_id, ()))
+        for write_id in message.duplicates:
+            self._undo(self._unsettled.pop(write_id, _NOTHING), failed=False)
+        for write_id in message.failed:
+            self._undo(self._unsettled.pop(write_id, _NOTHING), failed=True)
+
+    def _undo(self, pending: "_Pending", failed: bool) -> None:
+        """A write that was not applied: its spend leaves the counters, a hold it opened closes, and, when
+        it failed (nothing was written), a hold it closed is open again (its commit or release may be
+        retried)."""
+        for c in pending.charges:
+            c.counter.spent_nanos -= c.nanos
+            c.counter.spent_tokens -= c.tokens
+        if pending.opened is not None:
+            self.holds.release(pending.opened.id)
+        if failed and pending.closed is not None and pending.closed.expires_us > self.clock.now_us():
+            self.holds.add(pending.closed)
 
 
-def _take_back(charges: Any) -> None:
-    """A write that was not applied (a duplicate, a failure): its spend leaves the counters."""
-    for c in charges:
-        c.counter.spent_nanos -= c.nanos
-        c.counter.spent_tokens -= c.tokens
+class _Pending(NamedTuple):
+    """What the allocator did ahead of a write it handed to the ledger, to be undone if it is not applied."""
+
+    charges: list[Charge] = []
+    opened: Hold | None = None  # a reservation it opened
+    closed: Hold | None = None  # a reservation it closed (committed or released)
+
+
+_NOTHING = _Pending()
 
 
 def _remember(store: collections.OrderedDict, key: str, value: Any) -> None:

@@ -1,13 +1,16 @@
 """Admission: an estimate priced and weighed against every matching budget. Pure CPU on the
 allocator's state: nothing here awaits, so check-then-reserve is atomic without locks."""
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from actors.allocator.budgets import Attrs, Budget, Counter, describe_key, money
 from budgetd.clock import Clock
 from budgetd.model import ACTION_RANK, BudgetState, Decision, Estimate, PriceEntry, Suggestion, nanos, usd
+from budgetd.periods import to_us
 from budgetd.pricing import PriceBook, TierRules, UnpricedPolicy, price_call
+from budgetd.protocol import OpError
 
 
 @dataclass(frozen=True)
@@ -15,6 +18,30 @@ class AdmissionRules:
     default_output_tokens: int = 4096
     default_ttl_s: float = 300.0
     max_reservation_usd: float | None = None
+    max_clock_skew_s: float = 300.0  # how far ahead of the daemon's clock a call's `ts` may be
+    max_open_holds: int = 100_000  # open reservations, overall and per component: memory stays bounded
+    max_holds_per_component: int = 10_000
+
+
+EARLIEST_CALL_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
+
+
+def call_time(ts: dt.datetime | None, now_us: int, skew_s: float) -> int:
+    """When a call happened (µs): its `ts`, or now; `invalid` when it is before 2000 or later than now
+    plus the allowed clock skew (a ledger has no use for it, and windows of year 9999 do not exist)."""
+    if ts is None:
+        return now_us
+    try:
+        us = to_us(ts)
+    except OverflowError:
+        us = -1
+    if us < EARLIEST_CALL_US:
+        raise OpError("invalid", f"ts {ts.isoformat()} is before 2000-01-01; send the time the call started",
+                      "$.usage.ts")
+    if us > now_us + int(skew_s * 1e6):
+        raise OpError("invalid", f"ts {ts.isoformat()} is later than the daemon's clock allows (now plus "
+                      f"{skew_s:g}s, admission.max_clock_skew); send the time the call started", "$.usage.ts")
+    return us
 
 
 class PricedEstimate(NamedTuple):

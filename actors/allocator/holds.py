@@ -1,4 +1,4 @@
-"""Open reservations: what each holds on which counters, and when it expires."""
+"""Open reservations: what each holds on which counters, and when it expires (by the daemon's clock)."""
 
 import heapq
 from dataclasses import dataclass
@@ -20,16 +20,17 @@ class Charge(NamedTuple):
 class Hold:
     id: str
     charges: list[Charge]
-    expires: float  # monotonic
+    expires_us: int  # by the daemon's clock: a hold rebuilt after a restart expires when it would have
     estimate: Estimate
 
 
 class Holds:
-    """The open holds, and their expiry order."""
+    """The open holds, their expiry order, and how many each component has."""
 
     def __init__(self) -> None:
         self.open: dict[str, Hold] = {}
-        self._expiry: list[tuple[float, str]] = []
+        self.by_component: dict[str, int] = {}
+        self._expiry: list[tuple[int, str]] = []
 
     def __len__(self) -> int:
         return len(self.open)
@@ -46,7 +47,9 @@ class Holds:
             c.counter.reserved_nanos += c.nanos
             c.counter.reserved_tokens += c.tokens
         self.open[hold.id] = hold
-        heapq.heappush(self._expiry, (hold.expires, hold.id))
+        component = hold.estimate.component
+        self.by_component[component] = self.by_component.get(component, 0) + 1
+        heapq.heappush(self._expiry, (hold.expires_us, hold.id))
 
     def release(self, hold_id: str) -> Hold | None:
         """Close the hold (committed, released or expired); None when it was not open."""
@@ -55,7 +58,23 @@ class Holds:
             for c in hold.charges:
                 c.counter.reserved_nanos -= c.nanos
                 c.counter.reserved_tokens -= c.tokens
+            component = hold.estimate.component
+            left = self.by_component[component] - 1
+            if left:
+                self.by_component[component] = left
+            else:
+                del self.by_component[component]
         return hold
+
+    def expire(self, now_us: int) -> list[Hold]:
+        """Release every hold whose time is up; the holds released."""
+        gone = []
+        while self._expiry and self._expiry[0][0] <= now_us:
+            _, hold_id = heapq.heappop(self._expiry)
+            hold = self.open.get(hold_id)
+            if hold is not None and hold.expires_us <= now_us:
+                gone.append(self.release(hold_id))
+        return gone  # type: ignore[return-value]
 
     def move(self, counters: Iterable[Counter], successor: Callable[[Hold], Counter | None]) -> None:
         """Move every charge on `counters` (a budget replaced or deleted) to `successor(hold)`, or drop it
@@ -75,10 +94,3 @@ class Holds:
                     charge = charge._replace(counter=target)
                 kept.append(charge)
             hold.charges = kept
-
-    def expire(self, now: float) -> None:
-        while self._expiry and self._expiry[0][0] <= now:
-            _, hold_id = heapq.heappop(self._expiry)
-            hold = self.open.get(hold_id)
-            if hold is not None and hold.expires <= now:
-                self.release(hold_id)

@@ -34,20 +34,23 @@ class ReserveMsg(msgspec.Struct, frozen=True):
 
 
 class CommitMsg(msgspec.Struct, frozen=True):
-    """Replace a hold with the actual usage; answer (from the ledger): `Recorded`."""
+    """Replace a hold with the actual usage, in one transaction; answer (from the ledger): `Recorded`.
+    `components`: the components the caller may spend for (None: any), checked against the hold's."""
 
     reservation_id: str
     usage: UsagePatch
     idempotency_key: str
     payload_hash: bytes
     reply: ReplyTo
+    components: frozenset[str] | None = None
 
 
 class ReleaseMsg(msgspec.Struct, frozen=True):
-    """Drop a hold; answer: True when it was open."""
+    """Drop a hold; answer: True when it was open (once its close is committed). `components` as above."""
 
     reservation_id: str
     reply: ReplyTo
+    components: frozenset[str] | None = None
 
 
 class BudgetSetMsg(msgspec.Struct, frozen=True):

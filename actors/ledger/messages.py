@@ -39,11 +39,12 @@ class UsageRow(msgspec.Struct, frozen=True):
 
 
 class WriteUsage(msgspec.Struct, frozen=True):
-    """Append a record; answer: `Recorded` once its transaction committed (or the first answer with
-    `duplicate: true` for a known idempotency key). `budgets` is what the answer carries.
+    """Append a record (closing its reservation's hold, if it has one, in the same transaction); answer:
+    `Recorded` once committed, or the first answer with `duplicate: true` for a known idempotency key.
+    `budgets` is what the answer carries.
 
-    When `write_id` is set, the writer tells `settle` a `Settled` for the batch the write was in,
-    naming the writes that were not applied, so the sender can take back what it counted for them.
+    Every write with a `write_id` is settled: after its batch the writer tells `settle` a `Settled`
+    naming which of the sender's writes were applied, were duplicates, or failed.
     """
 
     row: UsageRow
@@ -54,11 +55,62 @@ class WriteUsage(msgspec.Struct, frozen=True):
     settle: Ref | None = None
 
 
+class HoldRow(msgspec.Struct, frozen=True):
+    """An open reservation as the ledger keeps it."""
+
+    id: str
+    created_at: int  # µs
+    expires_at: int  # µs, by the daemon's clock
+    component: str
+    estimate: bytes  # the Estimate as JSON
+    attrs: bytes  # what budget scopes match on, as JSON
+    cost_nanos: int
+    tokens: int
+
+
+class WriteHold(msgspec.Struct, frozen=True):
+    """Open a hold; answer: `decision` once committed (or the first decision, `duplicate: true`, for a
+    known idempotency key, which opens nothing). Settled like a `WriteUsage`."""
+
+    hold: HoldRow
+    decision: Any  # the Decision to answer, with the hold's id and expiry
+    idempotency_key: str | None
+    payload_hash: bytes | None
+    reply: ReplyTo
+    write_id: int | None = None
+    settle: Ref | None = None
+
+
+class CloseHold(msgspec.Struct, frozen=True):
+    """Close a hold (released or expired); answer (when `reply` is set): `answer`, once committed."""
+
+    id: str
+    reply: ReplyTo | None = None
+    answer: Any = True
+    write_id: int | None = None
+    settle: Ref | None = None
+
+
+#: The messages the writer batches into one transaction.
+Write = WriteUsage | WriteHold | CloseHold
+
+
+class LoadHolds(msgspec.Struct, frozen=True):
+    """Answer: [HoldRow] of every hold open at `now` (older ones are forgotten). Served in mailbox
+    order, so it sees exactly the writes sent before it."""
+
+    now: int
+    reply: ReplyTo
+
+
 class Settled(msgspec.Struct, frozen=True):
-    """Told to a writer's `settle` after each batch: which of its writes were applied, which were not."""
+    """Told to a writer's `settle` after each batch: which of its writes were applied, which were
+    duplicates of earlier ones (nothing new written), which failed (nothing written; the sender was
+    told `unavailable`)."""
 
     applied: list[int]
-    not_applied: list[int]
+    duplicates: list[int]
+    failed: list[int]
 
 
 class Tally(msgspec.Struct):

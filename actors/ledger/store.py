@@ -5,11 +5,12 @@ against these two interfaces. SQLite (`actors.ledger.sqlite`) is the embedded de
 backend is a new module that implements them.
 """
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from actors.ledger.messages import (
     ApplyPrices,
     CallExtremes,
+    HoldRow,
     ListAlerts,
     ListUsage,
     PriceState,
@@ -19,11 +20,10 @@ from actors.ledger.messages import (
     Tally,
     WindowSum,
     WindowTotal,
-    WriteUsage,
+    Write,
 )
 from actors.ledger.report_plan import ReportQuery
-from budgetd.model import Alert, Recorded, ReportRow, Totals, UsageRecord, usd
-from budgetd.protocol import OpError
+from budgetd.model import Alert, ReportRow, Totals, UsageRecord, usd
 
 
 class StoreFull(Exception):
@@ -41,10 +41,16 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def append(self, writes: list[WriteUsage], now_us: int) -> list[Recorded | OpError]:
-        """Insert the batch's records (and their idempotency keys, and the rollups) in one transaction;
-        one answer per write: its `Recorded`, the first answer of a known key, or an `idempotency_conflict`.
-        Raises StoreFull or StoreBroken (nothing written) on failure."""
+    async def append(self, writes: list[Write], now_us: int) -> list[Any]:
+        """The batch in one transaction: records (with their rollups and idempotency keys; a commit's
+        record closes its hold), holds opened, holds closed. One answer per write, in order: a record's
+        `Recorded`, a hold's `Decision`, a close's True; the first answer again (`duplicate: true`) for a
+        known key; or an OpError for a write refused alone (a key used for another payload, a record that
+        would overflow the ledger's sums). Raises StoreFull or StoreBroken (nothing written)."""
+        ...
+
+    async def load_holds(self, now_us: int) -> list[HoldRow]:
+        """The holds open at `now_us`; expired ones are forgotten."""
         ...
 
     def totals(self) -> Tally:

@@ -17,11 +17,13 @@ from actors.bus import Publish
 from actors.ledger.messages import (
     AckAlert,
     ApplyPrices,
+    CloseHold,
     Compact,
     DeleteBudget,
     ExpireKeys,
     GetTotals,
     LoadBudgets,
+    LoadHolds,
     LoadPrices,
     PriceHistory,
     SaveAlert,
@@ -29,6 +31,8 @@ from actors.ledger.messages import (
     Settled,
     SourcePrice,
     SumWindows,
+    Write,
+    WriteHold,
     WriteUsage,
 )
 from actors.ledger.store import Store, StoreBroken, StoreFull, totals_of
@@ -41,6 +45,7 @@ from budgetd.protocol import OpError
 log = logging.getLogger("budgetd.ledger")
 
 MAX_BATCH = 1024
+WRITES = (WriteUsage, WriteHold, CloseHold)  # batched into one transaction
 _FULL = ("the ledger's disk is full (or daemon.max_ledger_mb is reached): nothing was recorded; "
          "retry once space is freed")
 
@@ -68,6 +73,7 @@ class Ledger(Actor):
             SourcePrice: lambda m: s.source_price(m.model),
             SaveAlert: lambda m: s.save_alert(m),
             AckAlert: lambda m: s.ack_alert(m.alert_id, m.by, m.at),
+            LoadHolds: lambda m: s.load_holds(m.now),
         }
 
     async def started(self) -> None:
@@ -94,10 +100,10 @@ class Ledger(Actor):
 
     async def _process(self, batch: list[Any]) -> None:
         """Writes go in one transaction; other messages are served in their mailbox order."""
-        writes: list[WriteUsage] = []
+        writes: list[Write] = []
         for message in batch:
             kind = type(message)
-            if kind is WriteUsage:
+            if kind in WRITES:
                 writes.append(message)
                 continue
             if kind is GetTotals:
@@ -122,7 +128,7 @@ class Ledger(Actor):
         if writes:
             await self._write(writes)
 
-    async def _write(self, writes: list[WriteUsage]) -> None:
+    async def _write(self, writes: list[Write]) -> None:
         try:
             answers = await self.store.append(writes, self.clock.now_us())
         except BaseException as exc:
@@ -130,46 +136,52 @@ class Ledger(Actor):
             error = OpError("unavailable", _FULL if full else
                             f"the ledger could not write ({exc}); nothing was recorded, retry")
             for w in writes:
-                w.reply.fail(error)
-            self._settle(writes, [False] * len(writes))
+                if w.reply is not None:
+                    w.reply.fail(error)
+            self._settle(writes, ["failed"] * len(writes))
             if full:
                 # The transaction was rolled back and the connection is fine: the next batch simply tries
                 # again, and succeeds once space returns. No restart, no lost acknowledgement.
                 log.warning("ledger full: %d writes refused", len(writes))
                 return
             raise  # the supervisor reopens the database
-        applied = [not isinstance(a, OpError) and not a.duplicate for a in answers]
-        if self.bus is not None and any(applied):
-            self._publish_recorded(writes, answers, applied)
-        self._settle(writes, applied)
+        outcomes = [_outcome(a) for a in answers]
+        if self.bus is not None:
+            self._publish_recorded(writes, answers, outcomes)
+        self._settle(writes, outcomes)
         for w, answer in zip(writes, answers):
+            if w.reply is None:
+                continue
             if isinstance(answer, OpError):
                 w.reply.fail(answer)
             else:
                 w.reply.set(answer)
 
     @staticmethod
-    def _settle(writes: list[WriteUsage], applied: list[bool]) -> None:
-        """One `Settled` per sender of the batch, naming its writes applied and not."""
+    def _settle(writes: list[Write], outcomes: list[str]) -> None:
+        """One `Settled` per sender of the batch, naming its writes applied, duplicate and failed."""
         by_sender: dict[int, tuple[Ref, Settled]] = {}
-        for w, done in zip(writes, applied):
+        for w, outcome in zip(writes, outcomes):
             if w.write_id is None or w.settle is None:
                 continue
             entry = by_sender.get(id(w.settle))
             if entry is None:
-                entry = by_sender[id(w.settle)] = (w.settle, Settled(applied=[], not_applied=[]))
-            (entry[1].applied if done else entry[1].not_applied).append(w.write_id)
+                entry = by_sender[id(w.settle)] = (w.settle, Settled(applied=[], duplicates=[], failed=[]))
+            settled = entry[1]
+            ids = settled.applied if outcome == "applied" else settled.duplicates if outcome == "duplicate" else \
+                settled.failed
+            ids.append(w.write_id)
         for ref, settled in by_sender.values():
             try:
                 ref.tell(settled)
             except OpError:
-                pass  # shutting down: the allocator rebuilds its counters from the ledger at start
+                pass  # shutting down: the allocator rebuilds its state from the ledger at start
 
-    def _publish_recorded(self, writes: list[WriteUsage], answers: list, applied: list[bool]) -> None:
+    def _publish_recorded(self, writes: list[Write], answers: list, outcomes: list[str]) -> None:
         """`usage.recorded` for every new record, once it is committed."""
         events = []
-        for w, answer, done in zip(writes, answers, applied):
-            if not done:
+        for w, answer, outcome in zip(writes, answers, outcomes):
+            if outcome != "applied" or type(w) is not WriteUsage:
                 continue
             r = w.row
             events.append(("usage.recorded", {
@@ -179,7 +191,15 @@ class Ledger(Actor):
                 "cache_read_tokens": r.cache_read_tokens, "cache_write_tokens": r.cache_write_tokens,
                 "cost_usd": answer.cost_usd, "priced": r.priced,
             }))
+        if not events:
+            return
         try:
             self.bus.tell(Publish(events=events))  # type: ignore[union-attr]
         except OpError:
             pass  # a full or closed bus loses events, never records
+
+
+def _outcome(answer: Any) -> str:
+    if isinstance(answer, OpError):
+        return "failed"
+    return "duplicate" if getattr(answer, "duplicate", False) else "applied"

@@ -38,7 +38,10 @@ from budgetd.model._vocabulary import (  # noqa: F401
 )
 from budgetd.model._types import (  # noqa: F401
     Count,
+    TokenLimit,
     Usd,
+    CallUsd,
+    Id,
     PerMtok,
     Name,
     Label,

@@ -6,7 +6,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from budgetd.model._types import BudgetInvalid, BudgetName, Count, Label, Name, Struct, Text, Usd
+from budgetd.model._types import BudgetInvalid, BudgetName, Count, Label, Name, Struct, Text, TokenLimit, Usd
 from budgetd.model._vocabulary import Action, BudgetStatus, Period, Policy, TierIn
 
 class Estimate(Struct, kw_only=True):
@@ -41,7 +41,7 @@ class BudgetSpec(Struct, kw_only=True):
     period: Period
     timezone: Annotated[str, Meta(min_length=1, max_length=64)] = "UTC"
     limit_usd: Usd | None = None
-    limit_tokens: Count | None = None
+    limit_tokens: TokenLimit | None = None
     policy: Policy
     thresholds: Annotated[
         list[Annotated[float, Meta(gt=0.0, le=10.0)]], Meta(max_length=16)
@@ -124,7 +124,7 @@ class Recorded(Struct, kw_only=True):
 
 class Need(Struct, kw_only=True):
     capabilities: list[Name] = msgspec.field(default_factory=list)
-    min_context_tokens: Count | None = None
+    min_context_tokens: TokenLimit | None = None
     max_tier: TierIn | None = None
 
 

@@ -5,13 +5,13 @@ from typing import Literal
 
 import msgspec
 
-from budgetd.model._types import Count, Name, PerMtok, Struct
+from budgetd.model._types import Count, Name, PerMtok, Struct, TokenLimit
 from budgetd.model._vocabulary import Tier
 
 class LongContext(Struct, kw_only=True):
     """Rates that apply to the whole request above `threshold_tokens` of input."""
 
-    threshold_tokens: Count
+    threshold_tokens: TokenLimit
     input_per_mtok: PerMtok
     output_per_mtok: PerMtok
     cache_read_per_mtok: PerMtok | None = None
@@ -28,8 +28,8 @@ class PriceSpec(Struct, kw_only=True):
     cache_read_per_mtok: PerMtok | None = None
     cache_write_per_mtok: PerMtok | None = None
     long_context: LongContext | None = None
-    max_input_tokens: Count | None = None
-    max_output_tokens: Count | None = None
+    max_input_tokens: TokenLimit | None = None
+    max_output_tokens: TokenLimit | None = None
     mode: Name = "chat"
     capabilities: list[Name] = msgspec.field(default_factory=list)
     tier: Tier | None = None

@@ -6,10 +6,20 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-#: Token counts: integers >= 0, bounded so a typo cannot poison a sum.
-Count = Annotated[int, Meta(ge=0, le=10**12)]
-#: Dollars on the wire (the ledger keeps integer nano-dollars).
+# The bounds keep every sum a ledger can hold inside a 64-bit integer: a call uses at most a billion
+# tokens of each kind and costs at most $10,000 (the largest real calls are tens of dollars), and the
+# ledger itself refuses a record that would take any of its totals past 2**63 - 1.
+
+#: Token counts of one call: integers >= 0.
+Count = Annotated[int, Meta(ge=0, le=10**9)]
+#: A token limit of a budget.
+TokenLimit = Annotated[int, Meta(ge=0, le=10**15)]
+#: Dollars on the wire (the ledger keeps integer nano-dollars): a budget's limit.
 Usd = Annotated[float, Meta(ge=0.0, le=1e9)]
+#: What one call cost.
+CallUsd = Annotated[float, Meta(ge=0.0, le=1e4)]
+#: A positive 64-bit integer (ids, cursors).
+Id = Annotated[int, Meta(ge=1, le=2**63 - 1)]
 #: Prices on the wire: USD per million tokens.
 PerMtok = Annotated[float, Meta(ge=0.0, le=1e6)]
 Name = Annotated[str, Meta(min_length=1, max_length=128)]

@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from budgetd.model._types import Count, Label, Metadata, Name, Struct, Time, Usd
+from budgetd.model._types import CallUsd, Count, Label, Metadata, Name, Struct, Time
 from budgetd.model._vocabulary import TierIn
 
 class UsagePatch(Struct, kw_only=True):
@@ -19,7 +19,7 @@ class UsagePatch(Struct, kw_only=True):
     task_type: Name | None = None
     tier: TierIn | None = None
     ts: Time | None = None
-    cost_usd: Usd | None = None
+    cost_usd: CallUsd | None = None
     request_id: Label | None = None
     metadata: Metadata | None = None
 

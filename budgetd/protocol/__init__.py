@@ -14,6 +14,7 @@ from budgetd.protocol._codec import (  # noqa: F401
     Event,
     Ok,
     Response,
+    decode_json,
     decode_request,
     decode_response,
     encode,

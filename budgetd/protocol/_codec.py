@@ -97,24 +97,44 @@ def validation_error(exc: msgspec.ValidationError, prefix: str = "$") -> OpError
     return OpError("invalid", f"{message} (at {field})", field)
 
 
+_TOO_DEEP = "the frame is nested deeper than any request of the protocol; send one flat JSON object per line"
+
+
 def decode_request(frame: bytes | str) -> Request:
     """Decode one frame; raise OpError(bad_frame | unknown_op | invalid) with the id attached."""
     try:
         return _request_decoder.decode(frame)
     except msgspec.ValidationError as exc:
         envelope = _lenient(frame)
-        error = _classify(exc, envelope)
-        error.request_id = envelope.id if _valid_id(envelope.id) else None  # type: ignore[attr-defined]
+        error = _classify(exc, envelope) if envelope is not None else OpError("bad_frame", _TOO_DEEP)
+        error.request_id = envelope.id if envelope is not None and _valid_id(envelope.id) else None  # type: ignore
         raise error from None
     except msgspec.DecodeError as exc:
         error = OpError("bad_frame", f"frame is not a JSON object: {exc}")
         error.request_id = None  # type: ignore[attr-defined]
         raise error from None
+    except RecursionError:  # no request type nests deeply: such a frame is not one of ours
+        error = OpError("bad_frame", _TOO_DEEP)
+        error.request_id = None  # type: ignore[attr-defined]
+        raise error from None
 
 
-def _lenient(frame: bytes | str) -> _Envelope:
+def decode_json(body: bytes) -> Any:
+    """Any JSON document of a body (REST faces), with a depth no request needs refused as `bad_frame`."""
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise OpError("bad_frame", f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise OpError("bad_frame", _TOO_DEEP) from None
+
+
+def _lenient(frame: bytes | str) -> _Envelope | None:
+    """The id and op of a frame that failed to decode; None when it is nested too deeply to read."""
     try:
         return _envelope_decoder.decode(frame)
+    except RecursionError:
+        return None
     except msgspec.MsgspecError:
         return _Envelope()
 

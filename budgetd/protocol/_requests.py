@@ -21,6 +21,7 @@ from budgetd.model import (
     Dim,
     Estimate,
     Filters,
+    Id,
     Label,
     Name,
     Need,
@@ -121,7 +122,7 @@ class Commit(Request, tag="commit", kw_only=True):
     idempotency_key: IdempotencyKey | None = None
 
 
-@op(Released, "write", "ask")
+@op(Released, "write", "tell")
 class Release(Request, tag="release", kw_only=True):
     reservation_id: ReservationId
 
@@ -175,7 +176,7 @@ class UsageList(Request, tag="usage.list", kw_only=True):
     since: Time | None = None
     until: Time | None = None
     limit: Annotated[int, Meta(ge=1, le=1000)] = 100
-    after: Annotated[str, Meta(max_length=64)] | None = None
+    after: Annotated[str, Meta(max_length=64)] | None = None  # the `next` of an earlier page
 
 
 @op(PriceResult, "read", "ask")
@@ -231,14 +232,14 @@ class AlertsList(Request, tag="alerts.list", kw_only=True):
 
 @op(Acked, "write", "ask")
 class AlertsAck(Request, tag="alerts.ack", kw_only=True):
-    alert_id: int
+    alert_id: Id
     by: Label | None = None
 
 
 @op(Subscribed, "read", "stream")
 class Subscribe(Request, tag="subscribe", kw_only=True):
     topics: Annotated[list[Topic], Meta(min_length=1, max_length=5)]
-    after: Annotated[int, Meta(ge=0)] | None = None  # resume after this seq (recent events only)
+    after: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None  # resume after this seq (recent events only)
 
 
 @op(AskResult, "write", "ask")
@@ -248,9 +249,11 @@ class Ask(Request, tag="ask", kw_only=True):
 
 @op(BackupResult, "admin", "ask")
 class Backup(Request, tag="backup", kw_only=True):
-    """An online, consistent copy of the ledger, written by the daemon to `path` (absolute, on its machine)."""
+    """An online, consistent copy of the ledger, written by the daemon to `path` (absolute, on its machine,
+    outside its data directory); an existing file is replaced only with `force`."""
 
     path: Annotated[str, Meta(min_length=1, max_length=4096)]
+    force: bool = False
 
 
 REQUEST_TYPES: tuple[type[Request], ...] = tuple(OPS.values())

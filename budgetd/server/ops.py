@@ -5,6 +5,7 @@ encodes what comes back: every declared op is served here, so a feature exists
 on every door or on none.
 """
 
+import datetime as dt
 import os
 import time
 from pathlib import Path
@@ -105,6 +106,9 @@ from budgetd.protocol import (
 )
 from budgetd.server.metrics import RequestMetrics, render
 
+Components = frozenset[str] | None
+
+
 class Served(NamedTuple):
     """How the daemon serves one op (from its declaration) and the handler that does it."""
 
@@ -139,12 +143,14 @@ class Ops:
         }
         self.ops = sorted(OPS)
 
-    def submit(self, request: Request, reply: ReplyTo, spawn: Callable[..., None]) -> None:
+    def submit(self, request: Request, reply: ReplyTo, spawn: Callable[..., None],
+               components: Components = None) -> None:
         """Start serving `request`; its answer goes to `reply`. `spawn(fn, *args)` runs a coroutine in the
-        door's task group (for ops whose handler awaits). A refusal may raise OpError at once."""
+        door's task group (for ops whose handler awaits). `components`: what the caller may spend for
+        (None: any). A refusal may raise OpError at once."""
         served = self.served[type(request)]
         if served.serve == "tell":
-            served.handler(request, reply)
+            served.handler(request, reply, components)
         elif served.serve == "immediate":
             reply.set(served.handler(request))
         elif served.serve == "ask":
@@ -152,13 +158,13 @@ class Ops:
         else:
             raise OpError("invalid", f"op {served.op!r} streams events; this door cannot carry it", "$.op")
 
-    async def call(self, request: Request) -> Any:
+    async def call(self, request: Request, components: Components = None) -> Any:
         """Serve `request` and return its result, or raise OpError."""
         served = self.served[type(request)]
         if served.serve == "ask":
             return await served.handler(request)
         reply: Reply[Any] = Reply()
-        self.submit(request, reply, _no_spawn)
+        self.submit(request, reply, _no_spawn, components)
         return await reply.wait(self.timeout)
 
     def finished(self, op: str, outcome: str, started: float) -> None:
@@ -177,28 +183,36 @@ class Ops:
             )
         return HelloResult(server="budgetd", version=budgetd.__version__, protocol=PROTOCOL_VERSION, ops=self.ops)
 
-    def record(self, req: Record, reply: ReplyTo) -> None:
+    # A `tell` handler gets the door's reply slot, and the components the caller may spend for (None: any;
+    # the socket's file mode is its own access control, an HTTP token may be limited to some).
+
+    def record(self, req: Record, reply: ReplyTo, components: Components = None) -> None:
         key = req.idempotency_key
         digest = payload_hash("record", req.usage) if key is not None else None
         self.refs["allocator"].tell(RecordUsage(usage=req.usage, idempotency_key=key, payload_hash=digest, reply=reply))
 
-    def check(self, req: Check, reply: ReplyTo) -> None:
+    def check(self, req: Check, reply: ReplyTo, components: Components = None) -> None:
         self.refs["allocator"].tell(CheckMsg(estimate=req.estimate, reply=reply))
 
-    def reserve(self, req: Reserve, reply: ReplyTo) -> None:
+    def reserve(self, req: Reserve, reply: ReplyTo, components: Components = None) -> None:
         key = req.idempotency_key
         digest = payload_hash("reserve", (req.estimate, req.ttl_s)) if key is not None else None
         self.refs["allocator"].tell(ReserveMsg(estimate=req.estimate, ttl_s=req.ttl_s, idempotency_key=key,
                                                payload_hash=digest, reply=reply))
 
-    def commit(self, req: Commit, reply: ReplyTo) -> None:
+    def commit(self, req: Commit, reply: ReplyTo, components: Components = None) -> None:
         # A commit is idempotent by its reservation even when the client sends no key.
         key = req.idempotency_key or commit_key(req.reservation_id)
         digest = payload_hash("commit", (req.reservation_id, req.usage))
         self.refs["allocator"].tell(CommitMsg(reservation_id=req.reservation_id, usage=req.usage,
-                                              idempotency_key=key, payload_hash=digest, reply=reply))
+                                              idempotency_key=key, payload_hash=digest, reply=reply,
+                                              components=components))
 
-    def route(self, req: Route, reply: ReplyTo) -> None:
+    def release(self, req: Release, reply: ReplyTo, components: Components = None) -> None:
+        self.refs["allocator"].tell(ReleaseMsg(reservation_id=req.reservation_id, reply=reply,
+                                               components=components))
+
+    def route(self, req: Route, reply: ReplyTo, components: Components = None) -> None:
         self.refs["allocator"].tell(RouteMsg(estimate=req.estimate, candidates=req.candidates, need=req.need,
                                              reply=reply))
 
@@ -219,10 +233,6 @@ class Ops:
     async def _allocator(self, make: Callable[[ReplyTo], Any]) -> Any:
         return await self.refs["allocator"].ask(make, self.timeout)
 
-    async def release(self, req: Release) -> Released:
-        released = await self._allocator(lambda reply: ReleaseMsg(reservation_id=req.reservation_id, reply=reply))
-        return Released(released=released)
-
     async def budget_set(self, req: BudgetSet) -> BudgetResult:
         spec = await self._allocator(lambda reply: BudgetSetMsg(spec=req.budget, reply=reply))
         return BudgetResult(budget=spec)
@@ -239,15 +249,14 @@ class Ops:
     async def usage_list(self, req: UsageList) -> UsageListResult:
         before = None
         if req.after is not None:
-            if not req.after.isdigit():
+            if not (req.after.isdigit() and len(req.after) <= 18):
                 raise OpError("invalid", "`after` must be the `next` cursor of an earlier usage.list", "$.after")
             before = int(req.after)
         filters = _filters(req.filters)
         records, next_id = await self.refs["ledger-reader"].ask(
             lambda reply: ListUsage(
                 reply=reply, filters=filters,
-                since=None if req.since is None else to_us(req.since),
-                until=None if req.until is None else to_us(req.until),
+                since=_instant(req.since, "$.since"), until=_instant(req.until, "$.until"),
                 limit=req.limit, before_id=before,
             ),
             self.timeout,
@@ -265,8 +274,7 @@ class Ops:
             raise OpError("invalid", "until must be later than since", "$.until")
         query = ReportQuery(
             group_by=tuple(req.group_by), filters=_filters(req.filters),
-            since=None if req.since is None else to_us(req.since),
-            until=None if req.until is None else to_us(req.until),
+            since=_instant(req.since, "$.since"), until=_instant(req.until, "$.until"),
             bucket=req.bucket, zone=req.timezone, limit=req.limit, order=req.order,
         )
         rows, totals = await self.refs["ledger-reader"].ask(lambda reply: RunReport(query=query, reply=reply),
@@ -285,9 +293,15 @@ class Ops:
             raise OpError("invalid", f"backup path {req.path!r} must be absolute (the daemon writes it)", "$.path")
         if not dest.parent.is_dir():
             raise OpError("invalid", f"directory {dest.parent} does not exist on the daemon's machine", "$.path")
-        target = dest.resolve()
-        if target.parent == self.config.data_path.resolve() and target.name.startswith("ledger.db"):  # or its WAL
-            raise OpError("invalid", "a backup cannot be written over the live ledger; choose another path", "$.path")
+        target, data = dest.resolve(), self.config.data_path.resolve()
+        if target == data or data in target.parents:  # the ledger, its WAL, the lock file that keeps one writer
+            raise OpError("invalid", f"a backup cannot be written inside the data directory {data}; choose a "
+                          "path outside it", "$.path")
+        if target.exists() and not req.force:
+            raise OpError("conflict", f"{dest} exists; choose another path, or replace it with force (`budget "
+                          "backup --force`)", "$.path")
+        if target.exists() and not target.is_file():
+            raise OpError("invalid", f"{dest} is not a file; choose a file's path", "$.path")
         started = time.monotonic()
         try:
             size, records = await self.refs["ledger-reader"].ask(
@@ -299,7 +313,7 @@ class Ops:
 
     async def alerts_list(self, req: AlertsList) -> AlertListResult:
         alerts = await self.refs["ledger-reader"].ask(lambda reply: ListAlerts(
-            since=None if req.since is None else to_us(req.since), unacked=req.unacked, limit=req.limit or 100,
+            since=_instant(req.since, "$.since"), unacked=req.unacked, limit=req.limit or 100,
             reply=reply,
         ), self.timeout)
         return AlertListResult(alerts=alerts)
@@ -368,6 +382,22 @@ async def _answer(handler: Callable[[Any], Awaitable[Any]], request: Request, re
 
 def _no_spawn(*_args: Any) -> None:
     raise AssertionError("`call` awaits the handlers of ask ops itself")
+
+
+_EARLIEST, _LATEST = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc), dt.datetime(2200, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _instant(value: dt.datetime | None, field: str) -> int | None:
+    """A time bound of a query in µs, or `invalid` when it lies outside what a ledger can hold."""
+    if value is None:
+        return None
+    try:
+        inside = _EARLIEST <= value < _LATEST
+    except OverflowError:
+        inside = False
+    if not inside:
+        raise OpError("invalid", f"{field[2:]} must be between 1970-01-01 and 2199-12-31 (UTC)", field)
+    return to_us(value)
 
 
 def _filters(filters: Any) -> dict[str, str]:

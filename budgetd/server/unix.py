@@ -120,6 +120,8 @@ class SocketServer:
             self.connections.add(connection)
             try:
                 await connection.run()
+            except Exception:  # a fault of one connection never takes the door down with it
+                log.exception("a connection failed and was closed")
             finally:
                 self.connections.discard(connection)
 

@@ -6,6 +6,7 @@ what to do, and never written.
 """
 
 import logging
+import os
 import sqlite3
 from pathlib import Path
 
@@ -112,6 +113,19 @@ MIGRATIONS: list[str] = [
     """,
     # v2: the rollups reports read, backfilled from the records already there
     rollups.SCHEMA,
+    # v3: open reservations, durable: a restart or a crash never lets a hard limit be spent twice
+    """
+    CREATE TABLE holds (
+        id         TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL,  -- µs; the hold counts in the windows of this instant
+        expires_at INTEGER NOT NULL,  -- µs, by the daemon's clock
+        component  TEXT NOT NULL,
+        estimate   BLOB NOT NULL,     -- the Estimate as JSON
+        attrs      BLOB NOT NULL,     -- what budget scopes match on (model as its price key), as JSON
+        cost_nanos INTEGER NOT NULL,
+        tokens     INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 APPLICATION_ID = 0x42554447  # "BUDG": tells our ledger from any other SQLite file
@@ -135,8 +149,20 @@ _UNUSABLE = (
 )
 
 
+_EMPTY = (
+    "{path} is {what}, not a budgetd ledger: a ledger never shrinks to nothing. If it held your records, "
+    "restore a backup (`budget restore BACKUP`); to start a new empty ledger, remove the file."
+)
+
+
 def open_writer(path: Path, durability: str, max_bytes: int = 0) -> sqlite3.Connection:
-    """The writer's connection: identified, WAL, migrated. Runs in the ledger's worker thread."""
+    """The writer's connection: identified, WAL, migrated. Runs in the ledger's worker thread.
+
+    Only a path that does not exist becomes a new ledger; an empty or foreign file is refused."""
+    if not path.exists():
+        _create(path)
+    elif path.is_file() and path.stat().st_size == 0:
+        raise LedgerError(_EMPTY.format(path=path, what="empty (0 bytes)"))
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         db.execute("PRAGMA busy_timeout = 5000")
@@ -172,11 +198,42 @@ async def open_reader(path: Path) -> aiosqlite.Connection:
     return db
 
 
+def _create(path: Path) -> None:
+    """A new ledger, made beside `path` and renamed into place once complete: a crash or a full disk
+    while it is made leaves no half-made ledger behind (only the `.new` file, replaced next time)."""
+    partial = path.with_name(path.name + ".new")
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(str(partial) + suffix).unlink(missing_ok=True)
+    db = sqlite3.connect(partial, isolation_level=None)
+    try:
+        db.execute("PRAGMA synchronous = FULL")
+        migrate(db, path)
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            raise LedgerError(f"the disk holding {path} is full; free some space and start budgetd again") from None
+        raise
+    db.close()
+    fd = os.open(partial, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(partial, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def _check_identity(db: sqlite3.Connection, path: Path) -> None:
     app_id = db.execute("PRAGMA application_id").fetchone()[0]
     version = db.execute("PRAGMA user_version").fetchone()[0]
     tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables > 0):
+    if app_id == 0 and tables == 0:
+        raise LedgerError(_EMPTY.format(path=path, what="an empty SQLite file"))
+    if app_id != APPLICATION_ID:
         raise LedgerError(_UNUSABLE.format(path=path, why="an SQLite file that budgetd did not create"))
     if version > SCHEMA_VERSION:
         raise LedgerError(

@@ -16,21 +16,26 @@ import msgspec
 
 from actors.ledger.messages import (
     ApplyPrices,
+    CloseHold,
+    HoldRow,
     PriceState,
     PriceVersion,
     SaveAlert,
     SourceState,
     StoredBudget,
     Tally,
+    UsageRow,
     WindowSum,
     WindowTotal,
+    Write,
+    WriteHold,
     WriteUsage,
 )
 from actors.ledger.sqlite import rollups
 from actors.ledger.sqlite.schema import USAGE_COLUMNS, compacted_before, open_writer
 from actors.ledger.sqlite.transactions import immediate
 from actors.ledger.store import StoreBroken, StoreFull
-from budgetd.model import Recorded, usd
+from budgetd.model import Decision, Recorded, usd
 from budgetd.periods import HOUR_US
 from budgetd.protocol import OpError
 
@@ -38,7 +43,6 @@ _ROW_PLACEHOLDERS = "(" + ", ".join("?" * len(USAGE_COLUMNS)) + ")"
 _ROWS_PER_INSERT = 32_766 // len(USAGE_COLUMNS) // 2  # well under SQLite's bound-parameter limit
 _KEYS_PER_SELECT = 500
 log = logging.getLogger("budgetd.ledger")
-_recorded_decoder = msgspec.json.Decoder(Recorded)
 
 
 @functools.lru_cache(maxsize=64)
@@ -95,77 +99,92 @@ class SqliteStore:
 
     # -- records --
 
-    async def append(self, writes: list[WriteUsage], now_us: int) -> list[Recorded | OpError]:
-        answers, next_id, added = await self._run(self._append, writes, now_us, self._next_id)
+    async def append(self, writes: list[Write], now_us: int) -> list[Any]:
+        answers, next_id, added = await self._run(self._append, writes, now_us, self._next_id, self._totals)
         self._next_id = next_id
         self._totals.add(added)
         return answers
 
-    def _append(self, db: sqlite3.Connection, writes: list[WriteUsage], now: int,
-                next_id: int) -> tuple[list[Recorded | OpError], int, Tally]:
-        """One transaction for the whole batch; one answer per write."""
-        keys = [w.row.idempotency_key for w in writes if w.row.idempotency_key is not None]
+    def _append(self, db: sqlite3.Connection, writes: list[Write], now: int, next_id: int,
+                totals: Tally) -> tuple[list[Any], int, Tally]:
+        """One transaction for the whole batch; one answer per write, in order."""
+        keyed = [k for w in writes if (k := _key_of(w)) is not None]
         rows: list[tuple] = []
-        inserted = []
+        inserted: list[UsageRow] = []
+        holds: list[tuple] = []
+        closed: list[tuple[str]] = []
         idem_rows: list[tuple] = []
-        answers: list[Recorded | OpError] = []
+        answers: list[Any] = []
         added = Tally()
         with immediate(db):
-            known: dict[str, tuple[bytes, bytes]] = {}
-            for start in range(0, len(keys), _KEYS_PER_SELECT):
-                chunk = keys[start:start + _KEYS_PER_SELECT]
-                cursor = db.execute(
-                    f"SELECT key, payload_hash, result FROM idempotency WHERE key IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                )
-                for key, h, result in cursor:
-                    known[key] = (h, result)
+            known = _known_keys(db, keyed)
             for w in writes:
-                r = w.row
-                key = r.idempotency_key
-                if key is not None and key in known:
-                    h, result = known[key]
-                    if h != w.payload_hash:
-                        answers.append(OpError(
-                            "idempotency_conflict",
-                            f"idempotency key {key!r} was used before for a different request; "
-                            "use a new key for a new request",
-                            "$.idempotency_key",
-                        ))
-                    else:
-                        answers.append(msgspec.structs.replace(_recorded_decoder.decode(result), duplicate=True))
+                if type(w) is CloseHold:
+                    closed.append((w.id,))
+                    answers.append(w.answer)
                     continue
-                record_id = next_id
-                next_id += 1
-                rows.append((
-                    record_id, r.ts, now, r.component, r.model, r.provider, r.tier, r.context_id, r.task_type,
-                    r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens, r.cost_nanos,
-                    int(r.priced), r.price_version, r.reservation_id, r.request_id, r.metadata, key,
-                ))
-                inserted.append(r)
-                recorded = Recorded(
-                    record_id=record_id, cost_usd=usd(r.cost_nanos), priced=r.priced,
-                    price_version=r.price_version, model=r.model, provider=r.provider, tier=r.tier,
-                    budgets=w.budgets,
-                )
+                key = _key_of(w)
+                if key is not None and key in known:
+                    answers.append(_repeat(key, known[key], w))
+                    continue
+                if type(w) is WriteHold:
+                    h = w.hold
+                    holds.append((h.id, h.created_at, h.expires_at, h.component, h.estimate, h.attrs, h.cost_nanos,
+                                   h.tokens))
+                    answer: Any = w.decision
+                else:
+                    r = w.row
+                    tally = Tally(1, r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens,
+                                  r.cost_nanos)
+                    if not _sums_stay_exact(totals, added, tally):
+                        answers.append(OpError("invalid", _TOO_MUCH, "$.usage"))
+                        continue
+                    record_id = next_id
+                    next_id += 1
+                    rows.append((
+                        record_id, r.ts, now, r.component, r.model, r.provider, r.tier, r.context_id, r.task_type,
+                        r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens, r.cost_nanos,
+                        int(r.priced), r.price_version, r.reservation_id, r.request_id, r.metadata, key,
+                    ))
+                    inserted.append(r)
+                    if r.reservation_id is not None:
+                        closed.append((r.reservation_id,))  # the commit closes its hold in the same transaction
+                    answer = Recorded(
+                        record_id=record_id, cost_usd=usd(r.cost_nanos), priced=r.priced,
+                        price_version=r.price_version, model=r.model, provider=r.provider, tier=r.tier,
+                        budgets=w.budgets,
+                    )
+                    added.add(tally)
                 if key is not None:
-                    encoded = msgspec.json.encode(recorded)
+                    encoded = msgspec.json.encode(answer)
                     idem_rows.append((key, w.payload_hash, encoded, now))
                     known[key] = (w.payload_hash, encoded)  # type: ignore[assignment]
-                answers.append(recorded)
-                added.add(Tally(1, r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens,
-                                r.cost_nanos))
+                answers.append(answer)
             for start in range(0, len(rows), _ROWS_PER_INSERT):
                 chunk = rows[start:start + _ROWS_PER_INSERT]
                 # One statement for many rows: one step into SQLite instead of one per row.
                 db.execute(_insert_many(len(chunk)), [v for row in chunk for v in row])
             if inserted:
                 self.rollups.add(db, inserted)
+            if holds:
+                db.executemany("INSERT INTO holds (id, created_at, expires_at, component, estimate, attrs, "
+                               "cost_nanos, tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", holds)
+            if closed:
+                db.executemany("DELETE FROM holds WHERE id = ?", closed)
             if idem_rows:
                 db.executemany(
                     "INSERT INTO idempotency (key, payload_hash, result, created_at) VALUES (?, ?, ?, ?)", idem_rows
                 )
         return answers, next_id, added
+
+    async def load_holds(self, now_us: int) -> list[HoldRow]:
+        def load(db: sqlite3.Connection) -> list[HoldRow]:
+            with immediate(db):
+                db.execute("DELETE FROM holds WHERE expires_at <= ?", (now_us,))  # expired: they hold nothing
+                return [HoldRow(*row) for row in db.execute(
+                    "SELECT id, created_at, expires_at, component, estimate, attrs, cost_nanos, tokens FROM holds")]
+
+        return await self._run(load)
 
     async def window_sums(self, sums: list[WindowSum]) -> dict[str, list[WindowTotal]]:
         return await self._run(lambda db: {s.budget: _window_sum(db, s) for s in sums})
@@ -232,13 +251,62 @@ class SqliteStore:
             (by, at_us, alert_id)).rowcount > 0)
 
 
+_INT64 = 2**63 - 1
+_TOO_MUCH = ("this record would take one of the ledger's totals past what a 64-bit sum holds "
+             f"({_INT64:,} nano-dollars or tokens); nothing was recorded")
+
+
+def _key_of(w: Write) -> str | None:
+    if type(w) is WriteUsage:
+        return w.row.idempotency_key
+    if type(w) is WriteHold:
+        return w.idempotency_key
+    return None
+
+
+def _known_keys(db: sqlite3.Connection, keys: list[str]) -> dict[str, tuple[bytes, bytes]]:
+    known: dict[str, tuple[bytes, bytes]] = {}
+    for start in range(0, len(keys), _KEYS_PER_SELECT):
+        chunk = keys[start:start + _KEYS_PER_SELECT]
+        cursor = db.execute(
+            f"SELECT key, payload_hash, result FROM idempotency WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+        for key, h, result in cursor:
+            known[key] = (h, result)
+    return known
+
+
+def _repeat(key: str, first: tuple[bytes, bytes], w: Write) -> Any:
+    """The answer to a write whose key is known: the first answer again, or a conflict."""
+    digest, result = first
+    if digest != w.payload_hash:  # type: ignore[union-attr]
+        return OpError("idempotency_conflict", f"idempotency key {key!r} was used before for a different request; "
+                       "use a new key for a new request", "$.idempotency_key")
+    kind = Recorded if type(w) is WriteUsage else Decision
+    return msgspec.structs.replace(msgspec.json.decode(result, type=kind), duplicate=True)
+
+
+def _sums_stay_exact(totals: Tally, added: Tally, more: Tally) -> bool:
+    """Every sum over records is a sum over a part of them: while the totals fit in 64 bits, so does
+    every SUM() SQLite (or a report) computes."""
+    tokens = (totals.input_tokens + totals.output_tokens + totals.cache_read_tokens + totals.cache_write_tokens
+              + added.input_tokens + added.output_tokens + added.cache_read_tokens + added.cache_write_tokens
+              + more.input_tokens + more.output_tokens + more.cache_read_tokens + more.cache_write_tokens)
+    return tokens <= _INT64 and totals.cost_nanos + added.cost_nanos + more.cost_nanos <= _INT64
+
+
 def _position(db: sqlite3.Connection) -> tuple[int, Tally]:
     """The next record id and the totals of every record ever written (the hour rollup still holds what
     compaction removed from `usage`)."""
-    row = db.execute(
-        "SELECT coalesce(sum(requests), 0), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
-        "coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_write_tokens), 0), "
-        "coalesce(sum(cost_nanos), 0) FROM rollup_hour").fetchone()
+    columns = "requests, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos"
+    try:
+        row = db.execute(f"SELECT {', '.join(f'coalesce(sum({c}), 0)' for c in columns.split(', '))} "
+                         "FROM rollup_hour").fetchone()
+    except sqlite3.OperationalError:  # "integer overflow": a ledger of a version that took costs up to $1e9 each
+        sums = [0] * 6
+        for values in db.execute(f"SELECT {columns} FROM rollup_hour"):
+            for i, v in enumerate(values):
+                sums[i] += int(v)
+        row = tuple(sums)
     last = db.execute(
         "SELECT max(coalesce((SELECT max(record_id) FROM usage), 0), "
         "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_compacted_id'), 0))").fetchone()[0]
@@ -335,7 +403,17 @@ def _window_sum_records(db: sqlite3.Connection, s: WindowSum) -> list[WindowTota
         + (f" GROUP BY {', '.join(s.star)}" if s.star else "")
     )
     n = len(s.star)
-    return [WindowTotal(tuple(row[:n]), row[n], row[n + 1]) for row in db.execute(sql, args)]
+    try:
+        return [WindowTotal(tuple(row[:n]), row[n], row[n + 1]) for row in db.execute(sql, args)]
+    except sqlite3.OperationalError:  # "integer overflow" in a ledger of an older version: sum in Python
+        sums: dict[tuple, list[int]] = {}
+        rows = (f"SELECT {columns}cost_nanos, input_tokens + output_tokens + cache_read_tokens + cache_write_tokens "
+                "FROM usage" + (" WHERE " + " AND ".join(where) if where else ""))
+        for row in db.execute(rows, args):
+            acc = sums.setdefault(tuple(row[:n]), [0, 0])
+            acc[0] += int(row[n])
+            acc[1] += int(row[n + 1])
+        return [WindowTotal(key, nanos, tokens) for key, (nanos, tokens) in sums.items()]
 
 
 def conditions(equal: dict[str, str], since: int | None, until: int | None) -> tuple[list[str], list[Any]]:

@@ -27,6 +27,7 @@ from budgetd.protocol import (
     Request,
     Status,
     Subscribe,
+    decode_json,
     decode_request,
     encode,
     err,
@@ -105,11 +106,12 @@ class HttpDoor:
                 raise OpError("frame_too_large", f"body over http.max_body_bytes ({self.max_body})")
         return bytes(body)
 
-    def authorize(self, request: HttpRequest, req: Request) -> None:
+    def authorize(self, request: HttpRequest, req: Request) -> frozenset[str] | None:
         """With tokens configured, each request needs a bearer token whose role covers the op
-        and, for a token limited to components, a request for one of them."""
+        and, for a token limited to components, a request for one of them. Returns the components the
+        caller may spend for (None: any), which commit and release check against the reservation's."""
         if not self.tokens:
-            return
+            return None
         header = request.headers.get("authorization", "")
         presented = header[7:].strip() if header[:7].lower() == "bearer " else ""
         token = None
@@ -126,6 +128,7 @@ class HttpDoor:
             if needed != "read" and component is not None and component not in token.components:
                 raise OpError("forbidden", f"this token may not spend for component {component!r}",
                               "$.usage.component" if hasattr(req, "usage") else "$.estimate.component")
+        return token.components
 
     async def openapi(self, request: HttpRequest) -> Response:
         if self._openapi is None:
@@ -137,8 +140,8 @@ class HttpDoor:
         op = req.__struct_config__.tag
         started = time.perf_counter()
         try:
-            self.authorize(request, req)
-            result = await self.ops.call(req)
+            components = self.authorize(request, req)
+            result = await self.ops.call(req, components)
         except OpError as error:
             self.ops.finished(op, error.code, started)
             raise
@@ -157,7 +160,9 @@ class HttpDoor:
         return Response(b'{"ok":true}', media_type=JSON)
 
     async def ready(self, request: HttpRequest) -> Response:
+        """Readiness says what the daemon holds (prices, actors): a read token's to know. `/health` stays open."""
         try:
+            self.authorize(request, Status())
             status = await self.ops.call(Status())
         except OpError as error:
             return _error(None, error)
@@ -217,10 +222,7 @@ class HttpDoor:
         async def handle(request: HttpRequest) -> Response:
             try:
                 raw = await self._body(request) if request.method in ("POST", "PUT") else b""
-                try:
-                    body = msgspec.json.decode(raw) if raw.strip() else None
-                except msgspec.DecodeError as exc:
-                    raise OpError("bad_frame", f"the body is not JSON: {exc}") from None
+                body = decode_json(raw) if raw.strip() else None
                 if request.method in ("POST", "PUT") and body is not None and not isinstance(body, dict):
                     raise OpError("bad_frame", "the body must be a JSON object")
                 fields = build(request.query_params, body, request.path_params)
