@@ -136,3 +136,12 @@ def llm_prices_price(data: dict, model: str, input_per_mtok: float, output_per_m
                 item["output"] = output_per_mtok
             return
     raise KeyError(model)
+
+
+def openrouter_price(data: dict, model_id: str, **per_token: float) -> None:
+    """Set pricing fields (`prompt`, `completion`, `input_cache_read`, ...) of `model_id`, in USD per token."""
+    for item in data["data"]:
+        if item["id"] == model_id:
+            item["pricing"].update({name: str(value) for name, value in per_token.items()})
+            return
+    raise KeyError(model_id)

@@ -79,6 +79,8 @@ class Prices(Actor):
         self.tiers = tiers
         self.timeout = timeout
         self.entries: dict[str, PriceEntry] = {}
+        # Each model's last confirmed price (`rules.last_confirmed`): what an unconfirmed change is measured against.
+        self.confirmed: dict[str, PriceEntry] = {}
         self.overridden: set[str] = set()
         self.sources: dict[str, SourceState] = {}
         self.version = 0
@@ -98,6 +100,7 @@ class Prices(Actor):
         self.overridden = set(state.overridden)
         self.version = state.version
         self.sources = {s.source: s for s in state.sources}
+        self.confirmed = await self._load_confirmed()
         if not self.entries:
             # A new ledger: start from the bundled file, read from disk, no network.
             fetch = await anyio.to_thread.run_sync(read_bundled, self.settings, self.tiers)
@@ -215,7 +218,7 @@ class Prices(Actor):
     async def _apply(self, fetches: list[price_rules.Fetch], validators: dict) -> RefreshReport:
         primary = self.settings.rules.primary
         plan = price_rules.plan(
-            current=self.entries, overridden=self.overridden, fetches=fetches,
+            current=self.entries, confirmed=self.confirmed, overridden=self.overridden, fetches=fetches,
             last_counts={name: s.models for name, s in self.sources.items() if s.last_success is not None},
             rules=self.settings.rules, book=self.book,
             primary_has_succeeded=(self.sources.get(primary) or _never(primary)).last_success is not None,
@@ -244,6 +247,7 @@ class Prices(Actor):
         self.sources = sources
         self.version = version
         self.entries.update(changes)
+        self._confirm(changes)
         for event in plan.events:
             self._publish(event.kind, event.data)
         if changes:
@@ -271,6 +275,7 @@ class Prices(Actor):
         ), self.timeout)
         self.version = version
         self.entries[spec.model] = entry
+        self._confirm({spec.model: entry})
         self.overridden.add(spec.model)
         self._publish("price.changed", {"model": spec.model, "source": "override",
                                         "new": {"input_per_mtok": entry.input_per_mtok,
@@ -299,9 +304,10 @@ class Prices(Actor):
         self.version = version
         self.overridden.discard(model)
         if restored is None:
-            self.entries.pop(model, None)
+            self.entries.pop(model, None)  # its confirmed price stays, as `_load_confirmed` reads it from the ledger
         else:
             self.entries[model] = restored
+            self._confirm({model: restored})
         self._rebuild()
         return True
 
@@ -314,6 +320,26 @@ class Prices(Actor):
         versions = [msgspec.structs.replace(_entry_decoder.decode(v.entry), effective_from=_from_us(v.effective_from),
                                             effective_to=_from_us(v.effective_to)) for v in rows]
         return PriceHistoryResult(model=key, versions=versions)
+
+    # -- confirmed prices ----------------------------------------------------------------------
+
+    async def _load_confirmed(self) -> dict[str, PriceEntry]:
+        """Each model's last confirmed price: its current one when verified, else read from its versions."""
+        confirmed = {}
+        for key, entry in self.entries.items():
+            confirmed[key] = entry if entry.verified else price_rules.last_confirmed(await self._versions(key))
+        return confirmed
+
+    async def _versions(self, model: str) -> list[PriceEntry]:
+        rows = await self.ledger.ask(lambda reply: PriceHistory(model=model, reply=reply), self.timeout)
+        return [_entry_decoder.decode(v.entry) for v in rows]
+
+    def _confirm(self, versions: dict[str, PriceEntry]) -> None:
+        """Keep each model's last confirmed price current with its new version, as the ledger's versions
+        would give it after a restart."""
+        for key, entry in versions.items():
+            kept = self.confirmed.get(key)
+            self.confirmed[key] = entry if kept is None else price_rules.last_confirmed([kept, entry])
 
     # -- the book ----------------------------------------------------------------------------
 

@@ -3,13 +3,14 @@
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import anyio
 import msgspec
 
 from actors.prices.rules import Fetch, Rules
 from actors.sources import litellm, litellm_bundled, llm_prices, openrouter
+from budgetd.model import PriceEntry
 from budgetd.pricing import TierRules
 
 log = logging.getLogger("budgetd.prices")
@@ -19,6 +20,7 @@ NETWORK_SOURCES = {litellm.NAME: litellm.parse_feed, llm_prices.NAME: llm_prices
                    openrouter.NAME: openrouter.parse}
 
 Validator = tuple[str | None, str | None]  # a feed's ETag and Last-Modified, for a conditional request
+_entry_decoder = msgspec.json.Decoder(PriceEntry)
 
 
 @dataclass
@@ -64,32 +66,75 @@ async def fetch_all(settings: PricesSettings, tiers: TierRules,
 
 async def _fetch_one(settings: PricesSettings, tiers: TierRules, client: Any, name: str, validator: Validator,
                      fetches: list[Fetch], found: dict[str, Validator]) -> None:
-    from actors.sources.http import SourceError, fetch_json
+    """One feed; whatever goes wrong with it is its own failed fetch, never the other feeds' or the refresh's."""
+    from actors.sources.http import SourceError
 
     url = settings.urls.get(name) or DEFAULT_URLS[name]
+    answered: Validator | None = None
     try:
-        got = await fetch_json(client, url, etag=validator[0], last_modified=validator[1],
-                               max_bytes=settings.max_feed_bytes, timeout=settings.fetch_timeout_s,
-                               retries=settings.retries)
+        fetch, answered = await _fetch_feed(settings, tiers, client, name, url, validator)
     except SourceError as exc:
-        fetches.append(Fetch(name, None, error=str(exc)))
-        return
-    found[name] = (got.etag, got.last_modified)
-    if got.data is None:
-        fetches.append(Fetch(name, None, not_modified=True))
-        return
-    try:
-        entries, refused = NETWORK_SOURCES[name](got.data, tiers)
-    except ValueError as exc:
-        fetches.append(Fetch(name, None, error=f"{url}: {exc}"))
-        return
-    fetches.append(Fetch(name, entries, refused=refused))
+        fetch = Fetch(name, None, error=str(exc))
+    except Exception as exc:
+        log.exception("price feed %s failed", name)
+        fetch = Fetch(name, None, error=f"{url}: {_reason(exc)}")
+    fetches.append(fetch)
+    if answered is not None:
+        found[name] = answered
+
+
+async def _fetch_feed(settings: PricesSettings, tiers: TierRules, client: Any, name: str, url: str,
+                      validator: Validator) -> tuple[Fetch, Validator | None]:
+    """The feed's fetch, and the validator to send next time: only a snapshot's (or a 304's), so a feed
+    that failed is downloaded and judged again rather than answered 304 and taken for the last good one."""
+    from actors.sources.http import fetch_json
+
+    got = await fetch_json(client, url, etag=validator[0], last_modified=validator[1],
+                           max_bytes=settings.max_feed_bytes, timeout=settings.fetch_timeout_s,
+                           retries=settings.retries)
+    if got.not_modified:
+        return Fetch(name, None, not_modified=True), (got.etag, got.last_modified)
+    fetch = snapshot(name, url, lambda: NETWORK_SOURCES[name](got.data, tiers))
+    return fetch, None if fetch.entries is None else (got.etag, got.last_modified)
 
 
 def read_bundled(settings: PricesSettings, tiers: TierRules) -> Fetch:
     """The price file inside the installed litellm (or `bundled_file`), read from disk."""
+    where = str(settings.bundled_file or "the bundled price file")
+    return snapshot(litellm_bundled.NAME, where, lambda: litellm_bundled.load(tiers, settings.bundled_file))
+
+
+def snapshot(source: str, where: str, parse: Callable[[], tuple[list[PriceEntry], list[str]]]) -> Fetch:
+    """What a feed's parser makes of it, as a snapshot of the source; a failed fetch instead when the feed is
+    not of its source's shape (the parser raises) or has no usable model, so it never counts as the
+    source's latest snapshot (its size, its success)."""
     try:
-        entries, refused = litellm_bundled.load(tiers, settings.bundled_file)
-    except (OSError, ValueError, msgspec.DecodeError) as exc:
-        return Fetch(litellm_bundled.NAME, None, error=str(exc))
-    return Fetch(litellm_bundled.NAME, entries, refused=refused)
+        entries, refused = parse()
+        usable, unreadable = well_formed(entries)
+    except Exception as exc:  # a parser's failure is its feed's alone
+        return Fetch(source, None, error=f"{where}: {_reason(exc)}")
+    refused = refused + unreadable
+    if not usable:
+        note = f" ({len(refused)} refused, e.g. {refused[0]})" if refused else ""
+        return Fetch(source, None, error=f"{where}: no usable model in the feed{note}")
+    return Fetch(source, usable, refused=refused)
+
+
+def well_formed(entries: list[PriceEntry]) -> tuple[list[PriceEntry], list[str]]:
+    """The entries that keep the price schema's bounds (names of at most 128 characters, token limits, ...),
+    and a note for each that does not: the ledger stores what is applied and reads it back by that schema,
+    so one such entry applied would keep the daemon from starting again."""
+    usable, refused = [], []
+    for entry in entries:
+        try:
+            _entry_decoder.decode(msgspec.json.encode(entry))
+        except msgspec.MsgspecError as exc:
+            refused.append(f"{entry.model[:128]}: {exc}")
+            continue
+        usable.append(entry)
+    return usable, refused
+
+
+def _reason(exc: Exception) -> str:
+    """A parser's ValueError says what is wrong with the feed; any other exception is named by its type."""
+    return str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"

@@ -2,10 +2,17 @@
 
 - a snapshot with under half the models of the last one from its source is rejected whole;
 - a price that is negative, not finite, or above `max_per_mtok` is rejected;
-- a change of a known model by more than `max_unconfirmed_change` is applied only when a
-  second source agrees within `tolerance`; otherwise it is held (the old price stays);
-- a model that another source prices differently beyond `tolerance` keeps the leading
-  source's price, marked `verified: false`;
+- every term of a price is judged alike: each rate (input, output, cache read and write, the long-context
+  ones) and the long-context threshold; a term appearing or disappearing is a change of 100%;
+- a change of a known model is measured against its last *confirmed* price (`last_confirmed`), so a walk
+  of small steps counts in total: when a term has moved by more than `max_unconfirmed_change`, the change
+  is applied only when a second source agrees on that term within `tolerance`, otherwise the whole change
+  is held (the old price stays);
+- a new key that the book already resolves to another model would take over that model's requests: it
+  is held unless a second source agrees with its price within `tolerance`;
+- a price is `verified` when no other source prices a term differently beyond `tolerance` and a second
+  source agrees on every term that differs from the last confirmed price; an applied verified price is
+  the model's new confirmed one;
 - overridden models are never touched.
 
 Model ids differ between sources; each quote is matched to the price book's key.
@@ -16,11 +23,14 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from budgetd.model import PriceDiff, PriceEntry, SourceReport
+from budgetd.model import LongContext, PriceDiff, PriceEntry, PriceSpec, SourceReport
 from budgetd.pricing import PriceBook
 
 LITELLM_FORMAT = ("litellm", "litellm_bundled")
-RATE_FIELDS = ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok")
+RATE_FIELDS = tuple(name for name in PriceSpec.__struct_fields__ if name.endswith("_per_mtok"))
+LONG_CONTEXT_RATE_FIELDS = tuple(name for name in LongContext.__struct_fields__ if name.endswith("_per_mtok"))
+
+Terms = dict[str, float | None]  # term name -> value, None where the entry has no such term
 
 
 @dataclass(frozen=True)
@@ -57,11 +67,55 @@ class Plan:
     diffs: list[PriceDiff] = field(default_factory=list)
 
 
+# -- the terms of a price ---------------------------------------------------------------------
+
+
+def rates(entry: PriceEntry) -> Terms:
+    """Every rate of an entry, USD per Mtok, by name (the long-context ones prefixed `long_context.`)."""
+    lc = entry.long_context
+    found: Terms = {name: getattr(entry, name) for name in RATE_FIELDS}
+    found.update({f"long_context.{name}": None if lc is None else getattr(lc, name)
+                  for name in LONG_CONTEXT_RATE_FIELDS})
+    return found
+
+
+def terms(entry: PriceEntry) -> Terms:
+    """Everything that decides what a call costs: every rate, and the input size above which the
+    long-context rates apply."""
+    lc = entry.long_context
+    return rates(entry) | {"long_context.threshold_tokens": None if lc is None else lc.threshold_tokens}
+
+
+def changed(before: Terms, after: Terms) -> set[str]:
+    """The terms whose value differs (a term given by one entry only differs too)."""
+    return {name for name in before if before[name] != after[name]}
+
+
+def drift(before: float | None, after: float | None) -> float:
+    """How far one term moved, relative to where it was; appearing or disappearing is a change of 100%."""
+    if before == after:
+        return 0.0
+    if before is None or after is None:
+        return 1.0
+    return math.inf if before == 0 else abs(after - before) / before
+
+
+def _within(x: float, y: float, tolerance: float) -> bool:
+    return x == y or (max(x, y) > 0 and abs(x - y) / max(x, y) <= tolerance)
+
+
+def agreeing(a: Terms, b: Terms, tolerance: float) -> set[str]:
+    """The terms both give and agree on within `tolerance` (a term one leaves out is no opinion)."""
+    return {n for n, x in a.items() if x is not None and b[n] is not None and _within(x, b[n], tolerance)}
+
+
+def disagreeing(a: Terms, b: Terms, tolerance: float) -> set[str]:
+    """The terms both give and differ on beyond `tolerance`."""
+    return {n for n, x in a.items() if x is not None and b[n] is not None and not _within(x, b[n], tolerance)}
+
+
 def insane(entry: PriceEntry, rules: Rules) -> str | None:
-    rates = [(name, getattr(entry, name)) for name in RATE_FIELDS]
-    if entry.long_context is not None:
-        rates += [(f"long_context.{name}", getattr(entry.long_context, name)) for name in RATE_FIELDS]
-    for name, value in rates:
+    for name, value in rates(entry).items():
         if value is None:
             continue
         if not math.isfinite(value):
@@ -71,6 +125,16 @@ def insane(entry: PriceEntry, rules: Rules) -> str | None:
         if value > rules.max_per_mtok:
             return f"{entry.model}: {name} = {value} per Mtok is above pricing.max_per_mtok ({rules.max_per_mtok})"
     return None
+
+
+def last_confirmed(versions: list[PriceEntry]) -> PriceEntry:
+    """A model's last confirmed price, from its versions oldest first: the last verified one (the bundled
+    baseline, an override, a price second sources agreed with), else its first. Read back from the ledger's
+    versions the same as kept from version to version, so it survives a restart."""
+    return next((v for v in reversed(versions) if v.verified), versions[0])
+
+
+# -- matching quotes ----------------------------------------------------------------------------
 
 
 def canonical_key(entry: PriceEntry, source: str, book: PriceBook) -> str | None:
@@ -90,37 +154,34 @@ def _spellings(name: str) -> list[str]:
     return names + [n + "-latest" for n in names]
 
 
-def same_prices(a: PriceEntry, b: PriceEntry) -> bool:
-    return all(getattr(a, f) == getattr(b, f) for f in RATE_FIELDS) and a.long_context == b.long_context
+@dataclass
+class Others:
+    """What the second sources say of a price."""
+
+    confirmed: set[str]  # terms at least one of them agrees on
+    agreeing: list[str]  # sources that agree on every term they give
+    disagreeing: dict[str, PriceEntry]  # sources that price a term differently beyond tolerance: their quotes
 
 
-def change(old: PriceEntry, new: PriceEntry) -> float:
-    """The largest relative change of the input and output rates."""
-    worst = 0.0
-    for name in ("input_per_mtok", "output_per_mtok"):
-        before, after = getattr(old, name), getattr(new, name)
-        if before == after:
-            continue
-        worst = max(worst, math.inf if before == 0 else abs(after - before) / before)
-    return worst
+def others_on(price: Terms, quotes: list[tuple[str, PriceEntry]], tolerance: float) -> Others:
+    others = Others(set(), [], {})
+    for source, quote in quotes:
+        given = terms(quote)
+        agreed = agreeing(given, price, tolerance)
+        others.confirmed |= agreed
+        if disagreeing(given, price, tolerance):
+            others.disagreeing[source] = quote
+        elif agreed:
+            others.agreeing.append(source)
+    return others
 
 
-def agrees(a: PriceEntry, b: PriceEntry, tolerance: float) -> bool:
-    for name in ("input_per_mtok", "output_per_mtok"):
-        x, y = getattr(a, name), getattr(b, name)
-        if x == y:
-            continue
-        if max(x, y) == 0 or abs(x - y) / max(x, y) > tolerance:
-            return False
-    return True
-
-
-def _prices(entry: PriceEntry) -> dict:
-    return {"input_per_mtok": entry.input_per_mtok, "output_per_mtok": entry.output_per_mtok}
+# -- the plan -----------------------------------------------------------------------------------
 
 
 def plan(
     current: dict[str, PriceEntry],
+    confirmed: dict[str, PriceEntry],
     overridden: set[str],
     fetches: list[Fetch],
     last_counts: dict[str, int],
@@ -128,6 +189,7 @@ def plan(
     book: PriceBook,
     primary_has_succeeded: bool,
 ) -> Plan:
+    """`confirmed`: each model's last confirmed price (`last_confirmed`), which changes are measured against."""
     reports: dict[str, SourceReport] = {}
     events: list[Event] = []
     diffs: list[PriceDiff] = []
@@ -171,45 +233,83 @@ def plan(
     report = reports[lead]
     applied = held = 0
     # Two litellm-format feeds are one upstream at two moments: they neither confirm nor contradict each other.
-    others = [s for s in accepted if s != lead and not (s in LITELLM_FORMAT and lead in LITELLM_FORMAT)]
+    second_sources = [s for s in accepted if s != lead and not (s in LITELLM_FORMAT and lead in LITELLM_FORMAT)]
+
+    def quotes(key: str) -> list[tuple[str, PriceEntry]]:
+        return [(s, accepted[s][key]) for s in second_sources if key in accepted[s]]
+
     for key, quote in accepted[lead].items():
         if key in overridden:
             continue
         old = current.get(key)
-        second = [(s, accepted[s][key]) for s in others if key in accepted[s]]
-        agreeing = [s for s, q in second if agrees(q, quote, rules.tolerance)]
-        disagreeing = [(s, q) for s, q in second if not agrees(q, quote, rules.tolerance)]
         new = quote if lead in LITELLM_FORMAT or old is None else _reprice(old, quote)
-        new = msgspec.structs.replace(new, model=key, source=lead, verified=not disagreeing)
-        if old is not None and same_prices(old, new):
-            if old.verified != new.verified:
-                changes[key] = msgspec.structs.replace(old, verified=new.verified)
-            continue
-        if old is not None and change(old, new) > rules.max_unconfirmed_change and not agreeing:
-            held += 1
-            diffs.append(_diff(key, lead, "held", old, new))
-            events.append(Event("price.held", {
-                "model": key, "source": lead, "old": _prices(old), "new": _prices(new),
-                "message": f"{key}: {lead} changed its price by more than "
-                           f"{rules.max_unconfirmed_change:.0%} and no second source agrees; the old price stays",
-            }))
-            continue
+        new = msgspec.structs.replace(new, model=key, source=lead)
+        now = terms(new)
+        if old is None:
+            # A new key the book already resolves to another model would take over that model's requests.
+            target = book.resolve(key)
+            others = others_on(now, quotes(key if target is None else target.entry.model), rules.tolerance)
+            if target is not None and not others.agreeing:
+                held += 1
+                diffs.append(_diff(key, lead, "held", None, new))
+                events.append(_takeover_held(key, lead, new, target.entry))
+                continue
+            new = msgspec.structs.replace(new, verified=not others.disagreeing)
+        else:
+            anchor = confirmed.get(key, old)
+            was = terms(anchor)
+            others = others_on(now, quotes(key), rules.tolerance)
+            unconfirmed = changed(was, now) - others.confirmed
+            new = msgspec.structs.replace(new, verified=not others.disagreeing and not unconfirmed)
+            if terms(old) == now:  # the same price: at most its `verified` changes
+                if old.verified != new.verified:
+                    changes[key] = msgspec.structs.replace(old, verified=new.verified)
+                continue
+            moved = sorted(n for n in unconfirmed if drift(was[n], now[n]) > rules.max_unconfirmed_change)
+            if moved:
+                held += 1
+                diffs.append(_diff(key, lead, "held", old, new))
+                events.append(_change_held(key, lead, old, new, anchor, moved, rules))
+                continue
         changes[key] = new
         applied += 1
         diffs.append(_diff(key, lead, "new" if old is None else "changed", old, new))
         if old is not None:
             events.append(Event("price.changed", {
                 "model": key, "source": lead, "old": _prices(old), "new": _prices(new),
-                "confirmed_by": agreeing,
+                "confirmed_by": others.agreeing,
             }))
-        if disagreeing:
+        if others.disagreeing:
             events.append(Event("price.unverified", {
                 "model": key, "source": lead, "price": _prices(new),
-                "others": {s: _prices(q) for s, q in disagreeing},
+                "others": {s: _prices(q) for s, q in others.disagreeing.items()},
             }))
     reports[lead] = msgspec.structs.replace(report, applied=applied, held=held)
     diffs.sort(key=lambda d: (d.status == "new", d.model))
     return Plan(changes, reports, events, counts, diffs)
+
+
+def _change_held(key: str, lead: str, old: PriceEntry, new: PriceEntry, anchor: PriceEntry, moved: list[str],
+                 rules: Rules) -> Event:
+    return Event("price.held", {
+        "model": key, "source": lead, "old": _prices(old), "new": _prices(new), "confirmed": _prices(anchor),
+        "terms": moved,
+        "message": f"{key}: {lead} moves {', '.join(moved)} by more than {rules.max_unconfirmed_change:.0%} "
+                   "from the last confirmed price and no second source agrees; the old price stays",
+    })
+
+
+def _takeover_held(key: str, lead: str, new: PriceEntry, target: PriceEntry) -> Event:
+    return Event("price.held", {
+        "model": key, "source": lead, "old": _prices(target), "new": _prices(new), "takes_over": target.model,
+        "message": f"{key}: {lead} adds it, which would take over the requests now priced as {target.model}, "
+                   "and no second source agrees with its price; it is not applied",
+    })
+
+
+def _prices(entry: PriceEntry) -> dict:
+    """The terms an entry gives, for an event."""
+    return {name: value for name, value in terms(entry).items() if value is not None}
 
 
 def _diff(key: str, source: str, status: str, old: PriceEntry | None, new: PriceEntry) -> PriceDiff:

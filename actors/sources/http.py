@@ -24,9 +24,10 @@ class SourceError(Exception):
 
 @dataclass
 class Fetched:
-    data: Any | None  # decoded JSON; None when the server said 304 Not Modified
+    data: Any  # decoded JSON, which may be `null`: only `not_modified` says the server answered 304
     etag: str | None
     last_modified: str | None
+    not_modified: bool = False  # the server said 304: the copy the client kept is current
 
 
 async def fetch_json(
@@ -69,7 +70,7 @@ class _Retryable(Exception):
 async def _once(client: httpx.AsyncClient, url: str, headers: dict[str, str], max_bytes: int) -> Fetched:
     async with client.stream("GET", url, headers=headers) as response:
         if response.status_code == 304:
-            return Fetched(None, response.headers.get("etag"), response.headers.get("last-modified"))
+            return Fetched(None, response.headers.get("etag"), response.headers.get("last-modified"), not_modified=True)
         if response.status_code >= 500 or response.status_code == 429:
             raise _Retryable(f"{url}: HTTP {response.status_code}")
         if response.status_code != 200:
@@ -88,5 +89,7 @@ async def _once(client: httpx.AsyncClient, url: str, headers: dict[str, str], ma
         start = bytes(body[:40]).decode("utf-8", "replace").strip()
         kind = "HTML" if start.lower().startswith(("<!doctype", "<html")) else "not JSON"
         raise SourceError(f"{url}: the body is {kind} ({exc}); starts with {start!r}") from None
+    except RecursionError:  # msgspec decodes nested arrays and objects by recursion
+        raise SourceError(f"{url}: the body is JSON nested too deeply to read") from None
     return Fetched(data, response.headers.get("etag"), response.headers.get("last-modified"))
 

@@ -37,13 +37,18 @@ def _rate(spec: dict[str, Any], key: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{key} is not a number: {value!r}")
-    if not math.isfinite(value) or value < 0:
+    try:
+        rate = float(value)
+    except OverflowError:  # an integer beyond any float
+        raise ValueError(f"{key} is out of range") from None
+    if not math.isfinite(rate) or rate < 0:
         raise ValueError(f"{key} is negative or not finite: {value!r}")
-    return per_token_to_per_mtok(value)
+    return per_token_to_per_mtok(rate)
 
 
 def _count(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    """A token limit within the schema's bound (10**9), else None: a limit never refuses a price."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10**9:
         return None
     return int(value)
 

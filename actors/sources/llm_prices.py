@@ -18,7 +18,10 @@ def _per_mtok(value: Any, what: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{what} is not a number: {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any float
+        raise ValueError(f"{what} is out of range") from None
 
 
 def parse(data: Any, tiers: object = None) -> tuple[list[PriceEntry], list[str]]:

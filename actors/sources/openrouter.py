@@ -1,7 +1,7 @@
 """OpenRouter `GET /api/v1/models`: `{data: [{id, context_length, pricing: {prompt, completion,
 input_cache_read?, input_cache_write?}, top_provider, supported_parameters}]}`, USD per token as strings."""
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, Overflow
 from typing import Any
 
 from budgetd.model import PriceEntry
@@ -25,7 +25,10 @@ def _per_mtok(value: Any, what: str) -> float | None:
         raise ValueError(f"{what} is not a number: {value!r}") from None
     if not amount.is_finite():
         raise ValueError(f"{what} is not finite: {value!r}")
-    return float(amount.scaleb(6))
+    try:
+        return float(amount.scaleb(6))
+    except Overflow:  # an exponent beyond what Decimal holds
+        raise ValueError(f"{what} is out of range: {value!r}") from None
 
 
 def parse(data: Any, tiers: object = None) -> tuple[list[PriceEntry], list[str]]:
