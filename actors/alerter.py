@@ -149,7 +149,7 @@ class Alerter(Actor):
             new = d.get("new", {})
             return AlertDraft("price_held", "warning", None, None, None,
                               d.get("message") or f"price of {d.get('model')} held",
-                              d, f"held:{d.get('model')}:{new.get('input_per_mtok')}:{new.get('output_per_mtok')}")
+                              d, f"held:{d.get('model')}:{json.dumps(new, sort_keys=True)}")  # every rate held
         if name == "price.changed":
             new, old = d.get("new", {}), d.get("old") or {}
             text = (f"price of {d.get('model')} changed ({d.get('source')}): input "

@@ -1,7 +1,7 @@
 """The daemon's log: one line per distinct failure, with a count, never a storm.
 
 A failure that repeats (the same logger and message, or for an exception the same place
-and exception type) is
+and exception type, whatever its message) is
 logged in full the first time; its repeats within `window_s` are counted and
 summed up in one line when the window ends (`flush`, called every few seconds
 by the daemon, and at exit). Anyone on the socket could otherwise fill the
@@ -28,7 +28,7 @@ class Deduplicate(logging.Filter):
         if record.exc_info and record.exc_info[0]:  # where it was logged and what was raised
             key: tuple = (record.name, record.levelno, record.pathname, record.lineno, record.exc_info[0])
         else:
-            key = (record.name, record.levelno, record.msg)
+            key = (record.name, record.levelno, record.getMessage()[:300])
         now = time.monotonic()
         seen = self._seen.get(key)
         if seen is None or now - seen[0] >= self.window_s:
