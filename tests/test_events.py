@@ -16,15 +16,16 @@ async def test_subscribers_receive_usage_events_in_order(daemon):
     async with BudgetClient(daemon.socket) as watcher, BudgetClient(daemon.socket) as writer:
         received = []
 
+        events = await watcher.subscribe(["usage"])  # returns once the daemon confirmed it
+
         async def watch() -> None:
-            async for event in watcher.subscribe(["usage"]):
+            async for event in events:
                 received.append(event)
                 if len(received) == 3:
                     return
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)
-            await anyio.sleep(0.2)  # the subscription is in place
             for i in range(3):
                 await writer.record(component="ev", model="gpt-4o", input_tokens=100 + i)
         assert [e.event for e in received] == ["usage.recorded"] * 3

@@ -48,7 +48,7 @@ def test_backup_while_writing_then_restore(make_daemon, tmp_path):
     assert answer.status_code == 200 and answer.json()["records"] == total
     with RawConn(d.socket) as conn:
         for path, why in (("relative.db", "absolute"), (str(tmp_path / "nodir" / "x.db"), "does not exist"),
-                          (str(d.ledger), "live ledger")):
+                          (str(d.ledger), "data directory")):
             err = conn.call({"op": "backup", "id": 1, "path": path})["error"]
             assert err["code"] == "invalid" and why in err["message"] and err["field"] == "$.path"
 

@@ -14,7 +14,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if not dest.is_absolute():
         dest = dest.resolve()  # relative to here; the daemon takes absolute paths only
     with client(args, retries=1) as c:
-        result = c.backup(str(dest))
+        result = c.backup(str(dest), force=args.force)
     emit(args, result, lambda r: f"backup of {count(r.records)} records written to {r.path} "
                                  f"({r.bytes / 1e6:.1f} MB in {r.duration_s:g}s), verified")
     return 0
@@ -42,7 +42,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = commands.add_parser("backup", help="an online, consistent, verified copy of the ledger", parents=[common])
-    p.add_argument("path", help="where the daemon writes it")
+    p.add_argument("path", help="where the daemon writes it (outside its data directory)")
+    p.add_argument("--force", action="store_true", help="replace the file at PATH if there is one")
     p.set_defaults(func=cmd_backup)
 
     p = commands.add_parser("restore", help="replace the ledger with a backup (daemon stopped; verified first)",

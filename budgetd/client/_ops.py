@@ -1,0 +1,276 @@
+"""Every op's client method, declared once.
+
+An op is written as a flow: a generator method that builds the request, yields it, is sent the result
+back and returns what the method returns:
+
+    def prices_unset(self, model: str) -> Flow[bool]:
+        return (yield PricesUnset(model=model)).removed
+
+`SyncOps` and `AsyncOps` hold the methods made from the flows, sending with `self.call(...)` or
+`await self.call(...)`; each keeps its flow's name, parameters and docstring.
+"""
+
+import collections
+import functools
+import inspect
+import os
+import typing
+import uuid
+from typing import Any, Callable, Generator, Sequence, TypeVar
+
+import msgspec
+
+from budgetd.model import BudgetSpec, Decision, Estimate, Filters, Need, PriceSpec, Recorded, Usage, UsagePatch
+from budgetd.protocol import (
+    AlertsAck,
+    AlertsList,
+    Ask,
+    Backup,
+    BudgetDelete,
+    BudgetGet,
+    BudgetList,
+    BudgetSet,
+    Check,
+    Commit,
+    Hello,
+    OpError,
+    Ping,
+    PricesGet,
+    PricesHistory,
+    PricesList,
+    PricesRefresh,
+    PricesSet,
+    PricesUnset,
+    Record,
+    Release,
+    Report,
+    Request,
+    Reserve,
+    Route,
+    Status,
+    UsageList,
+)
+
+T = TypeVar("T")
+S = TypeVar("S", bound=msgspec.Struct)
+
+#: What a flow yields: its request, or (request, timeout) when the op may take longer than the client's timeout.
+Outgoing = Request | tuple[Request, float]
+#: An op's body: it yields what to send, is sent the result, and returns what the method returns.
+Flow = Generator[Outgoing, Any, T]
+
+#: What a usage says about its call that the call's estimate said already.
+LABELS = ("component", "model", "provider", "context_id", "task_type", "tier")
+
+
+def struct_from(value: S | None, fields: dict[str, Any], kind: type[S]) -> S:
+    """`value`, or a `kind` built from keyword fields (BudgetError `invalid` when they do not fit)."""
+    if value is not None:
+        if fields:
+            raise TypeError("pass either a Usage or keyword fields, not both")
+        return value
+    try:
+        return msgspec.convert(fields, kind)
+    except msgspec.ValidationError as exc:
+        raise OpError("invalid", f"invalid {kind.__name__}: {exc}") from None
+
+
+def _filters(filters: dict[str, str] | Filters | None) -> Filters | None:
+    if filters is None or isinstance(filters, Filters):
+        return filters
+    return msgspec.convert(filters, Filters)
+
+
+def _new_key() -> str:
+    return uuid.uuid4().hex
+
+
+class Reservations:
+    """The client's recent reservations, so that every commit carries the full usage (component, model ...)
+    and is recorded even when its hold expired or the daemon restarted in between."""
+
+    KEEP = 10_000
+
+    def __init__(self) -> None:
+        self._estimates: collections.OrderedDict[str, Estimate] = collections.OrderedDict()
+
+    def remember(self, decision: Decision, estimate: Estimate) -> Decision:
+        if decision.reservation_id:
+            self._estimates[decision.reservation_id] = estimate
+            while len(self._estimates) > self.KEEP:
+                self._estimates.popitem(last=False)
+        return decision
+
+    def complete(self, reservation_id: str, usage: Usage | UsagePatch) -> Usage | UsagePatch:
+        """`usage`, with the labels it leaves out taken from the reservation's estimate."""
+        estimate = self._estimates.get(reservation_id)
+        if estimate is None:
+            return usage
+        fields = {f: getattr(usage, f) for f in usage.__struct_fields__}
+        for name in LABELS:
+            if fields[name] is None:
+                fields[name] = getattr(estimate, name)
+        return UsagePatch(**fields)
+
+
+class Flows:
+    """Each op's flow (the class is never instantiated). A flow's `self` is the client: `call` is how it
+    sends, `_reservations` are its own."""
+
+    _reservations: Reservations
+
+    def hello(self, client: str | None = None) -> Flow[Any]:
+        return (yield Hello(client=client, protocol=1))
+
+    def ping(self) -> Flow[Any]:
+        return (yield Ping())
+
+    def record(self, usage: Usage | None = None, *, idempotency_key: str | None = None, **fields: Any) -> Flow[Any]:
+        return (yield Record(usage=struct_from(usage, fields, Usage), idempotency_key=idempotency_key or _new_key()))
+
+    def status(self) -> Flow[Any]:
+        return (yield Status())
+
+    def usage_list(self, *, filters: dict[str, str] | Filters | None = None, since: Any = None, until: Any = None,
+                   limit: int = 100, after: str | None = None) -> Flow[Any]:
+        return (yield UsageList(filters=_filters(filters), since=since, until=until, limit=limit, after=after))
+
+    def report(self, group_by: Sequence[str] = (), *, since: Any = None, until: Any = None,
+               bucket: str | None = None, timezone: str = "UTC", filters: dict[str, str] | Filters | None = None,
+               limit: int | None = None, order: str = "cost") -> Flow[Any]:
+        if isinstance(group_by, str):
+            group_by = [d for d in group_by.split(",") if d]
+        request = Report(group_by=list(group_by), since=since, until=until, bucket=bucket,  # type: ignore[arg-type]
+                         timezone=timezone, filters=_filters(filters), limit=limit,
+                         order=order)  # type: ignore[arg-type]
+        return (yield request)
+
+    def prices_get(self, model: str, provider: str | None = None) -> Flow[Any]:
+        return (yield PricesGet(model=model, provider=provider))
+
+    def prices_list(self, *, provider: str | None = None, search: str | None = None,
+                    limit: int | None = None) -> Flow[Any]:
+        return (yield PricesList(provider=provider, search=search, limit=limit))
+
+    def prices_refresh(self, timeout: float = 300.0) -> Flow[Any]:
+        """Fetch every feed now; feeds may be slow, so this waits up to `timeout`."""
+        return (yield PricesRefresh(), timeout)
+
+    def prices_set(self, price: PriceSpec | None = None, **fields: Any) -> Flow[Any]:
+        return (yield PricesSet(price=struct_from(price, fields, PriceSpec)))  # type: ignore[arg-type]
+
+    def prices_unset(self, model: str) -> Flow[bool]:
+        return (yield PricesUnset(model=model)).removed
+
+    def prices_history(self, model: str) -> Flow[Any]:
+        return (yield PricesHistory(model=model))
+
+    def backup(self, path: str | os.PathLike, force: bool = False, timeout: float = 600.0) -> Flow[Any]:
+        """An online copy of the ledger at `path` (absolute, on the daemon's machine, outside its data
+        directory); an existing file is replaced only with `force`."""
+        return (yield Backup(path=os.fspath(path), force=force), timeout)
+
+    def ask(self, question: str, timeout: float = 300.0) -> Flow[Any]:
+        """The budget assistant's answer, with the facts it used; an LLM call may take a while."""
+        return (yield Ask(question=question), timeout)
+
+    def alerts_list(self, *, since: Any = None, unacked: bool = False, limit: int | None = None) -> Flow[Any]:
+        return (yield AlertsList(since=since, unacked=unacked, limit=limit)).alerts
+
+    def alerts_ack(self, alert_id: int, by: str | None = None) -> Flow[bool]:
+        return (yield AlertsAck(alert_id=alert_id, by=by)).acked
+
+    def check(self, estimate: Estimate | None = None, **fields: Any) -> Flow[Decision]:
+        return (yield Check(estimate=struct_from(estimate, fields, Estimate)))
+
+    def reserve(self, estimate: Estimate | None = None, *, ttl_s: float | None = None,
+                idempotency_key: str | None = None, **fields: Any) -> Flow[Decision]:
+        request = Reserve(estimate=struct_from(estimate, fields, Estimate), ttl_s=ttl_s,
+                          idempotency_key=idempotency_key or _new_key())
+        return self._reservations.remember((yield request), request.estimate)
+
+    def commit(self, reservation_id: str, usage: Usage | UsagePatch | None = None, *,
+               idempotency_key: str | None = None, **fields: Any) -> Flow[Recorded]:
+        if fields and usage is not None:
+            raise TypeError("pass either a Usage or keyword fields, not both")
+        usage = self._reservations.complete(
+            reservation_id, usage if usage is not None else struct_from(None, fields, UsagePatch))
+        # Keyed by the reservation, so committing the same usage twice is charged once.
+        return (yield Commit(reservation_id=reservation_id, usage=usage,
+                             idempotency_key=idempotency_key or f"commit:{reservation_id}"))
+
+    def release(self, reservation_id: str) -> Flow[bool]:
+        return (yield Release(reservation_id=reservation_id)).released
+
+    def route(self, estimate: Estimate | None = None, *, candidates: list[str] | None = None,
+              need: Need | dict | None = None, **fields: Any) -> Flow[Any]:
+        if isinstance(need, dict):
+            need = msgspec.convert(need, Need)
+        return (yield Route(estimate=struct_from(estimate, fields, Estimate), candidates=candidates, need=need))
+
+    def budget_set(self, budget: BudgetSpec | None = None, **fields: Any) -> Flow[BudgetSpec]:
+        return (yield BudgetSet(budget=struct_from(budget, fields, BudgetSpec))).budget
+
+    def budget_get(self, name: str) -> Flow[Any]:
+        return (yield BudgetGet(name=name))
+
+    def budget_list(self) -> Flow[list[BudgetSpec]]:
+        return (yield BudgetList()).budgets
+
+    def budget_delete(self, name: str) -> Flow[bool]:
+        return (yield BudgetDelete(name=name)).deleted
+
+
+def _call_args(outgoing: Outgoing) -> tuple[Request, float | None]:
+    return outgoing if isinstance(outgoing, tuple) else (outgoing, None)
+
+
+def _sync_method(flow: Callable[..., Flow[Any]]) -> Callable[..., Any]:
+    """A method that runs `flow`, sending what it yields with `self.call`."""
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        steps = flow(self, *args, **kwargs)
+        outgoing = next(steps)
+        while True:
+            result = self.call(*_call_args(outgoing))
+            try:
+                outgoing = steps.send(result)
+            except StopIteration as done:
+                return done.value
+
+    return method
+
+
+def _async_method(flow: Callable[..., Flow[Any]]) -> Callable[..., Any]:
+    """A coroutine method that runs `flow`, sending what it yields with `await self.call`."""
+
+    async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        steps = flow(self, *args, **kwargs)
+        outgoing = next(steps)
+        while True:
+            result = await self.call(*_call_args(outgoing))
+            try:
+                outgoing = steps.send(result)
+            except StopIteration as done:
+                return done.value
+
+    return method
+
+
+def _methods(name: str, make: Callable[[Callable[..., Flow[Any]]], Callable[..., Any]]) -> type:
+    """A class holding `make(flow)` for every flow of `Flows`, each looking like its flow to help() and inspect
+    (name, parameters, docstring), but returning what the flow returns."""
+    methods: dict[str, Any] = {"__module__": __name__, "__qualname__": name}
+    for flow in vars(Flows).values():
+        if inspect.isfunction(flow):
+            method = functools.wraps(flow)(make(flow))
+            method.__qualname__ = f"{name}.{flow.__name__}"
+            signature = inspect.signature(flow)
+            method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+                return_annotation=typing.get_args(signature.return_annotation)[-1])
+            methods[flow.__name__] = method
+    return type(name, (), methods)
+
+
+SyncOps = _methods("SyncOps", _sync_method)
+AsyncOps = _methods("AsyncOps", _async_method)
