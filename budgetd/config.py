@@ -54,6 +54,7 @@ class AdmissionConfig(Section):
     max_clock_skew: str = "5m"  # how far ahead of the daemon's clock a recorded call's `ts` may be
     max_open_holds: int = 100_000  # reservations open at once: past it a reserve is answered `busy`
     max_holds_per_component: int = 10_000
+    max_counters_per_budget: int = 100_000  # keys a "*" budget keeps at once: past it new keys get `busy`
 
 
 class FallbackRates(Section):

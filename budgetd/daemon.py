@@ -233,6 +233,7 @@ class Daemon:
                 config.admission.default_output_tokens, config.admission.default_ttl_s,
                 config.admission.max_reservation_usd, parse_duration(config.admission.max_clock_skew),
                 config.admission.max_open_holds, config.admission.max_holds_per_component,
+                config.admission.max_counters_per_budget,
             )
             await tg.start(sup.supervise, allocator, lambda: Allocator(
                 ledger, prices, tiers, unpriced, admission, config.budgets, timeout, bus,

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from budgetd.client import BudgetError, SyncBudgetClient
+from budgetd.protocol import BudgetGet, Status
 from conftest import RawConn, run_cli
 
 DEEP = 1000
@@ -312,3 +313,28 @@ def test_a_full_disk_refuses_price_overrides_and_keeps_serving(make_daemon, tmp_
         d.stop()
     finally:
         os.system(f"umount -l {mount}")
+
+
+def test_counters_per_budget_are_bounded_and_big_states_are_paged(make_daemon):
+    d = make_daemon('[admission]\nmax_counters_per_budget = 50\n')
+    with SyncBudgetClient(d.socket, retries=0) as c:
+        c.budget_set(name="per-ctx", period="daily", limit_tokens=10**9, policy="warn", scope={"context_id": "*"})
+        for i in range(50):
+            c.record(component="a", model="gpt-4o-mini", input_tokens=i + 1, context_id=f"s{i:02d}")
+        with pytest.raises(BudgetError) as info:
+            c.record(component="a", model="gpt-4o-mini", input_tokens=1, context_id="one-too-many")
+        assert info.value.code == "busy" and "max_counters_per_budget" in info.value.message
+        assert c.record(component="a", model="gpt-4o-mini", input_tokens=1, context_id="s00").record_id  # known key
+        status = c.status()  # the most used keys of each budget, the rest counted
+        assert len([s for s in status.budgets if s.budget == "per-ctx"]) == 50 and status.states_omitted == 0
+        small = c.call(Status(states_per_budget=5))
+        assert [s.key["context_id"] for s in small.budgets] == ["s45", "s46", "s47", "s48", "s49"]
+        assert small.states_omitted == 45 and len(small.forecasts) == 5
+        pages, after = [], None
+        while True:
+            page = c.call(BudgetGet(name="per-ctx", limit=20, after=after))
+            pages.append([s.key["context_id"] for s in page.states])
+            if page.next is None:
+                break
+            after = page.next
+        assert [len(p) for p in pages] == [20, 20, 10] and sum(pages, []) == [f"s{i:02d}" for i in range(50)]

@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 
 from actors.allocator.admission import Admission, AdmissionRules, decision, over
-from actors.allocator.budgets import Budget, Counter
+from actors.allocator.budgets import Budget, Budgets, Counter
 from budgetd.clock import Clock
 from budgetd.model import BudgetSpec, Estimate, PriceEntry, Scope
 from budgetd.pricing import PriceBook, TierRules, UnpricedPolicy
@@ -28,7 +28,7 @@ BIG_COST, BIG_TOKENS = 25_000_000, 1_500
 
 
 def admission(*specs: BudgetSpec, unpriced: UnpricedPolicy = UnpricedPolicy(), **rules) -> Admission:
-    budgets = {s.name: Budget.of(s, lambda m: m) for s in specs}
+    budgets = Budgets({s.name: Budget.of(s, lambda m: m) for s in specs})
     a = Admission(budgets, TierRules(), unpriced, AdmissionRules(**rules), Clock(start=NOW))
     a.book = PriceBook(BOOK)
     return a

@@ -200,3 +200,29 @@ def test_prune_keeps_a_window_that_ended_less_than_keep_ago():
     b.counter((), february).spent_nanos = 80_000_000_000
     b.prune(now, 2 * DAY_US)
     assert b.peek((), february).spent_nanos == 80_000_000_000
+
+
+def test_the_index_finds_exactly_the_budgets_that_cover_a_request_in_their_order():
+    """`Budgets.matching` agrees with asking every budget, and keeps the order they were defined in."""
+    from actors.allocator.budgets import Budgets
+
+    specs = [
+        BudgetSpec(name="all", period="daily", limit_usd=1, policy="hard"),
+        BudgetSpec(name="per-c", period="daily", limit_usd=1, policy="hard", scope=Scope(component="*")),
+        BudgetSpec(name="rhetor", period="daily", limit_usd=1, policy="hard", scope=Scope(component="rhetor")),
+        BudgetSpec(name="rhetor-4o", period="daily", limit_usd=1, policy="hard",
+                   scope=Scope(component="rhetor", model="gpt-4o")),
+        BudgetSpec(name="4o", period="daily", limit_usd=1, policy="hard", scope=Scope(model="gpt-4o")),
+        BudgetSpec(name="off", period="daily", limit_usd=1, policy="hard", scope=Scope(component="rhetor"),
+                   enabled=False),
+        BudgetSpec(name="ctx", period="daily", limit_usd=1, policy="hard", scope=Scope(context_id="*",
+                                                                                        component="apollo")),
+    ]
+    budgets = Budgets({s.name: Budget.of(s, lambda m: m) for s in specs})
+    for attrs in ({"component": "rhetor", "model": "gpt-4o"}, {"component": "rhetor", "model": "gpt-4o-mini"},
+                  {"component": "apollo", "model": "gpt-4o", "context_id": "s1"}, {"component": "apollo"},
+                  {"model": "gpt-4o"}, {}):
+        expected = [(b.name, b.key_of(attrs)) for b in budgets.values() if b.key_of(attrs) is not None]
+        assert [(b.name, key) for b, key in budgets.matching(attrs)] == expected, attrs
+    budgets.pop("rhetor")
+    assert "rhetor" not in [b.name for b, _ in budgets.matching({"component": "rhetor", "model": "gpt-4o"})]

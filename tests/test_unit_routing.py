@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from actors.allocator.admission import Admission, AdmissionRules
-from actors.allocator.budgets import Budget
+from actors.allocator.budgets import Budget, Budgets
 from actors.allocator.routing import rank, route, suggest
 from budgetd.clock import Clock
 from budgetd.model import BudgetSpec, Estimate, Need, PriceEntry, Scope
@@ -37,7 +37,7 @@ def cost(model: str, input_tokens: int = 1000, output_tokens: int = 500) -> int:
 
 
 def admission(*specs: BudgetSpec) -> Admission:
-    a = Admission({s.name: Budget.of(s, lambda m: m) for s in specs}, TierRules(), UnpricedPolicy(),
+    a = Admission(Budgets({s.name: Budget.of(s, lambda m: m) for s in specs}), TierRules(), UnpricedPolicy(),
                   AdmissionRules(), Clock(start=NOW))
     a.book = PriceBook(ENTRIES)
     return a

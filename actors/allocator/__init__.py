@@ -10,6 +10,7 @@ from actors.allocator.messages import (  # noqa: F401 - the inbox is the public 
     BudgetGetMsg,
     BudgetListMsg,
     BudgetSetMsg,
+    BudgetsNow,
     CheckMsg,
     CommitMsg,
     CountHolds,

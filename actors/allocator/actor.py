@@ -24,11 +24,12 @@ import msgspec
 
 from actors.allocator import routing
 from actors.allocator.admission import Admission, AdmissionRules, Assessment, call_time, decision
-from actors.allocator.budgets import Attrs, Budget
+from actors.allocator.budgets import Attrs, Budget, Budgets
 from actors.allocator.forecast import forecast
 from actors.allocator.holds import Charge, Hold, Holds
 from actors.allocator.messages import (
     BudgetDeleteMsg,
+    BudgetsNow,
     BudgetGetMsg,
     BudgetListMsg,
     BudgetSetMsg,
@@ -110,7 +111,7 @@ class Allocator(Actor):
         self.rules = rules
         self.config_budgets = list(config_budgets or [])
         self.timeout = timeout
-        self.budgets: dict[str, Budget] = {}
+        self.budgets = Budgets()
         self.admission = Admission(self.budgets, tiers, unpriced, rules, clock)
         self.signals = Signals(bus, anomaly_factor, clock)
         self.holds = Holds()
@@ -127,8 +128,8 @@ class Allocator(Actor):
             CommitMsg: self._commit,
             ReleaseMsg: self._release,
             Settled: self._settled,
-            StatesMsg: lambda m: m.reply.set(self._states()),
-            ForecastsMsg: lambda m: m.reply.set(self._forecasts()),
+            StatesMsg: lambda m: m.reply.set(self._now(m.per_budget)),
+            ForecastsMsg: lambda m: m.reply.set(self._now(m.per_budget).forecasts),
             CountHolds: lambda m: m.reply.set(len(self.holds)),
             RouteMsg: lambda m: m.reply.set(self._route(m)),
             BudgetGetMsg: self._budget_get,
@@ -158,7 +159,8 @@ class Allocator(Actor):
             if specs.get(spec.name) != spec:
                 await self._save(spec, "config")
             specs[spec.name] = spec
-        budgets = {name: Budget.of(spec, self._model_key) for name, spec in specs.items()}
+        budgets = {name: Budget.of(spec, self._model_key, self.rules.max_counters_per_budget)
+                   for name, spec in specs.items()}
         await self._load_counters(list(budgets.values()))
         self.budgets.update(budgets)
         now = self.clock.now_us()
@@ -168,12 +170,8 @@ class Allocator(Actor):
     def _reopen(self, row: HoldRow) -> None:
         """A hold the ledger keeps, charged again on the counters of the windows it was made in."""
         attrs = _attrs_decoder.decode(row.attrs)
-        charges = []
-        for budget in self.budgets.values():
-            key = budget.key_of(attrs)
-            if key is not None:
-                charges.append(Charge(budget.counter(key, budget.window_at(row.created_at)), row.cost_nanos,
-                                      row.tokens))
+        charges = [Charge(budget.counter(key, budget.window_at(row.created_at), capped=False), row.cost_nanos,
+                          row.tokens) for budget, key in self.budgets.matching(attrs)]
         self.holds.add(Hold(row.id, charges, row.expires_at, _estimate_decoder.decode(row.estimate)))
 
     async def run(self, mailbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
@@ -231,7 +229,7 @@ class Allocator(Actor):
         for budget in budgets:
             win = budget.window_at(now)
             for total in found.get(budget.name, ()):
-                counter = budget.counter(tuple(total.key), win)
+                counter = budget.counter(tuple(total.key), win, capped=False)
                 counter.spent_nanos += total.nanos
                 counter.spent_tokens += total.tokens
 
@@ -247,8 +245,9 @@ class Allocator(Actor):
 
     def _budget_get(self, message: BudgetGetMsg) -> None:
         budget = self._budget(message.name)
-        states = list(budget.current_states(self.clock.now_us()))
-        message.reply.set(BudgetGetResult(budget=budget.spec, states=states))
+        states, more = budget.current_states(self.clock.now_us(), message.limit, message.after)
+        message.reply.set(BudgetGetResult(budget=budget.spec, states=states,
+                                          next=None if more is None else _json.encode(list(more)).decode()))
 
     async def _budget_set(self, message: BudgetSetMsg) -> BudgetSpec:
         spec = message.spec
@@ -257,7 +256,7 @@ class Allocator(Actor):
         except BudgetInvalid as exc:
             raise OpError("invalid", str(exc), exc.field) from None
         await self._save(spec, "api")
-        budget = Budget.of(spec, self._model_key)
+        budget = Budget.of(spec, self._model_key, self.rules.max_counters_per_budget)
         await self._load_counters([budget])
         old = self.budgets.get(spec.name)
         if old is not None:
@@ -283,23 +282,21 @@ class Allocator(Actor):
             self.holds.move(budget.counters.values(), lambda hold: None)
         return bool(deleted) or budget is not None
 
-    def _states(self) -> list[BudgetState]:
+    def _now(self, per_budget: int) -> BudgetsNow:
+        """Each budget's current window: its `per_budget` most used keys, their forecasts (budgets with a
+        limit), and how many keys were left out. Bounded work and answers, however many keys there are."""
         now = self.clock.now_us()
-        return [state for _, b in sorted(self.budgets.items()) for state in b.current_states(now)]
-
-    def _forecasts(self) -> list[Forecast]:
-        now = self.clock.now_us()
-        out = []
+        states, forecasts, omitted = [], [], 0
         for name, budget in sorted(self.budgets.items()):
-            if (budget.limit_nanos is None and budget.limit_tokens is None) or not budget.spec.enabled:
-                continue
-            win = budget.window_at(now)
-            keys = sorted(key for (key, start) in budget.counters if start == win.start_us)
-            if not keys and not budget.star:
-                keys = [()]
+            win, keys, left_out = budget.busiest(now, per_budget)
+            omitted += left_out
+            limited = (budget.limit_nanos is not None or budget.limit_tokens is not None) and budget.spec.enabled
             for key in keys:
-                out.append(forecast(budget, key, win, budget.peek(key, win), self.signals.burn.get((name, key)), now))
-        return out
+                counter = budget.peek(key, win)
+                states.append(budget.state(key, win, counter))
+                if limited:
+                    forecasts.append(forecast(budget, key, win, counter, self.signals.burn.get((name, key)), now))
+        return BudgetsNow(states=states, forecasts=forecasts, omitted=omitted)
 
     # -- admission ------------------------------------------------------------------
 
@@ -439,12 +436,10 @@ class Allocator(Actor):
                 "tier": priced.tier, "context_id": u.context_id, "task_type": u.task_type,
             }
             tokens = u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens
-            for budget in self.budgets.values():
-                bkey = budget.key_of(attrs)
-                if bkey is None:
-                    continue
-                win = budget.window_at(ts_us)
-                counter = budget.counter(bkey, win)
+            # Every counter first (one may refuse, at its cap), then every charge: all or nothing.
+            found = [(b, key, win, b.counter(key, win)) for b, key in self.budgets.matching(attrs)
+                     for win in (b.window_at(ts_us),)]
+            for budget, bkey, win, counter in found:
                 before = budget.used_fraction(counter.spent_nanos, counter.spent_tokens)
                 counter.spent_nanos += priced.cost_nanos
                 counter.spent_tokens += tokens

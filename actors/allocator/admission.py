@@ -5,7 +5,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from actors.allocator.budgets import Attrs, Budget, Counter, describe_key, money
+from actors.allocator.budgets import Attrs, Budget, Budgets, Counter, describe_key, money
 from budgetd.clock import Clock
 from budgetd.model import ACTION_RANK, BudgetState, Decision, Estimate, PriceEntry, Suggestion, nanos, usd
 from budgetd.periods import to_us
@@ -21,6 +21,7 @@ class AdmissionRules:
     max_clock_skew_s: float = 300.0  # how far ahead of the daemon's clock a call's `ts` may be
     max_open_holds: int = 100_000  # open reservations, overall and per component: memory stays bounded
     max_holds_per_component: int = 10_000
+    max_counters_per_budget: int = 100_000
 
 
 EARLIEST_CALL_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
@@ -77,7 +78,7 @@ class Assessment:
 class Admission:
     """Prices estimates with the current book and weighs them against the budgets it is given."""
 
-    def __init__(self, budgets: dict[str, Budget], tiers: TierRules, unpriced: UnpricedPolicy,
+    def __init__(self, budgets: Budgets, tiers: TierRules, unpriced: UnpricedPolicy,
                  rules: AdmissionRules, clock: Clock) -> None:
         self.budgets = budgets  # the allocator's own dict: budgets set later are seen here
         self.book = PriceBook([])
@@ -121,10 +122,7 @@ class Admission:
         if for_hold and cap is not None and cost > nanos(cap):
             action = "deny"
             reasons.append(f"estimate {money(cost)} is above admission.max_reservation_usd ({money(nanos(cap))})")
-        for budget in self.budgets.values():
-            key = budget.key_of(p.attrs)
-            if key is None:
-                continue
+        for budget, key in self.budgets.matching(p.attrs):
             win = budget.window_at(now)
             counter = budget.counter(key, win) if for_hold else budget.peek(key, win)
             matches.append(Match(budget, key, win, counter))

@@ -4,6 +4,7 @@ Pure data and arithmetic, owned by the allocator actor; nothing here awaits.
 Money is integer nano-dollars; tokens are input + output + cache read + cache write.
 """
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -17,6 +18,7 @@ from budgetd.model import (
     nanos,
     usd,
 )
+from budgetd.errors import OpError
 from budgetd.periods import Window, from_us, window
 
 STAR = "*"
@@ -45,10 +47,11 @@ class Budget:
     exact: tuple[tuple[str, str], ...]
     star: tuple[str, ...]
     counters: dict[tuple[tuple[str, ...], int | None], Counter] = field(default_factory=dict)
+    max_counters: int = 100_000  # keys kept at once (a "*" over context ids could grow without end)
     _window: Window = Window(None, None)
 
     @classmethod
-    def of(cls, spec: BudgetSpec, resolve_model: Callable[[str], str]) -> "Budget":
+    def of(cls, spec: BudgetSpec, resolve_model: Callable[[str], str], max_counters: int = 100_000) -> "Budget":
         """`resolve_model` maps a scope's model name to the price key records are stored under."""
         scope = {d: getattr(spec.scope, d) for d in DIMS if getattr(spec.scope, d) is not None}
         if scope.get("model") not in (None, STAR):
@@ -60,6 +63,7 @@ class Budget:
             limit_nanos=None if spec.limit_usd is None else nanos(spec.limit_usd),
             exact=tuple((d, v) for d, v in scope.items() if v != STAR),
             star=tuple(d for d, v in scope.items() if v == STAR),
+            max_counters=max_counters,
         )
 
     def __post_init__(self) -> None:
@@ -97,10 +101,16 @@ class Budget:
             self._window = found
         return found
 
-    def counter(self, key: tuple[str, ...], win: Window) -> Counter:
+    def counter(self, key: tuple[str, ...], win: Window, capped: bool = True) -> Counter:
+        """The counter of `key` in `win`, made when new: `busy` when the budget keeps as many keys as it may
+        (`capped`; state rebuilt from the ledger is never refused)."""
         slot = (key, win.start_us)
         counter = self.counters.get(slot)
         if counter is None:
+            if capped and len(self.counters) >= self.max_counters:
+                raise OpError("busy", f"budget {self.name} keeps {len(self.counters):,} keys, the most "
+                              "admission.max_counters_per_budget allows; they are forgotten two days after "
+                              "their window ends, or narrow the budget's \"*\" scope", "$.budget")
             counter = self.counters[slot] = Counter()
         return counter
 
@@ -145,13 +155,32 @@ class Budget:
             return False
         return True
 
-    def current_states(self, now_us: int) -> Iterator[BudgetState]:
+    def current_keys(self, now_us: int) -> tuple[Window, list[tuple[str, ...]]]:
         win = self.window_at(now_us)
         keys = [key for (key, w) in self.counters if w == win.start_us]
         if not keys and not self.star:
             keys = [()]
-        for key in sorted(keys):
-            yield self.state(key, win, self.counter(key, win))
+        return win, keys
+
+    def current_states(self, now_us: int, limit: int | None = None,
+                       after: tuple[str, ...] | None = None) -> tuple[list[BudgetState], tuple[str, ...] | None]:
+        """The states of the current window by key, `limit` of them after `after`; and the key to go on
+        after, when there are more."""
+        win, keys = self.current_keys(now_us)
+        keys = sorted(k for k in keys if after is None or k > after)
+        page = keys if limit is None else keys[:limit]
+        more = page[-1] if limit is not None and len(keys) > limit else None
+        return [self.state(key, win, self.peek(key, win)) for key in page], more
+
+    def busiest(self, now_us: int, limit: int) -> tuple[Window, list[tuple[str, ...]], int]:
+        """The `limit` most used keys of the current window (by key when equal), and how many are left out."""
+        win, keys = self.current_keys(now_us)
+        if len(keys) <= limit:
+            return win, sorted(keys), 0
+        def used(key: tuple[str, ...]) -> float:
+            c = self.peek(key, win)
+            return self.used_fraction(c.spent_nanos + c.reserved_nanos, c.spent_tokens + c.reserved_tokens)
+        return win, sorted(heapq.nlargest(limit, keys, key=used)), len(keys) - limit
 
     def prune(self, now_us: int, keep_us: int) -> None:
         """Forget counters of windows that ended long ago and hold nothing."""
@@ -186,3 +215,58 @@ def describe_key(budget: Budget, key: tuple[str, ...]) -> str:
 
 def money(nanos_amount: int) -> str:
     return format_usd(usd(nanos_amount))
+
+
+class Budgets(dict[str, Budget]):
+    """The allocator's budgets by name, indexed by scope: `matching(attrs)` looks only at the budgets
+    whose first exact scope value is the request's (and at those with none), so a check costs the
+    budgets that may match, not every budget defined."""
+
+    def __init__(self, budgets: dict[str, Budget] | None = None) -> None:
+        super().__init__(budgets or {})
+        self._by_value: dict[tuple[str, str], list[Budget]] = {}
+        self._unscoped: list[Budget] = []  # global budgets and those keyed by "*" only
+        self._order: dict[str, int] = {}
+        self._reindex()
+
+    def __setitem__(self, name: str, budget: Budget) -> None:
+        super().__setitem__(name, budget)
+        self._reindex()
+
+    def __delitem__(self, name: str) -> None:
+        super().__delitem__(name)
+        self._reindex()
+
+    def pop(self, name: str, *default: Budget | None) -> Budget | None:  # type: ignore[override]
+        found = super().pop(name, *default)
+        self._reindex()
+        return found
+
+    def update(self, *args: dict, **kwargs: Budget) -> None:  # type: ignore[override]
+        super().update(*args, **kwargs)
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._by_value, self._unscoped = {}, []
+        self._order = {name: i for i, name in enumerate(self)}
+        for budget in self.values():
+            if budget.exact:
+                self._by_value.setdefault(budget.exact[0], []).append(budget)
+            else:
+                self._unscoped.append(budget)
+
+    def matching(self, attrs: Attrs) -> list[tuple[Budget, tuple[str, ...]]]:
+        """Every budget that covers a request with these attributes, with its counter key, in the order
+        the budgets were defined."""
+        found = [(b, key) for b in self._unscoped if (key := b.key_of(attrs)) is not None]
+        for dim in DIMS:
+            value = attrs.get(dim)
+            if value is None:
+                continue
+            for b in self._by_value.get((dim, value), ()):
+                key = b.key_of(attrs)
+                if key is not None:
+                    found.append((b, key))
+        if len(found) > 1:
+            found.sort(key=lambda pair: self._order[pair[0].name])
+        return found

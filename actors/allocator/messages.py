@@ -61,10 +61,12 @@ class BudgetSetMsg(msgspec.Struct, frozen=True):
 
 
 class BudgetGetMsg(msgspec.Struct, frozen=True):
-    """Answer: `BudgetGetResult` (the spec and its states in the current window)."""
+    """Answer: `BudgetGetResult` (the spec and a page of its states in the current window, by key)."""
 
     name: str
     reply: ReplyTo
+    limit: int = 1000
+    after: tuple[str, ...] | None = None
 
 
 class BudgetListMsg(msgspec.Struct, frozen=True):
@@ -81,15 +83,25 @@ class BudgetDeleteMsg(msgspec.Struct, frozen=True):
 
 
 class StatesMsg(msgspec.Struct, frozen=True):
-    """Answer: every budget's states in its current window (for `status`)."""
+    """Answer: `BudgetsNow`: each budget's states in its current window (at most `per_budget`, the most
+    used), their forecasts, and how many states were left out."""
 
     reply: ReplyTo
+    per_budget: int = 100
 
 
 class ForecastsMsg(msgspec.Struct, frozen=True):
-    """Answer: a Forecast for every budget with a limit, in its current window."""
+    """Answer: a Forecast for each budget with a limit, in its current window (its `per_budget` most
+    used keys)."""
 
     reply: ReplyTo
+    per_budget: int = 100
+
+
+class BudgetsNow(msgspec.Struct, frozen=True):
+    states: list
+    forecasts: list
+    omitted: int
 
 
 class CountHolds(msgspec.Struct, frozen=True):

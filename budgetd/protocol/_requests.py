@@ -141,6 +141,8 @@ class BudgetSet(Request, tag="budget.set", kw_only=True):
 @op(BudgetGetResult, "read", "ask")
 class BudgetGet(Request, tag="budget.get", kw_only=True):
     name: Name
+    limit: Annotated[int, Meta(ge=1, le=10_000)] = 1000  # states (keys) per page, by key
+    after: Annotated[str, Meta(max_length=4096)] | None = None  # the `next` of an earlier page
 
 
 @op(BudgetListResult, "read", "ask")
@@ -155,7 +157,7 @@ class BudgetDelete(Request, tag="budget.delete", kw_only=True):
 
 @op(StatusResult, "read", "ask")
 class Status(Request, tag="status", kw_only=True):
-    pass
+    states_per_budget: Annotated[int, Meta(ge=1, le=10_000)] = 100  # the most used keys of each budget
 
 
 @op(ReportResult, "read", "ask")

@@ -45,6 +45,7 @@ class BudgetResult(Struct, kw_only=True):
 class BudgetGetResult(Struct, kw_only=True):
     budget: BudgetSpec
     states: list[BudgetState]
+    next: str | None = None  # more keys: ask again with `after` set to this
 
 
 class BudgetListResult(Struct, kw_only=True):
@@ -87,6 +88,7 @@ class StatusResult(Struct, kw_only=True):
     daemon: DaemonStatus
     prices: PricesStatus
     forecasts: list[Forecast] = msgspec.field(default_factory=list)  # budgets with a limit
+    states_omitted: int = 0  # keys of "*" budgets past `states_per_budget` (the least used); see budget.get
 
 
 class ReportResult(Struct, kw_only=True):

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, NamedTuple
 
+import msgspec
+
 import budgetd
 from actors.allocator import (
     BudgetDeleteMsg,
@@ -238,7 +240,14 @@ class Ops:
         return BudgetResult(budget=spec)
 
     async def budget_get(self, req: BudgetGet) -> Any:
-        return await self._allocator(lambda reply: BudgetGetMsg(name=req.name, reply=reply))
+        after = None
+        if req.after is not None:
+            try:
+                after = tuple(msgspec.json.decode(req.after, type=list[str]))
+            except msgspec.MsgspecError:
+                raise OpError("invalid", "`after` must be the `next` of an earlier budget.get", "$.after") from None
+        return await self._allocator(lambda reply: BudgetGetMsg(name=req.name, reply=reply, limit=req.limit,
+                                                                after=after))
 
     async def budget_list(self, _req: BudgetList) -> BudgetListResult:
         return BudgetListResult(budgets=await self._allocator(lambda reply: BudgetListMsg(reply=reply)))
@@ -329,10 +338,9 @@ class Ops:
         holds = await self._allocator(lambda reply: CountHolds(reply=reply))
         return render(self.metrics, status, holds)
 
-    async def status(self, _req: Status) -> StatusResult:
+    async def status(self, req: Status) -> StatusResult:
         totals = await self.refs["ledger"].ask(lambda reply: GetTotals(reply=reply), self.timeout)
-        budgets = await self._allocator(lambda reply: StatesMsg(reply=reply))
-        forecasts = await self._allocator(lambda reply: ForecastsMsg(reply=reply))
+        now = await self._allocator(lambda reply: StatesMsg(reply=reply, per_budget=req.states_per_budget))
         prices = await self.refs["prices"].ask(lambda reply: GetPricesStatus(reply=reply), self.timeout)
         actors = [
             ActorStatus(name=r.name, restarts=r.restarts, mailbox_depth=r.depth, running=r.running)
@@ -343,7 +351,8 @@ class Ops:
             uptime_s=round(time.monotonic() - self._started_monotonic, 3), socket=self.socket_path,
             data_dir=str(self.config.data_path), durability=self.config.daemon.durability, actors=actors,
         )
-        return StatusResult(budgets=budgets, totals=totals, daemon=daemon, prices=prices, forecasts=forecasts)
+        return StatusResult(budgets=now.states, totals=totals, daemon=daemon, prices=prices, forecasts=now.forecasts,
+                            states_omitted=now.omitted)
 
     async def prices_get(self, req: PricesGet) -> Any:
         return await self.refs["prices"].ask(
