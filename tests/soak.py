@@ -1,7 +1,8 @@
 """Chaos and soak: `make soak` (minutes), and a short run of each case inside `make test`.
 
 `python -m tests.soak [--seconds 300] [--workers 8] [--kills 10]` prints a summary table:
-operations, kills, records verified, the daemon's largest RSS, violations (must be 0).
+operations, kills, records verified, holds verified (acknowledged, left open, still there after every
+kill), the daemon's largest RSS, violations (must be 0).
 """
 
 import argparse
@@ -96,8 +97,11 @@ def mixed_workload(tmp: Path, seconds: float, workers: int, kills: int, seed: in
     sampler.join()
     d.stop()
 
-    acked = [line.split() for out in outs if out.exists() for line in out.read_text().splitlines()]
+    lines = [line.split() for out in outs if out.exists() for line in out.read_text().splitlines()]
+    acked = [(kind, key) for kind, key in lines if kind in ("record", "commit")]
+    held = {key for kind, key in lines if kind == "hold"} - {key for kind, key in lines if kind == "closed"}
     db = sqlite3.connect(f"file:{d.ledger}?mode=ro", uri=True)
+    open_holds = {row[0]: row[1] for row in db.execute("SELECT id, tokens FROM holds WHERE component = 'soak-hard'")}
     counts = dict(db.execute("SELECT idempotency_key, count(*) FROM usage WHERE idempotency_key IS NOT NULL "
                              "GROUP BY idempotency_key"))
     operations = db.execute("SELECT count(*) FROM usage").fetchone()[0]
@@ -110,16 +114,22 @@ def mixed_workload(tmp: Path, seconds: float, workers: int, kills: int, seed: in
     doubled = [key for key, n in counts.items() if n > 1]
     violations += [f"acknowledged but missing: {k}" for k in missing[:5]]
     violations += [f"recorded twice: {k}" for k in doubled[:5]]
+    violations += [f"acknowledged hold lost: {h}" for h in sorted(held - set(open_holds))[:5]]
     d.start()
     with SyncBudgetClient(d.socket) as c:
         state = next(s for s in c.status().budgets if s.budget == "soak-hard")
     d.stop()
     if state.spent_tokens != hard_sum:
         violations.append(f"counter {state.spent_tokens} != ledger sum {hard_sum}")
+    if state.reserved_tokens != sum(open_holds.values()):
+        violations.append(f"reserved {state.reserved_tokens} != the open holds' {sum(open_holds.values())}")
+    if hard_sum + state.reserved_tokens > HARD_LIMIT:
+        violations.append(f"hard budget spent {hard_sum} + held {state.reserved_tokens} > {HARD_LIMIT}")
     if hard_sum > HARD_LIMIT:
         violations.append(f"hard budget spent {hard_sum} > {HARD_LIMIT}")
     return {"case": "mixed load + SIGKILL", "operations": operations, "kills": done_kills,
-            "records verified": len(acked), "samples": samples, "max RSS MB": round(max_rss / 1024, 1),
+            "records verified": len(acked), "holds verified": len(held), "samples": samples,
+            "max RSS MB": round(max_rss / 1024, 1),
             "violations": violations}
 
 
@@ -197,7 +207,7 @@ def hanging_neighbours(tmp: Path, records: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    headers = ["case", "operations", "kills", "records verified", "max RSS MB", "violations"]
+    headers = ["case", "operations", "kills", "records verified", "holds verified", "max RSS MB", "violations"]
     lines = [" | ".join(headers), " | ".join("---" for _ in headers)]
     for r in rows:
         lines.append(" | ".join(str(len(r["violations"]) if h == "violations" else r.get(h, "")) for h in headers))

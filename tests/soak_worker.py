@@ -1,6 +1,7 @@
 """One load process of the soak: records, reserve/commit/release, checks, reports, until told to stop.
 
-`python -m tests.soak_worker SOCKET OUT SECONDS SEED`: every acknowledged record's idempotency key is
+`python -m tests.soak_worker SOCKET OUT SECONDS SEED`: every acknowledged record's idempotency key,
+every acknowledged hold (some are left open on purpose) and every acknowledged close of one is
 appended to OUT (flushed at once), so the driver can check the ledger against what was acknowledged.
 Daemon restarts are survived: a failed call is retried with the same key until it is answered.
 """
@@ -30,16 +31,20 @@ def main(socket: str, out_path: str, seconds: float, seed: int) -> None:
                         client.record(idempotency_key=key, **usage)
                         out.write(f"record {key}\n")
                     elif kind < 0.8:
-                        d = client.reserve(idempotency_key=key, max_output_tokens=300, ttl_s=30,
+                        d = client.reserve(idempotency_key=key, max_output_tokens=300, ttl_s=600,
                                            component="soak-hard", model=usage["model"],
                                            input_tokens=usage["input_tokens"])
                         if d.allowed:
-                            if rng.random() < 0.7:
+                            out.write(f"hold {d.reservation_id}\n")
+                            fate = rng.random()
+                            if fate < 0.6:
                                 client.commit(d.reservation_id, idempotency_key=f"c-{key}",
                                               **{**usage, "component": "soak-hard"})
-                                out.write(f"commit c-{key}\n")
-                            else:
+                                out.write(f"commit c-{key}\nclosed {d.reservation_id}\n")
+                            elif fate < 0.9:
                                 client.release(d.reservation_id)
+                                out.write(f"closed {d.reservation_id}\n")
+                            # else the hold stays open: a restart must not forget it
                     elif kind < 0.95:
                         client.check(component=usage["component"], model=usage["model"],
                                      input_tokens=usage["input_tokens"], max_output_tokens=300)
