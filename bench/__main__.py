@@ -97,7 +97,9 @@ def start_daemon(work: Path, name: str, http_port: int | None, ledger: Path | No
     http = ["--http", f"127.0.0.1:{http_port}"] if http_port else ["--no-http"]
     args = [sys.executable, "-m", "budgetd", "daemon", "--socket", str(sock), "--data-dir", str(data), *http]
     # Offline: prices from the bundled file only, so no feed fetch runs during the measurements.
-    env = dict(os.environ, BUDGETD_PRICING_SOURCES='["litellm_bundled"]', **env_extra)
+    # Reserve latency runs leave their holds open: room for all of them.
+    env = dict(os.environ, BUDGETD_PRICING_SOURCES='["litellm_bundled"]', BUDGETD_ADMISSION_MAX_OPEN_HOLDS="10000000",
+               BUDGETD_ADMISSION_MAX_HOLDS_PER_COMPONENT="10000000", **env_extra)
     return Process(args, sock, env), sock
 
 

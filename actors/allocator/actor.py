@@ -347,8 +347,9 @@ class Allocator(Actor):
                       estimate=_json.encode(est), attrs=_json.encode(a.attrs), cost_nanos=a.cost_nanos,
                       tokens=a.tokens)
         self.holds.add(hold)
-        self._send(WriteHold(hold=row, decision=result, idempotency_key=key, payload_hash=message.payload_hash,
-                             reply=message.reply), _Pending(opened=hold))
+        self._send(lambda write_id, settle: WriteHold(
+            hold=row, decision=result, idempotency_key=key, payload_hash=message.payload_hash, reply=message.reply,
+            write_id=write_id, settle=settle), _Pending(opened=hold))
 
     def _check_room(self, component: str) -> None:
         """Open holds are bounded, overall and per component, so memory is."""
@@ -372,7 +373,8 @@ class Allocator(Actor):
         if hold is None:
             message.reply.set(Released(released=False))
             return
-        self._send(CloseHold(id=hold.id, reply=message.reply, answer=Released(released=True)), _Pending(closed=hold))
+        self._send(lambda write_id, settle: CloseHold(id=hold.id, reply=message.reply, answer=Released(released=True),
+                                                      write_id=write_id, settle=settle), _Pending(closed=hold))
 
     def _commit(self, message: CommitMsg) -> None:
         rid = message.reservation_id
@@ -457,17 +459,22 @@ class Allocator(Actor):
             metadata=_json.encode(u.metadata).decode() if u.metadata else None,
             idempotency_key=key,
         )
-        self._send(WriteUsage(row=row, payload_hash=digest, reply=reply, budgets=states),
+        self._send(lambda write_id, settle: WriteUsage(row=row, payload_hash=digest, reply=reply, budgets=states,
+                                                       write_id=write_id, settle=settle),
                    _Pending(charges=charges, closed=hold))
 
-    def _send(self, write: Any, pending: "_Pending") -> None:
-        """Hand a write to the ledger, remembering what to undo if it is not applied."""
-        write_id = next(self._write_ids)
-        self._unsettled[write_id] = pending
+    def _send(self, make: Callable[[int | None, Ref | None], Any], pending: "_Pending") -> None:
+        """Hand a write to the ledger, remembering what to undo if it is not applied (a write that did
+        nothing ahead of the ledger, a record no budget covers, needs no settling)."""
+        write_id = None
+        if pending.charges or pending.opened is not None or pending.closed is not None:
+            write_id = next(self._write_ids)
+            self._unsettled[write_id] = pending
         try:
-            self.ledger.tell(msgspec.structs.replace(write, write_id=write_id, settle=self.ref))
+            self.ledger.tell(make(write_id, None if write_id is None else self.ref))
         except OpError:
-            self._undo(self._unsettled.pop(write_id), failed=True)
+            if write_id is not None:
+                self._undo(self._unsettled.pop(write_id), failed=True)
             raise
 
     def _settled(self, message: Settled) -> None:
