@@ -25,7 +25,7 @@ from budgetd.model import (
     usd,
 )
 from budgetd.periods import window
-from budgetd.pricing import PriceBook, RateCard, cost_nanos, rate_card
+from budgetd.pricing import Billed, PriceBook, RateCard, cost_nanos, rate_card
 
 _US = dt.timedelta(microseconds=1)
 CACHE_MIN_PROMPT = 1024  # providers cache prompts from about this size
@@ -147,7 +147,7 @@ def _base_card(entry: PriceEntry) -> RateCard:
 def would_cost(entry: PriceEntry, sums: list[int]) -> int:
     """Nano-dollars the traffic `sums` (requests, input, output, cache read, cache write) costs at `entry`'s
     rates; cache rates fall back to the input rate where the model has none."""
-    return cost_nanos(_base_card(entry), sums[1], sums[2], sums[3], sums[4])
+    return cost_nanos(_base_card(entry), Billed(sums[1], sums[2], sums[3], sums[4]))
 
 
 def cheaper(model: str, sums: list[int], max_prompt: int, book: PriceBook, providers: set[str],

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from actors.sources import litellm_bundled
-from budgetd.pricing import PriceBook, TierRules, cost_nanos
+from budgetd.pricing import Billed, PriceBook, TierRules, cost_nanos
 
 CALLS = [
     ("gpt-4o", 1234, 567, 0, 0),
@@ -50,7 +50,7 @@ def test_costs_match_litellm_to_the_nano_dollar():
     for model, inp, out, cr, cw in CALLS:
         resolved = book.resolve(model)
         assert resolved is not None, model
-        ours.append(cost_nanos(resolved.card, inp, out, cr, cw))
+        ours.append(cost_nanos(resolved.card, Billed(inp, out, cr, cw)))
     result = subprocess.run([sys.executable, "-c", LITELLM, json.dumps(CALLS)], capture_output=True, text=True,
                             check=True, timeout=120)
     theirs = json.loads(result.stdout.strip().splitlines()[-1])

@@ -73,9 +73,10 @@ from budgetd.model import (
     Usage,
     check_budget,
     nanos,
+    parts_problem,
 )
 from budgetd.periods import from_us
-from budgetd.pricing import TierRules, UnpricedPolicy, price_call
+from budgetd.pricing import Billed, TierRules, UnpricedPolicy, price_call
 from budgetd.protocol import BudgetGetResult, OpError, Released, RouteResult
 
 _json = msgspec.json.Encoder()
@@ -423,11 +424,12 @@ class Allocator(Actor):
     def _charge_and_write(self, u: Usage, key: str | None, digest: bytes | None, reply: ReplyTo,
                           reservation_id: str | None, hold: Hold | None = None) -> None:
         ts_us = call_time(u.ts, self.clock.now_us(), self.rules.max_clock_skew_s)
-        priced = price_call(
-            self.book, self.unpriced, self.tiers, u.model, u.provider, u.tier,
-            u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
-            None if u.cost_usd is None else nanos(u.cost_usd),
-        )
+        problem = parts_problem(u)
+        if problem is not None:
+            raise OpError("invalid", problem[1], f"$.usage.{problem[0]}")
+        billed = Billed.of(u)
+        priced = price_call(self.book, self.unpriced, self.tiers, u.model, u.provider, u.tier, billed, ts_us,
+                            None if u.cost_usd is None else nanos(u.cost_usd))
         if not priced.priced:
             self.signals.unpriced(u.model, self.unpriced.mode)
         charges: list[Charge] = []
@@ -437,7 +439,7 @@ class Allocator(Actor):
                 "component": u.component, "model": priced.model, "provider": priced.provider,
                 "tier": priced.tier, "context_id": u.context_id, "task_type": u.task_type,
             }
-            tokens = u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens
+            tokens = billed.tokens
             # Every counter first (one may refuse, at its cap), then every charge: all or nothing.
             found = [(b, key, win, b.counter(key, win)) for b, key in self.budgets.matching(attrs)
                      for win in (b.window_at(ts_us),)]

@@ -9,7 +9,7 @@ from actors.allocator.budgets import Attrs, Budget, Budgets, Counter, describe_k
 from budgetd.clock import Clock
 from budgetd.model import ACTION_RANK, BudgetState, Decision, Estimate, PriceEntry, Suggestion, nanos, usd
 from budgetd.periods import to_us
-from budgetd.pricing import PriceBook, TierRules, UnpricedPolicy, price_call
+from budgetd.pricing import Billed, PriceBook, TierRules, UnpricedPolicy, price_call
 from budgetd.protocol import OpError
 
 
@@ -95,13 +95,16 @@ class Admission:
             model_max = entry.max_output_tokens if entry is not None else None
             max_out = min(model_max or self.rules.default_output_tokens, self.rules.default_output_tokens)
         cache_read = est.cache_read_tokens or 0
-        priced = price_call(self.book, self.unpriced, self.tiers, est.model, est.provider, est.tier,
-                            est.input_tokens, max_out, cache_read, 0)
+        billed = Billed(est.input_tokens, max_out, cache_read, est.cache_write_tokens, est.cache_write_1h_tokens,
+                        audio_input=est.audio_input_tokens, web_searches=est.web_search_requests,
+                        service_tier=est.service_tier)
+        priced = price_call(self.book, self.unpriced, self.tiers, est.model, est.provider, est.tier, billed,
+                            self.clock.now_us())
         attrs: Attrs = {
             "component": est.component, "model": priced.model, "provider": priced.provider,
             "tier": priced.tier, "context_id": est.context_id, "task_type": est.task_type,
         }
-        return PricedEstimate(attrs, entry, priced.cost_nanos, est.input_tokens + max_out + cache_read, max_out)
+        return PricedEstimate(attrs, entry, priced.cost_nanos, billed.tokens, max_out)
 
     def assess(self, est: Estimate, for_hold: bool = False) -> Assessment:
         p = self.priced(est)

@@ -11,6 +11,8 @@ from budgetd.model._vocabulary import (  # noqa: F401
     TIERS,
     ApolloTier,
     TierIn,
+    ServiceTier,
+    SERVICE_TIERS,
     TIER_INPUTS,
     TIER_ALIASES,
     TIER_RANK,
@@ -41,6 +43,7 @@ from budgetd.model._types import (  # noqa: F401
     TokenLimit,
     Usd,
     CallUsd,
+    Searches,
     Id,
     PerMtok,
     Name,
@@ -58,6 +61,7 @@ from budgetd.model._usage import (  # noqa: F401
     UsagePatch,
     Usage,
     UsageRecord,
+    parts_problem,
 )
 from budgetd.model._admission import (  # noqa: F401
     Estimate,

@@ -6,11 +6,23 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from budgetd.model._types import BudgetInvalid, BudgetName, Count, Label, Name, Struct, Text, TokenLimit, Usd
-from budgetd.model._vocabulary import Action, BudgetStatus, Period, Policy, TierIn
+from budgetd.model._types import (
+    BudgetInvalid,
+    BudgetName,
+    Count,
+    Label,
+    Name,
+    Searches,
+    Struct,
+    Text,
+    TokenLimit,
+    Usd,
+)
+from budgetd.model._vocabulary import Action, BudgetStatus, Period, Policy, ServiceTier, TierIn
+
 
 class Estimate(Struct, kw_only=True):
-    """What a call may consume."""
+    """What a call may consume (the same token kinds as a Usage, where they change the price)."""
 
     component: Name
     model: Name
@@ -21,6 +33,11 @@ class Estimate(Struct, kw_only=True):
     input_tokens: Count
     max_output_tokens: Count | None = None
     cache_read_tokens: Count | None = None
+    cache_write_tokens: Count = 0
+    cache_write_1h_tokens: Count = 0
+    audio_input_tokens: Count = 0
+    service_tier: ServiceTier = "standard"
+    web_search_requests: Searches = 0
     priority: Annotated[int, Meta(ge=1, le=10)] = 5
 
 
@@ -108,6 +125,8 @@ class Decision(Struct, kw_only=True):
     reservation_id: str | None = None
     expires_at: dt.datetime | None = None
     duplicate: bool = False
+    priced: bool = True  # False: the model has no price; the estimate is at pricing.unknown_model's rate
+    did_you_mean: list[str] = msgspec.field(default_factory=list)  # priced names close to an unpriced one
 
 
 class Recorded(Struct, kw_only=True):
@@ -120,6 +139,7 @@ class Recorded(Struct, kw_only=True):
     tier: str | None
     budgets: list[BudgetState] = msgspec.field(default_factory=list)
     duplicate: bool = False
+    did_you_mean: list[str] = msgspec.field(default_factory=list)  # when unpriced: priced names close to it
 
 
 class Need(Struct, kw_only=True):

@@ -8,6 +8,7 @@ import msgspec
 from budgetd.model._types import Count, Name, PerMtok, Struct, TokenLimit
 from budgetd.model._vocabulary import Tier
 
+
 class LongContext(Struct, kw_only=True):
     """Rates that apply to the whole request above `threshold_tokens` of input."""
 
@@ -44,6 +45,7 @@ class PriceEntry(PriceSpec, kw_only=True):
     effective_to: dt.datetime | None = None
     verified: bool = True
     deprecated_on: dt.date | None = None
+    alias_of: Name | None = None  # this key is another's: it is priced as that entry
 
 
 class SourceReport(Struct, kw_only=True):

@@ -18,6 +18,8 @@ TokenLimit = Annotated[int, Meta(ge=0, le=10**15)]
 Usd = Annotated[float, Meta(ge=0.0, le=1e9)]
 #: What one call cost.
 CallUsd = Annotated[float, Meta(ge=0.0, le=1e4)]
+#: Web searches a call made (each billed per query).
+Searches = Annotated[int, Meta(ge=0, le=10_000)]
 #: A positive 64-bit integer (ids, cursors).
 Id = Annotated[int, Meta(ge=1, le=2**63 - 1)]
 #: Prices on the wire: USD per million tokens.

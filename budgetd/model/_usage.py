@@ -2,11 +2,19 @@
 
 import datetime as dt
 
-from budgetd.model._types import CallUsd, Count, Label, Metadata, Name, Struct, Time
-from budgetd.model._vocabulary import TierIn
+from budgetd.model._types import CallUsd, Count, Label, Metadata, Name, Searches, Struct, Time
+from budgetd.model._vocabulary import ServiceTier, TierIn
+
 
 class UsagePatch(Struct, kw_only=True):
-    """Usage whose `component` and `model` may be omitted (commit of a reservation)."""
+    """Usage whose `component` and `model` may be omitted (commit of a reservation).
+
+    Token kinds, as the provider billed them: `input_tokens` (prompt tokens not read from or written to
+    a cache), `output_tokens` (reasoning and audio included), `cache_read_tokens`, `cache_write_tokens`
+    (writes with the provider's default lifetime, Anthropic's 5 minutes), `cache_write_1h_tokens`
+    (writes kept an hour). `reasoning_tokens` and `audio_output_tokens` say how many of
+    `output_tokens` were reasoning and audio, `audio_input_tokens` how many of `input_tokens` were
+    audio: parts, never counted twice."""
 
     component: Name | None = None
     model: Name | None = None
@@ -15,6 +23,12 @@ class UsagePatch(Struct, kw_only=True):
     output_tokens: Count = 0
     cache_read_tokens: Count = 0
     cache_write_tokens: Count = 0
+    cache_write_1h_tokens: Count = 0
+    reasoning_tokens: Count = 0
+    audio_input_tokens: Count = 0
+    audio_output_tokens: Count = 0
+    service_tier: ServiceTier = "standard"
+    web_search_requests: Searches = 0
     context_id: Label | None = None
     task_type: Name | None = None
     tier: TierIn | None = None
@@ -53,3 +67,21 @@ class UsageRecord(Struct, kw_only=True):
     request_id: str | None = None
     reservation_id: str | None = None
     metadata: dict[str, str | int | float | bool] | None = None
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    service_tier: str = "standard"
+    web_search_requests: int = 0
+
+
+def parts_problem(u: UsagePatch) -> tuple[str, str] | None:
+    """(field, message) when a usage's parts exceed their whole, else None."""
+    if u.reasoning_tokens + u.audio_output_tokens > u.output_tokens:
+        field = "reasoning_tokens" if u.reasoning_tokens > u.output_tokens else "audio_output_tokens"
+        return field, (f"reasoning_tokens ({u.reasoning_tokens:,}) and audio_output_tokens ({u.audio_output_tokens:,}) "
+                       f"are parts of output_tokens ({u.output_tokens:,}) and cannot add up to more")
+    if u.audio_input_tokens > u.input_tokens:
+        return "audio_input_tokens", (f"audio_input_tokens ({u.audio_input_tokens:,}) is a part of input_tokens "
+                                      f"({u.input_tokens:,}) and cannot be more")
+    return None

@@ -18,6 +18,10 @@ TIER_RANK = {tier: rank for rank, tier in enumerate(TIERS)}
 #: What a model can do (not how well): a replacement must keep these.
 FUNCTIONAL_CAPABILITIES = frozenset({"tools", "json", "vision", "reasoning", "audio", "pdf"})
 
+#: The provider's processing tier a call was billed at (`batch`: a batch API's rates).
+ServiceTier = Literal["standard", "priority", "flex", "batch"]
+SERVICE_TIERS: tuple[str, ...] = get_args(ServiceTier)
+
 Period = Literal["hourly", "daily", "weekly", "monthly", "total"]
 PERIODS: tuple[str, ...] = get_args(Period)
 Policy = Literal["ignore", "warn", "soft", "hard"]

@@ -133,6 +133,8 @@ class RouteResult(Struct, kw_only=True):
     choice: str | None
     decision: Decision | None
     alternatives: list[Alternative]
+    priced: bool = True  # False: the requested model has no price
+    did_you_mean: list[str] = msgspec.field(default_factory=list)  # priced names close to the requested one
 
 
 class AlertListResult(Struct, kw_only=True):
