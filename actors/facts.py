@@ -98,7 +98,8 @@ def build(i: Inputs) -> Facts:
     facts.budgets_at_risk.extend(f for f in i.forecasts if _at_risk(f))
     facts.expensive_calls.extend(
         CallFact(record_id=r.record_id, ts=r.ts, component=r.component, model=r.model, cost_usd=r.cost_usd,
-                 tokens=r.input_tokens + r.output_tokens + r.cache_read_tokens + r.cache_write_tokens)
+                 tokens=r.input_tokens + r.output_tokens + r.cache_read_tokens + r.cache_write_tokens
+                 + r.cache_write_1h_tokens)
         for r in i.top_calls[:5])
     facts.cache.extend(_cache_facts(now_sums, i.book))
     by_model = _sum_by(i.rows, ("model",))
@@ -110,12 +111,12 @@ def build(i: Inputs) -> Facts:
 
 
 def _sum_by(rows: Iterable[ReportRow], dims: tuple[str, ...]) -> dict[tuple, list[int]]:
-    """requests, input, output, cache read, cache write, nanos per value of `dims`."""
+    """requests, input, output, cache read, cache write (of either lifetime), nanos per value of `dims`."""
     out: dict[tuple, list[int]] = {}
     for r in rows:
         accumulate(out, tuple(r.group.get(d) for d in dims), (
-            r.requests, r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens,
-            nanos(r.cost_usd)))
+            r.requests, r.input_tokens, r.output_tokens, r.cache_read_tokens,
+            r.cache_write_tokens + r.cache_write_1h_tokens, nanos(r.cost_usd)))
     return out
 
 

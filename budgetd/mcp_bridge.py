@@ -22,7 +22,7 @@ from pydantic import Field
 
 from budgetd.backoff import Backoff
 from budgetd.client import BudgetClient
-from budgetd.model import Bucket, Dim, ReportOrder, Tier
+from budgetd.model import Bucket, Dim, ReportOrder, ServiceTier, Tier
 from budgetd.periods import parse_when
 from budgetd.protocol import Ask, OpError
 from budgetd.render import count, money
@@ -43,7 +43,15 @@ Model = Annotated[str, Field(description="Model name as the provider or litellm 
                              min_length=1, max_length=128)]
 Tokens = Annotated[int, Field(ge=0, le=100_000_000)]
 CacheRead = Annotated[int, Field(ge=0, le=100_000_000, description="Prompt tokens served from the cache")]
-CacheWrite = Annotated[int, Field(ge=0, le=100_000_000, description="Prompt tokens written to the cache")]
+CacheWrite = Annotated[int, Field(ge=0, le=100_000_000, description="Prompt tokens written to the cache for its "
+                                                                   "default lifetime (Anthropic's 5 minutes)")]
+CacheWrite1h = Annotated[int, Field(ge=0, le=100_000_000, description="Prompt tokens written to the cache for an "
+                                                                     "hour")]
+Reasoning = Annotated[int, Field(ge=0, le=100_000_000, description="How many of output_tokens were reasoning")]
+AudioIn = Annotated[int, Field(ge=0, le=100_000_000, description="How many of input_tokens were audio")]
+AudioOut = Annotated[int, Field(ge=0, le=100_000_000, description="How many of output_tokens were audio")]
+ServiceTierField = Annotated[ServiceTier, Field(description="The provider's processing tier the call was billed at")]
+WebSearches = Annotated[int, Field(ge=0, le=10_000, description="Web searches the call made")]
 ReservationId = Annotated[str, Field(description="The reservation_id a budget_reserve returned", min_length=1,
                                      max_length=64)]
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
@@ -256,11 +264,17 @@ def build_server(socket: str | None = None, *, read_only: bool = False) -> MCPSe
             input_tokens: Annotated[Tokens, Field(description="Prompt tokens not served from cache")] = 0,
             output_tokens: Annotated[Tokens, Field(description="Output tokens, reasoning included")] = 0,
             cache_read_tokens: CacheRead = 0, cache_write_tokens: CacheWrite = 0,
+            cache_write_1h_tokens: CacheWrite1h = 0,
+            reasoning_tokens: Reasoning = 0, audio_input_tokens: AudioIn = 0, audio_output_tokens: AudioOut = 0,
+            service_tier: ServiceTierField = "standard", web_search_requests: WebSearches = 0,
             model: Annotated[str | None, Field(description="The model used, if not the one reserved")] = None,
         ) -> CallToolResult:
             """Replace a hold with what the call actually used; the ledger records it."""
             fields = {"input_tokens": input_tokens, "output_tokens": output_tokens,
-                      "cache_read_tokens": cache_read_tokens, "cache_write_tokens": cache_write_tokens}
+                      "cache_read_tokens": cache_read_tokens, "cache_write_tokens": cache_write_tokens,
+                      "cache_write_1h_tokens": cache_write_1h_tokens, "reasoning_tokens": reasoning_tokens,
+                      "audio_input_tokens": audio_input_tokens, "audio_output_tokens": audio_output_tokens,
+                      "service_tier": service_tier, "web_search_requests": web_search_requests}
             if model:
                 fields["model"] = model
             r = await call(lambda c: c.commit(reservation_id, **fields))
@@ -278,6 +292,9 @@ def build_server(socket: str | None = None, *, read_only: bool = False) -> MCPSe
             input_tokens: Annotated[Tokens, Field(description="Prompt tokens not served from cache")] = 0,
             output_tokens: Annotated[Tokens, Field(description="Output tokens, reasoning included")] = 0,
             cache_read_tokens: CacheRead = 0, cache_write_tokens: CacheWrite = 0,
+            cache_write_1h_tokens: CacheWrite1h = 0,
+            reasoning_tokens: Reasoning = 0, audio_input_tokens: AudioIn = 0, audio_output_tokens: AudioOut = 0,
+            service_tier: ServiceTierField = "standard", web_search_requests: WebSearches = 0,
             task_type: Annotated[str | None, Field(description="What the call was for")] = None,
             context_id: Annotated[str | None, Field(description="Session or task id")] = None,
             cost_usd: Annotated[float | None, Field(ge=0, description="A cost you know (overrides the "
@@ -286,7 +303,11 @@ def build_server(socket: str | None = None, *, read_only: bool = False) -> MCPSe
             """Record an LLM call that was made without a reservation."""
             r = await call(lambda c: c.record(component=component, model=model, input_tokens=input_tokens,
                                               output_tokens=output_tokens, cache_read_tokens=cache_read_tokens,
-                                              cache_write_tokens=cache_write_tokens, task_type=task_type,
+                                              cache_write_tokens=cache_write_tokens,
+                                              cache_write_1h_tokens=cache_write_1h_tokens,
+                                              reasoning_tokens=reasoning_tokens, audio_input_tokens=audio_input_tokens,
+                                              audio_output_tokens=audio_output_tokens, service_tier=service_tier,
+                                              web_search_requests=web_search_requests, task_type=task_type,
                                               context_id=context_id, cost_usd=cost_usd))
             return _result(r, f"recorded #{r.record_id}: {money(r.cost_usd)} for {r.model}")
 

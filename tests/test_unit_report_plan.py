@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from actors.ledger.report_plan import MAX_BUCKETS, Bucket, Piece, ReportQuery, accumulate, arrange, buckets, plan
+from actors.ledger.report_plan import MAX_BUCKETS, SUMS, Bucket, Piece, ReportQuery, accumulate, arrange, buckets, plan
 from budgetd.periods import from_us, to_us, window
 from budgetd.protocol import OpError
 
@@ -216,9 +216,16 @@ def test_plan_pieces_cover_random_ranges_exactly_and_read_rollups_only_for_whole
 
 # -- arrange and accumulate -------------------------------------------------------------------------
 
-#: (group) -> [requests, input, output, cache read, cache write, cost nanos]
-FOUR = {("a",): [1, 100, 0, 0, 0, 500], ("b",): [5, 10, 10, 0, 0, 900], ("c",): [2, 1000, 0, 0, 0, 100],
-        ("d",): [5, 10, 10, 0, 0, 900]}
+def sums(requests: int, inp: int, out: int, cache_read: int, cache_write: int, nanos: int) -> list[int]:
+    """Sums in the order of SUMS, the kinds these tests do not use at 0."""
+    named = {"requests": requests, "input_tokens": inp, "output_tokens": out, "cache_read_tokens": cache_read,
+             "cache_write_tokens": cache_write, "cost_nanos": nanos}
+    return [named.get(name, 0) for name in SUMS]
+
+
+#: (group) -> sums of requests, input, output, cache read, cache write, cost nanos
+FOUR = {("a",): sums(1, 100, 0, 0, 0, 500), ("b",): sums(5, 10, 10, 0, 0, 900), ("c",): sums(2, 1000, 0, 0, 0, 100),
+        ("d",): sums(5, 10, 10, 0, 0, 900)}
 
 
 @pytest.mark.parametrize("order, expected", [
@@ -241,10 +248,10 @@ def test_arrange_folds_groups_past_the_limit_into_one_other_row_per_bucket():
     """Ranked by total cost over all buckets (c 1100, a 350, b 200), limit 1 keeps c; a and b fold into an
     `other` row in each bucket, after c, so every bucket and the totals still add up."""
     l1, l2 = us("2026-11-28T00:00"), us("2026-11-29T00:00")
-    sums = {(l1, ("a",)): [1, 10, 0, 0, 0, 300], (l1, ("b",)): [1, 10, 0, 0, 0, 200],
-            (l1, ("c",)): [1, 10, 0, 0, 0, 100], (l2, ("a",)): [1, 5, 0, 0, 0, 50],
-            (l2, ("c",)): [3, 30, 0, 0, 0, 1000]}
-    rows, totals = arrange(sums, ReportQuery(group_by=("component",), bucket="day", limit=1))
+    by_bucket = {(l1, ("a",)): sums(1, 10, 0, 0, 0, 300), (l1, ("b",)): sums(1, 10, 0, 0, 0, 200),
+                 (l1, ("c",)): sums(1, 10, 0, 0, 0, 100), (l2, ("a",)): sums(1, 5, 0, 0, 0, 50),
+                 (l2, ("c",)): sums(3, 30, 0, 0, 0, 1000)}
+    rows, totals = arrange(by_bucket, ReportQuery(group_by=("component",), bucket="day", limit=1))
     t1, t2 = from_us(l1), from_us(l2)
     assert [(r.bucket_start, r.group, r.other, r.requests, r.input_tokens, r.cost_usd) for r in rows] == [
         (t1, {"component": "c"}, False, 1, 10, 100 / 1e9), (t1, {}, True, 2, 20, 500 / 1e9),
@@ -252,13 +259,13 @@ def test_arrange_folds_groups_past_the_limit_into_one_other_row_per_bucket():
     assert sum(r.requests for r in rows) == totals.requests == 7
     assert sum(r.input_tokens for r in rows) == totals.tokens == 10 + 10 + 10 + 5 + 30
     assert totals.cost_usd == 1650 / 1e9
-    unlimited, _ = arrange(sums, ReportQuery(group_by=("component",), bucket="day", limit=3))
+    unlimited, _ = arrange(by_bucket, ReportQuery(group_by=("component",), bucket="day", limit=3))
     assert len(unlimited) == 5 and not any(r.other for r in unlimited)
 
 
 def test_arrange_shows_absent_values_as_none_and_an_empty_report_as_zero_totals():
     """A '' dim (absent in the rollups) is None in the row; token columns add up into `tokens`."""
-    rows, totals = arrange({(None, ("a", "")): [2, 1, 2, 3, 4, 10]}, ReportQuery(group_by=("component", "provider")))
+    rows, totals = arrange({(None, ("a", "")): sums(2, 1, 2, 3, 4, 10)}, ReportQuery(group_by=("component", "provider")))
     assert rows[0].group == {"component": "a", "provider": None} and rows[0].tokens == 10
     assert (totals.cache_read_tokens, totals.cache_write_tokens, totals.tokens) == (3, 4, 10)
     assert arrange({}, ReportQuery()) == ([], arrange({}, ReportQuery())[1])

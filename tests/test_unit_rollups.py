@@ -47,7 +47,9 @@ def insert_records(db, rows: list[UsageRow]) -> None:
     db.executemany(f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(USAGE_COLUMNS))})",
                    [(None, r.ts, r.ts, r.component, r.model, r.provider, r.tier, r.context_id, r.task_type,
                      r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens, r.cost_nanos,
-                     int(r.priced), r.price_version, None, None, None, None) for r in rows])
+                     int(r.priced), r.price_version, None, None, None, None, r.cache_write_1h_tokens,
+                     r.reasoning_tokens, r.audio_input_tokens, r.audio_output_tokens, r.service_tier,
+                     r.web_search_requests) for r in rows])
 
 
 def expected(rows: list[UsageRow], start_of) -> dict[tuple, list[int]]:

@@ -459,7 +459,9 @@ class Allocator(Actor):
             cost_nanos=priced.cost_nanos, priced=priced.priced, price_version=priced.price_version,
             reservation_id=reservation_id, request_id=u.request_id,
             metadata=_json.encode(u.metadata).decode() if u.metadata else None,
-            idempotency_key=key,
+            idempotency_key=key, cache_write_1h_tokens=u.cache_write_1h_tokens, reasoning_tokens=u.reasoning_tokens,
+            audio_input_tokens=u.audio_input_tokens, audio_output_tokens=u.audio_output_tokens,
+            service_tier=u.service_tier, web_search_requests=u.web_search_requests,
         )
         self._send(lambda write_id, settle: WriteUsage(row=row, payload_hash=digest, reply=reply, budgets=states,
                                                        write_id=write_id, settle=settle),

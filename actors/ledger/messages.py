@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from actors.ledger.report_plan import ReportQuery
+from actors.ledger.report_plan import SUMS, TOKEN_SUMS, ReportQuery
 from actors.runtime import Ref, ReplyTo
 
 # -- records --------------------------------------------------------------------------
@@ -36,6 +36,12 @@ class UsageRow(msgspec.Struct, frozen=True):
     request_id: str | None
     metadata: str | None  # JSON
     idempotency_key: str | None
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    service_tier: str = "standard"
+    web_search_requests: int = 0
 
 
 class WriteUsage(msgspec.Struct, frozen=True):
@@ -114,22 +120,32 @@ class Settled(msgspec.Struct, frozen=True):
 
 
 class Tally(msgspec.Struct):
-    """Sums over records: how many, their tokens by kind, their cost."""
+    """Sums over records: how many, their tokens by kind, their cost (the fields of `SUMS`, in order)."""
 
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    web_search_requests: int = 0
     cost_nanos: int = 0
 
+    @classmethod
+    def of(cls, r: "UsageRow") -> "Tally":
+        """One record's."""
+        return cls(1, *(getattr(r, name) for name in SUMS[1:]))
+
     def add(self, other: "Tally") -> None:
-        self.requests += other.requests
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.cache_read_tokens += other.cache_read_tokens
-        self.cache_write_tokens += other.cache_write_tokens
-        self.cost_nanos += other.cost_nanos
+        for name in SUMS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def tokens(self) -> int:
+        return sum(getattr(self, name) for name in TOKEN_SUMS)
 
 
 class GetTotals(msgspec.Struct, frozen=True):

@@ -16,7 +16,14 @@ from budgetd.periods import HOUR_US, from_us, window
 from budgetd.protocol import OpError
 
 #: What a sum over records holds, in this order, wherever sums are lists (rollup rows, report groups).
-SUMS = ("requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nanos")
+SUMS = ("requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+        "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens", "audio_output_tokens",
+        "web_search_requests", "cost_nanos")
+#: The token kinds a `tokens` total adds up (the others are parts of these).
+TOKEN_SUMS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens")
+_TOKEN_AT = [SUMS.index(name) for name in TOKEN_SUMS]
+_COUNTS = SUMS[:-1]  # everything but the cost
+_COST_AT = SUMS.index("cost_nanos")
 
 MAX_BUCKETS = 10_000
 
@@ -52,7 +59,10 @@ def buckets(since: int, until: int, bucket: str | None, zone: str) -> list[Bucke
     if bucket is None:
         return [Bucket(since, until, None, True)]
     out: list[Bucket] = []
-    starts = _hour_starts(since, until, zone) if bucket == "hour" else _starts(BUCKET_PERIOD[bucket], since, until, zone)
+    if bucket == "hour":
+        starts = _hour_starts(since, until, zone)
+    else:
+        starts = _starts(BUCKET_PERIOD[bucket], since, until, zone)
     for start, end in starts:
         out.append(Bucket(max(start, since), min(end, until), start, start >= since and end <= until))
         if len(out) > MAX_BUCKETS:
@@ -175,27 +185,31 @@ def arrange(sums: dict[tuple, list[int]], q: ReportQuery) -> tuple[list[ReportRo
                 when = times[label] = from_us(label)
         out.append(ReportRow(
             group={} if group is None else {d: x or None for d, x in zip(q.group_by, group)},
-            other=group is None, bucket_start=when, requests=v[0], input_tokens=v[1], output_tokens=v[2],
-            cache_read_tokens=v[3], cache_write_tokens=v[4], tokens=v[1] + v[2] + v[3] + v[4],
-            cost_usd=usd(v[5]),
+            other=group is None, bucket_start=when, **_named(v),
         ))
     return out, _totals(total)
 
 
 def _rank(values: list[int], order: str) -> Any:
-    requests, i, o, cr, cw, cost = values
     if order == "tokens":
-        return -(i + o + cr + cw)
+        return -sum(values[i] for i in _TOKEN_AT)
     if order == "requests":
-        return -requests
+        return -values[0]
     if order == "group":
         return 0
-    return -cost
+    return -values[_COST_AT]
 
 
 def _totals(v: list[int]) -> Totals:
-    return Totals(requests=v[0], input_tokens=v[1], output_tokens=v[2], cache_read_tokens=v[3],
-                  cache_write_tokens=v[4], tokens=v[1] + v[2] + v[3] + v[4], cost_usd=usd(v[5]))
+    return Totals(**_named(v))
+
+
+def _named(v: list[int]) -> dict[str, Any]:
+    """Sums in the order of `SUMS` as the fields of Totals (and of a ReportRow)."""
+    fields: dict[str, Any] = dict(zip(_COUNTS, v))
+    fields["tokens"] = sum(v[i] for i in _TOKEN_AT)
+    fields["cost_usd"] = usd(v[_COST_AT])
+    return fields
 
 
 def accumulate(into: dict[tuple, list[int]], key: tuple, values: Iterable[int]) -> None:

@@ -22,7 +22,7 @@ from actors.ledger.messages import (
     WindowTotal,
     Write,
 )
-from actors.ledger.report_plan import ReportQuery
+from actors.ledger.report_plan import SUMS, ReportQuery
 from budgetd.model import Alert, ReportRow, Totals, UsageRecord, usd
 
 
@@ -104,7 +104,5 @@ class ReadStore(Protocol):
 
 def totals_of(t: Tally) -> Totals:
     """A tally as the wire shows totals."""
-    return Totals(requests=t.requests, input_tokens=t.input_tokens, output_tokens=t.output_tokens,
-                  cache_read_tokens=t.cache_read_tokens, cache_write_tokens=t.cache_write_tokens,
-                  tokens=t.input_tokens + t.output_tokens + t.cache_read_tokens + t.cache_write_tokens,
-                  cost_usd=usd(t.cost_nanos))
+    counts = {name: getattr(t, name) for name in SUMS if name != "cost_nanos"}
+    return Totals(**counts, tokens=t.tokens, cost_usd=usd(t.cost_nanos))

@@ -189,6 +189,9 @@ class Ledger(Actor):
                 "provider": r.provider, "tier": r.tier, "context_id": r.context_id, "task_type": r.task_type,
                 "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
                 "cache_read_tokens": r.cache_read_tokens, "cache_write_tokens": r.cache_write_tokens,
+                "cache_write_1h_tokens": r.cache_write_1h_tokens, "reasoning_tokens": r.reasoning_tokens,
+                "audio_input_tokens": r.audio_input_tokens, "audio_output_tokens": r.audio_output_tokens,
+                "service_tier": r.service_tier, "web_search_requests": r.web_search_requests,
                 "cost_usd": answer.cost_usd, "priced": r.priced,
             }))
         if not events:

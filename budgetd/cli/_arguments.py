@@ -3,10 +3,11 @@ usage and report, and the daemon client the options configure."""
 
 import argparse
 import datetime as dt
+from typing import Any
 
 from budgetd.cli._errors import CliError
 from budgetd.client import SyncBudgetClient
-from budgetd.model import DIMS
+from budgetd.model import DIMS, SERVICE_TIERS
 from budgetd.periods import parse_when, zone
 
 # -- argument types: argparse reports their errors as bad usage (exit status 2) --
@@ -103,3 +104,31 @@ def filters(args: argparse.Namespace) -> dict[str, str] | None:
 
 def client(args: argparse.Namespace, *, retries: int = 2) -> SyncBudgetClient:
     return SyncBudgetClient(getattr(args, "socket", None), timeout=getattr(args, "timeout", 10.0), retries=retries)
+
+
+#: What a call was billed for, as `record` and `commit` take it: (flag, Usage field, help).
+BILLED = (
+    ("--input", "input_tokens", "prompt tokens not read from or written to a cache"),
+    ("--output", "output_tokens", "output tokens, reasoning and audio included"),
+    ("--cache-read", "cache_read_tokens", "prompt tokens read from a cache"),
+    ("--cache-write", "cache_write_tokens", "prompt tokens written to a cache for its default lifetime"),
+    ("--cache-write-1h", "cache_write_1h_tokens", "prompt tokens written to a cache for an hour"),
+    ("--reasoning", "reasoning_tokens", "how many of --output were reasoning"),
+    ("--audio-in", "audio_input_tokens", "how many of --input were audio"),
+    ("--audio-out", "audio_output_tokens", "how many of --output were audio"),
+    ("--web-searches", "web_search_requests", "web searches the call made"),
+)
+
+
+def billed_arguments(p: argparse.ArgumentParser) -> None:
+    """The quantities of a call; read back with `billed_fields`."""
+    for flag, _, text in BILLED:
+        p.add_argument(flag, type=non_negative_int, default=0, help=text)
+    p.add_argument("--service-tier", choices=SERVICE_TIERS, default="standard",
+                   help="the provider's processing tier the call was billed at")
+
+
+def billed_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {name: getattr(args, flag[2:].replace("-", "_")) for flag, name, _ in BILLED}
+    fields["service_tier"] = args.service_tier
+    return fields

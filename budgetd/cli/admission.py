@@ -6,7 +6,7 @@ A refusal by the budgets is an answer, not a failure: these commands exit with D
 import argparse
 from typing import Any
 
-from budgetd.cli._arguments import client, non_negative_float, non_negative_int
+from budgetd.cli._arguments import billed_arguments, billed_fields, client, non_negative_float, non_negative_int
 from budgetd.cli._output import emit, table
 from budgetd.cli.budgets import state_rows
 from budgetd.model import TIER_INPUTS
@@ -71,8 +71,7 @@ def cmd_reserve(args: argparse.Namespace) -> int:
 
 
 def cmd_commit(args: argparse.Namespace) -> int:
-    fields: dict[str, Any] = {"input_tokens": args.input, "output_tokens": args.output,
-                              "cache_read_tokens": args.cache_read, "cache_write_tokens": args.cache_write}
+    fields: dict[str, Any] = billed_fields(args)
     for name, value in (("component", args.component), ("model", args.model), ("cost_usd", args.cost)):
         if value is not None:
             fields[name] = value
@@ -129,10 +128,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
     p = commands.add_parser("commit", help="replace a hold with the actual usage", parents=[common])
     p.add_argument("reservation_id")
-    p.add_argument("--input", type=non_negative_int, default=0)
-    p.add_argument("--output", type=non_negative_int, default=0)
-    p.add_argument("--cache-read", type=non_negative_int, default=0)
-    p.add_argument("--cache-write", type=non_negative_int, default=0)
+    billed_arguments(p)
     p.add_argument("--component", help="needed only if the hold may have expired")
     p.add_argument("--model", help="needed only if the hold may have expired")
     p.add_argument("--cost", type=non_negative_float)

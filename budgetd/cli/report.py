@@ -40,7 +40,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _report_csv(result: Any, group_by: list[str], bucket: str | None) -> None:
     writer = csv_writer()
-    sums = ["requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "tokens"]
+    sums = ["requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+            "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens", "audio_output_tokens",
+            "web_search_requests", "tokens"]
     writer.writerow((["bucket_start"] if bucket else []) + group_by + sums + ["cost_usd"])
     for row in result.rows:
         writer.writerow(
@@ -66,7 +68,7 @@ def _report_text(result: Any, group_by: list[str], bucket: str | None, tz: str) 
         ([when(r)] if bucket else [])
         + ["(other)" if r.other else (r.group.get(d) or "-") for d in group_by]
         + [count(r.requests), count(r.input_tokens), count(r.output_tokens),
-           f"{count(r.cache_read_tokens)}/{count(r.cache_write_tokens)}", money(r.cost_usd),
+           f"{count(r.cache_read_tokens)}/{count(r.cache_write_tokens + r.cache_write_1h_tokens)}", money(r.cost_usd),
            f"{r.cost_usd / t.cost_usd:.0%}" if t.cost_usd else "-"]
         for r in result.rows
     ]

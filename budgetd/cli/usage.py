@@ -5,7 +5,14 @@ import datetime as dt
 from typing import Any
 
 from budgetd.cli._arguments import (
-    client, filter_arguments, filters, non_negative_float, non_negative_int, parse_time, positive_int,
+    billed_arguments,
+    billed_fields,
+    client,
+    filter_arguments,
+    filters,
+    non_negative_float,
+    parse_time,
+    positive_int,
 )
 from budgetd.cli._output import csv_writer, emit, rfc3339, table, usd_exact
 from budgetd.model import TIER_INPUTS
@@ -13,10 +20,7 @@ from budgetd.render import count, money
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    fields: dict[str, Any] = {
-        "component": args.component, "model": args.model, "input_tokens": args.input,
-        "output_tokens": args.output, "cache_read_tokens": args.cache_read, "cache_write_tokens": args.cache_write,
-    }
+    fields: dict[str, Any] = {"component": args.component, "model": args.model, **billed_fields(args)}
     for name, value in (("provider", args.provider), ("context_id", args.context), ("task_type", args.task),
                         ("tier", args.tier), ("cost_usd", args.cost), ("ts", args.ts)):
         if value is not None:
@@ -34,8 +38,9 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 #: The columns of `budget usage --format csv`, fields of a UsageRecord.
 USAGE_CSV = ("record_id", "ts", "recorded_at", "component", "model", "provider", "tier", "context_id", "task_type",
-             "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "priced",
-             "price_version", "reservation_id", "request_id")
+             "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+             "reasoning_tokens", "audio_input_tokens", "audio_output_tokens", "service_tier", "web_search_requests",
+             "cost_usd", "priced", "price_version", "reservation_id", "request_id")
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
@@ -64,7 +69,8 @@ def cmd_usage(args: argparse.Namespace) -> int:
         out = table(
             ["id", "time (UTC)", "component", "model", "in", "out", "cache r/w", "cost"],
             [[u.record_id, u.ts.strftime("%Y-%m-%d %H:%M:%S"), u.component, u.model, count(u.input_tokens),
-              count(u.output_tokens), f"{count(u.cache_read_tokens)}/{count(u.cache_write_tokens)}",
+              count(u.output_tokens),
+              f"{count(u.cache_read_tokens)}/{count(u.cache_write_tokens + u.cache_write_1h_tokens)}",
               money(u.cost_usd) + ("" if u.priced else "*")] for u in r.records],
             right={0, 4, 5, 6, 7},
         )
@@ -92,10 +98,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument("--component", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--provider")
-    p.add_argument("--input", type=non_negative_int, default=0, help="prompt tokens not served from cache")
-    p.add_argument("--output", type=non_negative_int, default=0, help="output tokens, reasoning included")
-    p.add_argument("--cache-read", type=non_negative_int, default=0)
-    p.add_argument("--cache-write", type=non_negative_int, default=0)
+    billed_arguments(p)
     p.add_argument("--context", help="context or session id")
     p.add_argument("--task", help="task type")
     p.add_argument("--tier", choices=TIER_INPUTS)

@@ -55,6 +55,7 @@ from budgetd.model._types import (  # noqa: F401
     Metadata,
     BudgetName,
     Struct,
+    Answer,
     BudgetInvalid,
 )
 from budgetd.model._usage import (  # noqa: F401

@@ -7,6 +7,7 @@ import msgspec
 from msgspec import Meta
 
 from budgetd.model._types import (
+    Answer,
     BudgetInvalid,
     BudgetName,
     Count,
@@ -91,7 +92,7 @@ def check_budget(spec: "BudgetSpec", prefix: str = "$.budget") -> None:
         raise BudgetInvalid(f"{prefix}.thresholds", "thresholds must be in increasing order")
 
 
-class BudgetState(Struct, kw_only=True):
+class BudgetState(Answer, kw_only=True):
     budget: str
     key: dict[str, str] = msgspec.field(default_factory=dict)
     window_start: dt.datetime | None
@@ -107,14 +108,14 @@ class BudgetState(Struct, kw_only=True):
     policy: Policy
 
 
-class Suggestion(Struct, kw_only=True):
+class Suggestion(Answer, kw_only=True):
     model: str
     provider: str | None
     tier: str | None
     estimated_cost_usd: float
 
 
-class Decision(Struct, kw_only=True):
+class Decision(Answer, kw_only=True):
     allowed: bool
     action: Action
     estimated_cost_usd: float
@@ -129,7 +130,7 @@ class Decision(Struct, kw_only=True):
     did_you_mean: list[str] = msgspec.field(default_factory=list)  # priced names close to an unpriced one
 
 
-class Recorded(Struct, kw_only=True):
+class Recorded(Answer, kw_only=True):
     record_id: int
     cost_usd: float
     priced: bool
@@ -148,7 +149,7 @@ class Need(Struct, kw_only=True):
     max_tier: TierIn | None = None
 
 
-class Alternative(Struct, kw_only=True):
+class Alternative(Answer, kw_only=True):
     model: str
     tier: str | None
     estimated_cost_usd: float

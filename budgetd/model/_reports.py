@@ -5,10 +5,10 @@ from typing import Any, Literal
 
 import msgspec
 
-from budgetd.model._types import Label, Name, Struct
+from budgetd.model._types import Answer, Label, Name, Struct
 from budgetd.model._vocabulary import AlertKind, Severity
 
-class Alert(Struct, kw_only=True):
+class Alert(Answer, kw_only=True):
     id: int
     ts: dt.datetime
     kind: AlertKind
@@ -26,30 +26,31 @@ class Alert(Struct, kw_only=True):
 # -- reports --------------------------------------------------------------------
 
 
-class Totals(Struct, kw_only=True):
+class Totals(Answer, kw_only=True):
+    """Sums over records. `tokens` = input + output + cache read + both cache writes; reasoning and audio
+    are parts of output and input, not added again."""
+
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    web_search_requests: int = 0
     tokens: int = 0
     cost_usd: float = 0.0
 
 
-class ReportRow(Struct, kw_only=True):
+class ReportRow(Totals, kw_only=True):
     group: dict[str, str | None]
     bucket_start: dt.datetime | None = None
-    requests: int
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int
-    cache_write_tokens: int
-    tokens: int
-    cost_usd: float
     other: bool = False  # the groups past `limit`, folded together so the rows still add up to the totals
 
 
-class Forecast(Struct, kw_only=True):
+class Forecast(Answer, kw_only=True):
     """Where a budget's current window is heading at the current burn rate."""
 
     budget: str
@@ -70,7 +71,7 @@ class Forecast(Struct, kw_only=True):
 # -- the assistant's facts --------------------------------------------------------
 
 
-class Spend(Struct, kw_only=True):
+class Spend(Answer, kw_only=True):
     """One component, model or tier over the question's horizon, and over the same span before it."""
 
     name: str
@@ -81,7 +82,7 @@ class Spend(Struct, kw_only=True):
     previous_cost_usd: float
 
 
-class CallFact(Struct, kw_only=True):
+class CallFact(Answer, kw_only=True):
     record_id: int
     ts: dt.datetime
     component: str
@@ -90,7 +91,7 @@ class CallFact(Struct, kw_only=True):
     cost_usd: float
 
 
-class CacheFact(Struct, kw_only=True):
+class CacheFact(Answer, kw_only=True):
     component: str
     model: str
     requests: int
@@ -100,7 +101,7 @@ class CacheFact(Struct, kw_only=True):
     cache_read_per_mtok: float | None  # None: the model has no cheaper cached rate
 
 
-class CheaperModel(Struct, kw_only=True):
+class CheaperModel(Answer, kw_only=True):
     """What the recorded traffic of `instead_of` would have cost on `model` (same capabilities, enough context)."""
 
     instead_of: str
@@ -116,7 +117,7 @@ RecommendationKind = Literal[
     "switch_model", "enable_caching", "lower_tier", "raise_limit", "lower_limit", "budget_running_out"]
 
 
-class Recommendation(Struct, kw_only=True):
+class Recommendation(Answer, kw_only=True):
     kind: RecommendationKind
     message: str
     saving_usd: float | None = None
@@ -125,7 +126,7 @@ class Recommendation(Struct, kw_only=True):
     model: str | None = None
 
 
-class Facts(Struct, kw_only=True):
+class Facts(Answer, kw_only=True):
     """What the assistant knows when it answers: computed from the ledger, the budgets and the price book."""
 
     horizon: str  # e.g. "yesterday", "the last 7 days"

@@ -36,7 +36,12 @@ BudgetName = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=6
 
 
 class Struct(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """Base of every schema type: keyword-only, immutable, strict."""
+    """Base of every schema type a client sends: keyword-only, immutable, strict (a typo never passes)."""
+
+
+class Answer(msgspec.Struct, kw_only=True, frozen=True):
+    """Base of every type only the daemon sends: a newer daemon may add fields, an older client ignores
+    them (so clients and daemons can be upgraded one at a time)."""
 
 
 class BudgetInvalid(ValueError):

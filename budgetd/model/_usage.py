@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from budgetd.model._types import CallUsd, Count, Label, Metadata, Name, Searches, Struct, Time
+from budgetd.model._types import Answer, CallUsd, Count, Label, Metadata, Name, Searches, Struct, Time
 from budgetd.model._vocabulary import ServiceTier, TierIn
 
 
@@ -45,7 +45,7 @@ class Usage(UsagePatch, kw_only=True):
     model: Name
 
 
-class UsageRecord(Struct, kw_only=True):
+class UsageRecord(Answer, kw_only=True):
     """A Usage as stored in the ledger."""
 
     record_id: int

@@ -5,6 +5,7 @@ import datetime as dt
 import msgspec
 
 from budgetd.model import (
+    Answer,
     Alert,
     Alternative,
     BudgetSpec,
@@ -17,53 +18,52 @@ from budgetd.model import (
     ReportRow,
     SourceReport,
     SourceStatus,
-    Struct,
     Totals,
     UsageRecord,
 )
 
 
-class HelloResult(Struct, kw_only=True):
+class HelloResult(Answer, kw_only=True):
     server: str
     version: str
     protocol: int
     ops: list[str]
 
 
-class Empty(Struct, kw_only=True):
+class Empty(Answer, kw_only=True):
     pass
 
 
-class Released(Struct, kw_only=True):
+class Released(Answer, kw_only=True):
     released: bool
 
 
-class BudgetResult(Struct, kw_only=True):
+class BudgetResult(Answer, kw_only=True):
     budget: BudgetSpec
 
 
-class BudgetGetResult(Struct, kw_only=True):
+class BudgetGetResult(Answer, kw_only=True):
     budget: BudgetSpec
     states: list[BudgetState]
     next: str | None = None  # more keys: ask again with `after` set to this
 
 
-class BudgetListResult(Struct, kw_only=True):
+class BudgetListResult(Answer, kw_only=True):
     budgets: list[BudgetSpec]
 
 
-class Deleted(Struct, kw_only=True):
+class Deleted(Answer, kw_only=True):
     deleted: bool
 
 
-class ActorStatus(Struct, kw_only=True):
+class ActorStatus(Answer, kw_only=True):
     name: str
     restarts: int
     mailbox_depth: int
     running: bool
 
 
-class DaemonStatus(Struct, kw_only=True):
+class DaemonStatus(Answer, kw_only=True):
     version: str
     pid: int
     started_at: dt.datetime
@@ -75,14 +75,14 @@ class DaemonStatus(Struct, kw_only=True):
     actors: list[ActorStatus]
 
 
-class PricesStatus(Struct, kw_only=True):
+class PricesStatus(Answer, kw_only=True):
     version: int
     models: int
     updated_at: dt.datetime | None
     sources: list[SourceStatus]
 
 
-class StatusResult(Struct, kw_only=True):
+class StatusResult(Answer, kw_only=True):
     budgets: list[BudgetState]
     totals: Totals
     daemon: DaemonStatus
@@ -91,45 +91,45 @@ class StatusResult(Struct, kw_only=True):
     states_omitted: int = 0  # keys of "*" budgets past `states_per_budget` (the least used); see budget.get
 
 
-class ReportResult(Struct, kw_only=True):
+class ReportResult(Answer, kw_only=True):
     rows: list[ReportRow]
     totals: Totals
     forecasts: list[Forecast] = msgspec.field(default_factory=list)
 
 
-class UsageListResult(Struct, kw_only=True):
+class UsageListResult(Answer, kw_only=True):
     records: list[UsageRecord]
     next: str | None = None
 
 
-class PriceResult(Struct, kw_only=True):
+class PriceResult(Answer, kw_only=True):
     price: PriceEntry
     resolved_from: str | None = None
 
 
-class PriceListResult(Struct, kw_only=True):
+class PriceListResult(Answer, kw_only=True):
     prices: list[PriceEntry]
     version: int
     total: int
 
 
-class RefreshReport(Struct, kw_only=True):
+class RefreshReport(Answer, kw_only=True):
     version: int
     sources: list[SourceReport]
     changes: list[PriceDiff] = msgspec.field(default_factory=list)  # at most MAX_DIFFS, new models last
     more_changes: int = 0
 
 
-class PriceHistoryResult(Struct, kw_only=True):
+class PriceHistoryResult(Answer, kw_only=True):
     model: str
     versions: list[PriceEntry]
 
 
-class PriceUnsetResult(Struct, kw_only=True):
+class PriceUnsetResult(Answer, kw_only=True):
     removed: bool
 
 
-class RouteResult(Struct, kw_only=True):
+class RouteResult(Answer, kw_only=True):
     choice: str | None
     decision: Decision | None
     alternatives: list[Alternative]
@@ -137,26 +137,26 @@ class RouteResult(Struct, kw_only=True):
     did_you_mean: list[str] = msgspec.field(default_factory=list)  # priced names close to the requested one
 
 
-class AlertListResult(Struct, kw_only=True):
+class AlertListResult(Answer, kw_only=True):
     alerts: list[Alert]
 
 
-class BackupResult(Struct, kw_only=True):
+class BackupResult(Answer, kw_only=True):
     path: str
     bytes: int
     records: int
     duration_s: float
 
 
-class Acked(Struct, kw_only=True):
+class Acked(Answer, kw_only=True):
     acked: bool
 
 
-class Subscribed(Struct, kw_only=True):
+class Subscribed(Answer, kw_only=True):
     subscribed: list[str]
 
 
-class AskResult(Struct, kw_only=True):
+class AskResult(Answer, kw_only=True):
     answer: str
     facts: Facts
     model: str | None = None  # the LLM that wrote the answer; None when offline

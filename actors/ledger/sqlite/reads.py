@@ -11,7 +11,7 @@ import anyio
 import msgspec
 
 from actors.ledger.messages import CallExtremes, ListAlerts, ListUsage
-from actors.ledger.report_plan import Piece, ReportQuery, accumulate, arrange, buckets, plan
+from actors.ledger.report_plan import SUMS, Piece, ReportQuery, accumulate, arrange, buckets, plan
 from actors.ledger.sqlite.rollups import ROLLUP_DIMS
 from actors.ledger.sqlite.schema import check_integrity, open_reader
 from actors.ledger.sqlite.writes import conditions
@@ -22,7 +22,8 @@ from budgetd.protocol import OpError
 _SELECT_RECORD = (
     "SELECT record_id, ts, recorded_at, component, model, provider, tier, input_tokens, output_tokens, "
     "cache_read_tokens, cache_write_tokens, cost_nanos, priced, price_version, context_id, task_type, "
-    "request_id, reservation_id, metadata FROM usage"
+    "request_id, reservation_id, metadata, cache_write_1h_tokens, reasoning_tokens, audio_input_tokens, "
+    "audio_output_tokens, service_tier, web_search_requests FROM usage"
 )
 _metadata_decoder = msgspec.json.Decoder(dict[str, str | int | float | bool])
 _alert_key_decoder = msgspec.json.Decoder(dict[str, str])
@@ -35,7 +36,9 @@ def record_from_row(row: tuple) -> UsageRecord:
         provider=row[5], tier=row[6], input_tokens=row[7], output_tokens=row[8], cache_read_tokens=row[9],
         cache_write_tokens=row[10], cost_usd=usd(row[11]), priced=bool(row[12]), price_version=row[13],
         context_id=row[14], task_type=row[15], request_id=row[16], reservation_id=row[17],
-        metadata=_metadata_decoder.decode(row[18]) if row[18] else None,
+        metadata=_metadata_decoder.decode(row[18]) if row[18] else None, cache_write_1h_tokens=row[19],
+        reasoning_tokens=row[20], audio_input_tokens=row[21], audio_output_tokens=row[22], service_tier=row[23],
+        web_search_requests=row[24],
     )
 
 
@@ -105,7 +108,8 @@ class SqliteReadStore:
             _SELECT_RECORD + " WHERE ts >= ? AND ts < ? ORDER BY cost_nanos DESC LIMIT ?", (q.since, q.until, q.limit)
         )).fetchall()
         prompts = await (await self.db.execute(
-            "SELECT model, max(input_tokens + cache_read_tokens + cache_write_tokens) FROM usage "
+            "SELECT model, max(input_tokens + cache_read_tokens + cache_write_tokens + cache_write_1h_tokens) "
+            "FROM usage "
             "WHERE ts >= ? AND ts < ? GROUP BY model", (q.since, q.until),
         )).fetchall()
         return [record_from_row(r) for r in rows], dict(prompts)
@@ -149,10 +153,9 @@ def _install(partial: Path, dest: Path) -> None:
 _TIME = {"month": "month", "week": "week", "day": "day", "hour": "hour", "raw": "ts"}
 _TABLE = {"month": "rollup_month", "week": "rollup_week", "day": "rollup_day", "hour": "rollup_hour",
           "raw": "usage"}
-_RAW_SUMS = "count(*), sum(r.input_tokens), sum(r.output_tokens), sum(r.cache_read_tokens), " \
-            "sum(r.cache_write_tokens), sum(r.cost_nanos)"
-_ROLLUP_SUMS = "sum(r.requests), sum(r.input_tokens), sum(r.output_tokens), sum(r.cache_read_tokens), " \
-               "sum(r.cache_write_tokens), sum(r.cost_nanos)"
+# The sums in the order of SUMS: a record counts one request; a rollup row carries its count.
+_RAW_SUMS = ", ".join(["count(*)", *(f"sum(r.{name})" for name in SUMS[1:])])
+_ROLLUP_SUMS = ", ".join(f"sum(r.{name})" for name in SUMS)
 
 
 def _sql(source: str, pieces: list[Piece], group_by: tuple[str, ...], filters: dict[str, str],

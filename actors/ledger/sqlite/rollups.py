@@ -21,7 +21,9 @@ _SLOT_US = 900_000_000  # every zone's midnight falls on a quarter hour (since 1
 _MAX_CACHED = 100_000
 
 _DIM_COLUMNS = ", ".join(f"{d} TEXT NOT NULL" for d in ROLLUP_DIMS)
-_SUM_COLUMNS = ", ".join(f"{s} INTEGER NOT NULL" for s in SUMS)
+# The sums as schema version 2 made them (a migration is history: later sums are added by later ones).
+_V2_SUMS = ("requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nanos")
+_SUM_COLUMNS = ", ".join(f"{s} INTEGER NOT NULL" for s in _V2_SUMS)
 
 
 def _local_table(name: str, unit: str) -> str:
@@ -55,6 +57,15 @@ SELECT ts / {HOUR_US} * {HOUR_US}, component, model, coalesce(provider, ''), coa
        sum(cache_write_tokens), sum(cost_nanos)
 FROM usage GROUP BY 1, 2, 3, 4, 5, 6;
 """
+
+#: Schema version 4: the token kinds a provider bills apart (and web searches), in records and rollups.
+NEW_IN_V4 = ("cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens", "audio_output_tokens",
+             "web_search_requests")
+SCHEMA_V4 = "\n".join(
+    [f"ALTER TABLE usage ADD COLUMN {c} INTEGER NOT NULL DEFAULT 0;" for c in NEW_IN_V4]
+    + ["ALTER TABLE usage ADD COLUMN service_tier TEXT NOT NULL DEFAULT 'standard';"]
+    + [f"ALTER TABLE {t} ADD COLUMN {c} INTEGER NOT NULL DEFAULT 0;"
+       for t in ("rollup_hour", "rollup_day", "rollup_week", "rollup_month") for c in NEW_IN_V4])
 
 _ADD = ", ".join(f"{s} = {s} + excluded.{s}" for s in SUMS)
 UPSERT_HOUR = (
@@ -111,7 +122,7 @@ class Rollups:
         local: list[dict[tuple, list[int]]] = [{} for _ in LOCAL_UNITS]
         for r in rows:
             dims = (r.component, r.model, r.provider or "", r.tier or "", r.task_type or "")
-            sums = (1, r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens, r.cost_nanos)
+            sums = (1, *(getattr(r, name) for name in SUMS[1:]))  # a record is one request
             accumulate(hours, (r.ts // HOUR_US * HOUR_US, *dims), sums)
             for calendar in self.calendars:
                 for into, start in zip(local, calendar.start(r.ts)):
@@ -164,7 +175,7 @@ def _days_from_records(db: sqlite3.Connection, local: LocalCalendar) -> dict[tup
     sums: dict[tuple, list[int]] = {}
     for row in db.execute(
         "SELECT ts, component, model, coalesce(provider, ''), coalesce(tier, ''), coalesce(task_type, ''), 1, "
-        "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos FROM usage"
+        f"{', '.join(SUMS[1:])} FROM usage"
     ):
         accumulate(sums, (local.zone, local.start(row[0])[0], *row[1:6]), row[6:])
     return sums

@@ -113,7 +113,7 @@ MIGRATIONS: list[str] = [
     """,
     # v2: the rollups reports read, backfilled from the records already there
     rollups.SCHEMA,
-    # v3: open reservations, durable: a restart or a crash never lets a hard limit be spent twice
+    # v4 below; v3: open reservations, durable: a restart or a crash never lets a hard limit be spent twice
     """
     CREATE TABLE holds (
         id         TEXT PRIMARY KEY,
@@ -126,6 +126,8 @@ MIGRATIONS: list[str] = [
         tokens     INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # v4: what a provider bills apart (1-hour cache writes, reasoning and audio parts, service tier, searches)
+    rollups.SCHEMA_V4,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 APPLICATION_ID = 0x42554447  # "BUDG": tells our ledger from any other SQLite file
@@ -135,7 +137,8 @@ USAGE_COLUMNS = (
     "record_id", "ts", "recorded_at", "component", "model", "provider", "tier", "context_id",
     "task_type", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
     "cost_nanos", "priced", "price_version", "reservation_id", "request_id", "metadata",
-    "idempotency_key",
+    "idempotency_key", "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens", "audio_output_tokens",
+    "service_tier", "web_search_requests",
 )
 
 

@@ -31,6 +31,7 @@ from actors.ledger.messages import (
     WriteHold,
     WriteUsage,
 )
+from actors.ledger.report_plan import SUMS, TOKEN_SUMS
 from actors.ledger.sqlite import rollups
 from actors.ledger.sqlite.schema import USAGE_COLUMNS, compacted_before, open_writer
 from actors.ledger.sqlite.transactions import immediate
@@ -134,8 +135,7 @@ class SqliteStore:
                     answer: Any = w.decision
                 else:
                     r = w.row
-                    tally = Tally(1, r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens,
-                                  r.cost_nanos)
+                    tally = Tally.of(r)
                     if not _sums_stay_exact(totals, added, tally):
                         answers.append(OpError("invalid", _TOO_MUCH, "$.usage"))
                         continue
@@ -145,6 +145,8 @@ class SqliteStore:
                         record_id, r.ts, now, r.component, r.model, r.provider, r.tier, r.context_id, r.task_type,
                         r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens, r.cost_nanos,
                         int(r.priced), r.price_version, r.reservation_id, r.request_id, r.metadata, key,
+                        r.cache_write_1h_tokens, r.reasoning_tokens, r.audio_input_tokens, r.audio_output_tokens,
+                        r.service_tier, r.web_search_requests,
                     ))
                     inserted.append(r)
                     if r.reservation_id is not None:
@@ -252,6 +254,7 @@ class SqliteStore:
 
 
 _INT64 = 2**63 - 1
+_TOKENS = " + ".join(TOKEN_SUMS)  # what a budget's token limit counts, as SQL
 _TOO_MUCH = ("this record would take one of the ledger's totals past what a 64-bit sum holds "
              f"({_INT64:,} nano-dollars or tokens); nothing was recorded")
 
@@ -288,21 +291,18 @@ def _repeat(key: str, first: tuple[bytes, bytes], w: Write) -> Any:
 def _sums_stay_exact(totals: Tally, added: Tally, more: Tally) -> bool:
     """Every sum over records is a sum over a part of them: while the totals fit in 64 bits, so does
     every SUM() SQLite (or a report) computes."""
-    tokens = (totals.input_tokens + totals.output_tokens + totals.cache_read_tokens + totals.cache_write_tokens
-              + added.input_tokens + added.output_tokens + added.cache_read_tokens + added.cache_write_tokens
-              + more.input_tokens + more.output_tokens + more.cache_read_tokens + more.cache_write_tokens)
+    tokens = totals.tokens + added.tokens + more.tokens
     return tokens <= _INT64 and totals.cost_nanos + added.cost_nanos + more.cost_nanos <= _INT64
 
 
 def _position(db: sqlite3.Connection) -> tuple[int, Tally]:
     """The next record id and the totals of every record ever written (the hour rollup still holds what
     compaction removed from `usage`)."""
-    columns = "requests, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos"
+    columns = ", ".join(SUMS)
     try:
-        row = db.execute(f"SELECT {', '.join(f'coalesce(sum({c}), 0)' for c in columns.split(', '))} "
-                         "FROM rollup_hour").fetchone()
+        row = db.execute(f"SELECT {', '.join(f'coalesce(sum({c}), 0)' for c in SUMS)} FROM rollup_hour").fetchone()
     except sqlite3.OperationalError:  # "integer overflow": a ledger of a version that took costs up to $1e9 each
-        sums = [0] * 6
+        sums = [0] * len(SUMS)
         for values in db.execute(f"SELECT {columns} FROM rollup_hour"):
             for i, v in enumerate(values):
                 sums[i] += int(v)
@@ -378,8 +378,8 @@ def _window_sum(db: sqlite3.Connection, s: WindowSum) -> list[WindowTotal]:
             where.append("hour >= ?")
             args.append(s.start)
         columns = "".join(f"{dim}, " for dim in s.star)
-        sql = (f"SELECT {columns}coalesce(sum(cost_nanos), 0), coalesce(sum(input_tokens + output_tokens + "
-               f"cache_read_tokens + cache_write_tokens), 0) FROM rollup_hour WHERE {' AND '.join(where)}"
+        sql = (f"SELECT {columns}coalesce(sum(cost_nanos), 0), coalesce(sum({_TOKENS}), 0) "
+               f"FROM rollup_hour WHERE {' AND '.join(where)}"
                + (f" GROUP BY {', '.join(s.star)}" if s.star else ""))
         n = len(s.star)
         merged = {t.key: [t.nanos, t.tokens] for t in out}
@@ -398,7 +398,7 @@ def _window_sum_records(db: sqlite3.Connection, s: WindowSum) -> list[WindowTota
     columns = "".join(f"{dim}, " for dim in s.star)
     sql = (
         f"SELECT {columns}coalesce(sum(cost_nanos), 0), "
-        "coalesce(sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0) FROM usage"
+        f"coalesce(sum({_TOKENS}), 0) FROM usage"
         + (" WHERE " + " AND ".join(where) if where else "")
         + (f" GROUP BY {', '.join(s.star)}" if s.star else "")
     )
@@ -407,8 +407,7 @@ def _window_sum_records(db: sqlite3.Connection, s: WindowSum) -> list[WindowTota
         return [WindowTotal(tuple(row[:n]), row[n], row[n + 1]) for row in db.execute(sql, args)]
     except sqlite3.OperationalError:  # "integer overflow" in a ledger of an older version: sum in Python
         sums: dict[tuple, list[int]] = {}
-        rows = (f"SELECT {columns}cost_nanos, input_tokens + output_tokens + cache_read_tokens + cache_write_tokens "
-                "FROM usage" + (" WHERE " + " AND ".join(where) if where else ""))
+        rows = f"SELECT {columns}cost_nanos, {_TOKENS} FROM usage" + (" WHERE " + " AND ".join(where) if where else "")
         for row in db.execute(rows, args):
             acc = sums.setdefault(tuple(row[:n]), [0, 0])
             acc[0] += int(row[n])
