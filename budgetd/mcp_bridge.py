@@ -23,7 +23,7 @@ from pydantic import Field
 from budgetd.backoff import Backoff
 from budgetd.client import BudgetClient
 from budgetd.model import Bucket, Dim, ReportOrder, ServiceTier, Tier
-from budgetd.periods import parse_when
+from budgetd.periods import when_text
 from budgetd.protocol import Ask, OpError
 from budgetd.render import count, money
 
@@ -79,11 +79,12 @@ def _decision_text(d: Any) -> str:
     return "; ".join(parts)
 
 
-def _time(value: str | None, field: str, zone_name: str = "UTC") -> Any:
+def _time(value: str | None, field: str) -> str | None:
+    """A time bound, checked here and sent as written: the daemon reads it by its clock and zone."""
     if value is None:
         return None
     try:
-        return parse_when(value, zone_name)
+        return when_text(value)
     except ValueError as exc:
         raise ToolError(f"{field}: {exc}") from None
 
@@ -158,8 +159,8 @@ def build_server(socket: str | None = None, *, read_only: bool = False) -> MCPSe
     ) -> CallToolResult:
         """Tokens and cost grouped by dims (component, model, provider, tier, context_id, task_type),
         optionally per hour/day/week/month, over a time range. Exact sums; rows add up to the totals."""
-        r = await call(lambda c: c.report(group_by, since=_time(since, "since", timezone),
-                                          until=_time(until, "until", timezone), bucket=bucket,
+        r = await call(lambda c: c.report(group_by, since=_time(since, "since"),
+                                          until=_time(until, "until"), bucket=bucket,
                                           timezone=timezone, filters=filters, limit=limit, order=order))
         lines = [f"total {money(r.totals.cost_usd)} over {count(r.totals.requests)} calls, "
                  f"{count(r.totals.tokens)} tokens"]

@@ -60,17 +60,25 @@ def _local_midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
 
 
-def parse_when(text: str, zone_name: str = "UTC") -> dt.datetime:
-    """RFC 3339, a date, or a duration back from now (`7d`, `12h`, `30m`). A time without an offset
+def parse_when(text: str, zone_name: str = "UTC", now: dt.datetime | None = None) -> dt.datetime:
+    """RFC 3339, a date, or a duration back from `now` (`7d`, `12h`, `30m`). A time without an offset
     (a date is its midnight) is wall time in `zone_name`. ValueError says what is accepted."""
+    text = text.strip()
     if is_duration(text):
-        return dt.datetime.now(UTC) - dt.timedelta(seconds=parse_duration(text))
+        return (now or dt.datetime.now(UTC)) - dt.timedelta(seconds=parse_duration(text))
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"{text!r} is not a time: use RFC 3339 (2026-11-28T13:00:00Z), a date (2026-11-28) "
                          "or a duration back from now (7d, 12h)") from None
     return value if value.tzinfo else value.replace(tzinfo=zone(zone_name)).astimezone(UTC)
+
+
+def when_text(text: str) -> str:
+    """`text` when it is in the `When` grammar (checked here, read by the daemon by its clock and zone), or
+    ValueError saying what is accepted."""
+    parse_when(text)
+    return text.strip()
 
 
 def window(period: str, tz_name: str, ts: dt.datetime) -> Window:

@@ -15,6 +15,7 @@ from actors.allocator.messages import (  # noqa: F401 - the inbox is the public 
     CommitMsg,
     CountHolds,
     ForecastsMsg,
+    ModelKeyMsg,
     RecordUsage,
     ReleaseMsg,
     ReserveMsg,

@@ -110,6 +110,14 @@ class CountHolds(msgspec.Struct, frozen=True):
     reply: ReplyTo
 
 
+class ModelKeyMsg(msgspec.Struct, frozen=True):
+    """Answer: the key records of model `name` are stored under, as a budget scope resolves it (`name`
+    itself when no price knows it)."""
+
+    name: str
+    reply: ReplyTo
+
+
 class RouteMsg(msgspec.Struct, frozen=True):
     """Answer: `RouteResult`."""
 

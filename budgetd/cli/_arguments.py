@@ -8,7 +8,7 @@ from typing import Any
 from budgetd.cli._errors import CliError
 from budgetd.client import SyncBudgetClient
 from budgetd.model import DIMS, SERVICE_TIERS
-from budgetd.periods import parse_when, zone
+from budgetd.periods import parse_when, when_text, zone
 
 # -- argument types: argparse reports their errors as bad usage (exit status 2) --
 
@@ -16,6 +16,14 @@ from budgetd.periods import parse_when, zone
 def parse_time(text: str, zone_name: str = "UTC") -> dt.datetime:
     try:
         return parse_when(text, zone_name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def when(text: str) -> str:
+    """A time bound of a query, sent as written: the daemon reads durations by its clock."""
+    try:
+        return when_text(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -12,6 +12,7 @@ from budgetd.cli._arguments import (
     filters,
     non_negative_float,
     parse_time,
+    when,
     positive_int,
 )
 from budgetd.cli._output import csv_writer, emit, rfc3339, table, usd_exact
@@ -109,8 +110,8 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
     p = commands.add_parser("usage", help="list recorded calls, newest first", parents=[common])
     filter_arguments(p)
-    p.add_argument("--since", type=parse_time, help="RFC 3339, a date or a duration back from now (7d, 12h)")
-    p.add_argument("--until", type=parse_time)
+    p.add_argument("--since", type=when, help="RFC 3339, a date or a duration back from now (7d, 12h)")
+    p.add_argument("--until", type=when)
     p.add_argument("--limit", type=positive_int, help="records to show (default 20; csv: every record)")
     p.add_argument("--after", help="the cursor printed by the previous page")
     p.add_argument("--format", choices=["table", "csv"], default="table", help="csv exports every page")

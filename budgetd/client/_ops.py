@@ -11,6 +11,7 @@ back and returns what the method returns:
 """
 
 import collections
+import datetime as dt
 import functools
 import inspect
 import os
@@ -54,6 +55,9 @@ from budgetd.protocol import (
 T = TypeVar("T")
 S = TypeVar("S", bound=msgspec.Struct)
 
+#: A time bound of a query: a datetime or date, or text the daemon reads (RFC 3339, a date, or a duration
+#: back from its now such as "7d").
+Moment = dt.datetime | dt.date | str | None
 #: What a flow yields: its request, or (request, timeout) when the op may take longer than the client's timeout.
 Outgoing = Request | tuple[Request, float]
 #: An op's body: it yields what to send, is sent the result, and returns what the method returns.
@@ -79,6 +83,11 @@ def _filters(filters: dict[str, str] | Filters | None) -> Filters | None:
     if filters is None or isinstance(filters, Filters):
         return filters
     return msgspec.convert(filters, Filters)
+
+
+def _when(value: Moment) -> str | None:
+    # A datetime without an offset is wall time in the query's zone, as the same text would be.
+    return value.isoformat() if isinstance(value, (dt.datetime, dt.date)) else value
 
 
 def _new_key() -> str:
@@ -131,16 +140,17 @@ class Flows:
     def status(self) -> Flow[Any]:
         return (yield Status())
 
-    def usage_list(self, *, filters: dict[str, str] | Filters | None = None, since: Any = None, until: Any = None,
-                   limit: int = 100, after: str | None = None) -> Flow[Any]:
-        return (yield UsageList(filters=_filters(filters), since=since, until=until, limit=limit, after=after))
+    def usage_list(self, *, filters: dict[str, str] | Filters | None = None, since: Moment = None,
+                   until: Moment = None, limit: int = 100, after: str | None = None) -> Flow[Any]:
+        return (yield UsageList(filters=_filters(filters), since=_when(since), until=_when(until), limit=limit,
+                                after=after))
 
-    def report(self, group_by: Sequence[str] = (), *, since: Any = None, until: Any = None,
+    def report(self, group_by: Sequence[str] = (), *, since: Moment = None, until: Moment = None,
                bucket: str | None = None, timezone: str = "UTC", filters: dict[str, str] | Filters | None = None,
                limit: int | None = None, order: str = "cost") -> Flow[Any]:
         if isinstance(group_by, str):
             group_by = [d for d in group_by.split(",") if d]
-        request = Report(group_by=list(group_by), since=since, until=until, bucket=bucket,  # type: ignore[arg-type]
+        request = Report(group_by=list(group_by), since=_when(since), until=_when(until), bucket=bucket,  # type: ignore[arg-type]
                          timezone=timezone, filters=_filters(filters), limit=limit,
                          order=order)  # type: ignore[arg-type]
         return (yield request)
@@ -174,8 +184,8 @@ class Flows:
         """The budget assistant's answer, with the facts it used; an LLM call may take a while."""
         return (yield Ask(question=question), timeout)
 
-    def alerts_list(self, *, since: Any = None, unacked: bool = False, limit: int | None = None) -> Flow[Any]:
-        return (yield AlertsList(since=since, unacked=unacked, limit=limit)).alerts
+    def alerts_list(self, *, since: Moment = None, unacked: bool = False, limit: int | None = None) -> Flow[Any]:
+        return (yield AlertsList(since=_when(since), unacked=unacked, limit=limit)).alerts
 
     def alerts_ack(self, alert_id: int, by: str | None = None) -> Flow[bool]:
         return (yield AlertsAck(alert_id=alert_id, by=by)).acked
@@ -203,7 +213,7 @@ class Flows:
         return (yield Release(reservation_id=reservation_id)).released
 
     def route(self, estimate: Estimate | None = None, *, candidates: list[str] | None = None,
-              need: Need | dict | None = None, **fields: Any) -> Flow[Any]:
+              need: Need | dict | list[str] | None = None, **fields: Any) -> Flow[Any]:
         if isinstance(need, dict):
             need = msgspec.convert(need, Need)
         return (yield Route(estimate=struct_from(estimate, fields, Estimate), candidates=candidates, need=need))

@@ -50,6 +50,7 @@ from budgetd.model._types import (  # noqa: F401
     Label,
     Text,
     Time,
+    When,
     MetaKey,
     MetaValue,
     Metadata,

@@ -144,7 +144,7 @@ class Recorded(Answer, kw_only=True):
 
 
 class Need(Struct, kw_only=True):
-    capabilities: list[Name] = msgspec.field(default_factory=list)
+    capabilities: Annotated[list[Name], Meta(max_length=64)] = msgspec.field(default_factory=list)
     min_context_tokens: TokenLimit | None = None
     max_tier: TierIn | None = None
 

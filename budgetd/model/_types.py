@@ -18,6 +18,9 @@ TokenLimit = Annotated[int, Meta(ge=0, le=10**15)]
 Usd = Annotated[float, Meta(ge=0.0, le=1e9)]
 #: What one call cost.
 CallUsd = Annotated[float, Meta(ge=0.0, le=1e4)]
+#: A point in time as a query gives it: RFC 3339, a date (its midnight), or a duration back from now (7d,
+#: 12h, 30m). One grammar on every door; the daemon reads it by its own clock.
+When = Annotated[str, Meta(min_length=1, max_length=64)]
 #: Web searches a call made (each billed per query).
 Searches = Annotated[int, Meta(ge=0, le=10_000)]
 #: A positive 64-bit integer (ids, cursors).

@@ -29,10 +29,10 @@ from budgetd.model import (
     Recorded,
     ReportOrder,
     Struct,
-    Time,
     Topic,
     Usage,
     UsagePatch,
+    When,
 )
 from budgetd.protocol._results import (
     Acked,
@@ -163,8 +163,8 @@ class Status(Request, tag="status", kw_only=True):
 @op(ReportResult, "read", "ask")
 class Report(Request, tag="report", kw_only=True):
     group_by: Annotated[list[Dim], Meta(max_length=6)] = msgspec.field(default_factory=list)
-    since: Time | None = None
-    until: Time | None = None
+    since: When | None = None  # RFC 3339, a date (midnight in `timezone`), or a duration back (7d)
+    until: When | None = None
     bucket: Bucket | None = None
     timezone: Annotated[str, Meta(max_length=64)] = "UTC"
     filters: Filters | None = None
@@ -175,8 +175,8 @@ class Report(Request, tag="report", kw_only=True):
 @op(UsageListResult, "read", "ask")
 class UsageList(Request, tag="usage.list", kw_only=True):
     filters: Filters | None = None
-    since: Time | None = None
-    until: Time | None = None
+    since: When | None = None  # RFC 3339, a date (midnight UTC), or a duration back (7d)
+    until: When | None = None
     limit: Annotated[int, Meta(ge=1, le=1000)] = 100
     after: Annotated[str, Meta(max_length=64)] | None = None  # the `next` of an earlier page
 
@@ -222,12 +222,13 @@ class PricesHistory(Request, tag="prices.history", kw_only=True):
 class Route(Request, tag="route", kw_only=True):
     estimate: Estimate
     candidates: Annotated[list[Name], Meta(max_length=256)] | None = None
-    need: Need | None = None
+    # What the model must do: a Need, or just its capabilities (["vision", "tools"]).
+    need: Need | Annotated[list[Name], Meta(max_length=64)] | None = None
 
 
 @op(AlertListResult, "read", "ask")
 class AlertsList(Request, tag="alerts.list", kw_only=True):
-    since: Time | None = None
+    since: When | None = None
     unacked: bool = False
     limit: Annotated[int, Meta(ge=1, le=10_000)] | None = None
 

@@ -22,6 +22,7 @@ from actors.allocator import (
     CheckMsg,
     CommitMsg,
     CountHolds,
+    ModelKeyMsg,
     ForecastsMsg,
     RecordUsage,
     ReleaseMsg,
@@ -54,8 +55,8 @@ from actors.runtime import Ref, Reply, ReplyTo
 from budgetd.clock import SYSTEM, Clock
 from budgetd.config import Config
 from budgetd.durations import parse_duration
-from budgetd.model import DIMS
-from budgetd.periods import to_us, zone
+from budgetd.model import DIMS, Need
+from budgetd.periods import parse_when, to_us, zone
 from budgetd.protocol import (
     OPS,
     PROTOCOL_VERSION,
@@ -215,7 +216,8 @@ class Ops:
                                                components=components))
 
     def route(self, req: Route, reply: ReplyTo, components: Components = None) -> None:
-        self.refs["allocator"].tell(RouteMsg(estimate=req.estimate, candidates=req.candidates, need=req.need,
+        need = Need(capabilities=req.need) if isinstance(req.need, list) else req.need
+        self.refs["allocator"].tell(RouteMsg(estimate=req.estimate, candidates=req.candidates, need=need,
                                              reply=reply))
 
     async def subscribe(self, req: Subscribe) -> tuple[Subscribed, Feed]:
@@ -255,17 +257,27 @@ class Ops:
     async def budget_delete(self, req: BudgetDelete) -> Deleted:
         return Deleted(deleted=await self._allocator(lambda reply: BudgetDeleteMsg(name=req.name, reply=reply)))
 
+    async def _filters(self, filters: Any) -> dict[str, str]:
+        """The dims to keep; a model is resolved as a budget's scope is, to the key its records are under."""
+        found = {d: v for d in DIMS if (v := getattr(filters, d, None)) is not None} if filters else {}
+        if "model" in found:
+            found["model"] = await self._allocator(lambda reply: ModelKeyMsg(name=found["model"], reply=reply))
+        return found
+
+    def _instant(self, text: str | None, field: str, zone_name: str = "UTC") -> int | None:
+        return _instant(text, field, zone_name, self.clock.now())
+
     async def usage_list(self, req: UsageList) -> UsageListResult:
         before = None
         if req.after is not None:
             if not (req.after.isdigit() and len(req.after) <= 18):
                 raise OpError("invalid", "`after` must be the `next` cursor of an earlier usage.list", "$.after")
             before = int(req.after)
-        filters = _filters(req.filters)
+        filters = await self._filters(req.filters)
         records, next_id = await self.refs["ledger-reader"].ask(
             lambda reply: ListUsage(
                 reply=reply, filters=filters,
-                since=_instant(req.since, "$.since"), until=_instant(req.until, "$.until"),
+                since=self._instant(req.since, "$.since"), until=self._instant(req.until, "$.until"),
                 limit=req.limit, before_id=before,
             ),
             self.timeout,
@@ -279,11 +291,12 @@ class Ops:
             raise OpError("invalid", str(exc), "$.timezone") from None
         if len(set(req.group_by)) != len(req.group_by):
             raise OpError("invalid", "group_by names a dim more than once", "$.group_by")
-        if req.since is not None and req.until is not None and req.until <= req.since:
+        since = self._instant(req.since, "$.since", req.timezone)
+        until = self._instant(req.until, "$.until", req.timezone)
+        if since is not None and until is not None and until <= since:
             raise OpError("invalid", "until must be later than since", "$.until")
         query = ReportQuery(
-            group_by=tuple(req.group_by), filters=_filters(req.filters),
-            since=_instant(req.since, "$.since"), until=_instant(req.until, "$.until"),
+            group_by=tuple(req.group_by), filters=await self._filters(req.filters), since=since, until=until,
             bucket=req.bucket, zone=req.timezone, limit=req.limit, order=req.order,
         )
         rows, totals = await self.refs["ledger-reader"].ask(lambda reply: RunReport(query=query, reply=reply),
@@ -322,7 +335,7 @@ class Ops:
 
     async def alerts_list(self, req: AlertsList) -> AlertListResult:
         alerts = await self.refs["ledger-reader"].ask(lambda reply: ListAlerts(
-            since=_instant(req.since, "$.since"), unacked=req.unacked, limit=req.limit or 100,
+            since=self._instant(req.since, "$.since"), unacked=req.unacked, limit=req.limit or 100,
             reply=reply,
         ), self.timeout)
         return AlertListResult(alerts=alerts)
@@ -396,10 +409,15 @@ def _no_spawn(*_args: Any) -> None:
 _EARLIEST, _LATEST = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc), dt.datetime(2200, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def _instant(value: dt.datetime | None, field: str) -> int | None:
-    """A time bound of a query in µs, or `invalid` when it lies outside what a ledger can hold."""
-    if value is None:
+def _instant(text: str | None, field: str, zone_name: str, now: dt.datetime) -> int | None:
+    """A time bound of a query (the `When` grammar, read by the daemon's clock) in µs, or `invalid` when it
+    does not parse or lies outside what a ledger can hold."""
+    if text is None:
         return None
+    try:
+        value = parse_when(text, zone_name, now)
+    except (ValueError, OverflowError) as exc:
+        raise OpError("invalid", f"{field[2:]}: {exc}", field) from None
     try:
         inside = _EARLIEST <= value < _LATEST
     except OverflowError:
@@ -408,6 +426,3 @@ def _instant(value: dt.datetime | None, field: str) -> int | None:
         raise OpError("invalid", f"{field[2:]} must be between 1970-01-01 and 2199-12-31 (UTC)", field)
     return to_us(value)
 
-
-def _filters(filters: Any) -> dict[str, str]:
-    return {d: v for d in DIMS if (v := getattr(filters, d, None)) is not None} if filters else {}
