@@ -4,6 +4,7 @@ An unknown key is an error that names it.
 """
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from budgetd.model import LOCAL_PROVIDERS, SOURCES, BudgetInvalid, BudgetSpec, c
 from budgetd.paths import default_config_path, default_data_dir, default_socket_path
 from budgetd.periods import zone
 from budgetd.protocol import PriceOverride
+from budgetd.validation import in_words
 
 
 class Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -186,33 +188,40 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
             raise ConfigError(f"config file {file} cannot be read: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
-    _apply_env(data, environ)
+    from_env = _apply_env(data, environ)
     if "BUDGET_PORT" in environ and "BUDGETD_HTTP_LISTEN" not in environ:
         port = environ["BUDGET_PORT"]
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"BUDGET_PORT must be a port number, got {port!r}")
         host = str(data.get("http", {}).get("listen", "127.0.0.1:8013")).rsplit(":", 1)[0] or "127.0.0.1"
         data.setdefault("http", {})["listen"] = f"{host}:{port}"
+        from_env["http.listen"] = "BUDGET_PORT"
     try:
         config = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {_describe(exc)}") from None
+        path, words = in_words(exc, Config)
+        key = re.sub(r"\[\d+\]", lambda m: f"[{int(m[0][1:-1]) + 1}]", path[2:])  # TOML counts from 1
+        variable = from_env.get(re.sub(r"\[.*", "", key))
+        where = f"environment variable {variable}" if variable else source
+        raise ConfigError(f"{where}: {key or 'the config'}: {words}") from None
     _check(config, source)
     return config
 
 
-def _describe(exc: msgspec.ValidationError) -> str:
-    text = str(exc)
-    if "unknown field" in text:
-        # "Object contains unknown field `x` - at `$.daemon`" -> "unknown key daemon.x"
-        key = text.split("`")[1]
-        where = text.split("at `$")[-1].rstrip("`") if "at `$" in text else ""
-        dotted = (where.lstrip(".") + "." if where else "") + key
-        return f"unknown key {dotted!r}; check its spelling against README's configuration section"
-    return text.replace("`$.", "`").replace("`$", "`")
+def host_port(listen: str) -> tuple[str, int]:
+    """`HOST:PORT` (an IPv6 host in brackets; no host means 127.0.0.1), or ValueError saying what to give."""
+    example = "give HOST:PORT, such as 127.0.0.1:8013"
+    if "://" in listen or "/" in listen:
+        raise ValueError(f"listen address {listen!r} is a URL or a path; {example}")
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"listen address {listen!r} is not HOST:PORT with a port from 1 to 65535; {example}")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:
+def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, str]:
+    """Put the BUDGETD_SECTION_KEY variables into `data`; answer which variable set each `section.key`."""
+    applied = {}
     for name, raw in environ.items():
         if not name.startswith("BUDGETD_"):
             continue
@@ -225,6 +234,8 @@ def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:
         if key not in section_type.__struct_fields__:
             raise ConfigError(f"environment variable {name}: unknown key {section}.{key}")
         data.setdefault(section, {})[key] = _env_value(raw)
+        applied[f"{section}.{key}"] = name
+    return applied
 
 
 def _env_value(raw: str) -> Any:

@@ -29,11 +29,12 @@ def restore(backup: Path, data_dir: Path) -> Restored:
     try:
         version, records = verify_ledger(backup)
     except LedgerError as exc:
-        raise RestoreError(f"{exc} Nothing was restored.") from None
+        advice = "upgrade budgetd to restore it" if "newer" in str(exc) else "name a file made by `budget backup`"
+        raise RestoreError(f"cannot restore: {exc}; {advice} (nothing was changed)") from None
     try:
         lock = lock_data_dir(data_dir)
     except StartupError as exc:
-        raise RestoreError(f"{exc}: stop the daemon before a restore") from None
+        raise RestoreError(f"{exc}: stop the daemon before a restore; nothing was changed") from None
     try:
         ledger = data_dir / "ledger.db"
         kept = None

@@ -217,8 +217,9 @@ def shared_daemon(tmp_path_factory):
         d.stop()
 
 
-def run_cli(*args: str, socket: Path | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
+def run_cli(*args: str, socket: Path | None = None, timeout: float = 60.0,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "budgetd", *args]
     if socket is not None:
         cmd += ["--socket", str(socket)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env())
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**_env(), **(env or {})})

@@ -48,22 +48,55 @@ def test_usage_pages_with_a_cursor(shared_daemon):
     assert second["next"] is None
 
 
-def test_errors_are_clear_and_exit_non_zero(shared_daemon, tmp_path):
-    r = run_cli("prices", "show", "no-such-model-anywhere", socket=shared_daemon.socket)
-    assert r.returncode == 1 and "not_found" in r.stderr and "Traceback" not in r.stderr
+#: msgspec's and argparse's own words that must never reach a person.
+_RAW = ("Traceback", "Expected `", "regex", "$.", "Invalid enum", "(at ", "not_found:", "invalid:")
 
+
+def test_errors_are_clear_in_one_style_and_exit_non_zero(shared_daemon, tmp_path):
+    s = shared_daemon.socket
+    refused = [  # (arguments, status, what stderr must say)
+        (("prices", "show", "no-such-model-anywhere"), 1, "budget: no price for model 'no-such-model-anywhere'"),
+        (("budgets", "show", "nope"), 1, "budget: no budget named 'nope'; see `budget budgets list`"),
+        (("budgets", "delete", "nope"), 1, "budget: no budget named 'nope'; see `budget budgets list`"),
+        (("budgets", "set", "Bad/Name", "--period", "daily", "--policy", "warn"), 1,
+         "budget: budget.name: must be lowercase letters, digits, '.', '_' and '-', starting with a letter"),
+        (("budgets", "set", "ok", "--period", "daily", "--policy", "warn", "--scope", "colour=x"), 2,
+         "argument --scope: 'colour' is not a dim; use one of component, model, provider"),
+        (("usage", "--filter", "colour=x"), 2, "argument --filter: 'colour' is not a dim"),
+        (("report", "--by", "colour"), 2, "'colour' is not a dim; use any of component, model, provider, tier"),
+        (("reserve", "--component", "a", "--model", "gpt-4o", "--input", "1", "--ttl", "0"), 2,
+         "argument --ttl: '0' must be more than 0"),
+        (("record", "--component", "x", "--model", "m", "--input", "-5"), 2, "must be 0 or more"),
+        (("record", "--component", "x" * 200, "--model", "m"), 1,
+         "budget: usage.component: must be at most 128 characters long"),
+        (("usage", "--after", "not-a-cursor"), 1, "budget: `after` must be the `next` cursor"),
+    ]
+    for arguments, status, said in refused:
+        r = run_cli(*arguments, socket=s)
+        assert r.returncode == status and said in r.stderr, (arguments, r.stderr)
+        assert not any(raw in r.stderr for raw in _RAW), (arguments, r.stderr)
     r = run_cli("status", socket=tmp_path / "nobody.sock")
     assert r.returncode == 1
     assert "no budgetd answers" in r.stderr and "budget daemon" in r.stderr and "Traceback" not in r.stderr
 
-    r = run_cli("record", "--component", "x", "--model", "m", "--input", "-5", socket=shared_daemon.socket)
-    assert r.returncode == 2 and "must be 0 or more" in r.stderr
 
-    r = run_cli("record", "--component", "x" * 200, "--model", "m", socket=shared_daemon.socket)
-    assert r.returncode == 1 and "invalid" in r.stderr and "component" in r.stderr
+def test_a_command_without_its_action_shows_the_actions(shared_daemon):
+    for arguments, listed in (((), ("daemon", "status", "record", "budgets")),
+                              (("budgets",), ("list", "show", "set", "delete")),
+                              (("prices",), ("list", "show", "refresh", "set", "unset", "history")),
+                              (("import",), ("rhetor", "apollo"))):
+        r = run_cli(*arguments, socket=shared_daemon.socket)
+        assert r.returncode == 2 and "required" not in r.stderr, (arguments, r.stderr)
+        assert all(f"    {name} " in r.stderr for name in listed), (arguments, r.stderr)
 
-    r = run_cli("usage", "--after", "not-a-cursor", socket=shared_daemon.socket)
-    assert r.returncode == 1 and "cursor" in r.stderr
+
+def test_the_daemon_says_what_to_give_for_a_listen_url(tmp_path):
+    r = run_cli("daemon", "--http", "http://127.0.0.1:8099", "--socket", str(tmp_path / "s.sock"),
+                "--data-dir", str(tmp_path / "data"))
+    assert r.returncode == 1 and "http:/127" not in r.stderr
+    assert "'http://127.0.0.1:8099' is a URL or a path; give HOST:PORT, such as 127.0.0.1:8013" in r.stderr
+    r = run_cli("mcp", "--http", "http://127.0.0.1:8099")
+    assert r.returncode == 1 and "give HOST:PORT" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_daemon_reports_a_bad_config_without_traceback(tmp_path):
@@ -74,6 +107,13 @@ def test_daemon_reports_a_bad_config_without_traceback(tmp_path):
     assert r.returncode == 1 and "pricing.unknown_model" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("daemon", "--config", str(tmp_path / "missing.toml"))
     assert r.returncode == 1 and "does not exist" in r.stderr
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    r = run_cli("daemon", "--config", str(empty), "--socket", str(tmp_path / "s.sock"), "--data-dir",
+                str(tmp_path / "data"), env={"BUDGETD_DAEMON_DURABILITY": "maybe"})
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("budget: environment variable BUDGETD_DAEMON_DURABILITY: daemon.durability: 'maybe' "
+                               "is not one of full, normal"), r.stderr
 
 
 def test_budgets_check_reserve_commit_route(daemon):
@@ -113,10 +153,10 @@ def test_budgets_check_reserve_commit_route(daemon):
     assert bad.returncode == 1 and "no limit" in bad.stderr
     bad = run_cli("budgets", "set", "oops", "--period", "daily", "--policy", "hard", "--limit-usd", "1",
                   "--scope", "colour=red", socket=s)
-    assert bad.returncode == 1 and "colour" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "colour" in bad.stderr and "Traceback" not in bad.stderr
     assert run_cli("budgets", "delete", "team", socket=s).returncode == 0
     missing = run_cli("budgets", "delete", "team", socket=s)
-    assert missing.returncode == 1 and "no budget named team" in missing.stdout
+    assert missing.returncode == 1 and "no budget named 'team'" in missing.stderr
     assert run_cli("budgets", "show", "team", socket=s).returncode == 1
 
 

@@ -70,7 +70,13 @@ def test_restore_refuses_what_is_not_a_good_ledger(make_daemon, tmp_path):
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"no database here" * 100)
     out = run_cli("restore", str(junk), "--data-dir", str(d.data_dir))
-    assert out.returncode == 1 and "Nothing was restored" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.startswith(f"budget: cannot restore: {junk} is not an SQLite file")
+    assert out.stderr.endswith("name a file made by `budget backup` (nothing was changed)\n")
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    out = run_cli("restore", str(empty), "--data-dir", str(d.data_dir))
+    assert out.returncode == 1 and "is empty" in out.stderr and "ledger never shrinks" not in out.stderr
     foreign = tmp_path / "foreign.db"
     sqlite3.connect(foreign).execute("CREATE TABLE t (x)").connection.close()
     out = run_cli("restore", str(foreign), "--data-dir", str(d.data_dir))

@@ -309,7 +309,7 @@ class SaveAlert(msgspec.Struct, frozen=True):
 
 
 class AckAlert(msgspec.Struct, frozen=True):
-    """Answer: True when the alert existed and was not acknowledged yet."""
+    """Answer: True when it is acknowledged now, False when it was already; `not_found` when no such alert."""
 
     alert_id: int
     by: str | None

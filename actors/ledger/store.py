@@ -75,7 +75,8 @@ class Store(Protocol):
 
     async def save_alert(self, alert: SaveAlert) -> int | None: ...
 
-    async def ack_alert(self, alert_id: int, by: str | None, at_us: int) -> bool: ...
+    async def ack_alert(self, alert_id: int, by: str | None, at_us: int) -> bool:
+        """True when acknowledged now, False when it was already; OpError `not_found` when no such alert."""
 
     async def compact(self, before_us: int) -> int: ...
 

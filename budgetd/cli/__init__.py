@@ -29,10 +29,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="budget", description="Talk to budgetd, the LLM budget authority.",
                                      parents=[common])
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
     for group in _COMMAND_GROUPS:
         group.register(commands, common)
+    _help_without_a_command(parser)
     return parser
+
+
+def _help_without_a_command(parser: argparse.ArgumentParser) -> None:
+    """`budget`, `budget budgets`, `budget prices` ... without what to do print their commands (status 2)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            action.required = False
+            if parser.get_default("func") is None:
+                parser.set_defaults(func=lambda _args, shown=parser: _show_help(shown))
+            for sub in action.choices.values():
+                _help_without_a_command(sub)
+
+
+def _show_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,8 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except OpError as exc:
-        where = f" ({exc.field})" if exc.field and exc.field not in exc.message else ""
-        print(f"budget: {exc.code}: {exc.message}{where}", file=sys.stderr)
+        # One style for every refusal: what was wrong and what to do (the message names the field).
+        print(f"budget: {exc.message}", file=sys.stderr)
         return 1
     except CliError as exc:
         print(f"budget: {exc}", file=sys.stderr)

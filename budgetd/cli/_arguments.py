@@ -28,6 +28,16 @@ def when(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def dim_list(text: str) -> list[str]:
+    """`component,model`: dims to group by, each one of DIMS."""
+    dims = [d.strip() for d in text.split(",") if d.strip()]
+    unknown = [d for d in dims if d not in DIMS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(map(repr, unknown))} is not a dim; use any of "
+                                         f"{', '.join(DIMS)}, comma separated")
+    return dims
+
+
 def non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -62,11 +72,14 @@ def positive_float(text: str) -> float:
     return value
 
 
-def key_value(text: str) -> tuple[str, str]:
+def dim_value(text: str) -> tuple[str, str]:
+    """`component=rhetor`: a dim and its value (scopes and filters)."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"{text!r} should look like dim=value, e.g. component=rhetor")
-    key, value = text.split("=", 1)
-    return key.strip(), value.strip()
+    key, value = (part.strip() for part in text.split("=", 1))
+    if key not in DIMS:
+        raise argparse.ArgumentTypeError(f"{key!r} is not a dim; use one of {', '.join(DIMS)}")
+    return key, value
 
 
 def check_zone(name: str) -> None:
@@ -98,7 +111,7 @@ def filter_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model")
     p.add_argument("--context", dest="context_id")
     p.add_argument("--task", dest="task_type")
-    p.add_argument("--filter", action="append", type=key_value, metavar="DIM=VALUE")
+    p.add_argument("--filter", action="append", type=dim_value, metavar="DIM=VALUE")
 
 
 def filters(args: argparse.Namespace) -> dict[str, str] | None:

@@ -6,7 +6,7 @@ A refusal by the budgets is an answer, not a failure: these commands exit with D
 import argparse
 from typing import Any
 
-from budgetd.cli._arguments import billed_arguments, billed_fields, client, non_negative_float, non_negative_int
+from budgetd.cli._arguments import billed_arguments, billed_fields, client, non_negative_float, non_negative_int, positive_float
 from budgetd.cli._output import emit, table
 from budgetd.cli.budgets import state_rows
 from budgetd.model import TIER_INPUTS
@@ -100,7 +100,13 @@ def cmd_route(args: argparse.Namespace) -> int:
         result = c.route(candidates=args.candidate or None, need=need, **_estimate_fields(args))
 
     def human(r: Any) -> str:
-        head = f"choice: {r.choice}" if r.choice else "no candidate fits the budgets"
+        if r.choice:
+            head = f"choice: {r.choice}"
+        elif r.alternatives:
+            head = "no candidate fits the budgets"
+        else:
+            head = "no priced model meets the need" + (f" (capabilities: {', '.join(args.need)})" if args.need
+                                                       else "")
         if r.decision:
             head += f" (estimated {money(r.decision.estimated_cost_usd)})"
         return head + "\n\n" + table(
@@ -122,7 +128,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     p = commands.add_parser("reserve", help="hold an estimate against the budgets (exit 3 when denied)",
                             parents=[common])
     _estimate_arguments(p)
-    p.add_argument("--ttl", type=non_negative_float, help="seconds the hold lasts (default 300)")
+    p.add_argument("--ttl", type=positive_float, help="seconds the hold lasts (default 300)")
     p.add_argument("--idempotency-key")
     p.set_defaults(func=cmd_reserve)
 

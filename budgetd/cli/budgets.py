@@ -5,7 +5,8 @@ from typing import Any, Sequence
 
 import msgspec
 
-from budgetd.cli._arguments import client, key_value, non_negative_float, non_negative_int
+from budgetd.cli._arguments import client, dim_value, non_negative_float, non_negative_int
+from budgetd.cli._errors import CliError
 from budgetd.cli._output import emit, key_text, table
 from budgetd.model import PERIODS, POLICIES
 from budgetd.render import count, money
@@ -75,9 +76,10 @@ def cmd_budgets_set(args: argparse.Namespace) -> int:
 def cmd_budgets_delete(args: argparse.Namespace) -> int:
     with client(args) as c:
         deleted = c.budget_delete(args.name)
-    emit(args, {"deleted": deleted}, lambda r: f"budget {args.name} deleted" if deleted else
-         f"no budget named {args.name}")
-    return 0 if deleted else 1
+    if not deleted:
+        raise CliError(f"no budget named {args.name!r}; see `budget budgets list`")
+    emit(args, {"deleted": deleted}, lambda r: f"budget {args.name} deleted")
+    return 0
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -95,7 +97,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument("--policy", required=True, choices=POLICIES)
     p.add_argument("--limit-usd", type=non_negative_float)
     p.add_argument("--limit-tokens", type=non_negative_int)
-    p.add_argument("--scope", action="append", type=key_value, metavar="DIM=VALUE",
+    p.add_argument("--scope", action="append", type=dim_value, metavar="DIM=VALUE",
                    help="component, context_id, provider, model, tier or task_type; VALUE '*' = one counter per value")
     p.add_argument("--timezone", default="UTC", help="IANA zone of the calendar windows")
     p.add_argument("--threshold", action="append", type=non_negative_float, metavar="FRACTION")

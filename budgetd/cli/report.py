@@ -4,7 +4,7 @@ import argparse
 import sys
 from typing import Any
 
-from budgetd.cli._arguments import check_zone, client, filter_arguments, filters, positive_int, when
+from budgetd.cli._arguments import check_zone, client, filter_arguments, dim_list, filters, positive_int, when
 from budgetd.cli._output import csv_writer, key_text, rfc3339, table, usd_exact, write_json
 from budgetd.model import BUCKETS, DIMS, REPORT_ORDERS
 from budgetd.periods import zone
@@ -15,7 +15,7 @@ _BUCKET_LABEL = {"hour": "%Y-%m-%d %H:%M", "day": "%Y-%m-%d %a", "week": "week o
 
 def cmd_report(args: argparse.Namespace) -> int:
     check_zone(args.tz)
-    group_by = [d.strip() for d in (args.by or "").split(",") if d.strip()]
+    group_by = args.by or []
     with client(args) as c:
         result = c.report(group_by, bucket=args.bucket, timezone=args.tz, filters=filters(args),
                           limit=args.limit, order=args.order, since=args.since, until=args.until)
@@ -99,7 +99,7 @@ def forecast_text(f: Any, local: Any) -> str:
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = commands.add_parser("report", help="tokens and cost by dims and time buckets", parents=[common])
-    p.add_argument("--by", metavar="DIMS", help="group by these, comma separated: " + ", ".join(DIMS))
+    p.add_argument("--by", type=dim_list, metavar="DIMS", help="group by these, comma separated: " + ", ".join(DIMS))
     p.add_argument("--since", type=when, help="RFC 3339, a date (midnight in --tz) or a duration back from now (7d, 12h)")
     p.add_argument("--until", type=when, help="as --since (default: now)")
     p.add_argument("--bucket", choices=BUCKETS)

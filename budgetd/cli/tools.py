@@ -7,6 +7,7 @@ import argparse
 
 from budgetd.cli._arguments import check_zone, client, positive_float
 from budgetd.cli._errors import CliError
+from budgetd.config import host_port
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
@@ -20,9 +21,10 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 def cmd_mcp(args: argparse.Namespace) -> int:
     if args.http is not None:
-        port = args.http.rpartition(":")[2]
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise CliError(f"--http wants HOST:PORT, e.g. 127.0.0.1:8014; got {args.http!r}")
+        try:
+            host_port(args.http)
+        except ValueError as exc:
+            raise CliError(f"--http: {exc}") from None
     from budgetd import mcp_bridge  # the MCP SDK
 
     mcp_bridge.run(getattr(args, "socket", None), http=args.http, read_only=args.read_only)

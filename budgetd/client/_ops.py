@@ -50,6 +50,7 @@ from budgetd.protocol import (
     Route,
     Status,
     UsageList,
+    validation_error,
 )
 
 T = TypeVar("T")
@@ -67,8 +68,13 @@ Flow = Generator[Outgoing, Any, T]
 LABELS = ("component", "model", "provider", "context_id", "task_type", "tier")
 
 
+#: Where each kind of value sits in its request, so an error names the field as the daemon would.
+_PLACE = {"Usage": "$.usage", "UsagePatch": "$.usage", "Estimate": "$.estimate", "BudgetSpec": "$.budget",
+          "PriceSpec": "$.price"}
+
+
 def struct_from(value: S | None, fields: dict[str, Any], kind: type[S]) -> S:
-    """`value`, or a `kind` built from keyword fields (BudgetError `invalid` when they do not fit)."""
+    """`value`, or a `kind` built from keyword fields (OpError `invalid` when they do not fit)."""
     if value is not None:
         if fields:
             raise TypeError("pass either a Usage or keyword fields, not both")
@@ -76,7 +82,7 @@ def struct_from(value: S | None, fields: dict[str, Any], kind: type[S]) -> S:
     try:
         return msgspec.convert(fields, kind)
     except msgspec.ValidationError as exc:
-        raise OpError("invalid", f"invalid {kind.__name__}: {exc}") from None
+        raise validation_error(exc, _PLACE.get(kind.__name__, "$"), kind) from None
 
 
 def _filters(filters: dict[str, str] | Filters | None) -> Filters | None:

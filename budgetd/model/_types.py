@@ -35,7 +35,8 @@ Time = Annotated[dt.datetime, Meta(tz=True)]
 MetaKey = Annotated[str, Meta(min_length=1, max_length=64)]
 MetaValue = Annotated[str, Meta(max_length=1024)] | int | float | bool
 Metadata = Annotated[dict[MetaKey, MetaValue], Meta(max_length=32)]
-BudgetName = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)]
+BudgetName = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64, description=(
+    "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit"))]
 
 
 class Struct(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

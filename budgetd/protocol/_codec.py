@@ -1,12 +1,12 @@
 """Frames on the wire: the envelopes, and encoding and decoding with errors that name the field."""
 
 import datetime as dt
-import re
 from typing import Any, Union
 
 import msgspec
 
 from budgetd.errors import OpError
+from budgetd.validation import in_words
 from budgetd.protocol._requests import OPS, REQUEST_TYPES, Request
 
 PROTOCOL_VERSION = 1
@@ -68,8 +68,6 @@ _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(AnyRequest)
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _response_decoder = msgspec.json.Decoder(Response)
-_FIELD = re.compile(r" - at `(\$[^`]*)`")
-_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
 
 
 def encode(obj: Any) -> bytes:
@@ -83,18 +81,12 @@ def encode_line(obj: Any) -> bytes:
     return bytes(buf)
 
 
-def validation_error(exc: msgspec.ValidationError, prefix: str = "$") -> OpError:
-    """Turn msgspec's message into an `invalid` error that names the field."""
-    text = str(exc)
-    match = _FIELD.search(text)
-    field = match.group(1) if match else prefix
-    message = _FIELD.sub("", text)
-    unknown = _UNKNOWN_FIELD.search(text)
-    if unknown:
-        field = f"{field}.{unknown.group(1)}"
-    if prefix != "$" and field.startswith("$"):
-        field = prefix + field[1:]
-    return OpError("invalid", f"{message} (at {field})", field)
+def validation_error(exc: msgspec.ValidationError, prefix: str = "$", root: Any = None) -> OpError:
+    """Turn msgspec's message into an `invalid` error that names the field and says, in words, what it
+    takes; `root` (the type decoded at `prefix`) lets it list a vocabulary's values."""
+    path, words = in_words(exc, root)
+    field = prefix + path[1:]
+    return OpError("invalid", f"{field[2:] or 'the request'}: {words}", field)
 
 
 _TOO_DEEP = "the frame is nested deeper than any request of the protocol; send one flat JSON object per line"
@@ -155,7 +147,7 @@ def _classify(exc: msgspec.ValidationError, envelope: _Envelope) -> OpError:
             f"unknown op {envelope.op!r}; known ops: {', '.join(sorted(OPS))}",
             "$.op",
         )
-    return validation_error(exc)
+    return validation_error(exc, root=OPS[envelope.op])
 
 
 def request_id_of(error: OpError) -> Any:

@@ -230,30 +230,45 @@ def _create(path: Path) -> None:
         os.close(directory)
 
 
-def _check_identity(db: sqlite3.Connection, path: Path) -> None:
+def _identity_problem(db: sqlite3.Connection) -> str | None:
+    """What the file is when it is not a ledger this budgetd can read, in words; None when it is one."""
     app_id = db.execute("PRAGMA application_id").fetchone()[0]
     version = db.execute("PRAGMA user_version").fetchone()[0]
     tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
     if app_id == 0 and tables == 0:
-        raise LedgerError(_EMPTY.format(path=path, what="an empty SQLite file"))
+        return "an empty SQLite file"
     if app_id != APPLICATION_ID:
-        raise LedgerError(_UNUSABLE.format(path=path, why="an SQLite file that budgetd did not create"))
+        return "an SQLite file that budgetd did not create"
     if version > SCHEMA_VERSION:
-        raise LedgerError(
-            f"{path} has schema version {version}, newer than this budgetd understands ({SCHEMA_VERSION}). "
-            "Upgrade budgetd, or restore a backup."
-        )
+        return f"of schema version {version}, newer than this budgetd understands ({SCHEMA_VERSION})"
+    return None
 
 
-def check_integrity(db: sqlite3.Connection, path: Path) -> None:
-    """SQLite's quick check (structure, not every index entry): a damaged ledger is refused, never repaired."""
+def _check_identity(db: sqlite3.Connection, path: Path) -> None:
+    problem = _identity_problem(db)
+    if problem == "an empty SQLite file":
+        raise LedgerError(_EMPTY.format(path=path, what=problem))
+    if problem is not None and problem.startswith("of schema version"):
+        raise LedgerError(f"{path} is {problem}. Upgrade budgetd, or restore a backup.")
+    if problem is not None:
+        raise LedgerError(_UNUSABLE.format(path=path, why=problem))
+
+
+def _integrity_problems(db: sqlite3.Connection) -> str:
+    """SQLite's quick check (structure, not every index entry): what is wrong, or "" when nothing is."""
     try:
         problems = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
     except sqlite3.DatabaseError as exc:
         problems = [str(exc)]
-    if problems != ["ok"]:
+    return "" if problems == ["ok"] else "; ".join(problems)
+
+
+def check_integrity(db: sqlite3.Connection, path: Path) -> None:
+    """A damaged ledger is refused, never repaired."""
+    problems = _integrity_problems(db)
+    if problems:
         raise LedgerError(
-            f"{path} is damaged ({'; '.join(problems)}). Restore a backup with `budget restore BACKUP` "
+            f"{path} is damaged ({problems}). Restore a backup with `budget restore BACKUP` "
             "(the damaged file is kept beside it), or move it aside to start an empty ledger."
         )
 
@@ -284,19 +299,28 @@ def _statements(script: str) -> list[str]:
 
 
 def verify_ledger(path: Path) -> tuple[int, int]:
-    """(schema version, records) of a ledger file, or LedgerError saying what is wrong with it."""
-    if not path.is_file():
+    """(schema version, records) of a copy of a ledger (a backup), or LedgerError saying what it is instead;
+    the caller says what to do."""
+    if not path.exists():
         raise LedgerError(f"{path} does not exist")
+    if not path.is_file():
+        raise LedgerError(f"{path} is not a file")
+    if path.stat().st_size == 0:
+        raise LedgerError(f"{path} is empty (0 bytes)")
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        _check_identity(db, path)
-        check_integrity(db, path)
+        problem = _identity_problem(db)
+        if problem is not None:
+            raise LedgerError(f"{path} is {problem}")
+        problems = _integrity_problems(db)
+        if problems:
+            raise LedgerError(f"{path} is damaged ({problems})")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
-            raise LedgerError(f"{path} is an empty SQLite file, not a budgetd ledger")
+            raise LedgerError(f"{path} is an SQLite file budgetd made but never wrote a ledger into")
         return version, db.execute("SELECT count(*) FROM usage").fetchone()[0]
     except sqlite3.DatabaseError as exc:
-        raise LedgerError(_UNUSABLE.format(path=path, why=exc)) from None
+        raise LedgerError(f"{path} is not an SQLite file ({exc})") from None
     finally:
         db.close()
 

@@ -248,9 +248,16 @@ class SqliteStore:
         return await self._run(insert)
 
     async def ack_alert(self, alert_id: int, by: str | None, at_us: int) -> bool:
-        return await self._run(lambda db: db.execute(
-            "UPDATE alerts SET acked = 1, acked_by = ?, acked_at = ? WHERE id = ? AND acked = 0",
-            (by, at_us, alert_id)).rowcount > 0)
+        def ack(db: sqlite3.Connection) -> bool:
+            if db.execute("UPDATE alerts SET acked = 1, acked_by = ?, acked_at = ? WHERE id = ? AND acked = 0",
+                          (by, at_us, alert_id)).rowcount:
+                return True
+            if db.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is None:
+                raise OpError("not_found", f"no alert {alert_id}; see `budget alerts --all` for their ids",
+                              "$.alert_id")
+            return False
+
+        return await self._run(ack)
 
 
 _INT64 = 2**63 - 1

@@ -65,12 +65,12 @@ def _error(request_id: Any, error: OpError) -> Response:
 
 
 @contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """msgspec's complaints about a request become `invalid` errors naming the field."""
+def _translated(kind: type[Request]) -> Iterator[None]:
+    """msgspec's complaints about a request of `kind` become `invalid` errors naming the field."""
     try:
         yield
     except msgspec.ValidationError as exc:
-        raise validation_error(exc) from None
+        raise validation_error(exc, root=kind) from None
 
 
 class HttpDoor:
@@ -175,7 +175,7 @@ class HttpDoor:
         topics = request.query_params.get("topics", "usage,budget,alert,price,system").split(",")
         after = request.headers.get("last-event-id") or request.query_params.get("after")
         try:
-            with _translated():
+            with _translated(Subscribe):
                 req = msgspec.convert({"topics": [t.strip() for t in topics if t.strip()], "after": after},
                                       Subscribe, strict=False)
             self.authorize(request, req)
@@ -229,7 +229,7 @@ class HttpDoor:
                 key = request.headers.get("idempotency-key")
                 if key and "idempotency_key" in kind.__struct_fields__:
                     fields.setdefault("idempotency_key", key)
-                with _translated():
+                with _translated(kind):
                     req = msgspec.convert(fields, kind, strict=False)
             except OpError as error:
                 self.ops.finished(kind.__struct_config__.tag, error.code, time.perf_counter())

@@ -9,6 +9,8 @@ from typing import Any, Iterator
 import anyio
 from anyio.abc import TaskStatus
 
+from budgetd.config import host_port
+
 
 class HttpRefused(Exception):
     """The HTTP door cannot listen as configured; the message says why."""
@@ -16,10 +18,10 @@ class HttpRefused(Exception):
 
 def parse_listen(listen: str, tokens_configured: bool) -> tuple[str, int]:
     """`HOST:PORT`; without tokens only a loopback host is allowed (docs/PROTOCOL.md, "Auth")."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise HttpRefused(f"http listen address {listen!r} is not HOST:PORT")
+    try:
+        host, port = host_port(listen)
+    except ValueError as exc:
+        raise HttpRefused(f"http {exc}") from None
     if not tokens_configured:
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -30,7 +32,7 @@ def parse_listen(listen: str, tokens_configured: bool) -> tuple[str, int]:
                 f"refusing to serve HTTP on {host}: without [[http.tokens]] budgetd listens on loopback only; "
                 "configure tokens or listen on 127.0.0.1"
             )
-    return host, int(port)
+    return host, port
 
 
 class HttpServer:
