@@ -247,8 +247,8 @@ def _recommendations(facts: Facts, sums: dict[tuple, list[int]], i: Inputs) -> l
         if f.exhausted_at is not None:
             out.append(Recommendation(
                 kind="budget_running_out", budget=f.budget,
-                message=f"budget {name} will reach its limit at {f.exhausted_at:%Y-%m-%d %H:%M} UTC at the "
-                        f"current rate ({format_usd(f.rate_usd_per_hour)}/h), before its window ends"))
+                message=f"budget {name} will reach its limit at {f.exhausted_at:%Y-%m-%d %H:%M} UTC at "
+                        f"{_basis(f)} ({format_usd(f.rate_usd_per_hour)}/h), before its window ends"))
         if f.limit_usd is not None and f.projected_usd is not None and f.projected_usd > f.limit_usd:
             out.append(Recommendation(
                 kind="raise_limit", budget=f.budget,
@@ -305,3 +305,7 @@ def _change(change: float) -> str:
         return "about the same as"
     return f"{change:+.0%} on" if change > -1 else "down from"
 
+
+def _basis(f: Any) -> str:
+    """Which rate a forecast ran at, in words (a new process has no last hour to go by)."""
+    return "the last hour's rate" if f.rate_basis == "last_hour" else "the window's average rate so far"

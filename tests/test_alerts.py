@@ -205,32 +205,44 @@ def test_unpriced_models_and_follow(make_daemon):
         follow.wait(10)
 
 
-def test_projected_exhaustion_and_anomaly_on_a_synthetic_timeline(make_daemon):
+def test_projected_exhaustion_and_anomaly_judge_only_the_current_window(make_daemon):
     import datetime as dt
 
-    d = make_daemon()
-    day = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)).replace(hour=0, minute=0, second=0,
-                                                                            microsecond=0)
+    midnight = dt.datetime(2026, 6, 16, tzinfo=dt.timezone.utc)
+    d = make_daemon(clock=midnight + dt.timedelta(minutes=58))
+    now = d.now()
     with SyncBudgetClient(d.socket) as c:
         c.budget_set(name="burn", period="daily", limit_usd=1.0, policy="warn", scope={"component": "fast"},
                      thresholds=[1.0])
         c.budget_set(name="steady", period="monthly", limit_usd=1000.0, policy="warn", scope={"component": "slow"})
-        # "fast" burns $0.10 in its first hour: at that rate it reaches $1 long before midnight
-        c.record(component="fast", model="gpt-4o", input_tokens=40_000, ts=day + dt.timedelta(minutes=50))
-        c.record(component="fast", model="gpt-4o", input_tokens=4_000, ts=day + dt.timedelta(minutes=55))
-        # "slow" spends $0.01 an hour for a day, then $0.10 in one hour
+        c.budget_set(name="past", period="daily", limit_usd=1.0, policy="warn", scope={"component": "import"},
+                     thresholds=[1.0])
+        # An import of yesterday's rows: $0.50 within one hour of a closed window says nothing of today's.
+        for minutes in (10, 20, 30, 40, 50):
+            c.record(component="import", model="gpt-4o", input_tokens=40_000,
+                     ts=midnight - dt.timedelta(hours=3, minutes=minutes))
+        # "fast" burns $0.11 in the last hour: at that rate it reaches $1 long before midnight
+        c.record(component="fast", model="gpt-4o", input_tokens=40_000, ts=now - dt.timedelta(minutes=8))
+        c.record(component="fast", model="gpt-4o", input_tokens=4_000, ts=now - dt.timedelta(minutes=3))
+        # "slow" spent $0.01 an hour for the day before the last hour, then $0.10 within it
         for h in range(24):
-            c.record(component="slow", model="gpt-4o", input_tokens=4_000, ts=day + dt.timedelta(hours=h))
-        c.record(component="slow", model="gpt-4o", input_tokens=40_000,
-                 ts=day + dt.timedelta(hours=24, minutes=30))
+            c.record(component="slow", model="gpt-4o", input_tokens=4_000,
+                     ts=now - dt.timedelta(hours=24 - h, minutes=50))
+        c.record(component="slow", model="gpt-4o", input_tokens=40_000, ts=now - dt.timedelta(minutes=28))
         alerts = wait_alerts(c, 2)
         time.sleep(0.3)
         alerts = c.alerts_list()
+        forecasts = {f.budget: f for f in c.status().forecasts}
     by_kind = {a.kind: a for a in alerts}
     assert sorted(by_kind) == ["anomaly", "projected_exhaustion"], [a.message for a in alerts]
     projected = by_kind["projected_exhaustion"]
-    assert projected.budget == "burn" and projected.window_start == day
-    assert dt.datetime.fromisoformat(projected.data["projected_at"]) < day + dt.timedelta(days=1)
+    assert projected.budget == "burn" and projected.window_start == midnight
+    projected_at = dt.datetime.fromisoformat(projected.data["projected_at"])
+    assert now < projected_at < midnight + dt.timedelta(days=1)
+    assert "at the last hour's burn rate" in projected.message
     anomaly = by_kind["anomaly"]
     assert anomaly.budget == "steady" and anomaly.data["last_hour"] == 0.1
     assert abs(anomaly.data["hourly_average"] - 0.01) < 1e-9
+    # The imported budget's forecast is of today's window, which has no spend yet.
+    assert forecasts["past"].window_end == midnight + dt.timedelta(days=1) and forecasts["past"].spent_usd == 0
+    assert forecasts["past"].exhausted_at is None

@@ -55,37 +55,46 @@ class Signals:
 
     def _trend(self, budget: Budget, key: tuple[str, ...], state: BudgetState, win: Any, counter: Counter,
                ts_us: int, cost: int, tokens: int) -> None:
-        """Burn-rate rules, on the spend of the last hour (by the records' own timestamps):
-        `budget.projected_exhaustion` when that rate reaches the limit before the window ends,
-        `budget.anomaly` when it is over `anomaly_factor` times the hourly average of the day before."""
+        """Burn-rate rules on the spend of the hour before now (by the daemon's clock and the records' own
+        timestamps): `budget.projected_exhaustion` when that rate reaches the limit before the current window
+        ends, `budget.anomaly` when it is over `anomaly_factor` times the hourly average of the day before.
+        They judge only the current window, from records of its last hour: a back-dated record (an import of
+        yesterday's rows) is counted, but says nothing about where this window is heading."""
         if budget.limit_nanos is None and budget.limit_tokens is None:
             return
+        now = self.clock.now_us()
         burn = self.burn.get((budget.name, key))
         if burn is None:
-            burn = self.burn[(budget.name, key)] = Burn(ts_us // Burn.BUCKET_US, self.clock.now_us())
-        slot = burn.add(ts_us, cost, tokens)
+            burn = self.burn[(budget.name, key)] = Burn(ts_us // Burn.BUCKET_US, now)
+        burn.add(ts_us, cost, tokens)
+        current = win.end_us is None or win.start_us <= now < win.end_us
+        if not current or ts_us <= now - HOUR_US:
+            return
         use_dollars = budget.limit_nanos is not None
-        rate = burn.last_hour[0] if use_dollars else burn.last_hour[1]  # per hour
+        last_hour = burn.last_hour_at(now)
+        rate = last_hour[0] if use_dollars else last_hour[1]  # per hour
         events = []
         if win.end_us is not None and state.used_fraction < 1.0 and rate > 0:
             limit = budget.limit_nanos if use_dollars else budget.limit_tokens
             now_spent = counter.spent_nanos if use_dollars else counter.spent_tokens
-            hours_left = max(0.0, (win.end_us - ts_us) / HOUR_US)
+            hours_left = (win.end_us - now) / HOUR_US
             once = ("projected", budget.name, key, state.window_start)
             if now_spent + rate * hours_left > limit and once not in self._announced:  # type: ignore[operator]
                 self._remember(once)
-                reach = ts_us + int((limit - now_spent) / rate * HOUR_US)  # type: ignore[operator]
+                reach = now + int((limit - now_spent) / rate * HOUR_US)  # type: ignore[operator]
                 events.append(("budget.projected_exhaustion", budget_event(
-                    state, burn_per_hour=rate / 1e9 if use_dollars else rate, projected_at=from_us(reach))))
+                    state, burn_per_hour=rate / 1e9 if use_dollars else rate, projected_at=from_us(reach),
+                    rate_basis="last_hour")))
         if burn.day_of_history():  # about a day of history to compare with
             average = (burn.before[0] if use_dollars else burn.before[1]) / 24
-            once = ("anomaly", budget.name, key, slot // Burn.HOUR)
+            hour = now // HOUR_US
+            once = ("anomaly", budget.name, key, hour)
             if average > 0 and rate > self.anomaly_factor * average and once not in self._announced:
                 self._remember(once)
                 events.append(("budget.anomaly", budget_event(
                     state, last_hour=rate / 1e9 if use_dollars else rate,
                     hourly_average=average / 1e9 if use_dollars else average, factor=self.anomaly_factor,
-                    hour=slot // Burn.HOUR)))
+                    hour=hour)))
         self.publish(events)
 
     def decided(self, est: Estimate, decision: Decision) -> None:

@@ -88,7 +88,8 @@ def forecast_text(f: Any, local: Any) -> str:
     spent = money(f.spent_usd) if f.limit_usd is not None else f"{count(f.spent_tokens)} tokens"
     rate_text = (f"{money(f.rate_usd_per_hour)}/h" if f.limit_usd is not None
                  else f"{count(round(f.rate_tokens_per_hour))} tokens/h")
-    text = f"forecast {name}: {spent} of {limit} at {rate_text}"
+    basis = "the last hour's rate" if f.rate_basis == "last_hour" else "the window's average rate"
+    text = f"forecast {name}: {spent} of {limit} at {rate_text} ({basis})"
     if f.projected_usd is not None:
         projected = money(f.projected_usd) if f.limit_usd is not None else f"{count(f.projected_tokens)} tokens"
         text += f", projected {projected} by {f.window_end.astimezone(local):%Y-%m-%d %H:%M}"
