@@ -30,7 +30,12 @@ from budgetd.pricing import Billed, PriceBook, RateCard, cost_nanos, rate_card
 _US = dt.timedelta(microseconds=1)
 CACHE_MIN_PROMPT = 1024  # providers cache prompts from about this size
 CACHE_MIN_REQUESTS = 10  # and only repeated traffic benefits
+MIN_HISTORY_REQUESTS = 20  # a span before with fewer calls says nothing about a trend
 TOP = 8
+#: Words in a model's name that make it a special-purpose variant, never a general replacement for a model
+#: without them (gpt-4o-mini-search-preview is not gpt-4o for everyday calls).
+VARIANT_WORDS = frozenset({"search", "audio", "realtime", "preview", "tts", "transcribe", "image", "exp",
+                           "research", "computer", "live"})
 
 
 class Horizon(NamedTuple):
@@ -84,7 +89,7 @@ def build(i: Inputs) -> Facts:
     before = {name: _sum_by(i.previous_rows, (name,)) for name in ("component", "model", "tier")}
     facts = Facts(
         horizon=i.horizon.label, since=i.horizon.since, until=i.horizon.until, totals=i.totals, previous=i.previous,
-        change=(i.totals.cost_usd / i.previous.cost_usd - 1) if i.previous.cost_usd else None,
+        change=(i.totals.cost_usd / i.previous.cost_usd - 1) if _comparable(i.previous) else None,
     )
     total_nanos = nanos(i.totals.cost_usd)
     for name, out in (("component", facts.by_component), ("model", facts.by_model), ("tier", facts.by_tier)):
@@ -108,6 +113,15 @@ def build(i: Inputs) -> Facts:
         facts.cheaper_models.extend(cheaper(model, v, i.max_prompt.get(model, 0), i.book, providers)[:2])
     facts.recommendations.extend(_recommendations(facts, now_sums, i))
     return facts
+
+
+def _comparable(previous: Totals) -> bool:
+    """Enough history in the span before to speak of a change (else a ratio like +600,000% says nothing)."""
+    return previous.requests >= MIN_HISTORY_REQUESTS and previous.cost_usd > 0
+
+
+def _variant_words(model: str) -> set[str]:
+    return VARIANT_WORDS & set(re.split(r"[-_/.:@]", model.lower()))
 
 
 def _sum_by(rows: Iterable[ReportRow], dims: tuple[str, ...]) -> dict[tuple, list[int]]:
@@ -161,6 +175,7 @@ def cheaper(model: str, sums: list[int], max_prompt: int, book: PriceBook, provi
         return []
     entry = resolved.entry
     needed = FUNCTIONAL_CAPABILITIES & set(entry.capabilities)
+    variant = _variant_words(entry.model)
     actual = sums[5]
     out = []
     seen: set[tuple[float, float]] = set()
@@ -170,8 +185,8 @@ def cheaper(model: str, sums: list[int], max_prompt: int, book: PriceBook, provi
             continue
         if candidate.input_per_mtok == 0 and candidate.output_per_mtok == 0:
             continue  # free entries are local or promotional models, not a like-for-like switch
-        if not needed <= set(candidate.capabilities):
-            continue
+        if not needed <= set(candidate.capabilities) or not _variant_words(candidate.model) <= variant:
+            continue  # like with like: the same capabilities, and no special-purpose variant of another model
         if max_prompt and (candidate.max_input_tokens or 0) < max_prompt:
             continue
         if max_tier is not None and TIER_RANK.get(candidate.tier or "heavyweight", 2) > TIER_RANK[max_tier]:
@@ -255,14 +270,33 @@ def _recommendations(facts: Facts, sums: dict[tuple, list[int]], i: Inputs) -> l
                 message=f"budget {name} is heading for {format_usd(f.projected_usd)} against a limit of "
                         f"{format_usd(f.limit_usd)}: raise the limit to about {format_usd(f.projected_usd)} "
                         "or cut the spend with the changes above"))
-    for f in i.forecasts:
-        if f.limit_usd and f.projected_usd is not None and f.window_end is not None \
-                and f.projected_usd < 0.3 * f.limit_usd and f.spent_usd > 0:
-            out.append(Recommendation(
-                kind="lower_limit", budget=f.budget,
-                message=f"budget {f.budget} is heading for only {format_usd(f.projected_usd)} of its "
-                        f"{format_usd(f.limit_usd)}: a limit near {format_usd(f.projected_usd * 1.5)} would catch "
-                        "a runaway sooner"))
+    out.extend(_lower_limits(i.forecasts))
+    return out
+
+
+def _lower_limits(forecasts: list[Forecast]) -> list[Recommendation]:
+    """Budgets whose every key heads for well under the limit: one limit binds them all, so the advice is
+    judged by the busiest key, and names it."""
+    by_budget: dict[str, list[Forecast]] = {}
+    for f in forecasts:
+        if f.limit_usd and f.projected_usd is not None and f.window_end is not None:
+            by_budget.setdefault(f.budget, []).append(f)
+    out = []
+    for budget, keyed in by_budget.items():
+        busiest = max(keyed, key=lambda f: f.projected_usd or 0.0)
+        limit, heading = busiest.limit_usd or 0.0, busiest.projected_usd or 0.0
+        if not 0 < heading < 0.3 * limit or busiest.spent_usd <= 0:
+            continue
+        if busiest.key:
+            key = ", ".join(f"{k}={v}" for k, v in busiest.key.items())
+            each = "per " + "/".join(busiest.key)
+            message = (f"budget {budget} ({format_usd(limit)} {each}): its busiest, {key}, is heading for only "
+                       f"{format_usd(heading)}; a limit near {format_usd(heading * 1.5)} {each} would catch a "
+                       "runaway sooner without denying that busiest one")
+        else:
+            message = (f"budget {budget} is heading for only {format_usd(heading)} of its {format_usd(limit)}: "
+                       f"a limit near {format_usd(heading * 1.5)} would catch a runaway sooner")
+        out.append(Recommendation(kind="lower_limit", budget=budget, message=message))
     return out
 
 
@@ -273,7 +307,9 @@ def offline_answer(question: str, facts: Facts) -> str:
         return f"Nothing was recorded {_during(facts.horizon)} ({facts.since:%Y-%m-%d %H:%M} to {facts.until:%Y-%m-%d %H:%M} UTC)."
     lines = [f"{_during(facts.horizon).capitalize()} you spent {format_usd(t.cost_usd)} on {t.requests:,} calls ({t.tokens:,} tokens)"
              + (f", {_change(facts.change)} the span before ({format_usd(p.cost_usd)})." if facts.change is not None
-                else "; nothing was recorded in the span before.")]
+                else "; nothing was recorded in the span before." if not p.requests
+                else f"; not enough history in the span before to compare ({p.requests:,} calls, "
+                     f"{format_usd(p.cost_usd)}).")]
     if facts.by_component:
         top = facts.by_component[0]
         lines.append(f"Top spender: {top.name} with {format_usd(top.cost_usd)} ({top.share:.0%})"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from budgetd.client import SyncBudgetClient
-from tests.conftest import run_cli
+from tests.conftest import FIXTURES, run_cli
 from tests.llm import FakeLLM
 
 UTC = dt.timezone.utc
@@ -140,3 +140,37 @@ def test_horizons_and_bad_questions(make_daemon):
         answer = conn.call({"op": "ask", "id": 1, "question": ""})
         assert answer["error"]["code"] == "invalid" and answer["error"]["field"] == "$.question"
         assert conn.call({"op": "ask", "id": 2, "question": "x" * 5000})["error"]["field"] == "$.question"
+
+
+def test_advice_names_its_key_compares_like_with_like_and_needs_history(make_daemon, tmp_path):
+    book = json.loads((FIXTURES / "litellm_prices.json").read_text())
+    for variant in ("gpt-4o-mini-search-preview", "gpt-4o-audio-preview", "gpt-4o-realtime-preview"):
+        book[variant] = {**{k: v for k, v in book["gpt-4o"].items() if not k.startswith(("deprecation", "cache"))},
+                         "input_cost_per_token": 1e-8 * (len(variant) - 20), "output_cost_per_token": 1e-8}
+    book_file = tmp_path / "book.json"
+    book_file.write_text(json.dumps(book))
+    d = make_daemon(clock=THURSDAY, start=False)
+    d.config_file.write_text(d.config_file.read_text().replace(
+        str(FIXTURES / "litellm_prices.json"), str(book_file)))
+    d.start()
+    with SyncBudgetClient(d.socket) as c:
+        c.budget_set(name="per-component", period="daily", limit_usd=50.0, policy="warn", scope={"component": "*"})
+        seed(c, d.now())
+        week = c.ask("where did the money go?").facts
+        today = c.ask("what happened today?")
+        hours = c.ask("what happened in the last 12 hours?")
+    alternatives = {alt.model for alt in week.cheaper_models}
+    # The variants are the cheapest entries with gpt-4o's capabilities, yet none is a general replacement.
+    assert alternatives and not alternatives & {"gpt-4o-mini-search-preview", "gpt-4o-audio-preview",
+                                                "gpt-4o-realtime-preview"}, alternatives
+    lower = [r for r in today.facts.recommendations if r.kind == "lower_limit"]
+    assert len(lower) == 1 and "its busiest, component=rhetor" in lower[0].message, lower
+    assert not today.facts.budgets_at_risk  # every key is far under its $50
+    # The advised limit is above what the busiest key is heading for, so taking it denies no one.
+    advised = float(lower[0].message.split("a limit near $", 1)[1].split()[0].replace(",", ""))
+    rhetor = next(s for s in today.facts.by_component if s.name == "rhetor")
+    assert advised > rhetor.cost_usd
+    # Nine calls in the 12 hours before that: too few to speak of a change.
+    assert hours.facts.change is None and hours.facts.previous.requests < 20
+    assert "not enough history in the span before to compare" in hours.answer and "%" not in hours.answer.split(
+        "\n")[0], hours.answer
