@@ -1,11 +1,18 @@
 """`budget demo`: realistic synthetic traffic against a running daemon, to watch the dashboard move.
 
 Several components with their own habits: models of every tier, prompt-cache
-hits, some calls reserved before and committed after, and a demo budget sized
-so that the traffic crosses its warning thresholds and then its limit.
+hits, some calls reserved before and committed after, and a budget of the run's
+own, sized so that its traffic crosses its warning thresholds and then its limit.
+
+The run's budget covers only the run: every call carries the run's task type
+(`demo-<run>`), and the budget is scoped to it over the `total` period, so earlier
+spend, other traffic and the turn of an hour leave it alone, and it downgrades no
+one else's calls. It is deleted when the run ends (unless kept); the records stay
+in the ledger, as every record does, under that task type.
 """
 
 import random
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -34,25 +41,49 @@ HABITS = [
           True),
     Habit("ergon", ("gpt-4o-mini", "gpt-4o", "o3"), ("code", "review"), (1000, 12000), (200, 3000), 0.3, False),
 ]
-DEMO_BUDGET = "demo-hourly"
 WEIGHTS = [6, 3, 1]
 
 
 def run(client: SyncBudgetClient, rate: float, duration: float, seed: int | None = None,
-        say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Send about `rate` calls a second for `duration` seconds; returns what was sent."""
+        say: Callable[[str], None] = print, keep: bool = False) -> dict[str, Any]:
+    """Send about `rate` calls a second for `duration` seconds under a budget of the run's own (deleted at the
+    end unless `keep`); returns what was sent."""
     rng = random.Random(seed)
+    run_id = secrets.token_hex(3)
+    tag = f"demo-{run_id}"  # the task type of the run's calls, and its budget's name and scope
     per_call = _average_cost(client)
     # Sized to be crossed: the whole demo spends about 1.5 times the limit.
     limit = round(max(0.01, per_call * rate * duration / 1.5), 4)
-    client.budget_set(name=DEMO_BUDGET, period="hourly", limit_usd=limit, policy="soft",
-                      thresholds=[0.5, 0.8, 1.0], description="made by `budget demo`; delete it when done")
-    say(f"demo: ~{rate:g} calls/s for {duration:g}s from {len(HABITS)} components; "
-        f"budget {DEMO_BUDGET} = ${limit:g} this hour (soft: downgrades once spent)")
-    sent = {"records": 0, "reserved": 0, "denied": 0, "cost_usd": 0.0}
+    client.budget_set(name=tag, period="total", limit_usd=limit, policy="soft", scope={"task_type": tag},
+                      thresholds=[0.5, 0.8, 1.0], description="made by `budget demo` for its run")
+    say(f"demo: ~{rate:g} calls/s for {duration:g}s from {len(HABITS)} components, task type {tag}; "
+        f"budget {tag} = ${limit:g} for the run (soft: downgrades once spent)")
+    sent = {"records": 0, "reserved": 0, "denied": 0, "cost_usd": 0.0, "budget": tag}
+    try:
+        _send(client, rng, rate, duration, tag, sent, say)
+    finally:
+        if not keep:
+            _remove(client, tag, say)
+    say(f"demo: {sent['records']} calls ({sent['reserved']} reserved first, {sent['denied']} denied), "
+        f"${sent['cost_usd']:.4f}; its records stay in the ledger under task type {tag}")
+    return sent
+
+
+def _remove(client: SyncBudgetClient, tag: str, say: Callable[[str], None]) -> None:
+    try:
+        client.budget_delete(tag)
+        say(f"demo: budget {tag} deleted (keep it next time with --keep)")
+    except OpError as exc:
+        say(f"demo: could not delete budget {tag} ({exc.message}); delete it with `budget budgets delete {tag}`")
+
+
+def _send(client: SyncBudgetClient, rng: random.Random, rate: float, duration: float, tag: str,
+          sent: dict[str, Any], say: Callable[[str], None]) -> None:
     started = time.monotonic()
     next_at = started
     while time.monotonic() - started < duration:
+        time.sleep(max(0.0, next_at - time.monotonic()))
+        next_at += rng.expovariate(rate)  # paced whatever the answer, denials and errors too
         habit = rng.choice(HABITS)
         model = _pick(rng, habit.models)
         tokens_in = rng.randint(*habit.input_tokens)
@@ -60,12 +91,12 @@ def run(client: SyncBudgetClient, rate: float, duration: float, seed: int | None
         usage = {
             "component": habit.component, "model": model, "input_tokens": tokens_in - cached,
             "output_tokens": rng.randint(*habit.output_tokens), "cache_read_tokens": cached,
-            "task_type": rng.choice(habit.task_types), "context_id": f"{habit.component}-{rng.randrange(20)}",
+            "task_type": tag, "context_id": f"{habit.component}-{rng.choice(habit.task_types)}-{rng.randrange(20)}",
         }
         try:
             if habit.reserves:
                 hold = client.reserve(component=habit.component, model=model, input_tokens=tokens_in,
-                                      max_output_tokens=habit.output_tokens[1], task_type=usage["task_type"])
+                                      max_output_tokens=habit.output_tokens[1], task_type=tag)
                 if not hold.allowed:
                     sent["denied"] += 1
                     continue
@@ -80,11 +111,6 @@ def run(client: SyncBudgetClient, rate: float, duration: float, seed: int | None
             continue
         sent["records"] += 1
         sent["cost_usd"] += recorded.cost_usd
-        next_at += rng.expovariate(rate) if rate > 0 else 1.0
-        time.sleep(max(0.0, next_at - time.monotonic()))
-    say(f"demo: {sent['records']} calls ({sent['reserved']} reserved first, {sent['denied']} denied), "
-        f"${sent['cost_usd']:.4f}")
-    return sent
 
 
 def _pick(rng: random.Random, models: tuple[str, ...]) -> str:

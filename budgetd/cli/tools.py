@@ -37,7 +37,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with client(args) as c:
         c.ping()  # a clear message now if no daemon runs, not after the first call
         try:
-            demo.run(c, args.rate, args.duration, seed=args.seed)
+            demo.run(c, args.rate, args.duration, seed=args.seed, keep=args.keep)
         except KeyboardInterrupt:
             print("demo: stopped")
     return 0
@@ -60,4 +60,5 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument("--rate", type=positive_float, default=5.0, help="calls per second (default 5)")
     p.add_argument("--duration", type=positive_float, default=60.0, help="seconds (default 60)")
     p.add_argument("--seed", type=int, help="repeat the same traffic")
+    p.add_argument("--keep", action="store_true", help="keep the run's budget afterwards (default: delete it)")
     p.set_defaults(func=cmd_demo)
