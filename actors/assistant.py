@@ -21,7 +21,7 @@ from actors.ledger import CallExtremes, ReportQuery, RunReport, payload_hash
 from actors.prices import GetBook
 from actors.runtime import Actor, Ref, ReplyTo, answering
 from budgetd.clock import SYSTEM, Clock
-from budgetd.normalise import normalise_usage
+from budgetd.normalise import normalise_response
 from budgetd.model import Estimate, Facts, UsagePatch
 from budgetd.periods import to_us
 from budgetd.protocol import AskResult, OpError, commit_key
@@ -110,7 +110,7 @@ class Assistant(Actor):
         try:
             response = await _complete(s, messages)
             text = response.choices[0].message.content or ""
-            usage = normalise_usage(response.usage)
+            usage = normalise_response(response, provider="litellm") or {}  # none reported: an empty commit
         except Exception as exc:  # any failure of the model call falls back to the facts
             log.warning("assistant model %s failed: %s", s.model, exc)
             await self._release(hold.reservation_id)

@@ -6,13 +6,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeLLM:
-    """POST /v1/chat/completions: a canned answer with a usage block; remembers every request."""
+    """POST /v1/chat/completions: a canned answer with a usage block; remembers every request.
+
+    `usage` replaces the usage block built from the token counts (for the details OpenAI reports),
+    `service_tier` is the tier the response says it was served at."""
 
     def __init__(self, answer: str = "Rhetor spent the most: $1.20 of $1.45 (the facts say so).",
-                 prompt_tokens: int = 1500, completion_tokens: int = 120, cached_tokens: int = 200) -> None:
+                 prompt_tokens: int = 1500, completion_tokens: int = 120, cached_tokens: int = 200,
+                 usage: dict | None = None, service_tier: str | None = None) -> None:
         self.requests: list[dict] = []
         self.status = 200
         self.answer = answer
+        usage = usage or {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens,
+                          "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+        tier = {"service_tier": service_tier} if service_tier else {}
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,9 +43,7 @@ class FakeLLM:
                     "id": "chatcmpl-1", "object": "chat.completion", "created": 1764300000, "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": "stop",
                                  "message": {"role": "assistant", "content": fake.answer}}],
-                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                              "total_tokens": prompt_tokens + completion_tokens,
-                              "prompt_tokens_details": {"cached_tokens": cached_tokens}},
+                    "usage": usage, **tier,
                 }).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -51,7 +57,7 @@ class FakeLLM:
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
                 base = {"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1764300000,
-                        "model": body["model"]}
+                        "model": body["model"], **tier}
                 words = fake.answer.split(" ")
                 for i, word in enumerate(words):
                     delta = {"content": word + (" " if i < len(words) - 1 else "")}
@@ -62,11 +68,8 @@ class FakeLLM:
                 last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
                 self.wfile.write(b"data: " + json.dumps(last).encode() + b"\n\n")
                 if (body.get("stream_options") or {}).get("include_usage"):
-                    usage = {**base, "choices": [], "usage": {
-                        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                        "total_tokens": prompt_tokens + completion_tokens,
-                        "prompt_tokens_details": {"cached_tokens": cached_tokens}}}
-                    self.wfile.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
+                    usage_chunk = {**base, "choices": [], "usage": usage}
+                    self.wfile.write(b"data: " + json.dumps(usage_chunk).encode() + b"\n\n")
                 self.wfile.write(b"data: [DONE]\n\n")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

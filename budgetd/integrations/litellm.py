@@ -1,8 +1,10 @@
 """Budget any litellm app with one line: `litellm.callbacks = [BudgetCallback(component="my-app")]`.
 
 Every successful call (sync, async, streaming: the final usage) is recorded
-in the daemon with the provider's token counts, normalised to budgetd's
-convention. Recording never breaks the caller's LLM call: records are queued
+in the daemon with what the provider billed, read by `budgetd.normalise` into
+budgetd's convention (cache reads, writes and their 1-hour part, reasoning and
+audio, web searches, the service tier the call was served at). Recording never
+breaks the caller's LLM call: records are queued
 (bounded) and sent by a background thread that retries until the daemon
 takes them, each with an idempotency key so a retry is charged once.
 
@@ -22,7 +24,7 @@ from typing import Any
 
 from budgetd.backoff import Backoff
 from budgetd.client import BudgetClient, BudgetDenied, SyncBudgetClient
-from budgetd.normalise import normalise_usage  # noqa: F401 - part of this module's face
+from budgetd.normalise import normalise_response, service_tier_of
 from budgetd.protocol import OpError
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # this module is only imported by litellm apps
@@ -67,9 +69,7 @@ class BudgetCallback(CustomLogger):
     def _on_success(self, kwargs: dict, response_obj: Any, start_time: Any) -> None:
         try:
             final = kwargs.get("complete_streaming_response") or response_obj
-            usage = getattr(final, "usage", None)
-            if usage is None and isinstance(final, dict):
-                usage = final.get("usage")
+            usage = normalise_response(final, provider="litellm")
             if usage is None:
                 if kwargs.get("stream"):
                     return  # an intermediate chunk: the final response comes with its own event
@@ -79,7 +79,7 @@ class BudgetCallback(CustomLogger):
             fields: dict[str, Any] = {
                 "component": str(meta.get("component") or self.component),
                 "model": str(kwargs.get("model") or getattr(final, "model", "unknown")),
-                **normalise_usage(usage),
+                **usage,
             }
             provider = (kwargs.get("litellm_params") or {}).get("custom_llm_provider") or kwargs.get(
                 "custom_llm_provider")
@@ -121,6 +121,8 @@ class BudgetCallback(CustomLogger):
         }
         if kwargs.get("max_tokens") or kwargs.get("max_completion_tokens"):
             estimate["max_output_tokens"] = int(kwargs.get("max_tokens") or kwargs["max_completion_tokens"])
+        if kwargs.get("service_tier"):  # the tier asked for prices the reservation; the record says the one served
+            estimate["service_tier"] = service_tier_of(kwargs["service_tier"])
         for key in ("context_id", "task_type"):
             if meta.get(key):
                 estimate[key] = str(meta[key])
