@@ -4,27 +4,33 @@ Built on the installed `mcp` SDK's `MCPServer`. Every tool talks to the daemon
 through the client library; a daemon error becomes a tool error carrying the
 daemon's message. Tool results are structured content (the daemon's answer
 as JSON) plus one short line for people and models to read. The daemon's
-events drive resource-updated notifications.
+events drive resource-updated notifications, both to `subscriptions/listen`
+streams (protocol 2026-07-28) and to clients of earlier versions that sent
+`resources/subscribe`.
 """
 
 import contextlib
 import logging
-import time
-from typing import Annotated, Any, AsyncIterator
+from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, Mapping
 
 import anyio
 import msgspec
+from mcp.server.connection import Connection
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError, UnexpectedToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import Field
+from mcp.shared.exceptions import MCPError
+from mcp_types import (INTERNAL_ERROR, INVALID_PARAMS, CallToolResult, EmptyResult, SubscribeRequestParams,
+                       TextContent, ToolAnnotations, UnsubscribeRequestParams)
+from pydantic import Field, ValidationError
 
+import budgetd
 from budgetd.backoff import Backoff
 from budgetd.client import BudgetClient
 from budgetd.model import Bucket, Dim, ReportOrder, ServiceTier, Tier
 from budgetd.periods import when_text
-from budgetd.protocol import Ask, OpError
+from budgetd.protocol import HTTP_STATUS, Ask, OpError
 from budgetd.render import count, money
 
 log = logging.getLogger("budgetd.mcp")
@@ -69,6 +75,24 @@ def _result(value: Any, text: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
 
 
+def _error_result(text: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+
+
+def _pairs(mapping: Mapping[str, Any]) -> str:
+    """A group or budget key as people read it: `component=a, model=gpt-4o` (`-` for no value)."""
+    return ", ".join(f"{k}={'-' if v is None else v}" for k, v in mapping.items())
+
+
+def _budget_name(state: Any) -> str:
+    """A budget's counter: its name, and the key when the budget is counted per component, model, ..."""
+    return f"{state.budget} [{_pairs(state.key)}]" if state.key else state.budget
+
+
+def _limit_text(state: Any) -> str:
+    return money(state.limit_usd) if state.limit_usd is not None else f"{count(state.limit_tokens)} tokens"
+
+
 def _decision_text(d: Any) -> str:
     head = f"{'ALLOWED' if d.allowed else 'DENIED'} ({d.action}): estimated {money(d.estimated_cost_usd)}"
     parts = [head] + list(d.reasons)
@@ -80,34 +104,150 @@ def _decision_text(d: Any) -> str:
 
 
 def _time(value: str | None, field: str) -> str | None:
-    """A time bound, checked here and sent as written: the daemon reads it by its clock and zone."""
+    """A time bound, checked here and sent as written: the daemon reads it by its clock and zone. A bad one
+    is refused as the daemon would refuse it."""
     if value is None:
         return None
     try:
         return when_text(value)
     except ValueError as exc:
-        raise ToolError(f"{field}: {exc}") from None
+        raise OpError("invalid", str(exc), field) from None
 
 
-def build_server(socket: str | None = None, *, read_only: bool = False) -> MCPServer:
+def _refusal_text(exc: OpError) -> str:
+    """The daemon's message as every door gives it (what was wrong, what to do; the field named in it)."""
+    return exc.message
+
+
+def _tool_error(exc: OpError) -> Exception:
+    return ToolError(_refusal_text(exc))
+
+
+def _protocol_error(exc: OpError) -> Exception:
+    """For resources and prompts: a JSON-RPC error with the daemon's message (raised as MCPError, the SDK
+    passes it on as it is, without logging a traceback)."""
+    callers_fault = HTTP_STATUS.get(exc.code, 500) < 500
+    return MCPError(code=INVALID_PARAMS if callers_fault else INTERNAL_ERROR, message=_refusal_text(exc))
+
+
+def _arguments_text(tool: str, error: ValidationError) -> str:
+    problems = "; ".join(f"{'.'.join(str(part) for part in e['loc']) or 'arguments'}: {e['msg']}"
+                         for e in error.errors(include_url=False))
+    return f"bad arguments to {tool}: {problems}. Correct them as the tool's input schema says and call again."
+
+
+class BridgeServer(MCPServer):
+    """`MCPServer` with every error a user can cause in one clear line (no traceback on stderr), and
+    `resources/subscribe` for clients of protocol versions before 2026-07-28 (a classic `ClientSession`),
+    whose updates go to their connection rather than to a `subscriptions/listen` stream."""
+
+    def __init__(self, **settings: Any) -> None:
+        self._bus = InMemorySubscriptionBus()
+        super().__init__(subscriptions=self._bus, **settings)
+        #: Tools left out by --read-only, named in the refusal when a client calls one anyway.
+        self.withheld_tools: set[str] = set()
+        self._subscribed: dict[Connection, set[str]] = {}
+        self._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, self._subscribe)
+        self._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams,
+                                                  self._unsubscribe)
+
+    async def resource_updated(self, uri: str) -> None:
+        """Tell every client that follows `uri`, whichever way it subscribed."""
+        await self._bus.publish(ResourceUpdated(uri=uri))
+        for connection, uris in list(self._subscribed.items()):
+            if uri in uris:
+                await connection.send_resource_updated(uri)  # best effort: a closed connection drops it
+
+    async def _subscribe(self, ctx: ServerRequestContext, params: SubscribeRequestParams) -> EmptyResult:
+        # A subscription belongs to the connection, which the SDK's per-request session holds but does
+        # not expose; its exit stack forgets the subscriptions when the client goes.
+        connection = ctx.session._connection
+        if connection not in self._subscribed:
+            self._subscribed[connection] = set()
+            connection.exit_stack.callback(self._subscribed.pop, connection, None)
+        self._subscribed[connection].add(str(params.uri))
+        return EmptyResult()
+
+    async def _unsubscribe(self, ctx: ServerRequestContext, params: UnsubscribeRequestParams) -> EmptyResult:
+        self._subscribed.get(ctx.session._connection, set()).discard(str(params.uri))
+        return EmptyResult()
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError:
+            raise  # a bug of ours: the SDK logs it and tells the client only that the tool failed
+        except ToolError as exc:
+            if name in self.withheld_tools:
+                return _error_result(f"{name} is not served: this bridge runs with --read-only "
+                                     "(start `budget mcp` without it to reserve, commit, record or ack)")
+            if name not in {t.name for t in await self.list_tools()}:
+                return _error_result(f"no tool named {name!r}; tools/list shows the tools of this server")
+            if isinstance(exc.__cause__, ValidationError):
+                return _error_result(_arguments_text(name, exc.__cause__))
+            # The SDK's ToolError wraps the one a tool raised (its `__cause__`), which is already one line.
+            return _error_result(str(exc.__cause__ or exc))
+
+    async def read_resource(self, uri: Any, context: Any = None) -> Any:
+        try:
+            return await super().read_resource(uri, context)
+        except ResourceNotFoundError:  # no resource has this URI (one that does raises MCPError)
+            raise MCPError(code=INVALID_PARAMS, data={"uri": str(uri)}, message=f"no resource {uri}; resources/list "
+                           "and resources/templates/list show the resources of this server") from None
+
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None, context: Any = None) -> Any:
+        prompt = {p.name: p for p in await self.list_prompts()}.get(name)
+        if prompt is None:
+            raise MCPError(code=INVALID_PARAMS, message=f"no prompt named {name!r}; prompts/list shows the "
+                                                        "prompts of this server")
+        takes = {a.name: bool(a.required) for a in prompt.arguments or []}
+        wrong = ([f"missing {a}" for a, required in takes.items() if required and a not in (arguments or {})]
+                 + [f"no argument {a}" for a in arguments or {} if a not in takes])
+        if wrong:
+            accepted = ", ".join(a if required else f"{a} (optional)" for a, required in takes.items())
+            raise MCPError(code=INVALID_PARAMS, message=f"bad arguments to prompt {name}: {', '.join(wrong)}; "
+                                                        f"it takes {accepted or 'no arguments'}")
+        return await super().get_prompt(name, arguments, context)
+
+
+def build_server(socket: str | None = None, *, read_only: bool = False) -> BridgeServer:
     """The MCP server; tools call the daemon at `socket` (default: the standard path)."""
-    bus = InMemorySubscriptionBus()
     state: dict[str, BudgetClient] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(_server: MCPServer) -> AsyncIterator[None]:
         async with BudgetClient(socket, timeout=30.0, retries=2) as client, anyio.create_task_group() as tg:
             state["client"] = client
-            tg.start_soon(_follow_events, socket, bus)
+            tg.start_soon(_follow_events, socket, server.resource_updated, budget_uris)
             try:
                 yield
             finally:
                 tg.cancel_scope.cancel()
 
-    server = MCPServer(name="budgetd", instructions=INSTRUCTIONS, lifespan=lifespan, subscriptions=bus)
+    server = BridgeServer(name="budgetd", version=budgetd.__version__, instructions=INSTRUCTIONS,
+                          lifespan=lifespan)
 
     async def call(make: Any) -> Any:
-        return await _read(state, make, ToolError)
+        return await _read(state, make, _tool_error)
+
+    async def read(make: Any) -> Any:
+        return await _read(state, make, _protocol_error)
+
+    async def budget_uris() -> list[str]:
+        """The resources that move when spend does: all budgets, and each one."""
+        try:
+            names = [b.name for b in await state["client"].budget_list()]
+        except OpError as exc:
+            log.debug("budget names: %s", exc)
+            names = []
+        return ["budget://budgets", *(f"budget://budgets/{name}" for name in names)]
+
+    def writes(tool: Callable[..., Awaitable[CallToolResult]]) -> Any:
+        """A tool that changes things: served, unless read-only."""
+        if read_only:
+            server.withheld_tools.add(tool.__name__)
+            return tool
+        return server.tool(annotations=WRITES)(tool)
 
     # -- read-only tools -------------------------------------------------------------
 
@@ -134,11 +274,8 @@ def build_server(socket: str | None = None, *, read_only: bool = False) -> MCPSe
         spend at the window's end, when the limit will be reached) and the ledger's totals."""
         s = await call(lambda c: c.status())
         lines = [f"total spent {money(s.totals.cost_usd)} over {count(s.totals.requests)} calls"]
-        for b in s.budgets:
-            key = ",".join(f"{k}={v}" for k, v in b.key.items())
-            limit = money(b.limit_usd) if b.limit_usd is not None else f"{count(b.limit_tokens)} tokens"
-            lines.append(f"{b.budget}{f'[{key}]' if key else ''}: {money(b.spent_usd)} of {limit} "
-                         f"({b.used_fraction:.0%}, {b.status})")
+        lines += [f"{_budget_name(b)}: {money(b.spent_usd)} of {_limit_text(b)} ({b.used_fraction:.0%}, {b.status})"
+                  for b in s.budgets]
         data = {"budgets": _builtins(s.budgets), "forecasts": _builtins(s.forecasts), "totals": _builtins(s.totals)}
         return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))], structured_content=data)
 
@@ -165,7 +302,7 @@ def build_server(socket: str | None = None, *, read_only: bool = False) -> MCPSe
         lines = [f"total {money(r.totals.cost_usd)} over {count(r.totals.requests)} calls, "
                  f"{count(r.totals.tokens)} tokens"]
         for row in r.rows[:20]:
-            name = "(other)" if row.other else ", ".join(f"{k}={v}" for k, v in row.group.items()) or "all"
+            name = "(other)" if row.other else _pairs(row.group) or "all"
             when = f"{row.bucket_start:%Y-%m-%d %H:%M} " if row.bucket_start else ""
             lines.append(f"{when}{name}: {money(row.cost_usd)}, {count(row.tokens)} tokens")
         if len(r.rows) > 20:
@@ -241,113 +378,111 @@ def build_server(socket: str | None = None, *, read_only: bool = False) -> MCPSe
 
     # -- tools that change things ---------------------------------------------------------
 
-    if not read_only:
-        @server.tool(annotations=WRITES)
-        async def budget_reserve(
-            component: Component, model: Model,
-            input_tokens: Annotated[Tokens, Field(description="Prompt tokens you will send")],
-            max_output_tokens: Annotated[Tokens | None, Field(description="Most output tokens you allow")] = None,
-            task_type: Annotated[str | None, Field(description="What the call is for")] = None,
-            context_id: Annotated[str | None, Field(description="Session or task id")] = None,
-            priority: Annotated[int, Field(ge=1, le=10, description="10 is critical")] = 5,
-            ttl_s: Annotated[float | None, Field(gt=0, le=86400, description="Seconds the hold lives")] = None,
-        ) -> CallToolResult:
-            """Hold the estimated cost against the budgets before an LLM call. If allowed, make the call and
-            then budget_commit the actual usage with the reservation_id (or budget_release it)."""
-            d = await call(lambda c: c.reserve(component=component, model=model, input_tokens=input_tokens,
-                                               max_output_tokens=max_output_tokens, task_type=task_type,
-                                               context_id=context_id, priority=priority, ttl_s=ttl_s))
-            return _result(d, _decision_text(d))
+    @writes
+    async def budget_reserve(
+        component: Component, model: Model,
+        input_tokens: Annotated[Tokens, Field(description="Prompt tokens you will send")],
+        max_output_tokens: Annotated[Tokens | None, Field(description="Most output tokens you allow")] = None,
+        task_type: Annotated[str | None, Field(description="What the call is for")] = None,
+        context_id: Annotated[str | None, Field(description="Session or task id")] = None,
+        priority: Annotated[int, Field(ge=1, le=10, description="10 is critical")] = 5,
+        ttl_s: Annotated[float | None, Field(gt=0, le=86400, description="Seconds the hold lives")] = None,
+    ) -> CallToolResult:
+        """Hold the estimated cost against the budgets before an LLM call. If allowed, make the call and
+        then budget_commit the actual usage with the reservation_id (or budget_release it)."""
+        d = await call(lambda c: c.reserve(component=component, model=model, input_tokens=input_tokens,
+                                           max_output_tokens=max_output_tokens, task_type=task_type,
+                                           context_id=context_id, priority=priority, ttl_s=ttl_s))
+        return _result(d, _decision_text(d))
 
-        @server.tool(annotations=WRITES)
-        async def budget_commit(
-            reservation_id: ReservationId,
-            input_tokens: Annotated[Tokens, Field(description="Prompt tokens not served from cache")] = 0,
-            output_tokens: Annotated[Tokens, Field(description="Output tokens, reasoning included")] = 0,
-            cache_read_tokens: CacheRead = 0, cache_write_tokens: CacheWrite = 0,
-            cache_write_1h_tokens: CacheWrite1h = 0,
-            reasoning_tokens: Reasoning = 0, audio_input_tokens: AudioIn = 0, audio_output_tokens: AudioOut = 0,
-            service_tier: ServiceTierField = "standard", web_search_requests: WebSearches = 0,
-            model: Annotated[str | None, Field(description="The model used, if not the one reserved")] = None,
-        ) -> CallToolResult:
-            """Replace a hold with what the call actually used; the ledger records it."""
-            fields = {"input_tokens": input_tokens, "output_tokens": output_tokens,
-                      "cache_read_tokens": cache_read_tokens, "cache_write_tokens": cache_write_tokens,
-                      "cache_write_1h_tokens": cache_write_1h_tokens, "reasoning_tokens": reasoning_tokens,
-                      "audio_input_tokens": audio_input_tokens, "audio_output_tokens": audio_output_tokens,
-                      "service_tier": service_tier, "web_search_requests": web_search_requests}
-            if model:
-                fields["model"] = model
-            r = await call(lambda c: c.commit(reservation_id, **fields))
-            return _result(r, f"recorded #{r.record_id}: {money(r.cost_usd)} for {r.model}")
+    @writes
+    async def budget_commit(
+        reservation_id: ReservationId,
+        input_tokens: Annotated[Tokens, Field(description="Prompt tokens not served from cache")] = 0,
+        output_tokens: Annotated[Tokens, Field(description="Output tokens, reasoning included")] = 0,
+        cache_read_tokens: CacheRead = 0, cache_write_tokens: CacheWrite = 0,
+        cache_write_1h_tokens: CacheWrite1h = 0,
+        reasoning_tokens: Reasoning = 0, audio_input_tokens: AudioIn = 0, audio_output_tokens: AudioOut = 0,
+        service_tier: ServiceTierField = "standard", web_search_requests: WebSearches = 0,
+        model: Annotated[str | None, Field(description="The model used, if not the one reserved")] = None,
+    ) -> CallToolResult:
+        """Replace a hold with what the call actually used; the ledger records it."""
+        fields = {"input_tokens": input_tokens, "output_tokens": output_tokens,
+                  "cache_read_tokens": cache_read_tokens, "cache_write_tokens": cache_write_tokens,
+                  "cache_write_1h_tokens": cache_write_1h_tokens, "reasoning_tokens": reasoning_tokens,
+                  "audio_input_tokens": audio_input_tokens, "audio_output_tokens": audio_output_tokens,
+                  "service_tier": service_tier, "web_search_requests": web_search_requests}
+        if model:
+            fields["model"] = model
+        r = await call(lambda c: c.commit(reservation_id, **fields))
+        return _result(r, f"recorded #{r.record_id}: {money(r.cost_usd)} for {r.model}")
 
-        @server.tool(annotations=WRITES)
-        async def budget_release(reservation_id: ReservationId) -> CallToolResult:
-            """Drop a hold without spending (the call was not made)."""
-            released = await call(lambda c: c.release(reservation_id))
-            return _result({"released": released}, "released" if released else "nothing to release")
+    @writes
+    async def budget_release(reservation_id: ReservationId) -> CallToolResult:
+        """Drop a hold without spending (the call was not made)."""
+        released = await call(lambda c: c.release(reservation_id))
+        return _result({"released": released}, "released" if released else "nothing to release")
 
-        @server.tool(annotations=WRITES)
-        async def budget_record(
-            component: Component, model: Model,
-            input_tokens: Annotated[Tokens, Field(description="Prompt tokens not served from cache")] = 0,
-            output_tokens: Annotated[Tokens, Field(description="Output tokens, reasoning included")] = 0,
-            cache_read_tokens: CacheRead = 0, cache_write_tokens: CacheWrite = 0,
-            cache_write_1h_tokens: CacheWrite1h = 0,
-            reasoning_tokens: Reasoning = 0, audio_input_tokens: AudioIn = 0, audio_output_tokens: AudioOut = 0,
-            service_tier: ServiceTierField = "standard", web_search_requests: WebSearches = 0,
-            task_type: Annotated[str | None, Field(description="What the call was for")] = None,
-            context_id: Annotated[str | None, Field(description="Session or task id")] = None,
-            cost_usd: Annotated[float | None, Field(ge=0, description="A cost you know (overrides the "
-                                                                       "computed one)")] = None,
-        ) -> CallToolResult:
-            """Record an LLM call that was made without a reservation."""
-            r = await call(lambda c: c.record(component=component, model=model, input_tokens=input_tokens,
-                                              output_tokens=output_tokens, cache_read_tokens=cache_read_tokens,
-                                              cache_write_tokens=cache_write_tokens,
-                                              cache_write_1h_tokens=cache_write_1h_tokens,
-                                              reasoning_tokens=reasoning_tokens, audio_input_tokens=audio_input_tokens,
-                                              audio_output_tokens=audio_output_tokens, service_tier=service_tier,
-                                              web_search_requests=web_search_requests, task_type=task_type,
-                                              context_id=context_id, cost_usd=cost_usd))
-            return _result(r, f"recorded #{r.record_id}: {money(r.cost_usd)} for {r.model}")
+    @writes
+    async def budget_record(
+        component: Component, model: Model,
+        input_tokens: Annotated[Tokens, Field(description="Prompt tokens not served from cache")] = 0,
+        output_tokens: Annotated[Tokens, Field(description="Output tokens, reasoning included")] = 0,
+        cache_read_tokens: CacheRead = 0, cache_write_tokens: CacheWrite = 0,
+        cache_write_1h_tokens: CacheWrite1h = 0,
+        reasoning_tokens: Reasoning = 0, audio_input_tokens: AudioIn = 0, audio_output_tokens: AudioOut = 0,
+        service_tier: ServiceTierField = "standard", web_search_requests: WebSearches = 0,
+        task_type: Annotated[str | None, Field(description="What the call was for")] = None,
+        context_id: Annotated[str | None, Field(description="Session or task id")] = None,
+        cost_usd: Annotated[float | None, Field(ge=0, description="A cost you know (overrides the "
+                                                                   "computed one)")] = None,
+    ) -> CallToolResult:
+        """Record an LLM call that was made without a reservation."""
+        r = await call(lambda c: c.record(component=component, model=model, input_tokens=input_tokens,
+                                          output_tokens=output_tokens, cache_read_tokens=cache_read_tokens,
+                                          cache_write_tokens=cache_write_tokens,
+                                          cache_write_1h_tokens=cache_write_1h_tokens,
+                                          reasoning_tokens=reasoning_tokens, audio_input_tokens=audio_input_tokens,
+                                          audio_output_tokens=audio_output_tokens, service_tier=service_tier,
+                                          web_search_requests=web_search_requests, task_type=task_type,
+                                          context_id=context_id, cost_usd=cost_usd))
+        return _result(r, f"recorded #{r.record_id}: {money(r.cost_usd)} for {r.model}")
 
-        @server.tool(annotations=WRITES)
-        async def alerts_ack(alert_id: Annotated[int, Field(ge=1, description="The alert's id")]) -> CallToolResult:
-            """Acknowledge an alert (by its id from alerts_list), so it leaves the unacknowledged list."""
-            acked = await call(lambda c: c.alerts_ack(alert_id, by="mcp"))
-            return _result({"acked": acked}, f"alert {alert_id} acknowledged" if acked else
-                           f"alert {alert_id} was already acknowledged or does not exist")
+    @writes
+    async def alerts_ack(alert_id: Annotated[int, Field(ge=1, description="The alert's id")]) -> CallToolResult:
+        """Acknowledge an alert (by its id from alerts_list), so it leaves the unacknowledged list."""
+        acked = await call(lambda c: c.alerts_ack(alert_id, by="mcp"))
+        return _result({"acked": acked}, f"alert {alert_id} acknowledged" if acked else
+                       f"alert {alert_id} was already acknowledged or does not exist")
 
     # -- resources ---------------------------------------------------------------------------
 
     @server.resource("budget://budgets", mime_type="application/json",
                      description="Every budget with its current window's state and forecast")
     async def budgets_resource() -> str:
-        s = await _read(state, lambda c: c.status())
+        s = await read(lambda c: c.status())
         return msgspec.json.encode({"budgets": s.budgets, "forecasts": s.forecasts}).decode()
 
     @server.resource("budget://budgets/{name}", mime_type="application/json",
                      description="One budget: its spec and the states of its current window")
     async def budget_resource(name: str) -> str:
-        return msgspec.json.encode(await _read(state, lambda c: c.budget_get(name))).decode()
+        return msgspec.json.encode(await read(lambda c: c.budget_get(name))).decode()
 
     @server.resource("budget://prices/{model}", mime_type="application/json", description="One model's price")
     async def price_resource(model: str) -> str:
-        return msgspec.json.encode(await _read(state, lambda c: c.prices_get(model))).decode()
+        return msgspec.json.encode(await read(lambda c: c.prices_get(model))).decode()
 
     @server.resource("budget://alerts", mime_type="application/json", description="Unacknowledged alerts")
     async def alerts_resource() -> str:
-        return msgspec.json.encode({"alerts": await _read(state, lambda c: c.alerts_list(unacked=True))}).decode()
+        return msgspec.json.encode({"alerts": await read(lambda c: c.alerts_list(unacked=True))}).decode()
 
     # -- prompts -------------------------------------------------------------------------------
 
     @server.prompt(name="plan-within-budget", description="Plan a task so that its LLM calls fit the budgets")
     async def plan_within_budget(task: str, component: str) -> str:
-        s = await _read(state, lambda c: c.status())
-        budgets = "\n".join(f"- {b.budget} {b.key or ''}: {money(b.spent_usd)} spent of "
-                            f"{money(b.limit_usd) if b.limit_usd is not None else count(b.limit_tokens)}"
-                            f" ({b.status}), policy {b.policy}" for b in s.budgets) or "- none"
+        s = await read(lambda c: c.status())
+        budgets = "\n".join(f"- {_budget_name(b)}: {money(b.spent_usd)} spent of {_limit_text(b)} ({b.status}), "
+                            f"policy {b.policy}" for b in s.budgets) or "- none"
         return (f"You are about to do this task as component '{component}':\n\n{task}\n\n"
                 f"The budgets now:\n{budgets}\n\n"
                 "Plan the LLM calls the task needs. For each, estimate the tokens, use route_model to pick "
@@ -357,8 +492,8 @@ def build_server(socket: str | None = None, *, read_only: bool = False) -> MCPSe
 
     @server.prompt(name="explain-spend", description="Explain where the money went and how to spend less")
     async def explain_spend(since: str = "7d") -> str:
-        r = await _read(state, lambda c: c.report(["component", "model"], since=_time(since, "since"), limit=15))
-        rows = "\n".join(f"- {'(other)' if row.other else row.group}: {money(row.cost_usd)}, "
+        r = await read(lambda c: c.report(["component", "model"], since=_time(since, "since"), limit=15))
+        rows = "\n".join(f"- {'(other)' if row.other else _pairs(row.group)}: {money(row.cost_usd)}, "
                          f"{count(row.tokens)} tokens, {count(row.requests)} calls" for row in r.rows) or "- none"
         return (f"Spend since {since}: {money(r.totals.cost_usd)} over {count(r.totals.requests)} calls.\n"
                 f"By component and model:\n{rows}\n\n"
@@ -369,40 +504,51 @@ def build_server(socket: str | None = None, *, read_only: bool = False) -> MCPSe
     return server
 
 
-async def _read(state: dict[str, BudgetClient], make: Any, error: type[Exception] = RuntimeError) -> Any:
-    """`make(client)`, with the daemon's errors (or its absence) as `error`: a tool error for tools, a
-    plain one (the SDK reports it) for resources and prompts."""
+async def _read(state: dict[str, BudgetClient], make: Any, refuse: Callable[[OpError], Exception]) -> Any:
+    """`make(client)`, with the daemon's refusals (or its absence) as `refuse` makes them: a tool error for
+    tools, a JSON-RPC error for resources and prompts."""
     client = state.get("client")
     if client is None:
-        raise error("the bridge is not connected to budgetd yet; retry")
+        raise refuse(OpError("unavailable", "the bridge is not connected to budgetd yet; retry"))
     try:
         return await make(client)
     except OpError as exc:
-        where = f" (at {exc.field})" if exc.field else ""
-        raise error(f"budgetd {exc.code}: {exc.message}{where}") from None
+        raise refuse(exc) from None
 
 
-async def _follow_events(socket: str | None, bus: InMemorySubscriptionBus) -> None:
-    """The daemon's events as resource-updated notifications (budgets at most once a second)."""
-    last_budgets = 0.0
+async def _follow_events(socket: str | None, publish: Callable[[str], Awaitable[None]],
+                         budget_uris: Callable[[], Awaitable[list[str]]]) -> None:
+    """The daemon's events as resource-updated notifications: alerts and prices as they come, budgets at
+    most once a second (a burst of spend is one notification, its last change never left out)."""
+    budgets_moved, moves = anyio.create_memory_object_stream[None](1)
     backoff = Backoff(first=0.5, cap=10.0)
-    while True:
-        try:
-            async with BudgetClient(socket, timeout=10.0, retries=0) as stream, \
-                    contextlib.aclosing(stream.subscribe(["usage", "budget", "alert", "price"])) as events:
-                async for event in events:
-                    backoff.reset()
-                    topic = event.event.split(".", 1)[0]
-                    if topic in ("usage", "budget") and time.monotonic() - last_budgets >= 1.0:
-                        last_budgets = time.monotonic()
-                        await bus.publish(ResourceUpdated(uri="budget://budgets"))
-                    elif topic == "alert":
-                        await bus.publish(ResourceUpdated(uri="budget://alerts"))
-                    elif topic == "price" and isinstance(event.data, dict) and event.data.get("model"):
-                        await bus.publish(ResourceUpdated(uri=f"budget://prices/{event.data['model']}"))
-        except (OpError, OSError) as exc:
-            log.debug("event stream: %s", exc)
-        await anyio.sleep(backoff.next())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_announce_budgets, moves, publish, budget_uris)
+        while True:
+            try:
+                async with BudgetClient(socket, timeout=10.0, retries=0) as stream, \
+                        contextlib.aclosing(stream.subscribe(["usage", "budget", "alert", "price"])) as events:
+                    async for event in events:
+                        backoff.reset()
+                        topic = event.event.split(".", 1)[0]
+                        if topic in ("usage", "budget", "lagged"):  # lagged: missed events may have moved them
+                            with contextlib.suppress(anyio.WouldBlock):  # one announcement already pending
+                                budgets_moved.send_nowait(None)
+                        if topic in ("alert", "lagged"):
+                            await publish("budget://alerts")
+                        elif topic == "price" and isinstance(event.data, dict) and event.data.get("model"):
+                            await publish(f"budget://prices/{event.data['model']}")
+            except (OpError, OSError) as exc:
+                log.debug("event stream: %s", exc)
+            await anyio.sleep(backoff.next())
+
+
+async def _announce_budgets(moves: Any, publish: Callable[[str], Awaitable[None]],
+                            budget_uris: Callable[[], Awaitable[list[str]]]) -> None:
+    async for _ in moves:
+        for uri in await budget_uris():
+            await publish(uri)
+        await anyio.sleep(1.0)  # moves meanwhile wait as one, announced when this second is over
 
 
 def run(socket: str | None, http: str | None = None, read_only: bool = False) -> None:

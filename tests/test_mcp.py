@@ -1,15 +1,22 @@
-"""The MCP bridge through the SDK's own client: in-process and as a real stdio subprocess."""
+"""The MCP bridge through the SDK's own clients: in-process, and as the real `budget mcp` process over stdio
+(the newest `Client` and a classic `ClientSession`), against a real daemon."""
 
+import contextlib
 import json
 import os
+import re
 import sys
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import anyio
 import msgspec
 import pytest
-from mcp import Client
-from mcp.client.stdio import StdioServerParameters
+from mcp import Client, ClientSession, MCPError, ResourceUpdatedNotification
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+import budgetd
 from budgetd.client import BudgetClient
 from budgetd.mcp_bridge import build_server
 from tests.conftest import ROOT
@@ -29,7 +36,7 @@ def plain(value):
 async def daemon_with_budget(make_daemon):
     d = make_daemon()
     async with BudgetClient(d.socket) as c:
-        await c.budget_set(name="team", period="daily", limit_usd=0.05, policy="hard")
+        await c.budget_set(name="team", period="total", limit_usd=0.05, policy="hard")  # no window to cross
         await c.record(component="rhetor", model="gpt-4o", input_tokens=1000, output_tokens=200, cost_usd=0.045)
     return d
 
@@ -125,34 +132,94 @@ async def test_resources_and_prompts(daemon_with_budget):
         assert "$0.045" in explain and "rhetor" in explain
 
 
-async def test_errors_become_tool_errors(daemon_with_budget, tmp_path):
+async def test_errors_of_writes_and_of_a_daemon_never_started(daemon_with_budget, tmp_path):
+    """What the read-only bridge of test_every_mistake_gets_one_clear_message cannot show, in-process."""
     d = daemon_with_budget
     async with Client(build_server(str(d.socket)), cache=None) as mcp:
-        bad = await mcp.call_tool("budget_check", {"component": "x", "model": "gpt-4o", "input_tokens": -1})
-        assert bad.is_error and "input_tokens" in bad.content[0].text
-        missing = await mcp.call_tool("price_lookup", {"model": "no-such-model-anywhere"})
-        assert missing.is_error and "not_found" in missing.content[0].text
-        when = await mcp.call_tool("budget_report", {"since": "last tuesday"})
-        assert when.is_error and "since" in when.content[0].text and "7d" in when.content[0].text
         unknown = await mcp.call_tool("budget_commit", {"reservation_id": "r-nope", "input_tokens": 1})
-        assert unknown.is_error and "unknown_reservation" in unknown.content[0].text
+        assert unknown.is_error and unknown.content[0].text.startswith("reservation 'r-nope' is unknown")
+        bad = await mcp.call_tool("budget_commit", {"reservation_id": "", "output_tokens": "many"})
+        assert bad.is_error and bad.content[0].text.startswith("bad arguments to budget_commit: reservation_id: ")
+        assert "output_tokens: Input should be a valid integer" in bad.content[0].text
         assert not (await mcp.call_tool("budget_status", {})).is_error  # still serving
 
     async with Client(build_server(str(tmp_path / "nobody.sock")), cache=None) as mcp:
         down = await mcp.call_tool("budget_status", {})
         assert down.is_error and "budget daemon" in down.content[0].text
-
-    async with Client(build_server(str(d.socket), read_only=True), cache=None) as mcp:
-        names = {t.name for t in (await mcp.list_tools()).tools}
-        assert names == TOOLS - MUTATING
-        refused = await mcp.call_tool("budget_record", {"component": "x", "model": "gpt-4o"})
-        assert refused.is_error
+        with pytest.raises(MCPError) as raised:
+            await mcp.get_prompt("explain-spend", {})
+        assert "no budgetd answers on" in raised.value.error.message
 
 
-async def test_resource_updates_follow_the_daemons_events(daemon_with_budget):
+def bridge(socket: Path, *flags: str) -> StdioServerParameters:
+    """`python -m budgetd mcp` on the daemon at `socket`, as an MCP client starts it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUDGETD_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return StdioServerParameters(command=sys.executable, args=["-m", "budgetd", "mcp", "--socket", str(socket),
+                                                               *flags], env=env)
+
+
+@contextlib.asynccontextmanager
+async def newest_client(socket: Path, stderr: Path, *flags: str) -> AsyncIterator[Client]:
+    with stderr.open("w") as errlog:
+        async with Client(stdio_client(bridge(socket, *flags), errlog=errlog), cache=None) as mcp:
+            yield mcp
+
+
+async def spend_until(client: BudgetClient, next_uri: Callable[[], Awaitable[str]], uri: str) -> list[str]:
+    """Small records until `uri` is updated (the first ones may come before the bridge follows the daemon's
+    events); the URIs updated meanwhile, in order."""
+    seen: list[str] = []
+    while uri not in seen:
+        await client.record(component="probe", model="gpt-4o-mini", input_tokens=1)
+        with anyio.move_on_after(1.5):
+            while uri not in seen:
+                seen.append(await next_uri())
+    return seen
+
+
+def assert_no_traceback(stderr: Path) -> None:
+    text = stderr.read_text()
+    assert "Traceback" not in text and "ERROR" not in text, text
+
+
+@pytest.mark.filterwarnings("ignore::mcp.MCPDeprecationWarning")  # resources/subscribe: the classic API on purpose
+async def test_a_classic_session_subscribes_to_a_budget(daemon_with_budget, tmp_path):
     d = daemon_with_budget
-    async with BudgetClient(d.socket) as c, Client(build_server(str(d.socket)), cache=None) as mcp:
-        async with mcp.listen(resource_subscriptions=["budget://alerts", "budget://budgets"]) as sub:
+    updated, updates = anyio.create_memory_object_stream[str](1000)
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ResourceUpdatedNotification):
+            updated.send_nowait(str(message.params.uri))
+
+    with (tmp_path / "bridge.err").open("w") as errlog:
+        async with stdio_client(bridge(d.socket), errlog=errlog) as (read, write), \
+                ClientSession(read, write, message_handler=on_message) as session, BudgetClient(d.socket) as c:
+            hello = await session.initialize()
+            assert hello.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS  # no subscriptions/listen
+            assert hello.server_info.version == budgetd.__version__
+            assert hello.capabilities.resources.subscribe
+            await session.subscribe_resource("budget://budgets/team")
+            await session.subscribe_resource("budget://budgets")
+            with anyio.fail_after(20):
+                assert "budget://budgets" in await spend_until(c, updates.receive, "budget://budgets/team")
+                await session.unsubscribe_resource("budget://budgets/team")
+                # Spend within a second of an announcement is announced once that second is over, without
+                # more spend; the announcements no longer name the budget left.
+                after = []
+                for _ in range(2):
+                    await c.record(component="probe", model="gpt-4o-mini", input_tokens=1)
+                    while (uri := await updates.receive()) != "budget://budgets":
+                        after.append(uri)
+            assert "budget://budgets/team" not in after
+    assert_no_traceback(tmp_path / "bridge.err")
+
+
+async def test_the_newest_client_listens_to_budgets_and_alerts(daemon_with_budget, tmp_path):
+    d = daemon_with_budget
+    async with newest_client(d.socket, tmp_path / "bridge.err") as mcp, BudgetClient(d.socket) as c:
+        assert mcp.server_info.version == budgetd.__version__
+        async with mcp.listen(resource_subscriptions=["budget://alerts", "budget://budgets/team"]) as sub:
             updates = sub.__aiter__()
 
             async def next_uri() -> str:
@@ -162,24 +229,81 @@ async def test_resource_updates_follow_the_daemons_events(daemon_with_budget):
                     raise AssertionError("the stream of resource updates ended early") from None
 
             with anyio.fail_after(20):
-                # Small records until the budgets resource moves: then the bridge's own subscription is up.
-                while True:
-                    await c.record(component="probe", model="gpt-4o-mini", input_tokens=1)
-                    with anyio.move_on_after(1.5):
-                        if await next_uri() == "budget://budgets":
-                            break
+                await spend_until(c, next_uri, "budget://budgets/team")
                 await c.record(component="rhetor", model="gpt-4o", input_tokens=10, cost_usd=0.02)  # over the limit
                 while await next_uri() != "budget://alerts":
                     pass
+    assert_no_traceback(tmp_path / "bridge.err")
 
 
-async def test_stdio_subprocess(daemon_with_budget):
+REPR = re.compile(r"[{\[]'|\b[A-Z]\w*\(\w+=")  # a dict or list repr, or a Struct's
+
+
+async def test_texts_show_groups_and_keys_as_pairs(make_daemon, tmp_path):
+    d = make_daemon()
+    async with BudgetClient(d.socket) as c:
+        await c.budget_set(name="per-agent", scope={"component": "*"}, period="total", limit_usd=1.0, policy="warn")
+        await c.record(component="rhetor", model="gpt-4o", input_tokens=1000, output_tokens=200, cost_usd=0.045)
+        await c.record(component="athena", model="gpt-4o-mini", input_tokens=100, output_tokens=20, cost_usd=0.001)
+    async with newest_client(d.socket, tmp_path / "bridge.err", "--read-only") as mcp:
+        explain = (await mcp.get_prompt("explain-spend", {"since": "1d"})).messages[0].content.text
+        assert "- component=rhetor, model=gpt-4o: $0.045" in explain
+        plan = await mcp.get_prompt("plan-within-budget", {"task": "summarise", "component": "rhetor"})
+        assert "- per-agent [component=rhetor]: $0.045 spent of $1.00" in plan.messages[0].content.text
+        status = (await mcp.call_tool("budget_status", {})).content[0].text
+        assert "per-agent [component=athena]: $0.001 of $1.00" in status
+        report = await mcp.call_tool("budget_report", {"group_by": ["component", "model"]})
+        assert "component=rhetor, model=gpt-4o: $0.045" in report.content[0].text
+
+        texts = {"explain-spend": explain, "plan-within-budget": plan.messages[0].content.text}
+        estimate = {"component": "rhetor", "model": "gpt-4o", "input_tokens": 100, "max_output_tokens": 10}
+        for tool, args in [("budget_check", estimate), ("budget_status", {}), ("route_model", estimate),
+                           ("budget_report", {"group_by": ["model"], "bucket": "day"}),
+                           ("price_lookup", {"model": "gpt-4o"}), ("price_search", {"search": "gpt-4o"}),
+                           ("alerts_list", {}), ("budget_ask", {"question": "who spends most?"})]:
+            result = await mcp.call_tool(tool, args)
+            assert not result.is_error, (tool, result.content)
+            texts[tool] = result.content[0].text
+        assert not {name: text for name, text in texts.items() if REPR.search(text)}
+    assert_no_traceback(tmp_path / "bridge.err")
+
+
+async def test_every_mistake_gets_one_clear_message(daemon_with_budget, tmp_path):
     d = daemon_with_budget
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUDGETD_")}
-    env["PYTHONPATH"] = str(ROOT)
-    params = StdioServerParameters(command=sys.executable, args=["-m", "budgetd", "mcp", "--socket", str(d.socket),
-                                                                 "--read-only"], env=env)
-    async with Client(params, cache=None) as mcp:
+    async with newest_client(d.socket, tmp_path / "bridge.err", "--read-only") as mcp:
         assert {t.name for t in (await mcp.list_tools()).tools} == TOOLS - MUTATING
-        status = await mcp.call_tool("budget_status", {})
-        assert not status.is_error and "team: $0.045 of $0.05" in status.content[0].text
+
+        async def tool_error(name: str, args: dict) -> str:
+            result = await mcp.call_tool(name, args)
+            assert result.is_error and len(result.content) == 1, result
+            text = result.content[0].text
+            assert "\n" not in text, text
+            return text
+
+        async def protocol_error(request: Awaitable[Any]) -> str:
+            with pytest.raises(MCPError) as raised:
+                await request
+            return raised.value.error.message
+
+        assert "--read-only" in await tool_error("budget_record", {"component": "x", "model": "gpt-4o"})
+        assert "no tool named 'budget_spend'" in await tool_error("budget_spend", {})
+        bad = await tool_error("budget_check", {"model": "gpt-4o", "input_tokens": -1})
+        assert bad.startswith("bad arguments to budget_check: ")
+        assert "component: Field required" in bad and "input_tokens: Input should be greater than or equal to 0" in bad
+        when = await tool_error("budget_report", {"since": "last tuesday"})
+        assert when.startswith("'last tuesday' is not a time") and "7d" in when
+        assert (await tool_error("price_lookup", {"model": "no-such-model-anywhere"})).startswith(
+            "no price for model 'no-such-model-anywhere'")
+
+        nope = await protocol_error(mcp.read_resource("budget://budgets/nope"))
+        assert "no budget named 'nope'" in nope
+        assert "no resource budget://nothing" in await protocol_error(mcp.read_resource("budget://nothing"))
+        assert "no prompt named 'nope'" in await protocol_error(mcp.get_prompt("nope", {}))
+        assert "missing component" in await protocol_error(mcp.get_prompt("plan-within-budget", {"task": "t"}))
+        assert "7d" in await protocol_error(mcp.get_prompt("explain-spend", {"since": "last tuesday"}))
+
+        d.stop()
+        down = await tool_error("budget_status", {})
+        assert "no budgetd answers on" in down and "budget daemon" in down
+        assert "no budgetd answers on" in await protocol_error(mcp.read_resource("budget://budgets"))
+    assert_no_traceback(tmp_path / "bridge.err")
