@@ -66,7 +66,7 @@ class FallbackRates(Section):
 
 class PricingConfig(Section):
     sources: list[str] = msgspec.field(
-        default_factory=lambda: ["litellm_bundled", "litellm", "llm_prices", "openrouter"]
+        default_factory=lambda: ["litellm_bundled", "litellm", "llm_prices", "openrouter", "corrections"]
     )
     primary: str = "litellm"
     refresh_interval: str = "6h"

@@ -145,3 +145,17 @@ def openrouter_price(data: dict, model_id: str, **per_token: float) -> None:
             item["pricing"].update({name: str(value) for name, value in per_token.items()})
             return
     raise KeyError(model_id)
+
+
+def llm_prices_row(data: dict, model_id: str, vendor: str, input_per_mtok: float, output_per_mtok: float,
+                   cached_per_mtok: float | None = None, name: str | None = None) -> None:
+    """Add a row to an llm-prices feed."""
+    data["prices"].append({"id": model_id, "vendor": vendor, "name": name or model_id, "input": input_per_mtok,
+                           "output": output_per_mtok, "input_cached": cached_per_mtok})
+
+
+def openrouter_model(data: dict, model_id: str, context_length: int = 128_000, **pricing: str) -> None:
+    """Add a model to an OpenRouter feed; `pricing` as OpenRouter writes it (USD per token, strings; "-1" for no
+    fixed price)."""
+    data["data"].append({"id": model_id, "name": model_id, "context_length": context_length, "pricing": pricing,
+                         "top_provider": {"context_length": context_length}, "supported_parameters": []})

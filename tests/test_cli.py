@@ -32,6 +32,10 @@ def test_record_usage_status_prices(shared_daemon):
 
     r = run_cli("prices", "show", "claude-sonnet-4-5", socket=s)
     assert r.returncode == 0 and "$3 / Mtok" in r.stdout and "$15 / Mtok" in r.stdout
+    shown = {line[2:18].strip(): line[19:] for line in r.stdout.splitlines()[1:]}
+    assert shown["cache write 1h"] == "$6 / Mtok" and shown["web search"] == "$0.01 per query"
+    assert shown["batch"] == "in $1.5  out $7.5  cache read $0.15  cache write $1.875 / Mtok"
+    assert shown["source"] == "litellm_bundled (version 1)"
     listed = json.loads(run_cli("prices", "list", "--search", "gpt-5", "--json", socket=s).stdout)
     assert {p["model"] for p in listed["prices"]} == {"gpt-5", "gpt-5-mini"}
 

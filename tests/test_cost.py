@@ -1,5 +1,7 @@
 """Costs of real calls, computed by hand from tests/fixtures/litellm_prices.json."""
 
+import datetime as dt
+
 import pytest
 
 from budgetd.client import SyncBudgetClient
@@ -11,6 +13,26 @@ model = "tiny-model"
 provider = "local"
 input_per_mtok = 0.0004
 output_per_mtok = 0.0004
+
+[[pricing.overrides]]
+model = "thinker"
+provider = "acme"
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+reasoning_per_mtok = 6.0
+[pricing.overrides.long_context]
+threshold_tokens = 1000
+input_per_mtok = 3.0
+output_per_mtok = 4.0
+
+[[pricing.overrides]]
+model = "weekender"
+provider = "acme"
+input_per_mtok = 2.0
+output_per_mtok = 2.0
+[pricing.overrides.off_peak]
+input_per_mtok = 1.0
+windows = [{ hours_utc = ["00:00-00:00"], weekdays = [6, 7] }]
 """
 
 # (usage fields, expected nano-dollars, expected resolved model, priced)
@@ -47,6 +69,25 @@ CASES = [
     (dict(model="ollama/llama3", input_tokens=5000, output_tokens=5000), 0, "ollama/llama3", True),
     # rounded once per record: 0.4 + 0.4 nano-dollars is 1, not 0 + 0
     (dict(model="tiny-model", input_tokens=1, output_tokens=1), 1, "tiny-model", True),
+    # a 1-hour cache write at its own rate: 100 x 3e-6 + 2000 x 6e-6 + 300 x 1.5e-5
+    (dict(model="claude-sonnet-4-5", input_tokens=100, cache_write_1h_tokens=2000, output_tokens=300),
+     16_800_000, "claude-sonnet-4-5", True),
+    # service tiers: 1000 x 4.25e-6 + 500 x 1.7e-5 (priority), 1000 x 1.25e-6 + 500 x 5e-6 (batch)
+    (dict(model="gpt-4o", input_tokens=1000, output_tokens=500, service_tier="priority"), 12_750_000, "gpt-4o", True),
+    (dict(model="gpt-4o", input_tokens=1000, output_tokens=500, service_tier="batch"), 3_750_000, "gpt-4o", True),
+    # a service tier with its long-context rates: 250000 x 4.5e-6 + 1000 x 2.7e-5
+    (dict(model="gemini/gemini-2.5-pro", input_tokens=250_000, output_tokens=1000, service_tier="priority"),
+     1_152_000_000, "gemini/gemini-2.5-pro", True),
+    # audio input at its own rate: 500 x 3e-7 + 1500 x 1e-6 + 100 x 2.5e-6
+    (dict(model="gemini/gemini-2.5-flash", input_tokens=2000, audio_input_tokens=1500, output_tokens=100),
+     1_900_000, "gemini/gemini-2.5-flash", True),
+    # web searches at $0.01 each: 1000 x 3e-6 + 100 x 1.5e-5 + 2 x 0.01
+    (dict(model="claude-sonnet-4-5", input_tokens=1000, output_tokens=100, web_search_requests=2),
+     24_500_000, "claude-sonnet-4-5", True),
+    # reasoning at its own rate: 500 x 1e-6 + 100 x 2e-6 + 200 x 6e-6; above 1k the long-context input and
+    # output rates, reasoning at the base's (the band gives none): 2000 x 3e-6 + 100 x 4e-6 + 200 x 6e-6
+    (dict(model="thinker", input_tokens=500, output_tokens=300, reasoning_tokens=200), 1_900_000, "thinker", True),
+    (dict(model="thinker", input_tokens=2000, output_tokens=300, reasoning_tokens=200), 7_600_000, "thinker", True),
 ]
 
 
@@ -102,3 +143,46 @@ def test_unknown_model_zero_policy(make_daemon):
     with SyncBudgetClient(d.socket) as client:
         r = client.record(component="z", model="nobody-prices-me", input_tokens=10_000, output_tokens=10_000)
     assert (r.cost_usd, r.priced) == (0.0, False)
+
+
+def _last(weekday: int, hour: int) -> dt.datetime:
+    """The latest past instant on ISO `weekday` at `hour`:00 UTC, at least an hour ago."""
+    when = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
+    while when.isoweekday() != weekday or when.hour != hour:
+        when -= dt.timedelta(hours=1)
+    return when
+
+
+def test_off_peak_rates_apply_by_the_calls_time(priced_daemon):
+    with SyncBudgetClient(priced_daemon.socket) as client:
+        saturday = client.record(component="t", model="weekender", input_tokens=1000, ts=_last(6, 2))
+        wednesday = client.record(component="t", model="weekender", input_tokens=1000, ts=_last(3, 2))
+    assert (saturday.cost_usd, wednesday.cost_usd) == (0.001, 0.002)
+
+
+SONNET_LONG = dict(component="t", model="claude-sonnet-4-5", input_tokens=250_000, output_tokens=1000)
+
+
+def test_corrections_apply_as_their_own_source(make_daemon):
+    d = make_daemon('[pricing]\nsources = ["litellm_bundled", "corrections"]\n')
+    with SyncBudgetClient(d.socket) as client:
+        # Anthropic's long-context rates on the direct API: 250000 x 6e-6 + 1000 x 2.25e-5
+        assert client.record(**SONNET_LONG).cost_usd == 1.5225
+        assert client.prices_get("claude-sonnet-4-5").price.source == "corrections"
+        assert client.prices_get("claude-opus-4-5").price.source == "litellm_bundled"
+        status = {s.source: s for s in client.status().prices.sources}
+    assert status["corrections"].last_success is not None and status["corrections"].last_error is None
+
+
+def test_corrections_shipped_after_a_book_was_applied_apply_at_the_next_start(make_daemon):
+    d = make_daemon()  # the bundled file alone
+    with SyncBudgetClient(d.socket) as client:
+        assert client.record(**SONNET_LONG).cost_usd == 0.765  # the file's flat rates: 250000 x 3e-6 + 1000 x 1.5e-5
+    d.stop()
+    d.config_file.write_text(d.config_file.read_text().replace(
+        'sources = ["litellm_bundled"]', 'sources = ["litellm_bundled", "corrections"]'))
+    d.start()
+    with SyncBudgetClient(d.socket) as client:
+        assert client.record(**SONNET_LONG).cost_usd == 1.5225
+        history = client.prices_history("claude-sonnet-4-5").versions
+    assert [v.source for v in history] == ["litellm_bundled", "corrections"]

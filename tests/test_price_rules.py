@@ -129,10 +129,52 @@ def test_a_new_key_that_the_book_resolves_elsewhere_is_held_until_a_second_sourc
     assert confirmed.changes["openai/gpt-4o"].input_per_mtok == 0.25
 
 
-def test_a_new_key_nothing_resolves_to_is_applied():
+def test_a_new_key_nothing_resolves_to_is_applied_unverified_until_a_second_source_agrees():
     rocket = PriceEntry(model="acme-rocket-1", provider="acme", input_per_mtok=1.0, output_per_mtok=2.0)
     result = run([GPT], [GPT, rocket])
-    assert result.changes["acme-rocket-1"].verified and held(result) == {}
+    assert result.changes["acme-rocket-1"].verified is False and held(result) == {}
+    agreed = run([GPT], [GPT, rocket], [priced(rocket, input_per_mtok=1.05)])
+    assert agreed.changes["acme-rocket-1"].verified is True
+
+
+def test_a_new_key_that_would_take_a_bare_names_requests_is_held():
+    # `gemini-2.0-flash` is priced as vertex_ai's today; the maker's own key, once added, would take it.
+    vertex = PriceEntry(model="vertex_ai/gemini-2.0-flash", provider="vertex_ai", input_per_mtok=0.15,
+                        output_per_mtok=0.6)
+    maker = PriceEntry(model="gemini/gemini-2.0-flash", provider="gemini", input_per_mtok=0.1, output_per_mtok=0.4)
+    assert PriceBook([vertex]).resolve("gemini-2.0-flash").entry.model == "vertex_ai/gemini-2.0-flash"
+    result = run([vertex], [vertex, maker])
+    assert result.changes == {} and held(result) == {"gemini/gemini-2.0-flash": None}
+    assert result.events[0].data["takes_over"] == "vertex_ai/gemini-2.0-flash"
+
+
+def _openrouter(model: str, provider: str, **rates) -> PriceEntry:
+    return PriceEntry(model=model, provider=provider, input_per_mtok=rates.get("i", 5.0),
+                      output_per_mtok=rates.get("o", 20.0))
+
+
+def test_a_feed_adds_and_changes_keys_of_its_own_namespace_only():
+    own = _openrouter("openrouter/openai/gpt-4o", "openrouter")
+    foreign = _openrouter("acme/rocket-9", "acme")  # not in OpenRouter's namespace: only ever a second quote
+    book = [GPT]
+    fetches = [Fetch("litellm", [GPT]), Fetch("openrouter", [own, foreign, _openrouter("gpt-4o", "openai", i=2.5,
+                                                                                        o=10.0)])]
+    result = plan({e.model: e for e in book}, {e.model: e for e in book}, set(), fetches, {}, Rules(),
+                  PriceBook(book), True)
+    added = result.changes["openrouter/openai/gpt-4o"]
+    assert (added.source, added.provider, added.verified) == ("openrouter", "openrouter", False)
+    assert "acme/rocket-9" not in result.changes and result.reports["openrouter"].applied == 1
+    # The next refresh: the key is in the book, OpenRouter still leads it; a small step applies.
+    book = [GPT, added]
+    step = _openrouter("openrouter/openai/gpt-4o", "openrouter", i=5.5)
+    again = plan({e.model: e for e in book}, {e.model: e for e in book}, set(),
+                 [Fetch("litellm", [GPT]), Fetch("openrouter", [step])], {}, Rules(), PriceBook(book), True)
+    assert again.changes["openrouter/openai/gpt-4o"].input_per_mtok == 5.5
+    # A jump past max_unconfirmed_change with no second source is held, as for the primary.
+    jump = _openrouter("openrouter/openai/gpt-4o", "openrouter", i=50.0)
+    held_jump = plan({e.model: e for e in book}, {e.model: e for e in book}, set(),
+                     [Fetch("litellm", [GPT]), Fetch("openrouter", [jump])], {}, Rules(), PriceBook(book), True)
+    assert held_jump.changes == {} and held(held_jump) == {"openrouter/openai/gpt-4o": ["input_per_mtok"]}
 
 
 # -- a feed is a snapshot or a failed fetch ----------------------------------------------------------------

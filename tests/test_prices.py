@@ -162,7 +162,9 @@ def test_overrides_survive_refresh_and_unset_restores(priced, feeds):
         c.prices_refresh(timeout=60)
         price = c.prices_get("gpt-4o").price
         assert (price.source, price.input_per_mtok, price.output_per_mtok) == ("override", 1.0, 2.0)
+        assert price.provider == "openai"  # an override of a known key keeps its provider
         assert c.record(component="o", model="gpt-4o", input_tokens=1_000_000).cost_usd == 1.0
+        assert c.record(component="o", model="gpt-4o", provider="openai", input_tokens=1_000_000).cost_usd == 1.0
         assert c.prices_unset("gpt-4o") is True
         assert c.prices_unset("gpt-4o") is False
         restored = c.prices_get("gpt-4o").price

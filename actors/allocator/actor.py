@@ -432,8 +432,10 @@ class Allocator(Actor):
         billed = Billed.of(u)
         priced = price_call(self.book, self.unpriced, self.tiers, u.model, u.provider, u.tier, billed, ts_us,
                             None if u.cost_usd is None else nanos(u.cost_usd))
+        close = []
         if not priced.priced:
             self.signals.unpriced(u.model, self.unpriced.mode)
+            close = self.book.did_you_mean(u.model, u.provider)
         charges: list[Charge] = []
         states: list[BudgetState] = []
         if self.budgets:
@@ -466,7 +468,7 @@ class Allocator(Actor):
             service_tier=u.service_tier, web_search_requests=u.web_search_requests,
         )
         self._send(lambda write_id, settle: WriteUsage(row=row, payload_hash=digest, reply=reply, budgets=states,
-                                                       write_id=write_id, settle=settle),
+                                                       did_you_mean=close, write_id=write_id, settle=settle),
                    _Pending(charges=charges, closed=hold))
 
     def _send(self, make: Callable[[int | None, Ref | None], Any], pending: "_Pending") -> None:

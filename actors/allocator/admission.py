@@ -73,6 +73,7 @@ class Assessment:
     tokens: int
     entry: PriceEntry | None
     attrs: Attrs
+    did_you_mean: list[str]  # when the model has no price: priced names close to it
 
 
 class Admission:
@@ -118,9 +119,17 @@ class Admission:
         reasons: list[str] = []
         matches = []
         cost, tokens = p.cost_nanos, p.tokens
-        if p.entry is None and self.unpriced.mode == "deny":
-            action = "deny"
-            reasons.append(f"model {est.model!r} has no price and pricing.unknown_model is 'deny'")
+        close = self.book.did_you_mean(est.model, est.provider) if p.entry is None else []
+        if p.entry is None:
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            if self.unpriced.mode == "deny":
+                action = "deny"
+                reasons.append(f"model {est.model!r} has no price and pricing.unknown_model is 'deny'{hint}")
+            else:
+                rate = ("counted as free" if self.unpriced.mode == "zero" else
+                        f"estimated at the fallback rates (${self.unpriced.fallback_input_per_mtok:g}/M in, "
+                        f"${self.unpriced.fallback_output_per_mtok:g}/M out)")
+                reasons.append(f"model {est.model!r} has no price: {rate}{hint}")
         cap = self.rules.max_reservation_usd
         if for_hold and cap is not None and cost > nanos(cap):
             action = "deny"
@@ -135,7 +144,7 @@ class Admission:
             reasons.append(reason)
             if ACTION_RANK[verdict] > ACTION_RANK[action]:
                 action = verdict
-        return Assessment(action, reasons, matches, cost, tokens, p.entry, p.attrs)
+        return Assessment(action, reasons, matches, cost, tokens, p.entry, p.attrs, close)
 
 
 def over(budget: Budget, key: tuple[str, ...], counter: Counter, cost: int, tokens: int,
@@ -173,6 +182,8 @@ def decision(a: Assessment, action: str, suggestion: Suggestion | None = None, *
         reasons=a.reasons,
         budgets=states(a),
         suggestion=suggestion,
+        priced=a.entry is not None,
+        did_you_mean=a.did_you_mean,
         **hold,
     )
 

@@ -87,17 +87,20 @@ def route(admission: Admission, est: Estimate, candidates: list[str] | None, nee
         for name in candidates:
             found = book.resolve(name)
             if found is None:
-                raise OpError("invalid", f"candidate {name!r} has no price; route needs priced models",
+                close = book.did_you_mean(name)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise OpError("invalid", f"candidate {name!r} has no price{hint}; route needs priced models",
                               "$.candidates")
             entries.append(found.entry)
     ranked = rank(admission, est, entries, need, requested_tier, requested.entry.model if requested else None)
     alternatives = [Alternative(model=r.entry.model, tier=r.entry.tier, estimated_cost_usd=usd(r.cost_nanos),
                                 fits=r.fits, why=r.why) for r in ranked[:ALTERNATIVES_SHOWN]]
     choice = next((r for r in ranked if r.fits), None)
+    unpriced = {} if requested else {"priced": False, "did_you_mean": book.did_you_mean(est.model, est.provider)}
     if choice is None:
-        return RouteResult(choice=None, decision=None, alternatives=alternatives), None
+        return RouteResult(choice=None, decision=None, alternatives=alternatives, **unpriced), None
     chosen = msgspec.structs.replace(est, model=choice.entry.model, provider=choice.entry.provider, tier=None)
-    return RouteResult(choice=choice.entry.model, decision=None, alternatives=alternatives), chosen
+    return RouteResult(choice=choice.entry.model, decision=None, alternatives=alternatives, **unpriced), chosen
 
 
 def suggest(admission: Admission, est: Estimate, a: Assessment, chat_models: list[PriceEntry]) -> Suggestion | None:

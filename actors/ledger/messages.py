@@ -57,6 +57,7 @@ class WriteUsage(msgspec.Struct, frozen=True):
     payload_hash: bytes | None
     reply: ReplyTo
     budgets: list = []
+    did_you_mean: list = []  # when unpriced: priced names close to the model, for the answer
     write_id: int | None = None
     settle: Ref | None = None
 

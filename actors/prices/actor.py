@@ -8,6 +8,7 @@ change is a new version in the ledger, and every new book goes to the
 allocator by message.
 """
 
+import dataclasses
 import datetime as dt
 import logging
 from typing import Any, Callable
@@ -18,7 +19,7 @@ import msgspec
 from actors.bus import Publish
 from actors.ledger import ApplyPrices, LoadPrices, PriceChange, PriceHistory, PriceState, SourcePrice, SourceState
 from actors.prices import rules as price_rules
-from actors.prices.fetch import PricesSettings, Validator, fetch_all, read_bundled
+from actors.prices.fetch import PricesSettings, Validator, fetch_all, read_bundled, read_corrections
 from actors.prices.messages import (
     GetBook,
     GetHistory,
@@ -31,6 +32,7 @@ from actors.prices.messages import (
     UnsetPrice,
 )
 from actors.runtime import Actor, Ref, ReplyTo
+from actors.sources import corrections
 from budgetd.clock import SYSTEM, Clock
 from budgetd.model import PriceEntry, PriceSpec, SourceReport, SourceStatus
 from budgetd.periods import from_us
@@ -55,6 +57,7 @@ class _Fetched(msgspec.Struct, frozen=True):
 
     fetches: list
     validators: dict
+    corrections: tuple  # read_corrections' answer
 
 
 def _from_us(us: int | None) -> dt.datetime | None:
@@ -89,6 +92,9 @@ class Prices(Actor):
         self._waiting: list[ReplyTo] | None = None  # replies of the refresh in flight
         # The last parsed feed of each source, reused when the server answers 304 Not Modified.
         self._snapshots: dict[str, list[PriceEntry]] = {}
+        # The corrections of each model, applied after the litellm-format sources, and why they could not be read.
+        self.corrections: dict[str, list[corrections.Correction]] = {}
+        self._corrections_error: str | None = None
         self._tg: Any = None
         self.handlers = self._table()
 
@@ -101,10 +107,13 @@ class Prices(Actor):
         self.version = state.version
         self.sources = {s.source: s for s in state.sources}
         self.confirmed = await self._load_confirmed()
+        self.corrections, self._corrections_error = await anyio.to_thread.run_sync(read_corrections, self.settings)
         if not self.entries:
             # A new ledger: start from the bundled file, read from disk, no network.
             fetch = await anyio.to_thread.run_sync(read_bundled, self.settings, self.tiers)
             await self._apply([fetch], {})
+        elif self._corrections_due():  # corrections shipped since the book was applied
+            await self._apply([], {})
         for spec in self.settings.overrides:
             current = self.entries.get(spec.model)
             if current is None or spec.model not in self.overridden or _spec_of(current, spec.tier) != spec:
@@ -138,7 +147,7 @@ class Prices(Actor):
             GetPricesStatus: lambda m: m.reply.set(self._status()),
             GetBook: lambda m: m.reply.set(self.book),
             Refresh: lambda m: self._refresh(m.reply),
-            _Fetched: lambda m: self._finish_refresh(m.fetches, m.validators),
+            _Fetched: self._finish_refresh,
             SetPrice: self._set,
             UnsetPrice: self._unset,
             GetHistory: self._get_history,
@@ -192,13 +201,16 @@ class Prices(Actor):
 
     async def _fetch_all(self, validators: dict[str, Validator]) -> None:
         fetches, found = await fetch_all(self.settings, self.tiers, validators)
+        fixes = await anyio.to_thread.run_sync(read_corrections, self.settings)
         try:
-            self.ref.tell(_Fetched(fetches=fetches, validators=found))  # type: ignore[union-attr]
+            self.ref.tell(_Fetched(fetches=fetches, validators=found, corrections=fixes))  # type: ignore[union-attr]
         except OpError:
             pass  # shutting down
 
-    async def _finish_refresh(self, fetches: list[price_rules.Fetch], validators: dict) -> None:
+    async def _finish_refresh(self, message: _Fetched) -> None:
         waiting, self._waiting = self._waiting or [], None
+        fetches, validators = message.fetches, message.validators
+        self.corrections, self._corrections_error = message.corrections
         for fetch in fetches:
             if fetch.not_modified:
                 fetch.entries = self._snapshots.get(fetch.source)
@@ -217,15 +229,23 @@ class Prices(Actor):
 
     async def _apply(self, fetches: list[price_rules.Fetch], validators: dict) -> RefreshReport:
         primary = self.settings.rules.primary
+        fetches = [self._corrected(f) for f in fetches]
+        due = self._corrections_due()
         plan = price_rules.plan(
-            current=self.entries, confirmed=self.confirmed, overridden=self.overridden, fetches=fetches,
+            current=self.entries | due, confirmed=self.confirmed, overridden=self.overridden, fetches=fetches,
             last_counts={name: s.models for name, s in self.sources.items() if s.last_success is not None},
             rules=self.settings.rules, book=self.book,
             primary_has_succeeded=(self.sources.get(primary) or _never(primary)).last_success is not None,
         )
         now = self.clock.now_us()
+        proposed = due | plan.changes
+        reports = dict(plan.reports)
+        if corrections.NAME in self.settings.sources:
+            reports[corrections.NAME] = SourceReport(
+                source=corrections.NAME, fetched=self._corrections_error is None, models=len(self.corrections),
+                applied=sum(k in self.corrections for k in proposed), error=self._corrections_error)
         sources = dict(self.sources)
-        for name, report in plan.reports.items():
+        for name, report in reports.items():
             s = sources.get(name) or _never(name)
             if name in validators:
                 s = msgspec.structs.replace(s, etag=validators[name][0], last_modified=validators[name][1])
@@ -234,14 +254,16 @@ class Prices(Actor):
             elif report.error is not None:
                 s = msgspec.structs.replace(s, last_error=report.error)
             sources[name] = s
-        version = self.version + 1 if plan.changes else self.version
+        version = self.version + 1 if proposed else self.version
+        # A corrected model's price comes from the corrections, whichever source brought the rest of it.
         changes = {k: msgspec.structs.replace(_with_tier(e, self.tiers), version=version,
-                                              effective_from=_from_us(now), effective_to=None)
-                   for k, e in plan.changes.items()}
+                                              effective_from=_from_us(now), effective_to=None,
+                                              source=corrections.NAME if k in self.corrections else e.source)
+                   for k, e in proposed.items()}
         await self.ledger.ask(lambda reply: ApplyPrices(
             version=version, effective_from=now,
             changes=[PriceChange(model=k, entry=msgspec.json.encode(e), source=e.source) for k, e in changes.items()],
-            sources=[s for n, s in sources.items() if n in plan.reports],
+            sources=[s for n, s in sources.items() if n in reports],
             reply=reply,
         ), self.timeout)
         self.sources = sources
@@ -254,13 +276,41 @@ class Prices(Actor):
             self._rebuild()
         return RefreshReport(
             version=self.version,
-            sources=[plan.reports.get(f.source) or SourceReport(source=f.source, fetched=False) for f in fetches],
+            sources=[plan.reports.get(f.source) or SourceReport(source=f.source, fetched=False) for f in fetches]
+            + ([reports[corrections.NAME]] if corrections.NAME in reports else []),
             changes=plan.diffs[:MAX_DIFFS], more_changes=max(0, len(plan.diffs) - MAX_DIFFS),
         )
+
+    # -- corrections ---------------------------------------------------------------------------
+
+    def _corrected(self, fetch: price_rules.Fetch) -> price_rules.Fetch:
+        """A litellm-format feed's quotes with the corrections on, so they compare with the corrected book."""
+        if fetch.entries is None or fetch.source not in price_rules.LITELLM_FORMAT or not self.corrections:
+            return fetch
+        return dataclasses.replace(fetch, entries=[
+            corrections.correct(e, self.corrections[e.model]) if e.model in self.corrections else e
+            for e in fetch.entries])
+
+    def _corrections_due(self) -> dict[str, PriceEntry]:
+        """The book's prices that lack their corrections (corrections shipped since they were applied): a
+        reviewed fact, applied without waiting for a second source. Overrides win over corrections."""
+        due = {}
+        for key, rows in self.corrections.items():
+            entry = self.entries.get(key)
+            if entry is None or key in self.overridden:
+                continue
+            fixed = corrections.correct(entry, rows)
+            if entry.source != corrections.NAME or price_rules.terms(fixed) != price_rules.terms(entry):
+                due[key] = fixed
+        return due
 
     # -- overrides and history -------------------------------------------------------------
 
     async def _set_override(self, spec: PriceSpec) -> PriceEntry:
+        replaced = self.entries.get(spec.model)
+        if spec.provider is None and replaced is not None and replaced.provider is not None:
+            # An override of a known key keeps its provider: requests naming that provider still find it.
+            spec = msgspec.structs.replace(spec, provider=replaced.provider)
         now = self.clock.now_us()
         version = self.version + 1
         entry = _with_tier(PriceEntry(**msgspec.structs.asdict(spec), source="override", version=version,

@@ -1,4 +1,5 @@
-"""Fetching the price feeds: every network source at once, then the bundled file; never raises."""
+"""Fetching the price feeds: every network source at once, then the bundled file; never raises. And reading the
+corrections applied after them."""
 
 import logging
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ import anyio
 import msgspec
 
 from actors.prices.rules import Fetch, Rules
-from actors.sources import litellm, litellm_bundled, llm_prices, openrouter
+from actors.sources import corrections, litellm, litellm_bundled, llm_prices, openrouter
 from budgetd.model import PriceEntry
 from budgetd.pricing import TierRules
 
@@ -32,6 +33,7 @@ class PricesSettings:
     aliases: dict[str, str]
     overrides: list[Any]  # PriceSpec
     bundled_file: Path | None = None
+    corrections_file: Path | None = None  # None: the one shipped with budgetd
     fetch_timeout_s: float = 20.0
     max_feed_bytes: int = 20 << 20
     retries: int = 2
@@ -102,6 +104,19 @@ def read_bundled(settings: PricesSettings, tiers: TierRules) -> Fetch:
     """The price file inside the installed litellm (or `bundled_file`), read from disk."""
     where = str(settings.bundled_file or "the bundled price file")
     return snapshot(litellm_bundled.NAME, where, lambda: litellm_bundled.load(tiers, settings.bundled_file))
+
+
+def read_corrections(settings: PricesSettings) -> tuple[dict[str, list[corrections.Correction]], str | None]:
+    """The corrections of each model (none when the source is not configured), and why the file could not be
+    read, if it could not: then none apply, and the source reports the error."""
+    if corrections.NAME not in settings.sources:
+        return {}, None
+    where = settings.corrections_file or corrections.PATH
+    try:
+        return corrections.load(where), None
+    except Exception as exc:  # a broken file is this source's failure alone
+        log.exception("the price corrections could not be read")
+        return {}, f"{where}: {_reason(exc)}"
 
 
 def snapshot(source: str, where: str, parse: Callable[[], tuple[list[PriceEntry], list[str]]]) -> Fetch:

@@ -100,12 +100,17 @@ def cmd_route(args: argparse.Namespace) -> int:
         result = c.route(candidates=args.candidate or None, need=need, **_estimate_fields(args))
 
     def human(r: Any) -> str:
-        if r.choice:
-            head = f"choice: {r.choice}"
-        elif r.alternatives:
-            head = "no candidate fits the budgets"
+        if not r.priced:
+            hint = f"; did you mean {', '.join(r.did_you_mean)}?" if r.did_you_mean else ""
+            head = f"{args.model!r} has no price{hint}\n"
         else:
-            head = "no priced model meets the need" + (f" (capabilities: {', '.join(args.need)})" if args.need
+            head = ""
+        if r.choice:
+            head += f"choice: {r.choice}"
+        elif r.alternatives:
+            head += "no candidate fits the budgets"
+        else:
+            head += "no priced model meets the need" + (f" (capabilities: {', '.join(args.need)})" if args.need
                                                        else "")
         if r.decision:
             head += f" (estimated {money(r.decision.estimated_cost_usd)})"

@@ -42,17 +42,44 @@ def cmd_prices_show(args: argparse.Namespace) -> int:
             ("capabilities", ", ".join(p.capabilities) or "-"),
             ("source", f"{p.source} (version {p.version}{'' if p.verified else ', unverified'})"),
         ]
-        if p.long_context:
-            lc = p.long_context
-            rows.append((f"above {count(lc.threshold_tokens)}",
-                         f"in ${rate(lc.input_per_mtok)}  out ${rate(lc.output_per_mtok)} / Mtok"))
+        rows += [(label, f"${rate(value)} / Mtok") for label, value in (
+            ("cache write 1h", p.cache_write_1h_per_mtok), ("reasoning", p.reasoning_per_mtok),
+            ("audio input", p.audio_input_per_mtok), ("audio output", p.audio_output_per_mtok)) if value is not None]
+        for lc in ([p.long_context] if p.long_context else []) + list(p.longer_contexts):
+            rows.append((f"above {count(lc.threshold_tokens)}", _rates_text(lc)))
+        for tier in ("priority", "flex", "batch"):
+            rates = getattr(p, f"{tier}_rates")
+            if rates is not None:
+                rows.append((tier, _rates_text(rates)))
+                rows += [(f"  above {count(lc.threshold_tokens)}", _rates_text(lc)) for lc in rates.long_context]
+        if p.off_peak is not None:
+            when = "; ".join(" ".join(w.hours_utc) + " UTC" + ("" if w.weekdays is None else
+                                                               f" on days {','.join(map(str, w.weekdays))}")
+                             for w in p.off_peak.windows)
+            rows.append(("off-peak", f"{_rates_text(p.off_peak)} ({when})"))
+        if p.web_search_usd is not None:
+            rows.append(("web search", f"${rate(p.web_search_usd)} per "
+                                       f"{'query' if p.web_search_billing == 'per_query' else 'request that searched'}"))
+        if p.request_usd is not None:
+            rows.append(("per request", f"${rate(p.request_usd)}"))
+        if p.alias_of:
+            rows.append(("alias of", p.alias_of))
         if p.deprecated_on:
             rows.append(("deprecated on", p.deprecated_on.isoformat()))
-        lines += [f"  {k:<14} {v}" for k, v in rows]
+        lines += [f"  {k:<16} {v}" for k, v in rows]
         return "\n".join(lines)
 
     emit(args, result, human)
     return 0
+
+
+def _rates_text(rates: Any) -> str:
+    """The rates a set gives, as `in $1.25  out $10 / Mtok` (the kinds it leaves out fall back)."""
+    names = (("input", "in"), ("output", "out"), ("cache_read", "cache read"), ("cache_write", "cache write"),
+             ("cache_write_1h", "cache write 1h"), ("reasoning", "reasoning"), ("audio_input", "audio in"),
+             ("audio_output", "audio out"))
+    given = [f"{label} ${rate(v)}" for kind, label in names if (v := getattr(rates, f"{kind}_per_mtok")) is not None]
+    return "  ".join(given) + " / Mtok" if given else "as below it"
 
 
 def _rate_change(old: float | None, new: float) -> str:

@@ -31,7 +31,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     emit(args, result, lambda r: (
         f"recorded #{r.record_id}: {money(r.cost_usd)} for {r.model}"
         + (f" ({r.provider}, {r.tier})" if r.provider else f" ({r.tier})")
-        + ("" if r.priced else "  [unpriced: charged by pricing.unknown_model]")
+        + ("" if r.priced else "  [unpriced: charged by pricing.unknown_model"
+           + (f"; did you mean {', '.join(r.did_you_mean)}?]" if r.did_you_mean else "]"))
         + ("  [duplicate: already recorded]" if r.duplicate else "")
     ))
     return 0

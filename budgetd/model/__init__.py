@@ -78,7 +78,13 @@ from budgetd.model._admission import (  # noqa: F401
     Alternative,
 )
 from budgetd.model._prices import (  # noqa: F401
+    MAX_LONG_CONTEXTS,
+    WebSearchBilling,
+    TokenRates,
     LongContext,
+    ServiceTierRates,
+    OffPeakWindow,
+    OffPeak,
     PriceSpec,
     PriceEntry,
     SourceReport,

@@ -44,8 +44,9 @@ AlertKind = Literal[
 ]
 Severity = Literal["info", "warning", "critical"]
 
-#: Where prices come from (`overrides`: the config and `prices.set`).
-Source = Literal["litellm_bundled", "litellm", "llm_prices", "openrouter", "overrides"]
+#: Where prices come from (`corrections`: reviewed facts shipped with budgetd where a feed contradicts the
+#: provider; `overrides`: the config and `prices.set`).
+Source = Literal["litellm_bundled", "litellm", "llm_prices", "openrouter", "corrections", "overrides"]
 SOURCES: tuple[str, ...] = get_args(Source)
 #: Providers that run on the caller's own machines: priced at zero, tier lightweight.
 LOCAL_PROVIDERS = frozenset({

@@ -5,7 +5,8 @@ from typing import NamedTuple
 
 from budgetd.model import PriceEntry, canonical_tier
 from budgetd.pricing._book import PriceBook
-from budgetd.pricing._cost import Billed, RateCard, Rates, cost_nanos, per_mtok_to_atto
+from budgetd.pricing._card import RateCard, Rates
+from budgetd.pricing._cost import Billed, cost_nanos
 from budgetd.pricing._tiers import TierRules
 
 
@@ -19,8 +20,7 @@ class UnpricedPolicy:
 
     @property
     def card(self) -> RateCard:
-        inp = per_mtok_to_atto(self.fallback_input_per_mtok)
-        return RateCard(Rates(inp, per_mtok_to_atto(self.fallback_output_per_mtok), inp, inp), None, None)
+        return RateCard(Rates.flat(self.fallback_input_per_mtok, self.fallback_output_per_mtok))
 
 
 class Priced(NamedTuple):

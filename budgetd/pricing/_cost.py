@@ -1,27 +1,15 @@
-"""Cost arithmetic: a price entry as a card of integer rates, and a call's cost from it.
+"""Cost arithmetic: what a call is billed for, and what it costs at a card's rates.
 
-Rates are kept as integer atto-dollars (1e-18 USD) per token, converted from
-the shortest decimal form of each published float, so a request's cost is an
-exact integer sum that is rounded once, to the nearest nano-dollar.
+`cost = (input - audio_in) x input + audio_in x audio_input + cache_read x cache_read + cache_write x cache_write
++ cache_write_1h x cache_write_1h + (output - reasoning - audio_out) x output + reasoning x reasoning
++ audio_out x audio_output + searches x web_search fee + the request fee`, an exact integer sum of atto-dollars
+rounded once, to the nearest nano-dollar.
 """
 
-from decimal import Decimal
 from typing import Any, NamedTuple
 
-from budgetd.model import PriceEntry
-
-ATTO_PER_NANO = 1_000_000_000
-_ATTO_PER_USD_PER_MTOK = Decimal(10) ** 12  # (1e-6 USD per token) / 1e-18
-
-
-def per_mtok_to_atto(rate: float) -> int:
-    """USD per million tokens -> atto-dollars per token, exactly."""
-    return int(Decimal(repr(float(rate))) * _ATTO_PER_USD_PER_MTOK)
-
-
-def per_token_to_per_mtok(rate: float) -> float:
-    """USD per token (as sources publish) -> USD per million, without float noise."""
-    return float(Decimal(repr(float(rate))).scaleb(6))
+from budgetd.pricing._card import RateCard
+from budgetd.pricing._units import atto_to_nanos
 
 
 class Billed(NamedTuple):
@@ -57,62 +45,22 @@ class Billed(NamedTuple):
         return self.prompt + self.output
 
 
-class Rates(NamedTuple):
-    """Atto-dollars per token; cache rates are already resolved (never None)."""
-
-    input: int
-    output: int
-    cache_read: int
-    cache_write: int
-
-
-class RateCard(NamedTuple):
-    base: Rates
-    threshold: int | None
-    long: Rates | None
-
-
-def rate_card(entry: PriceEntry) -> RateCard:
-    def rate(value: float | None, fallback: int) -> int:
-        return fallback if value is None else per_mtok_to_atto(value)
-
-    base_input = per_mtok_to_atto(entry.input_per_mtok)
-    base = Rates(
-        base_input,
-        per_mtok_to_atto(entry.output_per_mtok),
-        rate(entry.cache_read_per_mtok, base_input),
-        rate(entry.cache_write_per_mtok, base_input),
-    )
-    lc = entry.long_context
-    if lc is None:
-        return RateCard(base, None, None)
-    long_input = per_mtok_to_atto(lc.input_per_mtok)
-    # A long-context tier without its own cache rate keeps the base cache
-    # rate when there is one (litellm's rule), else the long input rate.
-    long = Rates(
-        long_input,
-        per_mtok_to_atto(lc.output_per_mtok),
-        rate(lc.cache_read_per_mtok, base.cache_read if entry.cache_read_per_mtok is not None else long_input),
-        rate(lc.cache_write_per_mtok, base.cache_write if entry.cache_write_per_mtok is not None else long_input),
-    )
-    return RateCard(base, lc.threshold_tokens, long)
-
-
 def cost_atto(card: RateCard, b: Billed, at_us: int | None = None) -> int:
-    rates = card.base
-    if card.threshold is not None and b.prompt > card.threshold:
-        rates = card.long  # type: ignore[assignment]
-    return (
-        b.input * rates.input
-        + b.output * rates.output
-        + b.cache_read * rates.cache_read
-        + (b.cache_write + b.cache_write_1h) * rates.cache_write
-    )
-
-
-def atto_to_nanos(atto: int) -> int:
-    """Round half up to the nearest nano-dollar (costs are never negative)."""
-    return (atto + ATTO_PER_NANO // 2) // ATTO_PER_NANO
+    """What `b` costs at `card`'s rates, in atto-dollars (`at_us`: when the call was made, for off-peak rates)."""
+    r = card.base if card.table is None else card.table.rates(b.prompt, b.service_tier, at_us)
+    # An estimate's parts are not checked against their wholes (a usage's are): a part is at most its whole.
+    audio_input = min(b.audio_input, b.input)
+    reasoning = min(b.reasoning, b.output)
+    audio_output = min(b.audio_output, b.output - reasoning)
+    atto = ((b.input - audio_input) * r.input + audio_input * r.audio_input
+            + b.cache_read * r.cache_read + b.cache_write * r.cache_write + b.cache_write_1h * r.cache_write_1h
+            + (b.output - reasoning - audio_output) * r.output + reasoning * r.reasoning
+            + audio_output * r.audio_output)
+    fees = card.fees
+    if fees is not None:
+        searches = min(b.web_searches, 1) if fees.web_search_per_request else b.web_searches
+        atto += searches * fees.web_search + fees.request
+    return atto
 
 
 def cost_nanos(card: RateCard, billed: Billed, at_us: int | None = None) -> int:

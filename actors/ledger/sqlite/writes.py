@@ -154,7 +154,7 @@ class SqliteStore:
                     answer = Recorded(
                         record_id=record_id, cost_usd=usd(r.cost_nanos), priced=r.priced,
                         price_version=r.price_version, model=r.model, provider=r.provider, tier=r.tier,
-                        budgets=w.budgets,
+                        budgets=w.budgets, did_you_mean=w.did_you_mean,
                     )
                     added.add(tally)
                 if key is not None:
