@@ -11,24 +11,28 @@ import collections
 import contextlib
 import datetime as dt
 import os
-from typing import Any
+from typing import Any, Awaitable
 from zoneinfo import ZoneInfo
 
 import anyio
+from rich.console import Group
 from rich.text import Text
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from budgetd.backoff import Backoff
 from budgetd.client import BudgetClient
 from budgetd.periods import window
 from budgetd.periods import zone as find_zone
 from budgetd.protocol import OpError
-from budgetd.render import count, money
+from budgetd.render import money
 from tui import views
+from tui.tables import FittedTable
 
 TOPICS = ["usage", "budget", "alert", "price"]  # what the views show (no system events)
 #: What each event makes stale.
@@ -36,30 +40,47 @@ STALE = {"usage": {"overview", "spend", "top"}, "budget": {"overview"}, "alert":
          "price": {"prices"}}
 USAGE_ROWS = 200
 SORTS = ("cost", "tokens", "requests")
+#: The view each view-bound action belongs to: anywhere else it neither fires nor shows in the footer.
+VIEW_OF_ACTION = {"ask": "overview", "toggle_bucket": "spend", "cycle_sort": "top", "ack": "alerts",
+                  "toggle_unacked": "alerts", "search": "prices"}
+#: Below this width the two top tables are stacked, not side by side.
+TOP_SIDE_BY_SIDE = 110
 
 HELP = """\
 [b]budgetd dashboard[/b]
 
 [b]1[/b]-[b]6[/b]  Overview, Spend, Top, Alerts, Prices, Usage
-[b]b[/b]     spend chart: last day by hour / last week by day
-[b]s[/b]     top consumers: sort by cost, tokens or requests
-[b]a[/b]     acknowledge the selected alert        [b]u[/b]  unacknowledged alerts only / all
-[b]/[/b]     search prices                          [b]r[/b]  fetch everything again
-The overview has a box to ask the budget assistant (Enter sends).
-[b]?[/b]     this help                              [b]q[/b]  quit
+[b]r[/b]    fetch everything again     [b]?[/b]  this help     [b]q[/b]  quit
+
+Each view has keys of its own (the footer shows them):
+  Overview  [b]a[/b]  ask the budget assistant (Enter asks, Escape leaves)
+  Spend     [b]b[/b]  last day by hour / last week by day
+  Top       [b]s[/b]  sort by cost, tokens or requests
+  Alerts    [b]a[/b]  acknowledge the selected alert
+            [b]u[/b]  unacknowledged alerts only / all
+  Prices    [b]/[/b]  search models (Enter or Escape leaves the search)
 
 The screen follows the daemon's event stream; nothing is polled.
-Gauges: █ spent, ▒ held by reservations, ░ left. Colours: green ok, yellow warning, red exceeded.
-"""
+Gauges: █ spent, ▒ held by reservations, ░ left.
+Colours: green ok, yellow warning, red exceeded."""
 
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "Close")]
-    DEFAULT_CSS = "HelpScreen { align: center middle; } #help { width: 90; padding: 1 2; border: round $accent; " \
-                  "background: $surface; }"
+    DEFAULT_CSS = "HelpScreen { align: center middle; } #help { width: 78; max-width: 100%; padding: 1 2; " \
+                  "border: round $accent; background: $surface; }"
 
     def compose(self) -> ComposeResult:
         yield Static(HELP, id="help")
+        yield Footer()  # its own: the dashboard's keys do not work while help is open
+
+
+class AskInput(Input):
+    BINDINGS = [Binding("enter", "submit", "Ask"), Binding("escape", "app.leave_input", "Back")]
+
+
+class SearchInput(Input):
+    BINDINGS = [Binding("enter", "submit", "Done"), Binding("escape", "app.leave_input", "Back")]
 
 
 def local_zone_name() -> str:
@@ -75,27 +96,33 @@ def local_zone_name() -> str:
 class BudgetApp(App[None]):
     TITLE = "budgetd"
     CSS = """
-    #connection { height: 1; padding: 0 1; background: $success-darken-2; }
+    #connection { height: auto; padding: 0 1; background: $success-darken-2; }
     #connection.down { background: $error; }
+    TabbedContent, ContentSwitcher, TabPane { height: 1fr; }
     #totals { height: auto; padding: 1 1 0 1; }
     #gauges { height: auto; padding: 1 1; }
+    #answer { height: auto; padding: 0 1 1 1; }
     #chart { padding: 1 1; }
-    #top-components, #top-models { width: 1fr; }
-    #price-search { margin: 0 0 1 0; }
-    #answer { padding: 1 1; }
+    .caption { height: auto; padding: 0 1; color: $text-muted; }
+    #top-tables { height: 1fr; }
+    #top-tables.stacked { layout: vertical; }
+    #top-tables FittedTable { width: 1fr; height: 1fr; }
+    FittedTable { height: 1fr; }
     """
     BINDINGS = [
-        Binding("1", "show('overview')", "Overview"),
-        Binding("2", "show('spend')", "Spend"),
-        Binding("3", "show('top')", "Top"),
-        Binding("4", "show('alerts')", "Alerts"),
-        Binding("5", "show('prices')", "Prices"),
-        Binding("6", "show('usage')", "Usage"),
-        Binding("b", "toggle_bucket", "Hour/day", show=False),
-        Binding("s", "cycle_sort", "Sort", show=False),
-        Binding("a", "ack", "Ack", show=False),
-        Binding("u", "toggle_unacked", "Unacked", show=False),
-        Binding("slash", "search", "Search", show=False),
+        # One footer entry for the six: the tabs carry their numbers.
+        Binding("1", "show('overview')", "Views", key_display="1-6"),
+        Binding("2", "show('spend')", "Spend", show=False),
+        Binding("3", "show('top')", "Top", show=False),
+        Binding("4", "show('alerts')", "Alerts", show=False),
+        Binding("5", "show('prices')", "Prices", show=False),
+        Binding("6", "show('usage')", "Usage", show=False),
+        Binding("a", "ask", "Ask"),
+        Binding("b", "toggle_bucket", "Hour/day"),
+        Binding("s", "cycle_sort", "Sort"),
+        Binding("a", "ack", "Ack"),
+        Binding("u", "toggle_unacked", "Unacked/all"),
+        Binding("slash", "search", "Search"),
         Binding("r", "refresh", "Refresh"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -104,70 +131,91 @@ class BudgetApp(App[None]):
     def __init__(self, socket: str | None = None, timezone: str | None = None, reconcile_s: float = 30.0) -> None:
         super().__init__()
         self.socket = socket
+        self.socket_path = BudgetClient(socket).path
         self.zone_name = timezone or local_zone_name()
         self.zone = ZoneInfo(self.zone_name)
         self.reconcile_s = reconcile_s
         self.client: BudgetClient | None = None
         self.connected = False
+        self.loaded: set[str] = set()  # the views fetched since the connection came up
+        self.view = "overview"
         self._clock_offset = dt.timedelta(0)
         self.stale: set[str] = set()
         self.bucket = "hour"
         self.sort = "cost"
         self.unacked_only = True
         self.search = ""
-        self.top: dict[str, list[Any]] = {"component": [], "model": []}
         self.usage: collections.deque[Any] = collections.deque(maxlen=USAGE_ROWS)  # newest first
         self.usage_changed = False
 
     # -- layout -----------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("connecting…", id="connection")
+        yield Static(views.connection_line("connecting to budgetd at ", str(self.socket_path),
+                                           f" · times in {self.zone_name}"), id="connection")
         with TabbedContent(initial="overview"):
-            with TabPane("Overview", id="overview"):
-                with VerticalScroll():
-                    yield Static(id="totals")
+            with TabPane("1 Overview", id="overview"):
+                with VerticalScroll(id="overview-scroll"):
+                    yield Static(Text("Nothing to show until budgetd answers (see the top line).", style="dim"),
+                                 id="totals")
                     yield Static(id="gauges")
-                    yield Input(placeholder="ask the budget assistant, e.g. why did spend go up today?",
-                                id="ask")
                     yield Static(id="answer")
-            with TabPane("Spend", id="spend"):
+                yield AskInput(placeholder="press a to ask the budget assistant, e.g. why did spend go up today?",
+                               id="ask")
+            with TabPane("2 Spend", id="spend"):
                 with VerticalScroll():
                     yield Static(id="chart")
-            with TabPane("Top", id="top"):
-                with Horizontal():
-                    yield DataTable(id="top-components", cursor_type="row", zebra_stripes=True)
-                    yield DataTable(id="top-models", cursor_type="row", zebra_stripes=True)
-            with TabPane("Alerts", id="alerts"):
-                yield DataTable(id="alert-table", cursor_type="row", zebra_stripes=True)
-            with TabPane("Prices", id="prices"):
-                yield Input(placeholder="search models (press / )", id="price-search")
-                yield DataTable(id="price-table", cursor_type="row", zebra_stripes=True)
-            with TabPane("Usage", id="usage"):
-                yield DataTable(id="usage-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("3 Top", id="top"):
+                yield Static(id="top-title", classes="caption")
+                with Horizontal(id="top-tables"):
+                    yield FittedTable(views.top_columns("component", self.sort), id="top-components")
+                    yield FittedTable(views.top_columns("model", self.sort), id="top-models")
+            with TabPane("4 Alerts", id="alerts"):
+                yield FittedTable(views.ALERT_COLUMNS, id="alert-table")
+            with TabPane("5 Prices", id="prices"):
+                yield SearchInput(placeholder="press / to search models", id="price-search")
+                yield Static(id="price-caption", classes="caption")
+                yield FittedTable(views.PRICE_COLUMNS, id="price-table")
+            with TabPane("6 Usage", id="usage"):
+                yield FittedTable(views.USAGE_COLUMNS, id="usage-table")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = f"times in {self.zone_name}"
-        for name in ("top-components", "top-models"):
-            self.query_one(f"#{name}", DataTable).add_columns(
-                name.split("-")[1].rstrip("s"), "requests", "tokens", "cost", "share")
-        self.query_one("#alert-table", DataTable).add_columns("id", "time", "severity", "kind", "budget",
-                                                             "message", "acked")
-        self.query_one("#price-table", DataTable).add_columns("model", "provider", "tier", "in $/M", "out $/M",
-                                                             "cache $/M", "source", "verified", "since")
-        self.query_one("#usage-table", DataTable).add_columns("id", "time", "component", "model", "in", "out",
-                                                             "cache", "cost")
-        self.run_worker(self._follow(), group="connection", exclusive=True)
+        self._show_top_title()
+        self.run_worker(self._while_open(self._follow()), group="connection", exclusive=True)
         self.set_interval(0.5, self._catch_up)
         self.set_interval(self.reconcile_s, self._reconcile)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.query_one("#top-tables").set_class(event.size.width < TOP_SIDE_BY_SIDE, "stacked")
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """Each view's keys work in it alone; its table takes the focus, so arrows move in it."""
+        self.view = event.pane.id or "overview"
+        tables = event.pane.query(FittedTable)
+        self.set_focus(tables.first() if tables else None)
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        view = VIEW_OF_ACTION.get(action)
+        # While a box has the focus its keys are typed into it, so the view's keys are not offered.
+        return view is None or (view == self.view and not isinstance(self.focused, Input))
+
+    async def _while_open(self, work: Awaitable[None]) -> None:
+        """Run `work`, which fills widgets after it awaits the daemon: while the app closes, its screen goes
+        before its workers do, and a widget not found then is no error."""
+        try:
+            await work
+        except NoMatches:
+            if self.is_running:
+                raise
 
     # -- the connection -----------------------------------------------------------------
 
     async def _follow(self) -> None:
         """Connect, fetch everything, then follow the event stream; on any loss, say so and retry."""
         backoff = Backoff(first=0.5, cap=5.0)
+        path = str(self.socket_path)
         while True:
             try:
                 async with BudgetClient(self.socket, timeout=10, retries=0) as client, \
@@ -175,24 +223,30 @@ class BudgetApp(App[None]):
                         contextlib.aclosing(stream.subscribe(TOPICS)) as events:
                     await client.ping()
                     self.client = client
-                    self._show_connection(True, f"connected to budgetd at {client.path}")
+                    self._show_connection(True, views.connection_line("connected to budgetd at ", path,
+                                                                      f" · times in {self.zone_name}"))
                     backoff.reset()
                     self.stale = set(STALE["usage"] | STALE["alert"] | STALE["price"] | {"usage"})
                     async for event in events:
                         self._on_event(event)
-                reason = "the daemon closed the connection"
+                line = views.connection_line("disconnected: budgetd at ", path, " closed the connection",
+                                             "start it again with `budget daemon`; retrying…")
             except OpError as exc:
-                reason = exc.message
+                line = (views.connection_line("disconnected: no budgetd answers on ", path, "",
+                                              "start one with `budget daemon`; retrying…")
+                        if exc.code == "unavailable" else views.connection_line(f"disconnected: {exc.message}",
+                                                                                advice="retrying…"))
             except OSError as exc:
-                reason = str(exc)
+                line = views.connection_line(f"disconnected: {exc}", advice="retrying…")
             self.client = None
-            self._show_connection(False, f"disconnected: {reason} — retrying")
+            self.loaded.clear()
+            self._show_connection(False, line)
             await anyio.sleep(backoff.next())
 
-    def _show_connection(self, up: bool, text: str) -> None:
+    def _show_connection(self, up: bool, line: views.Fitted) -> None:
         self.connected = up
         banner = self.query_one("#connection", Static)
-        banner.update(text)
+        banner.update(line)
         banner.set_class(not up, "down")
 
     def _on_event(self, event: Any) -> None:
@@ -209,10 +263,7 @@ class BudgetApp(App[None]):
 
     def _show_usage(self) -> None:
         self.usage_changed = False
-        table = self.query_one("#usage-table", DataTable)
-        table.clear()
-        for u in self.usage:
-            table.add_row(*views.usage_row(u, self.zone))
+        self.query_one("#usage-table", FittedTable).show([views.usage_row(u, self.zone) for u in self.usage])
 
     async def _catch_up(self) -> None:
         """Show new records, and fetch again what events made stale (at most twice a second)."""
@@ -221,7 +272,7 @@ class BudgetApp(App[None]):
         if self.client is None or not self.stale:
             return
         stale, self.stale = self.stale, set()
-        self.run_worker(self._fetch(stale), group="fetch")
+        self.run_worker(self._while_open(self._fetch(stale)), group="fetch")
 
     def _reconcile(self) -> None:
         self.stale |= {"overview", "spend", "top", "alerts"}
@@ -234,6 +285,7 @@ class BudgetApp(App[None]):
             for part in ("overview", "spend", "top", "alerts", "prices", "usage"):
                 if part in parts:
                     await getattr(self, f"_fetch_{part}")(client)
+                    self.loaded.add(part)
         except OpError as exc:
             if exc.code != "unavailable":
                 self.notify(f"{exc.code}: {exc.message}", severity="error")
@@ -259,45 +311,45 @@ class BudgetApp(App[None]):
         month_report = await client.report(since=month)
         minute = await client.report(since=now - dt.timedelta(minutes=1))
         self.query_one("#totals", Static).update(
-            views.totals_line(today_report.totals, month_report.totals, minute.totals))
+            views.totals(today_report.totals, month_report.totals, minute.totals))
         self.query_one("#gauges", Static).update(views.gauges(status.budgets, status.forecasts, now))
 
     async def _fetch_spend(self, client: BudgetClient) -> None:
-        span = dt.timedelta(days=1) if self.bucket == "hour" else dt.timedelta(days=7)
-        now = self._now()
+        starts = views.bucket_starts(self.bucket, self.zone_name, self._now())
         report = await client.report(["component"], bucket=self.bucket, timezone=self.zone_name,
-                                     since=now - span, limit=5)
-        title = f"Cost per {self.bucket}, last {'day' if self.bucket == 'hour' else 'week'} (b switches)\n\n"
-        chart = views.spend_chart(report.rows, self.bucket, self.zone)
-        self.query_one("#chart", Static).update(Text(title, style="bold") + chart)
+                                     since=starts[0], limit=5)
+        span = "hour, the last 24 hours" if self.bucket == "hour" else "day, the last 7 days"
+        title = Text(f"Cost per {span}, newest first\n", style="bold")
+        self.query_one("#chart", Static).update(
+            Group(title, views.spend_chart(report.rows, starts, self.bucket, self.zone)))
 
     async def _fetch_top(self, client: BudgetClient) -> None:
         _, month = self._local_starts()
         for dim in ("component", "model"):
             report = await client.report([dim], since=month, order=self.sort)
-            self.top[dim] = report.rows
-            self._fill_top(dim, report.totals.cost_usd)
+            self.query_one(f"#top-{dim}s", FittedTable).show(
+                [views.top_row(r, dim, report.totals.cost_usd) for r in report.rows],
+                columns=views.top_columns(dim, self.sort))
+        self._show_top_title()
 
-    def _fill_top(self, dim: str, total: float) -> None:
-        table = self.query_one(f"#top-{dim}s", DataTable)
-        table.clear()
-        for r in self.top[dim]:
-            table.add_row(r.group.get(dim) or "-", count(r.requests), count(r.tokens), money(r.cost_usd),
-                          f"{r.cost_usd / total:.0%}" if total else "-")
+    def _show_top_title(self) -> None:
+        following = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
+        self.query_one("#top-title", Static).update(
+            Text.assemble("This month, sorted by ", (self.sort, "bold"), f" (s: by {following})"))
 
     async def _fetch_alerts(self, client: BudgetClient) -> None:
         alerts = await client.alerts_list(unacked=self.unacked_only, limit=200)
-        table = self.query_one("#alert-table", DataTable)
-        table.clear()
-        for a in alerts:
-            table.add_row(*views.alert_row(a, self.zone), key=str(a.id))
+        self.query_one("#alert-table", FittedTable).show([views.alert_row(a, self.zone) for a in alerts],
+                                                         keys=[str(a.id) for a in alerts])
 
     async def _fetch_prices(self, client: BudgetClient) -> None:
         result = await client.prices_list(search=self.search or None, limit=300)
-        table = self.query_one("#price-table", DataTable)
-        table.clear()
-        for p in result.prices:
-            table.add_row(*views.price_row(p))
+        self.query_one("#price-table", FittedTable).show([views.price_row(p) for p in result.prices])
+
+    def on_fitted_table_laid(self, message: FittedTable.Laid) -> None:
+        if message.table.id == "price-table":
+            note = f"; {' and '.join(message.hidden)} need a wider terminal" if message.hidden else ""
+            self.query_one("#price-caption", Static).update(f"$ per million tokens{note}")
 
     async def _fetch_usage(self, client: BudgetClient) -> None:
         result = await client.usage_list(limit=USAGE_ROWS)
@@ -310,13 +362,20 @@ class BudgetApp(App[None]):
     def action_show(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
 
+    def action_ask(self) -> None:
+        self.query_one("#ask", Input).focus()
+
+    def action_leave_input(self) -> None:
+        """Out of a box, so the keys are the view's again: the price search hands the focus to its table."""
+        self.set_focus(self.query_one("#price-table") if self.view == "prices" else None)
+
     def action_toggle_bucket(self) -> None:
         self.bucket = "day" if self.bucket == "hour" else "hour"
         self.stale.add("spend")
 
     def action_cycle_sort(self) -> None:
         self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
-        self.notify(f"top consumers by {self.sort}")
+        self._show_top_title()
         self.stale.add("top")
 
     def action_toggle_unacked(self) -> None:
@@ -325,7 +384,6 @@ class BudgetApp(App[None]):
         self.stale.add("alerts")
 
     def action_search(self) -> None:
-        self.action_show("prices")
         self.query_one("#price-search", Input).focus()
 
     def action_refresh(self) -> None:
@@ -335,7 +393,7 @@ class BudgetApp(App[None]):
         self.push_screen(HelpScreen())
 
     async def action_ack(self) -> None:
-        table = self.query_one("#alert-table", DataTable)
+        table = self.query_one("#alert-table", FittedTable)
         if self.client is None or table.row_count == 0:
             return
         row_key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key
@@ -354,20 +412,25 @@ class BudgetApp(App[None]):
             self.stale.add("prices")
 
     def on_input_submitted(self, message: Input.Submitted) -> None:
-        if message.input.id == "ask" and message.value.strip():
-            self.query_one("#answer", Static).update(Text("asking…", style="dim"))
-            self.run_worker(self._ask(message.value.strip()), group="ask", exclusive=True)
+        self.action_leave_input()
+        question = message.value.strip()
+        if message.input.id == "ask" and question:
+            message.input.clear()
+            self.query_one("#answer", Static).update(Text(f"{question}\nasking…", style="dim"))
+            self.run_worker(self._while_open(self._ask(question)), group="ask", exclusive=True)
 
     async def _ask(self, question: str) -> None:
         answer = self.query_one("#answer", Static)
+        asked = Text(question + "\n", style="bold")
         if self.client is None:
-            answer.update(Text("not connected to budgetd", style="red"))
+            answer.update(asked + Text("not connected to budgetd", style="red"))
             return
         try:
             result = await self.client.ask(question)
         except OpError as exc:
-            answer.update(Text(f"{exc.code}: {exc.message}", style="red"))
+            answer.update(asked + Text(f"{exc.code}: {exc.message}", style="red"))
             return
         source = (f"offline, from the ledger's facts ({result.why_offline})" if result.offline
                   else f"{result.model}, {money(result.cost_usd)}")
-        answer.update(Text(result.answer + "\n") + Text(source, style="dim"))
+        answer.update(asked + Text(result.answer + "\n") + Text(source, style="dim"))
+        self.query_one("#overview-scroll").scroll_end(animate=False)

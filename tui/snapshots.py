@@ -7,8 +7,6 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from textual.widgets import Static
-
 from tui.app import BudgetApp
 
 SCREENS = [("1", "overview"), ("2", "spend"), ("3", "top"), ("4", "alerts"), ("5", "prices"), ("6", "usage")]
@@ -19,13 +17,13 @@ async def save_all(socket: str | None, directory: Path, timezone: str | None = N
     app = BudgetApp(socket=socket, timezone=timezone)
     paths = []
     async with app.run_test(size=size) as pilot:
-        for _ in range(150):  # connected and the first fetch shown
-            if str(app.query_one("#gauges", Static).content):
-                break
-            await pilot.pause(0.1)
         for key, name in SCREENS:
             await pilot.press(key)
-            await pilot.pause(1.0)  # one catch-up round fetches the screen's data
+            for _ in range(150):  # connected, and the screen's data fetched and drawn
+                if name in app.loaded:
+                    break
+                await pilot.pause(0.1)
+            await pilot.pause(0.3)
             paths.append(Path(app.save_screenshot(filename=f"tui-{name}.svg", path=str(directory))))
     return paths
 
