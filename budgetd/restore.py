@@ -5,12 +5,11 @@ starting meanwhile; the current ledger is kept aside with its journal, never ove
 """
 
 import datetime as dt
-import os
 import shutil
 from pathlib import Path
 from typing import NamedTuple
 
-from actors.ledger import LedgerError, verify_ledger
+from actors.ledger import LedgerError, install_file, verify_ledger
 from budgetd.daemon import StartupError, lock_data_dir
 
 
@@ -48,7 +47,7 @@ def restore(backup: Path, data_dir: Path) -> Restored:
         # Copied beside, then renamed: a failed copy never leaves a partial ledger.db.
         partial = data_dir / "ledger.db.restoring"
         shutil.copyfile(backup, partial)
-        os.replace(partial, ledger)
+        install_file(partial, ledger)
     finally:
         lock.close()
     return Restored(ledger, version, records, kept)

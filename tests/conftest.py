@@ -223,3 +223,25 @@ def run_cli(*args: str, socket: Path | None = None, timeout: float = 60.0,
     if socket is not None:
         cmd += ["--socket", str(socket)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**_env(), **(env or {})})
+
+
+@pytest.fixture
+def feeds():
+    """Every price feed served on 127.0.0.1 from the fixtures (tests/feeds.py)."""
+    from feeds import FeedServer
+
+    with FeedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def priced(make_daemon, feeds):
+    """A daemon on those feeds, refreshed once from all of them."""
+    from budgetd.client import SyncBudgetClient
+
+    d = make_daemon(feeds.config())
+    with SyncBudgetClient(d.socket) as c:
+        first = c.prices_refresh(timeout=60)
+    assert {s.source for s in first.sources if s.fetched and not s.error} >= {"litellm", "llm_prices", "openrouter"}
+    return d
+

@@ -159,3 +159,9 @@ def openrouter_model(data: dict, model_id: str, context_length: int = 128_000, *
     fixed price)."""
     data["data"].append({"id": model_id, "name": model_id, "context_length": context_length, "pricing": pricing,
                          "top_provider": {"context_length": context_length}, "supported_parameters": []})
+
+
+def report_of(report, source):
+    """A refresh report's row for `source`."""
+    return next(s for s in report.sources if s.source == source)
+

@@ -3,28 +3,9 @@ change a rate other than input and output, walk a price in small steps, add a ke
 model's requests, answer something that is not a snapshot, or break its parser."""
 
 import pytest
-from feeds import FeedServer, Route, litellm_price, llm_prices_price, openrouter_price
+from feeds import Route, report_of, litellm_price, llm_prices_price, openrouter_price
 
 from budgetd.client import SyncBudgetClient
-
-
-@pytest.fixture
-def feeds():
-    with FeedServer() as server:
-        yield server
-
-
-@pytest.fixture
-def priced(make_daemon, feeds):
-    d = make_daemon(feeds.config())
-    with SyncBudgetClient(d.socket) as c:
-        first = c.prices_refresh(timeout=60)
-    assert {s.source for s in first.sources if s.fetched and not s.error} >= {"litellm", "llm_prices", "openrouter"}
-    return d
-
-
-def report_of(report, source):
-    return next(s for s in report.sources if s.source == source)
 
 
 def status_of(client, source):

@@ -2,28 +2,9 @@
 
 import pytest
 from conftest import run_cli
-from feeds import FeedServer, Route, litellm_price, llm_prices_price
+from feeds import Route, report_of, litellm_price, llm_prices_price
 
 from budgetd.client import BudgetError, SyncBudgetClient
-
-
-@pytest.fixture
-def feeds():
-    with FeedServer() as server:
-        yield server
-
-
-@pytest.fixture
-def priced(make_daemon, feeds):
-    d = make_daemon(feeds.config())
-    with SyncBudgetClient(d.socket) as c:
-        first = c.prices_refresh(timeout=60)
-    assert {s.source for s in first.sources if s.fetched and not s.error} >= {"litellm", "llm_prices", "openrouter"}
-    return d
-
-
-def report_of(report, source):
-    return next(s for s in report.sources if s.source == source)
 
 
 def test_a_moderate_rise_in_the_primary_is_applied(priced, feeds):

@@ -49,6 +49,7 @@ from actors.ledger.sqlite import (  # noqa: F401
     MIGRATIONS,
     SCHEMA_VERSION,
     LedgerError,
+    install_file,
     SqliteReadStore,
     SqliteStore,
     open_writer,

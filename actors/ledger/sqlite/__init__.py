@@ -6,6 +6,7 @@ from actors.ledger.sqlite.schema import (  # noqa: F401
     MIGRATIONS,
     SCHEMA_VERSION,
     LedgerError,
+    install_file,
     open_writer,
     verify_ledger,
 )

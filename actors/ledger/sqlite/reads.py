@@ -1,7 +1,6 @@
 """The SQLite store's reader side: a read-only aiosqlite connection of its own, so long reads never
 stall the writer. Reports read the rollups where they cover the range."""
 
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import msgspec
 from actors.ledger.messages import CallExtremes, ListAlerts, ListUsage
 from actors.ledger.report_plan import SUMS, Piece, ReportQuery, accumulate, arrange, buckets, plan
 from actors.ledger.sqlite.rollups import ROLLUP_DIMS
-from actors.ledger.sqlite.schema import check_integrity, open_reader
+from actors.ledger.sqlite.schema import check_integrity, install_file, open_reader
 from actors.ledger.sqlite.writes import conditions
 from budgetd.model import Alert, ReportRow, Totals, UsageRecord, usd
 from budgetd.periods import HOUR_US, from_us
@@ -99,7 +98,7 @@ class SqliteReadStore:
                 partial.unlink(missing_ok=True)
             raise
         await anyio.to_thread.run_sync(target.close)
-        await anyio.to_thread.run_sync(_install, partial, dest)
+        await anyio.to_thread.run_sync(install_file, partial, dest)
         return dest.stat().st_size, records
 
     async def call_extremes(self, q: CallExtremes) -> tuple[list[UsageRecord], dict[str, int]]:
@@ -133,21 +132,6 @@ def _verify_copy(db: sqlite3.Connection, path: Path) -> int:
     check_integrity(db, path)
     db.commit()
     return db.execute("SELECT count(*) FROM usage").fetchone()[0]
-
-
-def _install(partial: Path, dest: Path) -> None:
-    """Durably replace `dest` with `partial`."""
-    fd = os.open(partial, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(partial, dest)
-    dir_fd = os.open(dest.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 _TIME = {"month": "month", "week": "week", "day": "day", "hour": "hour", "raw": "ts"}

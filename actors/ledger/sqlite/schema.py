@@ -217,13 +217,19 @@ def _create(path: Path) -> None:
             raise LedgerError(f"the disk holding {path} is full; free some space and start budgetd again") from None
         raise
     db.close()
+    install_file(partial, path)
+
+
+def install_file(partial: Path, dest: Path) -> None:
+    """Durably put the complete file `partial` in place of `dest`: its bytes, then the rename, are on disk
+    before this returns (a crash leaves the old file or the new one, never a part)."""
     fd = os.open(partial, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(partial, path)
-    directory = os.open(path.parent, os.O_RDONLY)
+    os.replace(partial, dest)
+    directory = os.open(dest.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
