@@ -93,8 +93,10 @@ class Daemon:
         return env
 
     def now(self) -> dt.datetime:
-        """The daemon's wall clock as this process sees it (up to the start-up delay): `clock` at the first
-        start, running on from there across restarts, like a real machine's."""
+        """The daemon's wall clock as this process sees it: `clock` at the first start, running on from there
+        across restarts, like a real machine's. Once the daemon answers it is anchored to the daemon's own
+        `now`, so it may lag the daemon by one round trip but is never ahead of it (the daemon's clock starts
+        when its process has imported, seconds after the spawn on a loaded machine)."""
         if self.clock is None:
             return dt.datetime.now(dt.timezone.utc)
         if self._origin is None:
@@ -115,11 +117,19 @@ class Daemon:
                 raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()}")
             try:
                 if self.request({"op": "ping", "id": 0})["ok"] and self._http_up():
+                    self._anchor_clock()
                     return
             except OSError:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"daemon not ready in {timeout}s:\n{self.log.read_text()}")
+
+    def _anchor_clock(self) -> None:
+        if self.clock is None:
+            return
+        answer = self.request({"op": "status", "id": 0})
+        self.clock = dt.datetime.fromisoformat(answer["result"]["daemon"]["now"].replace("Z", "+00:00"))
+        self._origin = time.monotonic()
 
     def _http_up(self) -> bool:
         if self.http_port is None:

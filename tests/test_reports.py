@@ -305,8 +305,8 @@ def test_bad_reports_get_clear_errors_on_every_door(ledger):
     assert out.returncode == 1 and "unknown time zone" in out.stderr and "Traceback" not in out.stderr
     out = run_cli("report", "--since", "last tuesday", socket=d.socket)
     assert out.returncode == 2 and "--since" in out.stderr and "7d" in out.stderr
-    out = run_cli("report", "--by", "colour", socket=d.socket)
-    assert out.returncode == 1 and "group_by" in out.stderr
+    out = run_cli("report", "--by", "colour", socket=d.socket)  # a usage error, caught before asking the daemon
+    assert out.returncode == 2 and "--by: 'colour' is not a dim" in out.stderr and "component" in out.stderr
 
 
 def test_cli_report_csv_json_and_table_agree_with_the_ledger(ledger):
