@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # The lock constrains every install, the isolated build of our own package included.
 PIP    := PIP_CONSTRAINT=$(CURDIR)/$(LOCK) PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip
 
-.PHONY: run test bench soak lock clean
+.PHONY: run test bench soak readme lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python -m tests.soak $(ARGS)
+
+# Run the README's `$ budget ...` examples against a daemon of their own and write what they print
+# under them (tests/test_readme_examples.py fails when the README differs).
+readme: $(STAMP)
+	$(BIN)/python docs/examples.py
 
 # Resolve the newest versions pyproject.toml allows, in a fresh environment, and write them to the lock.
 # Then run `make test` (it reinstalls from the new lock) before committing the lock.
