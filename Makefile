@@ -19,11 +19,13 @@ $(STAMP): pyproject.toml $(LOCK)
 run: $(STAMP)
 	$(BIN)/budget daemon $(ARGS)
 
-# Coverage data goes to a directory of this run's own, so two suites can run at once; the summary
-# is printed whether the tests passed or not, and the exit status is pytest's.
+# Two workers (most tests wait on daemon processes, so two keep both cores busy). Coverage data goes
+# to a directory of this run's own, so two suites can run at once; the summary is printed whether the
+# tests passed or not, and the exit status is pytest's.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	@data=$$(mktemp -d); \
-	COVERAGE_FILE=$$data/.coverage $(BIN)/python -m coverage run -m pytest -q $(PYTEST_ARGS); status=$$?; \
+	COVERAGE_FILE=$$data/.coverage $(BIN)/python -m coverage run -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS); status=$$?; \
 	COVERAGE_FILE=$$data/.coverage $(BIN)/python -m coverage combine -q $$data >/dev/null 2>&1; \
 	COVERAGE_FILE=$$data/.coverage $(BIN)/python -m coverage report --skip-covered --sort=cover | tail -n 25; \
 	rm -rf $$data; exit $$status
