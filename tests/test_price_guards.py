@@ -80,6 +80,7 @@ def test_a_walk_of_small_cuts_is_held_once_it_drifts_past_the_limit_across_a_res
     priced.stop()
     priced.start()  # the last confirmed price (2.5) comes back from the ledger
     with SyncBudgetClient(priced.socket) as c:
+        c.prices_refresh(timeout=60)  # the refresh a start begins is over: it must not see the next cut first
         for cut in cuts[1:]:
             litellm_price(data, "gpt-4o", input_per_token=cut)
             feeds.publish("litellm", data)
