@@ -146,7 +146,9 @@ async def write_all(socket, usages: list[dict]) -> list[dict]:
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory):
     """A daemon with a day rollup for Berlin (New York and Kolkata have none) and ~2,700 records."""
-    d = Daemon(tmp_path_factory.mktemp("reports"), '[reports]\ntimezones = ["Europe/Berlin"]\n', http=True)
+    # its clock after the spans, whatever the day: records may not be later than the daemon's now
+    d = Daemon(tmp_path_factory.mktemp("reports"), '[reports]\ntimezones = ["Europe/Berlin"]\n', http=True,
+               clock="2026-11-20T12:00:00Z")
     d.start()
     rng = random.Random(7)
     times = [random_ts(rng) for _ in range(2_500)] + edge_times()
@@ -383,7 +385,7 @@ def test_usage_pages_are_stable_while_records_arrive(ledger):
     anyio.run(main)
     for _ in range(300):
         records.append({"component": "writer", "model": "gpt-4o", "provider": "openai", "tier": "midweight",
-                        "context_id": None, "task_type": None, "ts": dt.datetime.now(UTC), "input_tokens": 1,
+                        "context_id": None, "task_type": None, "ts": d.now(), "input_tokens": 1,
                         "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
                         "cost_nanos": 1_000_000})
 
