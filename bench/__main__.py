@@ -4,6 +4,8 @@ Each figure is the median of several runs (`--runs`, default 5) and is printed
 with its baseline and the ratio between them:
 
 - ping / record round trip p50, p99   vs a bare anyio+msgspec echo server (the floor)
+- check and reserve at 10 matching budgets   vs the echo; a denied check (which looks for a cheaper model
+  over the whole book)   vs an allowed one
 - durable record throughput at 1, 8, 64 connections   vs raw aiosqlite group commit
 - per-record cost   vs litellm's BudgetManager.update_cost
 - `budget status` wall time   vs a bare `python -c pass`
@@ -35,6 +37,9 @@ RECORD = (b'{"op":"record","id":%d,"idempotency_key":"k%d","usage":{"component":
 PING = b'{"op":"ping","id":%d}\n'
 ESTIMATE = b'"estimate":{"component":"bench","model":"gpt-4o","input_tokens":1000,"max_output_tokens":500}'
 CHECK = b'{"op":"check","id":%d,' + ESTIMATE + b'}\n'
+# Denied checks, whose decision searches the whole book for a cheaper model that fits (see refusing_budgets).
+REFUSED = CHECK.replace(b'"component":"bench"', b'"component":"bench-refused"')
+DOWNGRADED = CHECK.replace(b'"component":"bench"', b'"component":"bench-suggested"')
 RESERVE = b'{"op":"reserve","id":%d,"idempotency_key":"r%d","ttl_s":60,' + ESTIMATE + b'}\n'
 COMMIT = (b'{"op":"commit","id":%d,"reservation_id":"%s","usage":{"component":"bench","model":"gpt-4o",'
           b'"input_tokens":1000,"output_tokens":400}}\n')
@@ -52,6 +57,18 @@ def define_budgets(path: Path, n: int = 10) -> None:
             client.budget_set(name=f"bench-{i}", period=periods[i % 5], timezone="Europe/Berlin",
                               limit_usd=1e8, limit_tokens=10**12, policy=["warn", "soft", "hard"][i % 3],
                               scope=scopes[i % len(scopes)])
+
+
+def refusing_budgets(path: Path) -> None:
+    """Hard budgets that deny REFUSED with nothing cheaper fitting (no headroom), and DOWNGRADED's gpt-4o
+    alone (a cheaper model of its tier fits)."""
+    from budgetd.client import SyncBudgetClient
+
+    with SyncBudgetClient(path) as client:
+        client.budget_set(name="bench-refused", period="daily", limit_usd=0.0, policy="hard",
+                          scope={"component": "bench-refused"})
+        client.budget_set(name="bench-no-gpt-4o", period="daily", limit_usd=0.0, policy="hard",
+                          scope={"component": "bench-suggested", "model": "gpt-4o"})
 
 
 def _frame(template: bytes, i: int) -> bytes:
@@ -423,6 +440,16 @@ def main() -> None:
         add("check p99 (10 budgets)", p99(adm["check"]), "echo p99", p99(adm["echo"]), "us", False)
         add("reserve p50 (10 budgets)", p50(adm["reserve"]), "echo p50", p50(adm["echo"]), "us", False)
         add("reserve p99 (10 budgets)", p99(adm["reserve"]), "echo p99", p99(adm["echo"]), "us", False)
+        refusing_budgets(sock)
+        denied = {k: [] for k in ("allowed", "refused", "downgraded")}
+        for _ in range(args.runs):
+            denied["allowed"].append(socket_latency(sock, CHECK, args.n // 3))
+            denied["refused"].append(socket_latency(sock, REFUSED, args.n // 3))
+            denied["downgraded"].append(socket_latency(sock, DOWNGRADED, args.n // 3))
+        add("check p50 denied, nothing fits", p50(denied["refused"]), "allowed check p50", p50(denied["allowed"]),
+            "us", False)
+        add("check p50 denied, suggestion", p50(denied["downgraded"]), "allowed check p50", p50(denied["allowed"]),
+            "us", False)
         pairs = [throughput(reserve_commit(sock), 64, args.seconds) for _ in range(args.runs)]
         add("reserve+commit/s, 64 conn", med(pairs), "sqlite group commit", med(floor), "/s", True)
         records_with_budgets = [throughput(over_socket(sock, RECORD), 64, args.seconds) for _ in range(args.runs)]

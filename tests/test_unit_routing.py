@@ -8,7 +8,7 @@ import pytest
 
 from actors.allocator.admission import Admission, AdmissionRules
 from actors.allocator.budgets import Budget, Budgets
-from actors.allocator.routing import rank, route, suggest
+from actors.allocator.routing import Candidates, rank, route, suggest
 from budgetd.clock import Clock
 from budgetd.model import BudgetSpec, Estimate, Need, PriceEntry, Scope
 from budgetd.pricing import PriceBook, TierRules, UnpricedPolicy
@@ -158,11 +158,11 @@ def test_a_denied_request_is_offered_the_cheapest_capable_model_that_fits():
     a = admission(hard("big-cap", cost("big") - 1, model="big"))
     denied = a.assess(est("big"))
     assert denied.action == "deny"
-    s = suggest(a, est("big"), denied, a.book.chat_models())
+    s = suggest(a, est("big"), denied, Candidates(a.book, a.book.chat_models()))
     assert (s.model, s.tier, s.estimated_cost_usd) == ("big2", "heavyweight", cost("big2") / 1e9)
     a = admission(hard("cap", 1_000_000))
     denied = a.assess(est("big"))
-    s = suggest(a, est("big"), denied, a.book.chat_models())
+    s = suggest(a, est("big"), denied, Candidates(a.book, a.book.chat_models()))
     assert (s.model, s.estimated_cost_usd) == ("small", cost("small") / 1e9)
     assert s.estimated_cost_usd * 1e9 < denied.cost_nanos
 
@@ -172,10 +172,10 @@ def test_no_suggestion_when_nothing_cheaper_fits():
     under a limit nothing fits, nothing is suggested either."""
     a = admission(hard("tiny-cap", cost("tiny") - 1, model="tiny"))
     denied = a.assess(est("tiny"))
-    assert denied.action == "deny" and suggest(a, est("tiny"), denied, a.book.chat_models()) is None
+    assert denied.action == "deny" and suggest(a, est("tiny"), denied, Candidates(a.book, a.book.chat_models())) is None
     a = admission(hard("cap", cost("tiny") - 1))
     denied = a.assess(est("big"))
-    assert suggest(a, est("big"), denied, a.book.chat_models()) is None
+    assert suggest(a, est("big"), denied, Candidates(a.book, a.book.chat_models())) is None
 
 
 def test_an_unpriced_request_is_offered_a_cheaper_priced_model():
@@ -184,5 +184,5 @@ def test_an_unpriced_request_is_offered_a_cheaper_priced_model():
     a = admission(hard("cap", 20_000_000))
     denied = a.assess(est("mystery"))
     assert denied.cost_nanos == 1000 * 15_000 + 500 * 75_000 and denied.action == "deny"
-    s = suggest(a, est("mystery"), denied, a.book.chat_models())
+    s = suggest(a, est("mystery"), denied, Candidates(a.book, a.book.chat_models()))
     assert (s.model, s.estimated_cost_usd) == ("big2", cost("big2") / 1e9)

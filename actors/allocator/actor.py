@@ -123,6 +123,7 @@ class Allocator(Actor):
         self._unsettled: dict[int, _Pending] = {}  # what to undo when the ledger says a write was not applied
         self._write_ids = itertools.count(1)
         self._chat: list[PriceEntry] | None = None
+        self._candidates: routing.Candidates | None = None  # of the current book, built on its first denial
         self.handlers: dict[type, Callable[[Any], Any]] = {
             RecordUsage: self._record,
             ReserveMsg: self._reserve,
@@ -151,6 +152,11 @@ class Allocator(Actor):
         if self._chat is None:
             self._chat = self.book.chat_models()
         return self._chat
+
+    def candidates(self) -> routing.Candidates:
+        if self._candidates is None:
+            self._candidates = routing.Candidates(self.book, self.chat_models())
+        return self._candidates
 
     # -- life ---------------------------------------------------------------------
 
@@ -208,7 +214,7 @@ class Allocator(Actor):
 
     def _new_book(self, message: NewBook) -> None:
         self.admission.book = message.book
-        self._chat = None
+        self._chat = self._candidates = None
 
     # -- budgets --------------------------------------------------------------------
 
@@ -308,7 +314,7 @@ class Allocator(Actor):
         action = a.action
         suggestion = None
         if action in ("downgrade", "deny") and a.reasons:
-            suggestion = routing.suggest(self.admission, est, a, self.chat_models())
+            suggestion = routing.suggest(self.admission, est, a, self.candidates())
             if action == "downgrade" and suggestion is None:
                 action = "warn"
                 a.reasons.append("no cheaper model with the same capabilities fits; proceed with care")

@@ -146,6 +146,16 @@ class Admission:
                 action = verdict
         return Assessment(action, reasons, matches, cost, tokens, p.entry, p.attrs, close)
 
+    def allows(self, attrs: Attrs, cost: int, tokens: int, priority: int) -> bool:
+        """Whether every budget lets a request with these attributes through without a denial or a
+        downgrade: `weigh`'s verdict without its reasons (a suggestion asks this of many models)."""
+        now = self.clock.now_us()
+        for budget, key in self.budgets.matching(attrs):
+            if not budget.fits(budget.peek(key, budget.window_at(now)), cost, tokens) and \
+                    verdict(budget, priority) in ("deny", "downgrade"):
+                return False
+        return True
+
 
 def over(budget: Budget, key: tuple[str, ...], counter: Counter, cost: int, tokens: int,
          priority: int) -> tuple[str, str]:
@@ -161,15 +171,24 @@ def over(budget: Budget, key: tuple[str, ...], counter: Counter, cost: int, toke
         parts.append(f"{counter.spent_tokens:,} + {counter.reserved_tokens:,} reserved + {tokens:,} estimated "
                      f"tokens > {limit_tokens:,}")
     text = f"budget {budget.name}{where}: {'; '.join(parts)} ({policy})"
+    action = verdict(budget, priority)
+    if action == "warn" and policy == "hard":
+        text += "; critical request bypasses the hard limit"
+    return action, text
+
+
+def verdict(budget: Budget, priority: int) -> str:
+    """What `budget`'s policy does with a request that does not fit."""
+    policy = budget.spec.policy
     if policy == "ignore":
-        return "allow", text
+        return "allow"
     if policy == "warn":
-        return "warn", text
+        return "warn"
     if policy == "soft":
-        return "downgrade", text
+        return "downgrade"
     if priority >= 10 and budget.spec.critical_bypass:
-        return "warn", text + "; critical request bypasses the hard limit"
-    return "deny", text
+        return "warn"
+    return "deny"
 
 
 def decision(a: Assessment, action: str, suggestion: Suggestion | None = None, **hold: Any) -> Decision:

@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from actors.allocator.admission import Admission, Assessment
+from actors.allocator.admission import Admission, Assessment, verdict
 from budgetd.model import (
     FUNCTIONAL_CAPABILITIES,
     TIER_RANK,
@@ -16,6 +16,7 @@ from budgetd.model import (
     canonical_tier,
     usd,
 )
+from budgetd.pricing import ATTO_PER_NANO, Billed, PriceBook, RateCard, Rates, cost_nanos
 from budgetd.protocol import OpError, RouteResult
 
 ALTERNATIVES_SHOWN = 10
@@ -103,12 +104,158 @@ def route(admission: Admission, est: Estimate, candidates: list[str] | None, nee
     return RouteResult(choice=choice.entry.model, decision=None, alternatives=alternatives, **unpriced), chosen
 
 
-def suggest(admission: Admission, est: Estimate, a: Assessment, chat_models: list[PriceEntry]) -> Suggestion | None:
-    """The best cheaper model with the same functional capabilities that fits every budget."""
-    caps = sorted(FUNCTIONAL_CAPABILITIES & set(a.entry.capabilities)) if a.entry else []
-    tier = a.attrs.get("tier") or "heavyweight"
-    for r in rank(admission, est, chat_models, Need(capabilities=caps), tier, a.attrs.get("model")):
-        if r.fits and r.cost_nanos < a.cost_nanos and r.entry.model != a.attrs.get("model"):
-            return Suggestion(model=r.entry.model, provider=r.entry.provider, tier=r.entry.tier,
-                              estimated_cost_usd=usd(r.cost_nanos))
+# -- the suggestion of a denial --------------------------------------------------------------------
+
+# The dims a candidate model changes in a request's attributes: a budget scoped on none of them covers every
+# candidate with the same counter.
+_MODEL_DIMS = frozenset({"model", "provider", "tier"})
+
+
+class Candidate(NamedTuple):
+    """A chat model as a suggestion weighs it: what budgets see of it, its card, and its lowest rates."""
+
+    entry: PriceEntry  # as the book lists it (what a suggestion names)
+    priced_as: PriceEntry  # the entry its price comes from
+    model: str  # the price key (budget scopes match on it)
+    provider: str | None
+    tier: str
+    capabilities: frozenset[str]
+    card: RateCard
+    floor: Rates  # each kind's lowest rate in any band, service tier or off-peak state: no call costs less
+
+
+def _floor(card: RateCard) -> Rates:
+    if card.table is None:
+        return card.base
+    every = [rates for bands in card.table.bands.values() for rates in bands]
+    return Rates(*(min(column) for column in zip(*every)))
+
+
+class _Axis(NamedTuple):
+    """A tier's models with some capabilities, lowest rate of one kind (input or output) first."""
+
+    models: list[Candidate]
+    rates: list[int]  # that lowest rate of each, ascending
+
+
+class Candidates:
+    """The chat models a denial may suggest, built once per price book and kept by tier and capabilities,
+    each group in two orders (lowest input rate first, lowest output rate first): a suggestion walks the
+    order its request is dearest in and stops as soon as no model further on can be cheaper than one that
+    fits, instead of pricing the whole book."""
+
+    def __init__(self, book: PriceBook, chat_models: list[PriceEntry]) -> None:
+        self.book = book
+        self._by_tier: dict[int, list[Candidate]] = {}
+        for entry in chat_models:
+            resolved = book.resolve(entry.model, entry.provider)
+            if resolved is None:
+                continue
+            priced_as, card = resolved
+            self._by_tier.setdefault(TIER_RANK.get(entry.tier or "heavyweight", 2), []).append(Candidate(
+                entry, priced_as, priced_as.model, entry.provider or priced_as.provider, priced_as.tier or "heavyweight",
+                frozenset(entry.capabilities), card, _floor(card)))
+        # lowest rates are lower bounds of a cost only when no rate or fee is negative (the schema allows none)
+        self.bounded = all(min(c.floor) >= 0 and (c.card.fees is None or min(c.card.fees.web_search,
+                                                                          c.card.fees.request) >= 0)
+                           for group in self._by_tier.values() for c in group)
+        self._groups: dict[tuple[int, frozenset[str], str], _Axis] = {}
+
+    def axis(self, rank: int, capabilities: frozenset[str], kind: str) -> _Axis:
+        """The tier's models having `capabilities`, by their lowest `kind` ("input" or "output") rate."""
+        slot = (rank, capabilities, kind)
+        found = self._groups.get(slot)
+        if found is None:
+            models = sorted((c for c in self._by_tier.get(rank, ()) if capabilities <= c.capabilities),
+                            key=lambda c: (getattr(c.floor, kind), c.entry.model))
+            found = self._groups[slot] = _Axis(models, [getattr(c.floor, kind) for c in models])
+        return found
+
+
+def _tier_order(base_rank: int) -> list[int]:
+    """The tiers a suggestion looks in: the request's own, then lower ones nearest first, then higher ones."""
+    ranks = sorted(set(TIER_RANK.values()))
+    return [base_rank, *(r for r in reversed(ranks) if r < base_rank), *(r for r in ranks if r > base_rank)]
+
+
+def _headroom_nanos(a: Assessment, priority: int) -> int | None:
+    """The most any candidate may cost by the budgets that cover every candidate alike (scoped on no
+    model, provider or tier) and would refuse one that does not fit; None when no such budget has a
+    dollar limit."""
+    room = None
+    for m in a.matches:
+        budget = m.budget
+        scoped = {dim for dim, _ in budget.exact} | set(budget.star)
+        if scoped & _MODEL_DIMS or budget.limit_nanos is None or verdict(budget, priority) not in ("deny", "downgrade"):
+            continue
+        left = budget.limit_nanos - m.counter.spent_nanos - m.counter.reserved_nanos
+        room = left if room is None else min(room, left)
+    return room
+
+
+def suggest(admission: Admission, est: Estimate, a: Assessment, candidates: Candidates) -> Suggestion | None:
+    """The best cheaper model with the same functional capabilities that fits every budget: in the request's
+    tier the cheapest (then by name), else in the nearest lower tier, else the nearest higher one (`rank`'s
+    order).
+
+    Exact, and short. The bound: cheaper than the request and within the headroom every candidate shares.
+    In each tier the models are walked by their lowest rate of the kind the request has most of: `n` tokens
+    of it cost a model at least `n` times that rate, and every later model more, so the walk ends where that
+    alone reaches the bound or the cheapest model found to fit. A model is priced only when its lowest rates
+    of every kind leave it below both, and weighed against the budgets only when it is cheaper than that
+    best fit."""
+    requested = a.attrs.get("model")
+    caps = frozenset(FUNCTIONAL_CAPABILITIES & set(a.entry.capabilities)) if a.entry else frozenset()
+    bound = a.cost_nanos  # a suggestion costs less than this
+    room = _headroom_nanos(a, est.priority)
+    if room is not None:
+        bound = min(bound, room + 1)
+    if bound <= 0:
+        return None
+    rules = admission.rules
+    cache_read = est.cache_read_tokens or 0
+    audio_in = min(est.audio_input_tokens, est.input_tokens)
+    input_tokens = est.input_tokens - audio_in  # at the input rate
+    # the output is only known per model when the estimate leaves it open: each model gives at least this much
+    fewest_output = est.max_output_tokens if est.max_output_tokens is not None else min(1, rules.default_output_tokens)
+    kind, tokens = ("input", input_tokens) if input_tokens >= fewest_output else ("output", fewest_output)
+    bounded = candidates.bounded  # else no lower bound: every model is priced
+    now = admission.clock.now_us()
+    attrs = dict(a.attrs)
+    for rank in _tier_order(TIER_RANK.get(a.attrs.get("tier") or "heavyweight", 2)):
+        axis = candidates.axis(rank, caps, kind)
+        best: tuple[int, str, Candidate] | None = None  # the cheapest model found to fit
+        # a model costs `floor` or more only if its cost in atto-dollars is at least `floor * ATTO_PER_NANO`
+        ceiling_atto = bound * ATTO_PER_NANO
+        for c, rate in zip(axis.models, axis.rates):
+            if bounded and tokens * rate >= ceiling_atto:
+                break  # this model and every later one cost at least the bound, or more than the best fit
+            if c.entry.model == requested:
+                continue
+            max_out = est.max_output_tokens
+            if max_out is None:
+                max_out = min(c.priced_as.max_output_tokens or rules.default_output_tokens, rules.default_output_tokens)
+            window = c.entry.max_input_tokens
+            if window is not None and est.input_tokens + cache_read + max_out > window:
+                continue
+            f = c.floor
+            if bounded and (input_tokens * f.input + audio_in * f.audio_input + cache_read * f.cache_read
+                            + est.cache_write_tokens * f.cache_write + est.cache_write_1h_tokens * f.cache_write_1h
+                            + max_out * f.output) >= ceiling_atto:
+                continue
+            billed = Billed(est.input_tokens, max_out, cache_read, est.cache_write_tokens, est.cache_write_1h_tokens,
+                            audio_input=est.audio_input_tokens, web_searches=est.web_search_requests,
+                            service_tier=est.service_tier)
+            cost = cost_nanos(c.card, billed, now)
+            if cost >= bound or (best is not None and (cost, c.entry.model) >= best[:2]):
+                continue
+            attrs.update(model=c.model, provider=c.provider, tier=c.tier)
+            if admission.allows(attrs, cost, billed.tokens, est.priority):
+                best = (cost, c.entry.model, c)
+                # a model costs at most `best` only below (best + 1) nano-dollars, rounded: below this many atto
+                ceiling_atto = min(ceiling_atto, cost * ATTO_PER_NANO + ATTO_PER_NANO // 2 + 1)
+        if best is not None:
+            cost, _, chosen = best
+            return Suggestion(model=chosen.entry.model, provider=chosen.entry.provider, tier=chosen.entry.tier,
+                              estimated_cost_usd=usd(cost))
     return None
