@@ -145,7 +145,6 @@ class Candidates:
     fits, instead of pricing the whole book."""
 
     def __init__(self, book: PriceBook, chat_models: list[PriceEntry]) -> None:
-        self.book = book
         self._by_tier: dict[int, list[Candidate]] = {}
         for entry in chat_models:
             resolved = book.resolve(entry.model, entry.provider)
@@ -225,7 +224,7 @@ def suggest(admission: Admission, est: Estimate, a: Assessment, candidates: Cand
     for rank in _tier_order(TIER_RANK.get(a.attrs.get("tier") or "heavyweight", 2)):
         axis = candidates.axis(rank, caps, kind)
         best: tuple[int, str, Candidate] | None = None  # the cheapest model found to fit
-        # a model costs `floor` or more only if its cost in atto-dollars is at least `floor * ATTO_PER_NANO`
+        # a model whose cost reaches this many atto-dollars is no candidate (it rounds to the bound or more)
         ceiling_atto = bound * ATTO_PER_NANO
         for c, rate in zip(axis.models, axis.rates):
             if bounded and tokens * rate >= ceiling_atto:
@@ -252,7 +251,7 @@ def suggest(admission: Admission, est: Estimate, a: Assessment, candidates: Cand
             attrs.update(model=c.model, provider=c.provider, tier=c.tier)
             if admission.allows(attrs, cost, billed.tokens, est.priority):
                 best = (cost, c.entry.model, c)
-                # a model costs at most `best` only below (best + 1) nano-dollars, rounded: below this many atto
+                # from here on only a model that rounds to at most `best`'s cost can take its place
                 ceiling_atto = min(ceiling_atto, cost * ATTO_PER_NANO + ATTO_PER_NANO // 2 + 1)
         if best is not None:
             cost, _, chosen = best
