@@ -51,7 +51,7 @@ from budgetd.client import DaemonUnavailable, SyncBudgetClient  # noqa: E402
 from budgetd.clock import Clock  # noqa: E402
 from budgetd.demo import HABITS, WEIGHTS, Habit  # noqa: E402
 from feeds import FeedServer  # noqa: E402
-from test_migration import RHETOR_SCHEMA  # noqa: E402
+from test_migration import APOLLO_POLICIES, RHETOR_SCHEMA  # noqa: E402
 
 README = ROOT / "README.md"
 UTC = dt.timezone.utc
@@ -294,15 +294,7 @@ def write_migration_sources(home: Path) -> None:
     db.close()
     apollo = home / ".tekton" / "data" / "apollo" / "budget_data" / "budget_policies.json"
     apollo.parent.mkdir(parents=True)
-    apollo.write_text(json.dumps([
-        {"policy_id": "a1", "type": "hard_limit", "period": "daily", "tier": "remote_heavyweight", "limit": 1000000,
-         "component": None, "task_type": None, "warning_threshold": 0.8, "action_threshold": 0.95,
-         "start_date": "2026-01-01T00:00:00", "end_date": None, "enabled": True, "metadata": {}},
-        {"policy_id": "a2", "type": "warn", "period": "per_session", "tier": "local_midweight", "limit": 16000,
-         "component": "apollo", "start_date": "2026-01-01T00:00:00"},
-        {"policy_id": "old", "type": "warn", "period": "hourly", "tier": "local_lightweight", "limit": 5,
-         "end_date": "2020-01-01T00:00:00"},
-    ], indent=2))
+    apollo.write_text(json.dumps(APOLLO_POLICIES, indent=2))
 
 
 # -- the README ------------------------------------------------------------------------------------

@@ -182,16 +182,22 @@ def test_rhetor_import_is_idempotent_with_a_dry_run_and_reasons(daemon, tmp_path
         assert c.budget_get("rhetor-monthly-anthropic").budget.scope.provider == "anthropic"
 
 
+#: Apollo's policy file as Apollo writes it: a policy, one per session, one that has ended (README's example too).
+APOLLO_POLICIES = [
+    {"policy_id": "a1", "type": "hard_limit", "period": "daily", "tier": "remote_heavyweight", "limit": 1000000,
+     "component": None, "task_type": None, "warning_threshold": 0.8, "action_threshold": 0.95,
+     "start_date": "2026-01-01T00:00:00", "end_date": None, "enabled": True, "metadata": {}},
+    {"policy_id": "a2", "type": "warn", "period": "per_session", "tier": "local_midweight", "limit": 16000,
+     "component": "apollo", "start_date": "2026-01-01T00:00:00"},
+    {"policy_id": "old", "type": "warn", "period": "hourly", "tier": "local_lightweight", "limit": 5,
+     "end_date": "2020-01-01T00:00:00"},
+]
+
+
 def test_apollo_import_is_idempotent_with_a_dry_run_and_reasons(daemon, tmp_path):
     path = tmp_path / "budget_policies.json"
     policies = [
-        {"policy_id": "a1", "type": "hard_limit", "period": "daily", "tier": "remote_heavyweight", "limit": 1000000,
-         "component": None, "task_type": None, "warning_threshold": 0.8, "action_threshold": 0.95,
-         "start_date": "2026-01-01T00:00:00", "end_date": None, "enabled": True, "metadata": {}},
-        {"policy_id": "a2", "type": "warn", "period": "per_session", "tier": "local_midweight", "limit": 16000,
-         "component": "apollo", "start_date": "2026-01-01T00:00:00"},
-        {"policy_id": "old", "type": "warn", "period": "hourly", "tier": "local_lightweight", "limit": 5,
-         "end_date": "2020-01-01T00:00:00"},
+        *APOLLO_POLICIES,
         {"policy_id": "bad", "type": "sometimes", "period": "daily", "tier": "local_lightweight", "limit": 5},
         {"policy_id": "nolimit", "type": "warn", "period": "daily", "tier": "local_lightweight"},
     ]
