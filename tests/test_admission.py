@@ -254,15 +254,17 @@ def test_critical_bypass_only_where_allowed(daemon):
 
 def test_holds_expire_and_idempotent_reserve(daemon):
     with SyncBudgetClient(daemon.socket) as c:
-        c.budget_set(name="g", period="daily", limit_usd=1.0, policy="hard")
-        first = c.reserve(ttl_s=0.3, idempotency_key="res-1", **HOLD)
-        again = c.reserve(ttl_s=0.3, idempotency_key="res-1", **HOLD)
+        # a total budget: the hold is seen in the same window even when the test runs across midnight; a ttl
+        # that outlasts the steps before its check on a loaded machine
+        c.budget_set(name="g", period="total", limit_usd=1.0, policy="hard")
+        first = c.reserve(ttl_s=1.5, idempotency_key="res-1", **HOLD)
+        again = c.reserve(ttl_s=1.5, idempotency_key="res-1", **HOLD)
         assert again.duplicate and again.reservation_id == first.reservation_id
         with pytest.raises(BudgetError) as info:
-            c.reserve(ttl_s=0.3, idempotency_key="res-1", component="load", model="gpt-4o", input_tokens=1)
+            c.reserve(ttl_s=1.5, idempotency_key="res-1", component="load", model="gpt-4o", input_tokens=1)
         assert info.value.code == "idempotency_conflict"
         assert nanos(c.budget_get("g").states[0].reserved_usd) == HOLD_NANOS
-        time.sleep(1.6)
+        time.sleep(2.8)
         assert c.budget_get("g").states[0].reserved_usd == 0
         assert c.release(first.reservation_id) is False
 
