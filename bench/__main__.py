@@ -59,6 +59,17 @@ def define_budgets(path: Path, n: int = 10) -> None:
                               scope=scopes[i % len(scopes)])
 
 
+def many_budgets(path: Path, n: int = 10_000) -> None:
+    """`n` more budgets, each on a component of its own: none covers a bench request, so they show what
+    admission pays for budgets that exist but do not match (nothing, when matching is by index)."""
+    from budgetd.client import SyncBudgetClient
+
+    with SyncBudgetClient(path) as client:
+        for i in range(n):
+            client.budget_set(name=f"other-{i}", period=("daily", "monthly")[i % 2], limit_usd=100.0,
+                              policy=("hard", "soft", "warn")[i % 3], scope={"component": f"other-{i}"})
+
+
 def refusing_budgets(path: Path) -> None:
     """Hard budgets that deny REFUSED with nothing cheaper fitting (no headroom), and DOWNGRADED's gpt-4o
     alone (a cheaper model of its tier fits)."""
@@ -357,10 +368,14 @@ def litellm_budget_manager(n: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def report_figures(work: Path, runs: int, add: Any) -> None:
-    """Five reports over a million records, through the socket, beside one GROUP BY over the records."""
+def report_figures(work: Path, runs: int, add: Any, built_only: bool = False) -> None:
+    """Five reports over a million records, through the socket, beside one GROUP BY over the records
+    (`built_only`: only when that ledger is already built, since building it takes minutes)."""
     from budgetd.client import SyncBudgetClient
 
+    if built_only and not reports.ledger_path().exists():
+        print("  (no report rows: their ledger is not built yet; a full `make bench` builds it once)", flush=True)
+        return
     ledger = reports.cached_ledger()
     daemon, sock = start_daemon(work, "reports", None, ledger=ledger,
                                 BUDGETD_REPORTS_TIMEZONES=json.dumps(reports.ZONES))
@@ -390,7 +405,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs per figure; the median is reported")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each throughput run")
     parser.add_argument("--n", type=int, default=3000, help="round trips per latency run")
+    parser.add_argument("--quick", action="store_true",
+                        help="a one-minute look: one run of each figure, short runs, no 10k-budget rows, and the "
+                             "report rows only if their ledger is already built")
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.seconds, args.n = 1, 0.5, 600
     os.chdir(ROOT)
     work = Path(tempfile.mkdtemp(prefix="budgetd-bench-"))
     rows: list[tuple[str, str, float, str, float, str]] = []
@@ -478,7 +498,18 @@ def main() -> None:
         status_ms, bare_ms = budget_status_wall(sock, max(3, args.runs))
         add("`budget status` wall", status_ms, "python -c pass", bare_ms, "ms", False)
 
-        report_figures(work, args.runs, add)
+        if not args.quick:
+            many_budgets(sock)
+            many = {k: [] for k in ("allowed", "refused")}
+            for _ in range(args.runs):
+                many["allowed"].append(socket_latency(sock, CHECK, args.n // 3))
+                many["refused"].append(socket_latency(sock, REFUSED, args.n // 3))
+            add("check p50, 10k more budgets", p50(many["allowed"]), "check p50 (10 budgets)", p50(adm["check"]),
+                "us", False)
+            add("check p50 denied, 10k more budgets", p50(many["refused"]), "allowed, 10k budgets",
+                p50(many["allowed"]), "us", False)
+
+        report_figures(work, args.runs, add, built_only=args.quick)
     finally:
         daemon.stop()
         echo.stop()

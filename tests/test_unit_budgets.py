@@ -226,3 +226,30 @@ def test_the_index_finds_exactly_the_budgets_that_cover_a_request_in_their_order
         assert [(b.name, key) for b, key in budgets.matching(attrs)] == expected, attrs
     budgets.pop("rhetor")
     assert "rhetor" not in [b.name for b, _ in budgets.matching({"component": "rhetor", "model": "gpt-4o"})]
+
+
+def test_the_index_follows_every_change_one_budget_at_a_time():
+    """Set, replace (a new scope, the same place in the order), delete and pop, at random: `matching` always
+    agrees with asking every budget, in the order the names were first defined."""
+    import random
+
+    from actors.allocator.budgets import Budgets
+
+    rng = random.Random(7)
+    scopes = [Scope(), Scope(component="*"), Scope(component="rhetor"), Scope(component="apollo"),
+              Scope(model="gpt-4o"), Scope(component="rhetor", model="*"), Scope(task_type="chat")]
+    budgets = Budgets()
+    for step in range(400):
+        name = f"b{rng.randrange(12)}"
+        if name in budgets and rng.random() < 0.3:
+            if rng.random() < 0.5:
+                del budgets[name]
+            else:
+                assert budgets.pop(name) is not None
+        else:
+            budgets[name] = Budget.of(BudgetSpec(name=name, period="daily", limit_usd=1, policy="hard",
+                                                 scope=rng.choice(scopes)), lambda m: m)
+        for attrs in ({"component": "rhetor", "model": "gpt-4o", "task_type": "chat"}, {"component": "apollo"}, {}):
+            expected = [(b.name, b.key_of(attrs)) for b in budgets.values() if b.key_of(attrs) is not None]
+            assert [(b.name, key) for b, key in budgets.matching(attrs)] == expected, (step, attrs)
+    assert budgets.pop("nope", None) is None

@@ -223,37 +223,50 @@ class Budgets(dict[str, Budget]):
     budgets that may match, not every budget defined."""
 
     def __init__(self, budgets: dict[str, Budget] | None = None) -> None:
-        super().__init__(budgets or {})
+        super().__init__()
         self._by_value: dict[tuple[str, str], list[Budget]] = {}
         self._unscoped: list[Budget] = []  # global budgets and those keyed by "*" only
-        self._order: dict[str, int] = {}
-        self._reindex()
+        self._order: dict[str, int] = {}  # the order budgets were defined in (a replaced one keeps its place)
+        self._defined = 0
+        self.update(budgets or {})
 
+    # Each change updates the index for the budget it changes: setting the 10,000th budget costs what
+    # setting the first did.
     def __setitem__(self, name: str, budget: Budget) -> None:
+        old = self.get(name)
         super().__setitem__(name, budget)
-        self._reindex()
+        if old is not None:
+            self._unindex(old)
+        else:
+            self._order[name] = self._defined
+            self._defined += 1
+        self._slot(budget).append(budget)
 
     def __delitem__(self, name: str) -> None:
+        old = self[name]
         super().__delitem__(name)
-        self._reindex()
+        self._unindex(old)
+        del self._order[name]
 
     def pop(self, name: str, *default: Budget | None) -> Budget | None:  # type: ignore[override]
-        found = super().pop(name, *default)
-        self._reindex()
+        if name not in self:
+            return super().pop(name, *default)
+        found = self[name]
+        del self[name]
         return found
 
     def update(self, *args: dict, **kwargs: Budget) -> None:  # type: ignore[override]
-        super().update(*args, **kwargs)
-        self._reindex()
+        for name, budget in dict(*args, **kwargs).items():
+            self[name] = budget
 
-    def _reindex(self) -> None:
-        self._by_value, self._unscoped = {}, []
-        self._order = {name: i for i, name in enumerate(self)}
-        for budget in self.values():
-            if budget.exact:
-                self._by_value.setdefault(budget.exact[0], []).append(budget)
-            else:
-                self._unscoped.append(budget)
+    def _slot(self, budget: Budget) -> list[Budget]:
+        return self._by_value.setdefault(budget.exact[0], []) if budget.exact else self._unscoped
+
+    def _unindex(self, budget: Budget) -> None:
+        slot = self._slot(budget)
+        slot[:] = [b for b in slot if b is not budget]
+        if budget.exact and not slot:
+            del self._by_value[budget.exact[0]]
 
     def matching(self, attrs: Attrs) -> list[tuple[Budget, tuple[str, ...]]]:
         """Every budget that covers a request with these attributes, with its counter key, in the order
