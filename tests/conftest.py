@@ -107,7 +107,12 @@ class Daemon:
         self._log_file = open(self.log, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=self._log_file, stderr=subprocess.STDOUT, env=self.env())
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:  # a daemon that never became ready is not left running
+                self.proc.kill()
+                self.proc.wait(30)
+                raise
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:

@@ -150,13 +150,15 @@ def ledger(tmp_path_factory):
     d = Daemon(tmp_path_factory.mktemp("reports"), '[reports]\ntimezones = ["Europe/Berlin"]\n', http=True,
                clock="2026-11-20T12:00:00Z")
     d.start()
-    rng = random.Random(7)
-    times = [random_ts(rng) for _ in range(2_500)] + edge_times()
-    rng.shuffle(times)  # written out of time order: late records are the normal case
-    records = anyio.run(write_all, d.socket, [usage_for(rng, ts) for ts in times])
-    yield d, records
-    if d.proc.poll() is None:
-        d.stop()
+    try:  # stopped also when the records cannot be written (no daemon is left behind by a failed setup)
+        rng = random.Random(7)
+        times = [random_ts(rng) for _ in range(2_500)] + edge_times()
+        rng.shuffle(times)  # written out of time order: late records are the normal case
+        records = anyio.run(write_all, d.socket, [usage_for(rng, ts) for ts in times])
+        yield d, records
+    finally:
+        if d.proc.poll() is None:
+            d.stop()
 
 
 def test_reports_equal_independent_sums_across_dims_buckets_zones_and_ranges(ledger):
