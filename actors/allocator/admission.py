@@ -88,17 +88,25 @@ class Admission:
         self.rules = rules
         self.clock = clock
 
+    def output_of(self, est: Estimate, entry: PriceEntry | None) -> int:
+        """The output an estimate is priced at: its own most, else the default capped by the model's."""
+        if est.max_output_tokens is not None:
+            return est.max_output_tokens
+        model_max = entry.max_output_tokens if entry is not None else None
+        return min(model_max or self.rules.default_output_tokens, self.rules.default_output_tokens)
+
+    @staticmethod
+    def billed(est: Estimate, output_tokens: int) -> Billed:
+        """What an estimate would be billed for, with this much output."""
+        return Billed(est.input_tokens, output_tokens, est.cache_read_tokens or 0, est.cache_write_tokens,
+                      est.cache_write_1h_tokens, audio_input=est.audio_input_tokens,
+                      web_searches=est.web_search_requests, service_tier=est.service_tier)
+
     def priced(self, est: Estimate) -> PricedEstimate:
         resolved = self.book.resolve(est.model, est.provider)
         entry = resolved.entry if resolved is not None else None
-        max_out = est.max_output_tokens
-        if max_out is None:
-            model_max = entry.max_output_tokens if entry is not None else None
-            max_out = min(model_max or self.rules.default_output_tokens, self.rules.default_output_tokens)
-        cache_read = est.cache_read_tokens or 0
-        billed = Billed(est.input_tokens, max_out, cache_read, est.cache_write_tokens, est.cache_write_1h_tokens,
-                        audio_input=est.audio_input_tokens, web_searches=est.web_search_requests,
-                        service_tier=est.service_tier)
+        max_out = self.output_of(est, entry)
+        billed = self.billed(est, max_out)
         priced = price_call(self.book, self.unpriced, self.tiers, est.model, est.provider, est.tier, billed,
                             self.clock.now_us())
         attrs: Attrs = {

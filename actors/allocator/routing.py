@@ -16,7 +16,7 @@ from budgetd.model import (
     canonical_tier,
     usd,
 )
-from budgetd.pricing import ATTO_PER_NANO, Billed, PriceBook, RateCard, Rates, cost_nanos
+from budgetd.pricing import ATTO_PER_NANO, PriceBook, RateCard, Rates, cost_nanos
 from budgetd.protocol import OpError, RouteResult
 
 ALTERNATIVES_SHOWN = 10
@@ -152,7 +152,8 @@ class Candidates:
                 continue
             priced_as, card = resolved
             self._by_tier.setdefault(TIER_RANK.get(entry.tier or "heavyweight", 2), []).append(Candidate(
-                entry, priced_as, priced_as.model, entry.provider or priced_as.provider, priced_as.tier or "heavyweight",
+                entry, priced_as, priced_as.model, entry.provider or priced_as.provider,
+                priced_as.tier or "heavyweight",
                 frozenset(entry.capabilities), card, _floor(card)))
         # lowest rates are lower bounds of a cost only when no rate or fee is negative (the schema allows none)
         self.bounded = all(min(c.floor) >= 0 and (c.card.fees is None or min(c.card.fees.web_search,
@@ -211,12 +212,12 @@ def suggest(admission: Admission, est: Estimate, a: Assessment, candidates: Cand
         bound = min(bound, room + 1)
     if bound <= 0:
         return None
-    rules = admission.rules
     cache_read = est.cache_read_tokens or 0
     audio_in = min(est.audio_input_tokens, est.input_tokens)
     input_tokens = est.input_tokens - audio_in  # at the input rate
     # the output is only known per model when the estimate leaves it open: each model gives at least this much
-    fewest_output = est.max_output_tokens if est.max_output_tokens is not None else min(1, rules.default_output_tokens)
+    fewest_output = est.max_output_tokens if est.max_output_tokens is not None else min(
+        1, admission.rules.default_output_tokens)
     kind, tokens = ("input", input_tokens) if input_tokens >= fewest_output else ("output", fewest_output)
     bounded = candidates.bounded  # else no lower bound: every model is priced
     now = admission.clock.now_us()
@@ -231,9 +232,7 @@ def suggest(admission: Admission, est: Estimate, a: Assessment, candidates: Cand
                 break  # this model and every later one cost at least the bound, or more than the best fit
             if c.entry.model == requested:
                 continue
-            max_out = est.max_output_tokens
-            if max_out is None:
-                max_out = min(c.priced_as.max_output_tokens or rules.default_output_tokens, rules.default_output_tokens)
+            max_out = admission.output_of(est, c.priced_as)
             window = c.entry.max_input_tokens
             if window is not None and est.input_tokens + cache_read + max_out > window:
                 continue
@@ -242,9 +241,7 @@ def suggest(admission: Admission, est: Estimate, a: Assessment, candidates: Cand
                             + est.cache_write_tokens * f.cache_write + est.cache_write_1h_tokens * f.cache_write_1h
                             + max_out * f.output) >= ceiling_atto:
                 continue
-            billed = Billed(est.input_tokens, max_out, cache_read, est.cache_write_tokens, est.cache_write_1h_tokens,
-                            audio_input=est.audio_input_tokens, web_searches=est.web_search_requests,
-                            service_tier=est.service_tier)
+            billed = admission.billed(est, max_out)
             cost = cost_nanos(c.card, billed, now)
             if cost >= bound or (best is not None and (cost, c.entry.model) >= best[:2]):
                 continue
