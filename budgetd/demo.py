@@ -85,14 +85,8 @@ def _send(client: SyncBudgetClient, rng: random.Random, rate: float, duration: f
         time.sleep(max(0.0, next_at - time.monotonic()))
         next_at += rng.expovariate(rate)  # paced whatever the answer, denials and errors too
         habit = rng.choice(HABITS)
-        model = _pick(rng, habit.models)
-        tokens_in = rng.randint(*habit.input_tokens)
-        cached = int(tokens_in * habit.cache_share) if rng.random() < 0.7 else 0
-        usage = {
-            "component": habit.component, "model": model, "input_tokens": tokens_in - cached,
-            "output_tokens": rng.randint(*habit.output_tokens), "cache_read_tokens": cached,
-            "task_type": tag, "context_id": f"{habit.component}-{rng.choice(habit.task_types)}-{rng.randrange(20)}",
-        }
+        usage = call_of(rng, habit, tag)
+        model, tokens_in = usage["model"], usage["input_tokens"] + usage["cache_read_tokens"]
         try:
             if habit.reserves:
                 hold = client.reserve(component=habit.component, model=model, input_tokens=tokens_in,
@@ -111,6 +105,20 @@ def _send(client: SyncBudgetClient, rng: random.Random, rate: float, duration: f
             continue
         sent["records"] += 1
         sent["cost_usd"] += recorded.cost_usd
+
+
+def call_of(rng: random.Random, habit: Habit, task_type: str) -> dict[str, Any]:
+    """One call of `habit`'s: a model (cheaper ones more often), its prompt with part of it read from cache
+    most times, its output, and a context among twenty per task."""
+    model = _pick(rng, habit.models)
+    tokens_in = rng.randint(*habit.input_tokens)
+    cached = int(tokens_in * habit.cache_share) if rng.random() < 0.7 else 0
+    return {
+        "component": habit.component, "model": model, "input_tokens": tokens_in - cached,
+        "output_tokens": rng.randint(*habit.output_tokens), "cache_read_tokens": cached,
+        "task_type": task_type,
+        "context_id": f"{habit.component}-{rng.choice(habit.task_types)}-{rng.randrange(20)}",
+    }
 
 
 def _pick(rng: random.Random, models: tuple[str, ...]) -> str:

@@ -49,7 +49,7 @@ from budgetd import config as config_module  # noqa: E402
 from budgetd import daemon as daemon_module  # noqa: E402
 from budgetd.client import DaemonUnavailable, SyncBudgetClient  # noqa: E402
 from budgetd.clock import Clock  # noqa: E402
-from budgetd.demo import HABITS, WEIGHTS, Habit  # noqa: E402
+from budgetd.demo import HABITS, Habit, call_of  # noqa: E402
 from feeds import FeedServer  # noqa: E402
 from test_migration import APOLLO_POLICIES, RHETOR_SCHEMA  # noqa: E402
 
@@ -241,15 +241,8 @@ def seed_history(machine: Machine) -> None:
 
 
 def _call(rng: random.Random, habit: Habit, ts: dt.datetime) -> dict:
-    """One call as `budget demo` makes them: the habit's models (cheap ones more often), prompt sizes and
-    cache hits."""
-    model = rng.choices(habit.models, weights=WEIGHTS[: len(habit.models)])[0]
-    tokens_in = rng.randint(*habit.input_tokens)
-    cached = int(tokens_in * habit.cache_share) if rng.random() < 0.7 else 0
-    return {"component": habit.component, "model": model, "input_tokens": tokens_in - cached,
-            "output_tokens": rng.randint(*habit.output_tokens), "cache_read_tokens": cached,
-            "task_type": rng.choice(habit.task_types),
-            "context_id": f"{habit.component}-{rng.choice(habit.task_types)}-{rng.randrange(20)}", "ts": ts}
+    """One call as `budget demo` makes them, for one of the habit's tasks, at `ts`."""
+    return {**call_of(rng, habit, rng.choice(habit.task_types)), "ts": ts}
 
 
 def move_feed_prices(machine: Machine) -> None:
