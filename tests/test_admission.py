@@ -373,6 +373,6 @@ def test_bad_budget_input(daemon):
             answer = conn.call(frame)
             assert answer["ok"] is False, frame
             assert (answer["error"]["code"], answer["error"]["field"]) == (code, field), answer
-        assert conn.call({"op": "release", "id": 2, "reservation_id": "garbage"})["result"] == {"released": False}
+        assert conn.call({"op": "release", "id": 2, "reservation_id": "garbage"})["result"] == {"released": False, "count": 0}
         assert conn.call({"op": "budget.delete", "id": 3, "name": "missing"})["result"] == {"deleted": False}
         assert conn.call({"op": "budget.list", "id": 4})["result"] == {"budgets": []}

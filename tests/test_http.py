@@ -66,7 +66,7 @@ def test_rest_faces(web):
     assert hold["allowed"] and hold["reservation_id"]
     done = http.post(f"/reservations/{hold['reservation_id']}/commit", json={"input_tokens": 90}).json()
     assert done["record_id"] and not done["duplicate"]
-    assert http.delete(f"/reservations/{hold['reservation_id']}").json() == {"released": False}
+    assert http.delete(f"/reservations/{hold['reservation_id']}").json() == {"released": False, "count": 0}
     route = http.post("/route", json={"estimate": {"component": "x", "model": "gpt-4o", "input_tokens": 10,
                                                     "max_output_tokens": 10}})
     assert route.json()["choice"] == "gpt-4o"

@@ -206,9 +206,10 @@ class Allocator(Actor):
     def _expire(self, now_us: int) -> None:
         """Holds whose time is up are released; the ledger forgets them too (and never rebuilds an expired
         one, so a lost close is harmless)."""
-        for hold in self.holds.expire(now_us):
+        gone = self.holds.expire(now_us)
+        if gone:
             try:
-                self.ledger.tell(CloseHold(id=hold.id))
+                self.ledger.tell(CloseHold(ids=[hold.id for hold in gone]))
             except OpError:
                 pass
 
@@ -345,30 +346,50 @@ class Allocator(Actor):
                 _remember(self._denied_keys, key, (message.payload_hash, result))
             message.reply.set(result)
             return
-        self._check_room(est.component)
+        calls = self._room_for(a, est.component, message.calls)
         now = self.clock.now_us()
-        ttl_us = int((message.ttl_s or self.rules.default_ttl_s) * 1e6)
-        hold = Hold("r-" + secrets.token_hex(8), [Charge(m.counter, a.cost_nanos, a.tokens) for m in a.matches],
-                    now + ttl_us, est)
-        result = decision(a, action, suggestion, reservation_id=hold.id, expires_at=from_us(hold.expires_us))
+        expires = now + int((message.ttl_s or self.rules.default_ttl_s) * 1e6)
+        base = "r-" + secrets.token_hex(8)
+        ids = [base] if calls == 1 and message.calls == 1 else [f"{base}.{n}" for n in range(calls)]
+        opened = [Hold(i, [Charge(m.counter, a.cost_nanos, a.tokens) for m in a.matches], expires, est)
+                  for i in ids]
+        result = decision(a, action, suggestion, reservation_id=ids[0], expires_at=from_us(expires),
+                          reservation_ids=ids if message.calls > 1 else [])
         self.signals.decided(est, result)
-        row = HoldRow(id=hold.id, created_at=now, expires_at=hold.expires_us, component=est.component,
-                      estimate=_json.encode(est), attrs=_json.encode(a.attrs), cost_nanos=a.cost_nanos,
-                      tokens=a.tokens)
-        self.holds.add(hold)
+        estimate, attrs = _json.encode(est), _json.encode(a.attrs)
+        rows = [HoldRow(id=i, created_at=now, expires_at=expires, component=est.component, estimate=estimate,
+                        attrs=attrs, cost_nanos=a.cost_nanos, tokens=a.tokens) for i in ids]
+        for hold in opened:
+            self.holds.add(hold)
         self._send(lambda write_id, settle: WriteHold(
-            hold=row, decision=result, idempotency_key=key, payload_hash=message.payload_hash, reply=message.reply,
-            write_id=write_id, settle=settle), _Pending(opened=hold))
+            holds=rows, decision=result, idempotency_key=key, payload_hash=message.payload_hash, reply=message.reply,
+            write_id=write_id, settle=settle), _Pending(opened=opened))
 
-    def _check_room(self, component: str) -> None:
-        """Open holds are bounded, overall and per component, so memory is."""
-        if len(self.holds) >= self.rules.max_open_holds:
+    def _room_for(self, a: Assessment, component: str, wanted: int) -> int:
+        """How many calls of the assessed estimate to hold, at most `wanted`: as many as every limiting budget
+        still has room for (so a call admitted against a lease gets the verdict the first one got), within the
+        caps on open holds; `busy` when not even one may be held."""
+        calls = wanted
+        for m in a.matches:
+            budget, counter = m.budget, m.counter
+            if budget.spec.policy == "ignore" or not budget.fits(counter, a.cost_nanos, a.tokens):
+                continue  # a budget that never refuses, or one over already: its verdict is in the decision
+            if budget.limit_nanos is not None and a.cost_nanos > 0:
+                calls = min(calls, (budget.limit_nanos - counter.spent_nanos - counter.reserved_nanos)
+                            // a.cost_nanos)
+            if budget.limit_tokens is not None and a.tokens > 0:
+                calls = min(calls, (budget.limit_tokens - counter.spent_tokens - counter.reserved_tokens)
+                            // a.tokens)
+        open_room = self.rules.max_open_holds - len(self.holds)
+        if open_room < 1:
             raise OpError("busy", f"{len(self.holds):,} reservations are open, the most admission.max_open_holds "
                           "allows: commit or release some (or let them expire), then retry")
-        if self.holds.by_component.get(component, 0) >= self.rules.max_holds_per_component:
+        component_room = self.rules.max_holds_per_component - self.holds.by_component.get(component, 0)
+        if component_room < 1:
             raise OpError("busy", f"component {component!r} has {self.rules.max_holds_per_component:,} open "
                           "reservations, the most admission.max_holds_per_component allows: commit or release "
                           "some, then retry")
+        return max(1, min(calls, open_room, component_room))
 
     def _owned(self, hold: Hold | None, components: frozenset[str] | None) -> None:
         """A token limited to components may close only their reservations."""
@@ -377,13 +398,16 @@ class Allocator(Actor):
                           "which this token may not spend for", "$.reservation_id")
 
     def _release(self, message: ReleaseMsg) -> None:
-        self._owned(self.holds.get(message.reservation_id), message.components)
-        hold = self.holds.release(message.reservation_id)
-        if hold is None:
-            message.reply.set(Released(released=False))
+        for rid in message.reservation_ids:
+            self._owned(self.holds.get(rid), message.components)
+        closed = [hold for rid in message.reservation_ids if (hold := self.holds.release(rid)) is not None]
+        answer = Released(released=bool(closed), count=len(closed))
+        if not closed:
+            message.reply.set(answer)
             return
-        self._send(lambda write_id, settle: CloseHold(id=hold.id, reply=message.reply, answer=Released(released=True),
-                                                      write_id=write_id, settle=settle), _Pending(closed=hold))
+        self._send(lambda write_id, settle: CloseHold(ids=[h.id for h in closed], reply=message.reply,
+                                                      answer=answer, write_id=write_id, settle=settle),
+                   _Pending(closed=closed))
 
     def _commit(self, message: CommitMsg) -> None:
         rid = message.reservation_id
@@ -475,13 +499,13 @@ class Allocator(Actor):
         )
         self._send(lambda write_id, settle: WriteUsage(row=row, payload_hash=digest, reply=reply, budgets=states,
                                                        did_you_mean=close, write_id=write_id, settle=settle),
-                   _Pending(charges=charges, closed=hold))
+                   _Pending(charges=charges, closed=[] if hold is None else [hold]))
 
     def _send(self, make: Callable[[int | None, Ref | None], Any], pending: "_Pending") -> None:
         """Hand a write to the ledger, remembering what to undo if it is not applied (a write that did
         nothing ahead of the ledger, a record no budget covers, needs no settling)."""
         write_id = None
-        if pending.charges or pending.opened is not None or pending.closed is not None:
+        if pending.charges or pending.opened or pending.closed:
             write_id = next(self._write_ids)
             self._unsettled[write_id] = pending
         try:
@@ -506,18 +530,21 @@ class Allocator(Actor):
         for c in pending.charges:
             c.counter.spent_nanos -= c.nanos
             c.counter.spent_tokens -= c.tokens
-        if pending.opened is not None:
-            self.holds.release(pending.opened.id)
-        if failed and pending.closed is not None and pending.closed.expires_us > self.clock.now_us():
-            self.holds.add(pending.closed)
+        for hold in pending.opened:
+            self.holds.release(hold.id)
+        if failed:
+            now = self.clock.now_us()
+            for hold in pending.closed:
+                if hold.expires_us > now:
+                    self.holds.add(hold)
 
 
 class _Pending(NamedTuple):
     """What the allocator did ahead of a write it handed to the ledger, to be undone if it is not applied."""
 
     charges: list[Charge] = []
-    opened: Hold | None = None  # a reservation it opened
-    closed: Hold | None = None  # a reservation it closed (committed or released)
+    opened: list[Hold] = []  # reservations it opened
+    closed: list[Hold] = []  # reservations it closed (committed or released)
 
 
 _NOTHING = _Pending()

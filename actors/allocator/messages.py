@@ -24,13 +24,15 @@ class CheckMsg(msgspec.Struct, frozen=True):
 
 
 class ReserveMsg(msgspec.Struct, frozen=True):
-    """Answer: the `Decision`, with `reservation_id` and `expires_at` when allowed (the estimate is held)."""
+    """Answer: the `Decision`, with `reservation_id` and `expires_at` when allowed (the estimate is held);
+    for several `calls`, one hold per call that fits, all in `reservation_ids`."""
 
     estimate: Estimate
     ttl_s: float | None
     idempotency_key: str | None
     payload_hash: bytes | None
     reply: ReplyTo
+    calls: int = 1
 
 
 class CommitMsg(msgspec.Struct, frozen=True):
@@ -46,9 +48,10 @@ class CommitMsg(msgspec.Struct, frozen=True):
 
 
 class ReleaseMsg(msgspec.Struct, frozen=True):
-    """Drop a hold; answer: True when it was open (once its close is committed). `components` as above."""
+    """Drop holds; answer: `Released`, how many were open (once their close is committed). `components`
+    as above."""
 
-    reservation_id: str
+    reservation_ids: list[str]
     reply: ReplyTo
     components: frozenset[str] | None = None
 

@@ -76,10 +76,10 @@ class HoldRow(msgspec.Struct, frozen=True):
 
 
 class WriteHold(msgspec.Struct, frozen=True):
-    """Open a hold; answer: `decision` once committed (or the first decision, `duplicate: true`, for a
-    known idempotency key, which opens nothing). Settled like a `WriteUsage`."""
+    """Open holds (one per call reserved); answer: `decision` once committed (or the first decision,
+    `duplicate: true`, for a known idempotency key, which opens nothing). Settled like a `WriteUsage`."""
 
-    hold: HoldRow
+    holds: list[HoldRow]
     decision: Any  # the Decision to answer, with the hold's id and expiry
     idempotency_key: str | None
     payload_hash: bytes | None
@@ -89,9 +89,9 @@ class WriteHold(msgspec.Struct, frozen=True):
 
 
 class CloseHold(msgspec.Struct, frozen=True):
-    """Close a hold (released or expired); answer (when `reply` is set): `answer`, once committed."""
+    """Close holds (released or expired); answer (when `reply` is set): `answer`, once committed."""
 
-    id: str
+    ids: list[str]
     reply: ReplyTo | None = None
     answer: Any = True
     write_id: int | None = None

@@ -15,16 +15,17 @@ are imported, so a component that records usage starts fast.
 from budgetd.client._async import BudgetClient
 from budgetd.client._errors import BudgetError, DaemonUnavailable
 from budgetd.client._guard import BudgetDenied, Guard
+from budgetd.client._lease import Lease
 from budgetd.client._sync import SyncBudgetClient
 from budgetd.model import BudgetSpec, Estimate, Need, Usage, UsagePatch
 from budgetd.protocol import Event
 
 __all__ = [
-    "BudgetClient", "SyncBudgetClient", "BudgetError", "BudgetDenied", "DaemonUnavailable", "Guard",
+    "BudgetClient", "SyncBudgetClient", "BudgetError", "BudgetDenied", "DaemonUnavailable", "Guard", "Lease",
     "Usage", "UsagePatch", "Estimate", "BudgetSpec", "Need", "Event",
 ]
 
 # Our classes say they are budgetd.client's (in reprs, tracebacks and pickles), wherever they are written.
-for _cls in (BudgetClient, SyncBudgetClient, DaemonUnavailable, BudgetDenied, Guard):
+for _cls in (BudgetClient, SyncBudgetClient, DaemonUnavailable, BudgetDenied, Guard, Lease):
     _cls.__module__ = __name__
 del _cls

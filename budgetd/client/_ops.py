@@ -15,12 +15,14 @@ import datetime as dt
 import functools
 import inspect
 import os
+import time
 import typing
 import uuid
 from typing import Any, Callable, Generator, Sequence, TypeVar
 
 import msgspec
 
+from budgetd.client._lease import Lease
 from budgetd.model import BudgetSpec, Decision, Estimate, Filters, Need, PriceSpec, Recorded, Usage, UsagePatch
 from budgetd.protocol import (
     AlertsAck,
@@ -110,10 +112,11 @@ class Reservations:
         self._estimates: collections.OrderedDict[str, Estimate] = collections.OrderedDict()
 
     def remember(self, decision: Decision, estimate: Estimate) -> Decision:
-        if decision.reservation_id:
-            self._estimates[decision.reservation_id] = estimate
-            while len(self._estimates) > self.KEEP:
-                self._estimates.popitem(last=False)
+        for reservation_id in decision.reservation_ids or ([decision.reservation_id] if decision.reservation_id
+                                                           else []):
+            self._estimates[reservation_id] = estimate
+        while len(self._estimates) > self.KEEP:
+            self._estimates.popitem(last=False)
         return decision
 
     def complete(self, reservation_id: str, usage: Usage | UsagePatch) -> Usage | UsagePatch:
@@ -218,6 +221,26 @@ class Flows:
     def release(self, reservation_id: str) -> Flow[bool]:
         return (yield Release(reservation_id=reservation_id)).released
 
+    def lease(self, estimate: Estimate | None = None, *, calls: int, ttl_s: float = 300.0,
+              idempotency_key: str | None = None, **fields: Any) -> Flow[Lease]:
+        """Hold up to `calls` calls of `estimate` at once (as many as the budgets have room for) and admit
+        them here with `Lease.admit`, no round trip each; commit each admitted call as usual and give the
+        rest back with `lease_return`. A denial is a lease with nothing to admit (`lease.decision` says
+        why)."""
+        request = Reserve(estimate=struct_from(estimate, fields, Estimate), ttl_s=ttl_s, calls=calls,
+                          idempotency_key=idempotency_key or _new_key())
+        sent_at = time.monotonic()
+        decision = self._reservations.remember((yield request), request.estimate)
+        return Lease(decision, request.estimate, ttl_s, sent_at)
+
+    def lease_return(self, lease: Lease) -> Flow[int]:
+        """Release the holds `lease` never handed out; how many were still held. The lease admits nothing
+        more; calls it admitted are committed (or released) one by one."""
+        unused = lease.take_unused()
+        if not unused:
+            return 0
+        return (yield Release(reservation_ids=unused)).count
+
     def route(self, estimate: Estimate | None = None, *, candidates: list[str] | None = None,
               need: Need | dict | list[str] | None = None, **fields: Any) -> Flow[Any]:
         if isinstance(need, dict):
@@ -246,13 +269,13 @@ def _sync_method(flow: Callable[..., Flow[Any]]) -> Callable[..., Any]:
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         steps = flow(self, *args, **kwargs)
-        outgoing = next(steps)
+        result = None
         while True:
-            result = self.call(*_call_args(outgoing))
             try:
                 outgoing = steps.send(result)
-            except StopIteration as done:
+            except StopIteration as done:  # a flow may have nothing to send
                 return done.value
+            result = self.call(*_call_args(outgoing))
 
     return method
 
@@ -262,13 +285,13 @@ def _async_method(flow: Callable[..., Flow[Any]]) -> Callable[..., Any]:
 
     async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         steps = flow(self, *args, **kwargs)
-        outgoing = next(steps)
+        result = None
         while True:
-            result = await self.call(*_call_args(outgoing))
             try:
                 outgoing = steps.send(result)
-            except StopIteration as done:
+            except StopIteration as done:  # a flow may have nothing to send
                 return done.value
+            result = await self.call(*_call_args(outgoing))
 
     return method
 

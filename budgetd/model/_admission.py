@@ -124,6 +124,8 @@ class Decision(Answer, kw_only=True):
     budgets: list[BudgetState] = msgspec.field(default_factory=list)
     suggestion: Suggestion | None = None
     reservation_id: str | None = None
+    # A reserve of several calls (a lease): one hold per call, the first of them `reservation_id`.
+    reservation_ids: list[str] = msgspec.field(default_factory=list)
     expires_at: dt.datetime | None = None
     duplicate: bool = False
     priced: bool = True  # False: the model has no price; the estimate is at pricing.unknown_model's rate

@@ -26,6 +26,7 @@ from budgetd.protocol._codec import (  # noqa: F401
 )
 from budgetd.errors import ERROR_CODES, HTTP_STATUS, RETRYABLE_CODES, ErrorCode, OpError  # noqa: F401
 from budgetd.protocol._requests import (  # noqa: F401
+    MAX_LEASE_CALLS,
     OPS,
     REQUEST_TYPES,
     RESULT_TYPES,

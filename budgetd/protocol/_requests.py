@@ -65,6 +65,7 @@ Serve = Literal["immediate", "tell", "ask", "stream"]
 RequestId = int | Annotated[str, Meta(max_length=128)] | None
 IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=128)]
 ReservationId = Annotated[str, Meta(min_length=1, max_length=128)]
+MAX_LEASE_CALLS = 1000  # holds one reserve may open (and one release close)
 
 
 class Request(Struct, tag_field="op", kw_only=True):
@@ -113,6 +114,9 @@ class Reserve(Request, tag="reserve", kw_only=True):
     estimate: Estimate
     ttl_s: Annotated[float, Meta(gt=0, le=86400)] | None = None
     idempotency_key: IdempotencyKey | None = None
+    # Several calls of this estimate at once (a lease a client admits its own calls against): as many
+    # as fit, up to this many, each its own hold.
+    calls: Annotated[int, Meta(ge=1, le=MAX_LEASE_CALLS)] = 1
 
 
 @op(Recorded, "write", "tell")
@@ -124,7 +128,9 @@ class Commit(Request, tag="commit", kw_only=True):
 
 @op(Released, "write", "tell")
 class Release(Request, tag="release", kw_only=True):
-    reservation_id: ReservationId
+    reservation_id: ReservationId | None = None
+    # Several at once (what a lease did not use); exactly one of the two is given.
+    reservation_ids: Annotated[list[ReservationId], Meta(max_length=MAX_LEASE_CALLS)] = []
 
 
 @op(Recorded, "write", "tell")

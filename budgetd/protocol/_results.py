@@ -35,7 +35,8 @@ class Empty(Answer, kw_only=True):
 
 
 class Released(Answer, kw_only=True):
-    released: bool
+    released: bool  # whether any of the holds named was open
+    count: int = 0  # how many were
 
 
 class BudgetResult(Answer, kw_only=True):

@@ -199,9 +199,10 @@ class Ops:
 
     def reserve(self, req: Reserve, reply: ReplyTo, components: Components = None) -> None:
         key = req.idempotency_key
-        digest = payload_hash("reserve", (req.estimate, req.ttl_s)) if key is not None else None
+        asked = (req.estimate, req.ttl_s) if req.calls == 1 else (req.estimate, req.ttl_s, req.calls)
+        digest = payload_hash("reserve", asked) if key is not None else None
         self.refs["allocator"].tell(ReserveMsg(estimate=req.estimate, ttl_s=req.ttl_s, idempotency_key=key,
-                                               payload_hash=digest, reply=reply))
+                                               payload_hash=digest, reply=reply, calls=req.calls))
 
     def commit(self, req: Commit, reply: ReplyTo, components: Components = None) -> None:
         # A commit is idempotent by its reservation even when the client sends no key.
@@ -212,8 +213,11 @@ class Ops:
                                               components=components))
 
     def release(self, req: Release, reply: ReplyTo, components: Components = None) -> None:
-        self.refs["allocator"].tell(ReleaseMsg(reservation_id=req.reservation_id, reply=reply,
-                                               components=components))
+        if (req.reservation_id is None) == (not req.reservation_ids):
+            raise OpError("invalid", "name the holds to release: `reservation_id` or `reservation_ids` (not both)",
+                          "$.reservation_id")
+        ids = req.reservation_ids or [req.reservation_id]
+        self.refs["allocator"].tell(ReleaseMsg(reservation_ids=ids, reply=reply, components=components))
 
     def route(self, req: Route, reply: ReplyTo, components: Components = None) -> None:
         need = Need(capabilities=req.need) if isinstance(req.need, list) else req.need

@@ -121,7 +121,7 @@ class SqliteStore:
             known = _known_keys(db, keyed)
             for w in writes:
                 if type(w) is CloseHold:
-                    closed.append((w.id,))
+                    closed.extend((i,) for i in w.ids)
                     answers.append(w.answer)
                     continue
                 key = _key_of(w)
@@ -129,9 +129,8 @@ class SqliteStore:
                     answers.append(_repeat(key, known[key], w))
                     continue
                 if type(w) is WriteHold:
-                    h = w.hold
-                    holds.append((h.id, h.created_at, h.expires_at, h.component, h.estimate, h.attrs, h.cost_nanos,
-                                   h.tokens))
+                    holds.extend((h.id, h.created_at, h.expires_at, h.component, h.estimate, h.attrs, h.cost_nanos,
+                                  h.tokens) for h in w.holds)
                     answer: Any = w.decision
                 else:
                     r = w.row

@@ -51,6 +51,7 @@ REST: list[Face] = [Face(*row) for row in [
     ("POST", "/api/v1/reservations/{reservation_id}/commit", Commit, lambda q, b, p: {"usage": b, **p},
      UsagePatch),
     ("DELETE", "/api/v1/reservations/{reservation_id}", Release, _path, None),
+    ("POST", "/api/v1/reservations/release", Release, lambda q, b, p: b or {}, Release),
     ("GET", "/api/v1/budgets", BudgetList, _path, None),
     ("GET", "/api/v1/budgets/{name}", BudgetGet, _path, None),
     ("PUT", "/api/v1/budgets/{name}", BudgetSet, lambda q, b, p: _budget_body(q, b, p), BudgetSpec),

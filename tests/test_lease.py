@@ -1,0 +1,189 @@
+"""Leases: one `reserve` of many calls, admitted by the client itself, exact on hard limits.
+
+Through the real doors: the client library over the socket and over HTTP, raw frames, a SIGKILL of the
+daemon with a lease out."""
+
+import random
+import threading
+
+import anyio
+import httpx
+import pytest
+
+from budgetd.client import BudgetClient, Estimate, SyncBudgetClient
+from conftest import RawConn
+
+pytestmark = pytest.mark.anyio
+
+SHAPE = dict(component="agent", model="gpt-4o", input_tokens=1000, max_output_tokens=500)
+
+
+def per_call(client: SyncBudgetClient) -> float:
+    return client.check(**SHAPE).estimated_cost_usd
+
+
+def hard_budget(client: SyncBudgetClient, calls: int) -> float:
+    """A total hard budget with room for exactly `calls` calls of SHAPE; the price of one."""
+    cost = per_call(client)
+    client.budget_set(name="cap", scope={"component": "agent"}, period="total", limit_usd=round(cost * calls, 9),
+                      policy="hard")
+    return cost
+
+
+def state(client: SyncBudgetClient):
+    (s,) = client.budget_get("cap").states
+    return s
+
+
+def test_a_lease_holds_only_what_fits_and_its_calls_are_admitted_without_the_daemon(daemon):
+    with SyncBudgetClient(daemon.socket) as c:
+        cost = hard_budget(c, 100)
+        lease = c.lease(**SHAPE, calls=1000)
+        assert lease.decision.action == "allow"
+        ids = lease.decision.reservation_ids
+        assert len(ids) == 100 == len(set(ids)) and lease.decision.reservation_id == ids[0]
+        assert state(c).reserved_usd == pytest.approx(100 * cost)
+        daemon.stop()  # admitting needs no daemon
+        admitted = [lease.admit() for _ in range(150)]
+        assert admitted[:100] == ids and admitted[100:] == [None] * 50
+        assert lease.remaining == 0
+
+
+def test_admitted_calls_commit_like_reservations_and_unused_holds_go_back(daemon):
+    with SyncBudgetClient(daemon.socket) as c:
+        cost = hard_budget(c, 10)
+        lease = c.lease(**SHAPE, calls=10)
+        first, second = lease.admit(), lease.admit()
+        recorded = c.commit(first, input_tokens=800, output_tokens=200)  # labels come from the lease
+        assert recorded.cost_usd < cost
+        assert c.lease_return(lease) == 8 and lease.admit() is None
+        s = state(c)
+        assert s.spent_usd == pytest.approx(recorded.cost_usd)
+        assert s.reserved_usd == pytest.approx(cost)  # the admitted, uncommitted call is still held
+        assert c.release(second) is True
+        assert state(c).reserved_usd == 0
+        assert c.lease_return(lease) == 0  # nothing left to give back: no request at all
+
+
+def test_a_lease_admits_only_calls_its_holds_cover(daemon):
+    with SyncBudgetClient(daemon.socket) as c:
+        lease = c.lease(**SHAPE, calls=5)
+        assert lease.admit(input_tokens=1001) is None
+        assert lease.admit(max_output_tokens=501) is None
+        assert lease.admit(model="gpt-4o-mini") is None
+        assert lease.admit(component="other") is None
+        assert lease.admit(cache_read_tokens=500) is None  # cached input is priced otherwise: not covered
+        assert lease.admit(Estimate(**{**SHAPE, "input_tokens": 10, "max_output_tokens": 1})) is not None
+        assert lease.remaining == 4
+
+
+def test_a_denied_lease_admits_nothing_and_says_why(daemon):
+    with SyncBudgetClient(daemon.socket) as c:
+        hard_budget(c, 1)
+        c.record(**{k: v for k, v in SHAPE.items() if k != "max_output_tokens"}, output_tokens=500)
+        lease = c.lease(**SHAPE, calls=10)
+        assert lease.decision.action == "deny" and not lease.decision.allowed
+        assert lease.decision.reasons and lease.decision.reservation_ids == []
+        assert lease.admit() is None and c.lease_return(lease) == 0
+
+
+async def test_many_leases_at_once_never_admit_more_than_the_hard_limit(daemon):
+    """1,000 calls wanted through 50 leases on 5 connections at once, on a budget with room for 100: exactly
+    100 admitted, and spent plus held never above the limit while it runs."""
+    with SyncBudgetClient(daemon.socket) as c:
+        cost = hard_budget(c, 100)
+        limit = state(c).limit_usd
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        with SyncBudgetClient(daemon.socket) as c:
+            while not stop.is_set():
+                s = state(c)
+                samples.append(s.spent_usd + s.reserved_usd)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    admitted: list[str] = []
+
+    async def worker(n: int) -> None:
+        async with BudgetClient(daemon.socket) as client:
+            for _ in range(10):
+                lease = await client.lease(**SHAPE, calls=20, idempotency_key=f"lease-{n}-{random.random()}")
+                mine = []
+                while (rid := lease.admit()) is not None:
+                    mine.append(rid)
+                admitted.extend(mine)
+                for rid in mine:
+                    await client.commit(rid, input_tokens=1000, output_tokens=500)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for n in range(5):
+                tg.start_soon(worker, n)
+    finally:
+        stop.set()
+        sampler.join()
+    assert len(admitted) == 100 == len(set(admitted))
+    with SyncBudgetClient(daemon.socket) as c:
+        s = state(c)
+        assert s.spent_usd == pytest.approx(100 * cost) and s.reserved_usd == 0
+    assert samples and max(samples) <= limit + 1e-9
+
+
+def test_a_lease_survives_a_sigkill_of_the_daemon(daemon):
+    """Its holds are durable: after a SIGKILL and a restart they still count, and still commit."""
+    with SyncBudgetClient(daemon.socket) as c:
+        cost = hard_budget(c, 30)
+        lease = c.lease(**SHAPE, calls=20)
+        first = lease.admit()
+    daemon.kill()
+    daemon.start()
+    with SyncBudgetClient(daemon.socket) as c:
+        assert state(c).reserved_usd == pytest.approx(20 * cost)
+        assert len(c.lease(**SHAPE, calls=20).decision.reservation_ids) == 10  # only the rest was free
+        c.commit(first, input_tokens=1000, output_tokens=500)
+        assert c.lease_return(lease) == 19
+        s = state(c)
+        assert s.spent_usd == pytest.approx(cost) and s.reserved_usd == pytest.approx(10 * cost)
+
+
+def test_the_same_lease_again_answers_the_first_holds(daemon):
+    with SyncBudgetClient(daemon.socket) as c:
+        cost = hard_budget(c, 100)
+        one = c.lease(**SHAPE, calls=7, idempotency_key="lease-once")
+        again = c.lease(**SHAPE, calls=7, idempotency_key="lease-once")
+        assert again.decision.duplicate and again.decision.reservation_ids == one.decision.reservation_ids
+        assert state(c).reserved_usd == pytest.approx(7 * cost)
+        with pytest.raises(Exception, match="different request"):
+            c.lease(**SHAPE, calls=8, idempotency_key="lease-once")
+
+
+def test_leases_over_http_and_bad_input_on_both_doors(make_daemon):
+    d = make_daemon(http=True)
+    estimate = {"component": "agent", "model": "gpt-4o", "input_tokens": 1000, "max_output_tokens": 500}
+    with httpx.Client(base_url=d.url) as http:
+        r = http.post("/api/v1/reservations", json={"estimate": estimate, "calls": 3})
+        assert r.status_code == 200, r.text
+        ids = r.json()["reservation_ids"]
+        assert len(ids) == 3
+        r = http.post("/api/v1/reservations/release", json={"reservation_ids": ids[1:]})
+        assert r.status_code == 200 and r.json() == {"released": True, "count": 2}
+        for body, field in [({"estimate": estimate, "calls": 0}, "$.calls"),
+                            ({"estimate": estimate, "calls": 1001}, "$.calls")]:
+            r = http.post("/api/v1/reservations", json=body)
+            assert r.status_code == 400 and r.json()["error"]["field"] == field, r.text
+        r = http.post("/api/v1/reservations/release", json={})
+        assert r.status_code == 400 and "reservation_id" in r.json()["error"]["message"]
+        r = http.post("/api/v1/reservations/release", json={"reservation_ids": ids, "reservation_id": ids[0]})
+        assert r.status_code == 400
+        r = http.post("/api/v1/reservations/release", json={"reservation_ids": ["x"] * 1001})
+        assert r.status_code == 400 and r.json()["error"]["field"] == "$.reservation_ids"
+    with RawConn(d.socket) as raw:
+        answer = raw.call({"op": "release", "id": 1})
+        assert answer["error"]["code"] == "invalid" and "reservation_ids" in answer["error"]["message"]
+        answer = raw.call({"op": "reserve", "id": 2, "estimate": estimate, "calls": -1})
+        assert answer["error"]["field"] == "$.calls"
+        answer = raw.call({"op": "release", "id": 3, "reservation_ids": [ids[0], "r-unknown"]})
+        assert answer["result"] == {"released": True, "count": 1}
+        assert raw.call({"op": "ping", "id": 4})["ok"]
