@@ -105,21 +105,28 @@ class Actor:
             # Then what is already waiting, without a trip through the event loop each
             # (but a bounded number, so a busy actor still lets others run).
             handled = 0
-            while True:
-                try:
-                    await self.handle(message)
-                except OpError as exc:  # a refusal, not a fault: the actor carries on
-                    fail_reply(message, exc)
-                except Exception as exc:
-                    fail_reply(message, exc)
-                    raise
-                handled += 1
-                if handled >= DRAIN_LIMIT:
-                    break
-                try:
-                    message = mailbox.receive_nowait()
-                except (anyio.WouldBlock, anyio.EndOfStream):
-                    break
+            try:
+                while True:
+                    try:
+                        await self.handle(message)
+                    except OpError as exc:  # a refusal, not a fault: the actor carries on
+                        fail_reply(message, exc)
+                    except Exception as exc:
+                        fail_reply(message, exc)
+                        raise
+                    handled += 1
+                    if handled >= DRAIN_LIMIT:
+                        break
+                    try:
+                        message = mailbox.receive_nowait()
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+            finally:
+                self.drained()
+
+    def drained(self) -> None:
+        """Called once the messages waiting in the mailbox were handled (before the actor waits again, and
+        before it raises): work that can be done once for all of them."""
 
 
 def answering(ask: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[None]]:

@@ -2,6 +2,7 @@
 
 import contextlib
 import datetime as dt
+import json
 import random
 import sqlite3
 import time
@@ -376,3 +377,30 @@ def test_bad_budget_input(daemon):
         assert conn.call({"op": "release", "id": 2, "reservation_id": "garbage"})["result"] == {"released": False, "count": 0}
         assert conn.call({"op": "budget.delete", "id": 3, "name": "missing"})["result"] == {"deleted": False}
         assert conn.call({"op": "budget.list", "id": 4})["result"] == {"budgets": []}
+
+
+def test_records_pipelined_in_one_frame_answer_with_their_batch_state_and_cross_a_threshold_once(daemon):
+    """The allocator judges each counter once per drain of its mailbox: 200 records sent in one write are
+    each answered with a state that counts at least themselves, the last with all of them, and the 50%
+    threshold they cross together is announced once."""
+    with SyncBudgetClient(daemon.socket) as c:
+        c.budget_set(name="pipe", scope={"component": "pipe"}, period="total", limit_usd=0.004, policy="warn",
+                     thresholds=[0.5])
+    frames = b"".join(
+        (json.dumps({"op": "record", "id": i, "idempotency_key": f"pipe-{i}", "usage": {
+            "component": "pipe", "model": "gpt-4o", "input_tokens": 1, "output_tokens": 1}}) + "\n").encode()
+        for i in range(200))
+    from conftest import RawConn
+
+    with RawConn(daemon.socket) as events, RawConn(daemon.socket) as conn:
+        events.call({"op": "subscribe", "id": 0, "topics": ["budget"]})
+        conn.send(frames)
+        answers = sorted((conn.recv() for _ in range(200)), key=lambda a: a["id"])
+        spent = [a["result"]["budgets"][0]["spent_tokens"] for a in answers]
+        assert all(s >= 2 * (i + 1) for i, s in enumerate(spent)) and spent[-1] == 400
+        seen = []
+        events.sock.settimeout(1.0)
+        with contextlib.suppress(OSError):
+            while True:
+                seen.append(events.recv()["event"])
+    assert seen.count("budget.threshold") == 1, seen

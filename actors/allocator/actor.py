@@ -15,8 +15,10 @@ write after it.
 """
 
 import collections
+import inspect
 import itertools
 import secrets
+from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 import anyio
@@ -121,6 +123,9 @@ class Allocator(Actor):
         self._denied_keys: collections.OrderedDict[str, tuple[bytes | None, Decision]] = collections.OrderedDict()
         self._committed: collections.OrderedDict[str, tuple[str, Usage]] = collections.OrderedDict()
         self._unsettled: dict[int, _Pending] = {}  # what to undo when the ledger says a write was not applied
+        # Counters charged since the last drain, and the records' states to fill from them (see `drained`).
+        self._touched: dict[int, _Touched] = {}
+        self._unfilled: list[tuple[list[BudgetState], list[int]]] = []
         self._write_ids = itertools.count(1)
         self._chat: list[PriceEntry] | None = None
         self._candidates: routing.Candidates | None = None  # of the current book, built on its first denial
@@ -201,7 +206,29 @@ class Allocator(Actor):
 
     async def handle(self, message: Any) -> None:
         self._expire(self.clock.now_us())
-        await super().handle(message)
+        handler = self.handlers.get(type(message))
+        if handler is None:
+            raise TypeError(f"the allocator does not handle {type(message).__name__}")
+        result = handler(message)
+        if inspect.isawaitable(result):
+            self.drained()  # before anything else runs: the writes told so far carry their budget states
+            await result
+
+    def drained(self) -> None:
+        """The budget states of the records charged since the last drain, once per counter however many
+        records it took: each record's answer gets them (as they are after its whole batch), and the
+        signals judge each counter once. The ledger reads a write's states only once it has taken the
+        write from its mailbox, which it cannot do before this actor yields: here, or above."""
+        if not self._touched:
+            return
+        now_states: dict[int, BudgetState] = {}
+        for key, t in self._touched.items():
+            state = now_states[key] = t.budget.state(t.key, t.window, t.counter)
+            self.signals.charged(t.budget, t.key, state, t.before, t.window, t.counter, t.latest_us)
+        for states, counters in self._unfilled:
+            states.extend(now_states[c] for c in counters)
+        self._touched.clear()
+        self._unfilled.clear()
 
     def _expire(self, now_us: int) -> None:
         """Holds whose time is up are released; the ledger forgets them too (and never rebuilds an expired
@@ -467,24 +494,32 @@ class Allocator(Actor):
             self.signals.unpriced(u.model, self.unpriced.mode)
             close = self.book.did_you_mean(u.model, u.provider)
         charges: list[Charge] = []
-        states: list[BudgetState] = []
+        states: list[BudgetState] = []  # filled once the drain ends (see `drained`)
         if self.budgets:
             attrs: Attrs = {
                 "component": u.component, "model": priced.model, "provider": priced.provider,
                 "tier": priced.tier, "context_id": u.context_id, "task_type": u.task_type,
             }
             tokens = billed.tokens
+            cost = priced.cost_nanos
             # Every counter first (one may refuse, at its cap), then every charge: all or nothing.
             found = [(b, key, win, b.counter(key, win)) for b, key in self.budgets.matching(attrs)
                      for win in (b.window_at(ts_us),)]
+            touched = self._touched
             for budget, bkey, win, counter in found:
-                before = budget.used_fraction(counter.spent_nanos, counter.spent_tokens)
-                counter.spent_nanos += priced.cost_nanos
+                t = touched.get(id(counter))
+                if t is None:
+                    touched[id(counter)] = _Touched(budget, bkey, win, counter,
+                                                    budget.used_fraction(counter.spent_nanos, counter.spent_tokens),
+                                                    ts_us)
+                elif ts_us > t.latest_us:
+                    t.latest_us = ts_us
+                counter.spent_nanos += cost
                 counter.spent_tokens += tokens
-                charges.append(Charge(counter, priced.cost_nanos, tokens))
-                state = budget.state(bkey, win, counter)
-                states.append(state)
-                self.signals.charged(budget, bkey, state, before, win, counter, ts_us, priced.cost_nanos, tokens)
+                charges.append(Charge(counter, cost, tokens))
+                self.signals.spent(budget, bkey, ts_us, cost, tokens)
+            if found:
+                self._unfilled.append((states, [id(f[3]) for f in found]))
         row = UsageRow(
             ts=ts_us, component=u.component, model=priced.model, provider=priced.provider,
             tier=priced.tier, context_id=u.context_id, task_type=u.task_type,
@@ -537,6 +572,18 @@ class Allocator(Actor):
             for hold in pending.closed:
                 if hold.expires_us > now:
                     self.holds.add(hold)
+
+
+@dataclass(slots=True)
+class _Touched:
+    """A counter charged since the last drain: its used fraction before, and its latest record's time."""
+
+    budget: Budget
+    key: tuple[str, ...]
+    window: Any
+    counter: Any
+    before: float
+    latest_us: int
 
 
 class _Pending(NamedTuple):

@@ -34,16 +34,26 @@ class Signals:
             except OpError:
                 pass  # a full bus drops events, never decisions
 
+    def spent(self, budget: Budget, key: tuple[str, ...], ts_us: int, cost: int, tokens: int) -> None:
+        """A record was charged to `budget`'s counter of `key`: its spend counts in the burn rate."""
+        if self.bus is None or budget.limit_nanos is None and budget.limit_tokens is None:
+            return
+        burn = self.burn.get((budget.name, key))
+        if burn is None:
+            burn = self.burn[(budget.name, key)] = Burn(ts_us // Burn.BUCKET_US, self.clock.now_us())
+        burn.add(ts_us, cost, tokens)
+
     def charged(self, budget: Budget, key: tuple[str, ...], state: BudgetState, before: float, win: Any,
-                counter: Counter, ts_us: int, cost: int, tokens: int) -> None:
-        """A record was charged to `budget`'s counter: thresholds and burn-rate rules."""
+                counter: Counter, latest_us: int) -> None:
+        """Records were charged to `budget`'s counter (its used fraction went from `before` to `state`'s, the
+        latest of them made at `latest_us`): thresholds and burn-rate rules."""
         if self.bus is None:
             return
         self._crossings(budget, state, before)
-        self._trend(budget, key, state, win, counter, ts_us, cost, tokens)
+        self._trend(budget, key, state, win, counter, latest_us)
 
     def _crossings(self, budget: Budget, state: BudgetState, before: float) -> None:
-        """`budget.threshold` for every threshold this charge crossed, `budget.exceeded` at the limit."""
+        """`budget.threshold` for every threshold these charges crossed, `budget.exceeded` at the limit."""
         after = state.used_fraction
         if after <= before:
             return
@@ -54,19 +64,16 @@ class Signals:
         self.publish(events)
 
     def _trend(self, budget: Budget, key: tuple[str, ...], state: BudgetState, win: Any, counter: Counter,
-               ts_us: int, cost: int, tokens: int) -> None:
+               ts_us: int) -> None:
         """Burn-rate rules on the spend of the hour before now (by the daemon's clock and the records' own
         timestamps): `budget.projected_exhaustion` when that rate reaches the limit before the current window
         ends, `budget.anomaly` when it is over `anomaly_factor` times the hourly average of the day before.
         They judge only the current window, from records of its last hour: a back-dated record (an import of
         yesterday's rows) is counted, but says nothing about where this window is heading."""
-        if budget.limit_nanos is None and budget.limit_tokens is None:
-            return
-        now = self.clock.now_us()
         burn = self.burn.get((budget.name, key))
         if burn is None:
-            burn = self.burn[(budget.name, key)] = Burn(ts_us // Burn.BUCKET_US, now)
-        burn.add(ts_us, cost, tokens)
+            return  # a budget without a limit has no burn rate to judge
+        now = self.clock.now_us()
         current = win.end_us is None or win.start_us <= now < win.end_us
         if not current or ts_us <= now - HOUR_US:
             return
