@@ -132,7 +132,7 @@ class Assistant(Actor):
     async def _release(self, reservation_id: str | None) -> None:
         if reservation_id:
             try:
-                await self.allocator.ask(lambda reply: ReleaseMsg(reservation_id=reservation_id, reply=reply),
+                await self.allocator.ask(lambda reply: ReleaseMsg(reservation_ids=[reservation_id], reply=reply),
                                          self.timeout)
             except OpError:
                 pass  # the hold expires by itself
