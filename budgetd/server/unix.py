@@ -1,16 +1,18 @@
 """The Unix socket door: line-delimited JSON, pipelined, answered by id."""
 
+import asyncio
 import errno
 import fcntl
 import logging
 import math
+import os
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import SocketAttribute, SocketStream, TaskStatus
+from anyio.abc import TaskStatus
 
 from budgetd.protocol import (
     OpError,
@@ -24,7 +26,6 @@ from budgetd.server.ops import Ops
 
 log = logging.getLogger("budgetd.socket")
 
-READ_CHUNK = 1 << 16
 MAX_IN_FLIGHT = 512  # requests per connection: past it we stop reading (backpressure)
 OUTPUT_LIMIT = 8 << 20  # answers a client has not read yet: past it we stop reading
 STREAM_BACKLOG = 256 << 10  # unread events past which a subscription stops taking from its feed
@@ -65,6 +66,10 @@ def prepare_socket_path(path: Path) -> Any:
 
 
 class SocketServer:
+    """Serves the socket with asyncio's transports: a frame is handled in the loop's own read callback,
+    with no task and no stream object in between (the daemon runs on asyncio, with uvloop when
+    installed); ops that await run as tasks of `serve`'s task group."""
+
     def __init__(self, path: Path, ops: Ops, mode: int, max_frame_bytes: int, max_connections: int) -> None:
         self.path = path
         self.ops = ops
@@ -75,19 +80,30 @@ class SocketServer:
         self._accepting = anyio.CancelScope()
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        listener = await anyio.create_unix_listener(self.path, mode=self.mode)
+        listening = _listen(self.path, self.mode)
         try:
             async with anyio.create_task_group() as tg:
-                with self._accepting:
-                    tg.start_soon(self._reap)
-                    task_status.started()
-                    async with listener:
-                        while True:
-                            stream = await listener.accept()
-                            tg.start_soon(self._connection, stream)
+                self.spawn = tg.start_soon
+                loop = asyncio.get_running_loop()
+                server = await loop.create_unix_server(lambda: Connection(self), sock=listening)
+                listening = None  # the server owns it now
+                try:
+                    with self._accepting:
+                        tg.start_soon(self._reap)
+                        task_status.started()
+                        await anyio.sleep_forever()
+                finally:
+                    server.close()
                 # Not accepting any more: wait for open connections to answer what they hold.
-                tg.cancel_scope.deadline = anyio.current_time() + self.ops.refresh_timeout + 5
+                with anyio.move_on_after(self.ops.refresh_timeout + 5):
+                    while self.connections:
+                        await anyio.sleep(0.01)
+                for connection in list(self.connections):
+                    connection.abort()
+                tg.cancel_scope.cancel()
         finally:
+            if listening is not None:
+                listening.close()
             try:
                 self.path.unlink()
             except FileNotFoundError:
@@ -97,33 +113,28 @@ class SocketServer:
         """Stop accepting and stop reading; requests in flight are still answered."""
         self._accepting.cancel()
         for connection in list(self.connections):
-            connection.reader.cancel()
+            connection.stop_reading()
 
     async def _reap(self) -> None:
         """Answer `busy` to requests that waited longer than the ask timeout."""
-        while not (self._accepting.cancel_called and not self.connections):
+        while True:
             await anyio.sleep(0.25)
             now = time.monotonic()
             for connection in list(self.connections):
                 connection.expire(now)
 
-    async def _connection(self, stream: SocketStream) -> None:
-        async with stream:
-            if len(self.connections) >= self.max_connections:
-                error = OpError("busy", f"too many connections (limit {self.max_connections}); retry later")
-                try:
-                    await stream.send(encode_line(err(None, error)))
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                    pass
-                return
-            connection = Connection(stream, self.ops, self.max_frame_bytes)
-            self.connections.add(connection)
-            try:
-                await connection.run()
-            except Exception:  # a fault of one connection never takes the door down with it
-                log.exception("a connection failed and was closed")
-            finally:
-                self.connections.discard(connection)
+
+def _listen(path: Path, mode: int) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.bind(str(path))
+        os.chmod(path, mode)
+        sock.listen(4096)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class ConnectionReply:
@@ -150,40 +161,72 @@ class ConnectionReply:
         self.connection.deliver(self, encode_line(err(self.request_id, error)))
 
 
-class Connection:
-    """One client: splits frames, answers by id, writes answers from one writer task.
+class Connection(asyncio.Protocol):
+    """One client: splits frames, answers by id.
 
     Immediate ops are answered inline; ops served by one actor are told to it
-    with a `ConnectionReply`; the rest run as tasks. Every answer lands in
-    `out`, and the writer sends whatever has gathered in one write.
+    with a `ConnectionReply`; the rest run as tasks. Answers made while a chunk
+    of input is read go out in one write after it; others are written at once
+    (the transport buffers what the kernel does not take).
     """
 
-    def __init__(self, stream: SocketStream, ops: Ops, max_frame: int) -> None:
-        self.stream = stream
-        self.ops = ops
-        self.max_frame = max_frame
-        self.reader = anyio.CancelScope()
-        self.out = bytearray()
+    def __init__(self, server: SocketServer) -> None:
+        self.server = server
+        self.ops = server.ops
+        self.max_frame = server.max_frame_bytes
         self.outstanding: dict[ConnectionReply, None] = {}
-        self.closed = False
-        self._socket = stream.extra(SocketAttribute.raw_socket)
-        self._writing = False
-        self._in_chunk = False
-        self._wake_writer = anyio.Event()
-        self._room = anyio.Event()
-        self._room.set()
+        self.closed = False  # the client is gone: nothing more is written
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._skipping = False  # inside an oversized frame: drop bytes up to its newline
+        self._out: list[bytes] | None = None  # answers gathered while a chunk is read
+        self._paused_by: set[str] = set()  # why reading is paused: in flight, unread output, stopped
+        self._ended = False  # the client sent EOF, or we stopped reading: close once all is answered
+        self._streams: set[anyio.CancelScope] = set()
 
-    async def run(self) -> None:
-        async with anyio.create_task_group() as tasks:
-            self.tasks = tasks
-            tasks.start_soon(self._writer)
-            with self.reader:
-                await self._read()
-            # The client is gone or we are shutting down: answer what is in flight, then close.
-            deadline = time.monotonic() + self.ops.refresh_timeout + 1
-            while (self.outstanding or self.out) and not self.closed and time.monotonic() < deadline:
-                await anyio.sleep(0.005)
-            tasks.cancel_scope.cancel()
+    # -- the transport's callbacks --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if len(self.server.connections) >= self.server.max_connections:
+            error = OpError("busy", f"too many connections (limit {self.server.max_connections}); retry later")
+            self.transport.write(encode_line(err(None, error)))  # type: ignore[union-attr]
+            self.transport.close()  # type: ignore[union-attr]
+            self.closed = True
+            return
+        self.server.connections.add(self)
+        self.transport.set_write_buffer_limits(high=OUTPUT_LIMIT)  # type: ignore[union-attr]
+        if self.server._accepting.cancel_called:
+            self.stop_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self._out = []
+        try:
+            self._split(data)
+        except Exception:  # a fault of one connection never takes the door down with it
+            log.exception("a connection failed and was closed")
+            self.abort()
+        finally:
+            out, self._out = self._out, None
+            if out and not self.closed:
+                self.transport.write(b"".join(out))  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        # A half-written frame of a departed client is dropped; what it sent whole is still answered.
+        self._end()
+        return True  # keep the transport open to write the answers
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        for scope in self._streams:
+            scope.cancel()
+
+    def pause_writing(self) -> None:
+        self._pause("output")  # the client is not reading its answers
+
+    def resume_writing(self) -> None:
+        self._resume("output")
 
     # -- output --
 
@@ -191,99 +234,87 @@ class Connection:
         if self.outstanding.pop(reply, False) is False:
             return  # already answered `busy`
         self._write(data)
-        if not self._room.is_set() and len(self.outstanding) < MAX_IN_FLIGHT:
-            self._room.set()
+        if len(self.outstanding) < MAX_IN_FLIGHT:
+            self._resume("in flight")
+        if self._ended:
+            self._close_when_answered()
 
     def _write(self, data: bytes) -> None:
         if self.closed:
             return
-        self.out += data
-        if not self._in_chunk:  # the reader pushes once after its whole chunk
-            self._push()
-
-    def _push(self) -> None:
-        """Send from here when the socket takes it all (the usual case): no task switch per answer.
-
-        Whatever the kernel does not take at once is left to the writer task.
-        """
-        if self._writing or not self.out:
-            return  # the writer task owns the socket until it has sent `out`
-        try:
-            sent = self._socket.send(self.out)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            self.closed = True
-            self.out.clear()
-            return
-        del self.out[:sent]
-        if self.out:
-            self._wake_writer.set()
-
-    async def _writer(self) -> None:
-        while not self.closed:
-            await self._wake_writer.wait()
-            self._wake_writer = anyio.Event()
-            self._writing = True
-            try:
-                while self.out and not self.closed:
-                    data = bytes(self.out)
-                    self.out.clear()
-                    await self.stream.send(data)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                self.closed = True
-                self.out.clear()
-            finally:
-                self._writing = False
+        if self._out is not None:
+            self._out.append(data)
+        else:
+            self.transport.write(data)  # type: ignore[union-attr]
 
     def expire(self, now: float) -> None:
         late = [r for r in self.outstanding if r.deadline <= now]
         for reply in late:
             reply.fail(OpError("busy", f"the daemon did not answer within {self.ops.timeout:g}s; retry shortly"))
 
+    def stop_reading(self) -> None:
+        """Shutting down: read nothing more, answer what is in flight, then close."""
+        self._pause("stopped")
+        self._end()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _end(self) -> None:
+        """No more requests will come: subscriptions end, and the connection closes once all is answered."""
+        self._ended = True
+        for scope in self._streams:
+            scope.cancel()
+        self._close_when_answered()
+
+    def _close_when_answered(self) -> None:
+        if not self.outstanding and not self._streams and not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()  # after what it has buffered is sent
+
+    def _pause(self, why: str) -> None:
+        if not self._paused_by and not self.closed and self.transport is not None:
+            self.transport.pause_reading()
+        self._paused_by.add(why)
+
+    def _resume(self, why: str) -> None:
+        if why not in self._paused_by:
+            return
+        self._paused_by.discard(why)
+        if not self._paused_by and not self.closed and self.transport is not None:
+            self.transport.resume_reading()
+
     # -- input --
 
-    async def _read(self) -> None:
-        buffer = bytearray()
-        skipping = False  # inside an oversized frame: drop bytes up to its newline
-        while not self.closed:
-            if not self._room.is_set():
-                await self._room.wait()  # backpressure: too much in flight on this connection
-            if len(self.out) > OUTPUT_LIMIT:
-                await anyio.sleep(0.001)  # the client is not reading its answers
-                continue
-            try:
-                chunk = await self.stream.receive(READ_CHUNK)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                return  # a half-written frame of a departed client is dropped
-            start = 0
-            self._in_chunk = True
-            while True:
-                newline = chunk.find(b"\n", start)
-                if newline < 0:
-                    if not skipping:
-                        buffer += chunk[start:]
-                        if len(buffer) > self.max_frame:
-                            skipping = True
-                            buffer.clear()
-                            self._write(self._too_large())
-                    break
-                if skipping:
-                    skipping = False
-                else:
-                    if buffer:
-                        buffer += chunk[start:newline]
-                        frame = bytes(buffer)
+    def _split(self, chunk: bytes) -> None:
+        buffer = self._buffer
+        start = 0
+        while True:
+            newline = chunk.find(b"\n", start)
+            if newline < 0:
+                if not self._skipping:
+                    buffer += chunk[start:]
+                    if len(buffer) > self.max_frame:
+                        self._skipping = True
                         buffer.clear()
-                    else:
-                        frame = chunk[start:newline]
-                    if len(frame) > self.max_frame:
                         self._write(self._too_large())
-                    elif frame.strip():
-                        self._frame(frame)
-                start = newline + 1
-            self._in_chunk = False
-            self._push()
+                return
+            if self._skipping:
+                self._skipping = False
+            else:
+                if buffer:
+                    buffer += chunk[start:newline]
+                    frame = bytes(buffer)
+                    buffer.clear()
+                else:
+                    frame = chunk[start:newline]
+                if len(frame) > self.max_frame:
+                    self._write(self._too_large())
+                elif frame.strip():
+                    self._frame(frame)
+            start = newline + 1
 
     def _too_large(self) -> bytes:
         return encode_line(err(None, OpError(
@@ -307,7 +338,7 @@ class Connection:
                 self._write(encode_line(err(request.id, error)))
             return
         if kind.serve == "stream":
-            self.tasks.start_soon(self._stream, request)
+            self.server.spawn(self._stream, request)
             return
         # A told actor may never answer (it crashed mid-message): the reaper answers `busy` for it.
         # A spawned handler always answers, its asks carrying their own timeouts.
@@ -315,9 +346,9 @@ class Connection:
         reply = ConnectionReply(self, request.id, deadline, kind.__struct_config__.tag)
         self.outstanding[reply] = None
         if len(self.outstanding) >= MAX_IN_FLIGHT:
-            self._room = anyio.Event()
+            self._pause("in flight")  # backpressure: too much in flight on this connection
         try:
-            self.ops.submit(request, reply, self.tasks.start_soon)
+            self.ops.submit(request, reply, self.server.spawn)
         except Exception as exc:
             reply.fail(exc)
 
@@ -327,6 +358,16 @@ class Connection:
         Events are taken from the feed only while the client keeps up; when it does
         not, the feed drops its oldest events and later sends a `lagged` marker.
         """
+        with anyio.CancelScope() as scope:
+            self._streams.add(scope)
+            try:
+                await self._feed(request)
+            finally:
+                self._streams.discard(scope)
+                if self._ended:
+                    self._close_when_answered()
+
+    async def _feed(self, request: Any) -> None:
         try:
             result, feed = await self.ops.subscribe(request)
         except OpError as error:
@@ -336,10 +377,12 @@ class Connection:
         try:
             while not self.closed and not feed.closed:
                 await feed.wait()
-                while len(self.out) > STREAM_BACKLOG and not self.closed:
+                while self._unsent() > STREAM_BACKLOG and not self.closed:
                     await anyio.sleep(0.01)
                 for event in feed.take():
                     self._write(encode_line(event))
         finally:
             self.ops.unsubscribe(feed)
 
+    def _unsent(self) -> int:
+        return 0 if self.transport is None or self.closed else self.transport.get_write_buffer_size()
