@@ -59,9 +59,23 @@ class Token:
 class HttpRefused(Exception):
     """The HTTP door cannot listen as configured; the message says why."""
 
+def _status(error: OpError) -> int:
+    return getattr(error, "http_status", None) or HTTP_STATUS.get(error.code, 500)
+
+
 def _error(request_id: Any, error: OpError) -> Response:
-    status = getattr(error, "http_status", None) or HTTP_STATUS.get(error.code, 500)
-    return Response(encode(err(request_id, error)), status_code=status, media_type=JSON)
+    return Response(encode(err(request_id, error)), status_code=_status(error), media_type=JSON)
+
+
+async def _chunks(receive: Callable) -> AsyncIterator[bytes]:
+    """The body of an ASGI request, as it arrives."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise OpError("bad_frame", "the client went away before its body was complete")
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
 
 
 @contextlib.contextmanager
@@ -87,32 +101,44 @@ class HttpDoor:
             Route("/api/v1/events", self.events, methods=["GET"]),
         ]
         routes += [Route(face.path, self._face(face.op, face.build), methods=[face.method]) for face in REST]
-        self.app = Starlette(exception_handlers={404: _not_found, 405: _not_allowed}, routes=routes)
+        self._starlette = Starlette(exception_handlers={404: _not_found, 405: _not_allowed}, routes=routes)
         self._openapi: bytes | None = None
 
-    async def _body(self, request: HttpRequest) -> bytes:
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    async def app(self, scope: dict, receive: Callable, send: Callable) -> None:
+        """The ASGI app. `POST /api/v1/rpc`, what the client library sends, is served here on the ASGI
+        messages themselves; every other route through Starlette."""
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/api/v1/rpc":
+            headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+            status, body = await self._rpc(headers, _chunks(receive))
+            await send({"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self._starlette(scope, receive, send)
+
+    async def _body(self, headers: Any, chunks: AsyncIterator[bytes]) -> bytes:
+        kind = headers.get("content-type", "").split(";")[0].strip().lower()
         if kind and "json" not in kind and kind != "application/x-www-form-urlencoded":  # curl -d sends the latter
             error = OpError("invalid", f"the body must be JSON (Content-Type: application/json), not {kind}")
             error.http_status = 415  # type: ignore[attr-defined]
             raise error
-        declared = request.headers.get("content-length")
+        declared = headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_body:
             raise OpError("frame_too_large", f"body over http.max_body_bytes ({self.max_body})")
         body = bytearray()
-        async for chunk in request.stream():
+        async for chunk in chunks:
             body += chunk
             if len(body) > self.max_body:
                 raise OpError("frame_too_large", f"body over http.max_body_bytes ({self.max_body})")
         return bytes(body)
 
-    def authorize(self, request: HttpRequest, req: Request) -> frozenset[str] | None:
+    def authorize(self, headers: Any, req: Request) -> frozenset[str] | None:
         """With tokens configured, each request needs a bearer token whose role covers the op
         and, for a token limited to components, a request for one of them. Returns the components the
         caller may spend for (None: any), which commit and release check against the reservation's."""
         if not self.tokens:
             return None
-        header = request.headers.get("authorization", "")
+        header = headers.get("authorization", "")
         presented = header[7:].strip() if header[:7].lower() == "bearer " else ""
         token = None
         for candidate in self.tokens:  # compare with every token, in constant time each
@@ -135,12 +161,12 @@ class HttpDoor:
             self._openapi = encode(openapi_document())
         return Response(self._openapi, media_type=JSON)
 
-    async def _dispatch(self, request: HttpRequest, req: Request) -> Any:
+    async def _dispatch(self, headers: Any, req: Request) -> Any:
         """Authorize, serve through the shared dispatch, and count the request."""
         op = req.__struct_config__.tag
         started = time.perf_counter()
         try:
-            components = self.authorize(request, req)
+            components = self.authorize(headers, req)
             result = await self.ops.call(req, components)
         except OpError as error:
             self.ops.finished(op, error.code, started)
@@ -150,7 +176,7 @@ class HttpDoor:
 
     async def metrics(self, request: HttpRequest) -> Response:
         try:
-            self.authorize(request, Status())
+            self.authorize(request.headers, Status())
             text = await self.ops.prometheus()
         except OpError as error:
             return _error(None, error)
@@ -162,7 +188,7 @@ class HttpDoor:
     async def ready(self, request: HttpRequest) -> Response:
         """Readiness says what the daemon holds (prices, actors): a read token's to know. `/health` stays open."""
         try:
-            self.authorize(request, Status())
+            self.authorize(request.headers, Status())
             status = await self.ops.call(Status())
         except OpError as error:
             return _error(None, error)
@@ -178,7 +204,7 @@ class HttpDoor:
             with _translated(Subscribe):
                 req = msgspec.convert({"topics": [t.strip() for t in topics if t.strip()], "after": after},
                                       Subscribe, strict=False)
-            self.authorize(request, req)
+            self.authorize(request.headers, req)
             _result, feed = await self.ops.subscribe(req)
         except OpError as error:
             return _error(None, error)
@@ -202,26 +228,32 @@ class HttpDoor:
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def rpc(self, request: HttpRequest) -> Response:
-        """Any protocol request; the same envelope as the socket."""
+        """Any protocol request; the same envelope as the socket (served by `app` before Starlette)."""
+        status, body = await self._rpc(request.headers, request.stream())
+        return Response(body, status_code=status, media_type=JSON)
+
+    async def _rpc(self, headers: Any, chunks: AsyncIterator[bytes]) -> tuple[int, bytes]:
         try:
-            body = await self._body(request)
+            body = await self._body(headers, chunks)
             req = decode_request(body)
         except OpError as error:
-            return _error(request_id_of(error), error)
+            return _status(error), encode(err(request_id_of(error), error))
         if isinstance(req, Subscribe):
-            return _error(req.id, OpError("invalid", "subscribe streams events: use GET /api/v1/events", "$.op"))
+            error = OpError("invalid", "subscribe streams events: use GET /api/v1/events", "$.op")
+            return _status(error), encode(err(req.id, error))
         try:
-            result = await self._dispatch(request, req)
+            result = await self._dispatch(headers, req)
         except OpError as error:
-            return _error(req.id, error)
-        return Response(encode(ok(req.id, result)), media_type=JSON)
+            return _status(error), encode(err(req.id, error))
+        return 200, encode(ok(req.id, result))
 
     def _face(self, kind: type[Request], build: Callable[[Any, Any, dict], dict]) -> Callable:
         """A REST route: path parameters, the query and the JSON body make one protocol request."""
 
         async def handle(request: HttpRequest) -> Response:
             try:
-                raw = await self._body(request) if request.method in ("POST", "PUT") else b""
+                raw = await self._body(request.headers, request.stream()) if request.method in ("POST", "PUT") \
+                    else b""
                 body = decode_json(raw) if raw.strip() else None
                 if request.method in ("POST", "PUT") and body is not None and not isinstance(body, dict):
                     raise OpError("bad_frame", "the body must be a JSON object")
@@ -235,7 +267,7 @@ class HttpDoor:
                 self.ops.finished(kind.__struct_config__.tag, error.code, time.perf_counter())
                 return _error(None, error)
             try:
-                result = await self._dispatch(request, req)
+                result = await self._dispatch(request.headers, req)
             except OpError as error:
                 return _error(None, error)
             return Response(encode(result), media_type=JSON)

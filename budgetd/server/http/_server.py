@@ -52,7 +52,7 @@ class HttpServer:
 
         self.host, self.port = host, port
         self.socket = _listen(host, port)
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, interface="asgi3",
                                 lifespan="off", timeout_graceful_shutdown=5)
         self.server = _Embedded(config)
         self.done = anyio.Event()
