@@ -3,8 +3,10 @@
 Through the real doors: the client library over the socket and over HTTP, raw frames, a SIGKILL of the
 daemon with a lease out."""
 
+import datetime as dt
 import random
 import threading
+import time
 
 import anyio
 import httpx
@@ -187,3 +189,107 @@ def test_leases_over_http_and_bad_input_on_both_doors(make_daemon):
         answer = raw.call({"op": "release", "id": 3, "reservation_ids": [ids[0], "r-unknown"]})
         assert answer["result"] == {"released": True, "count": 1}
         assert raw.call({"op": "ping", "id": 4})["ok"]
+
+
+def test_a_reserve_repeated_with_its_key_answers_its_first_holds_even_when_they_took_all_the_room(daemon):
+    """The room is gone because of the first reserve itself (its answer was lost): the repeat must not be
+    denied, nor orphan the first holds; for one call as for many."""
+    with SyncBudgetClient(daemon.socket) as c:
+        cost = hard_budget(c, 10)
+    with RawConn(daemon.socket) as raw:
+        for calls, key in ((10, "lease-K"), (1, "single-K")):
+            frame = {"op": "reserve", "id": 1, "estimate": SHAPE, "calls": calls, "ttl_s": 300,
+                     "idempotency_key": key}
+            first = raw.call(frame)["result"]
+            again = raw.call(frame)["result"]
+            assert first["allowed"] and again["allowed"] and again["duplicate"], (first, again)
+            assert again["reservation_id"] == first["reservation_id"]
+            assert again["reservation_ids"] == first["reservation_ids"]
+            if calls == 10:  # room for the single reserve
+                raw.call({"op": "release", "id": 2, "reservation_ids": first["reservation_ids"][:1]})
+    with SyncBudgetClient(daemon.socket) as c:
+        assert state(c).reserved_usd == pytest.approx(10 * cost)  # nine of the lease and the single one
+        # A client whose first answer was lost gets nothing to admit from the repeat, and gives the holds back.
+        retry = c.lease(**SHAPE, calls=10, idempotency_key="lease-K")
+        assert retry.decision.duplicate and retry.admit() is None
+        assert c.lease_return(retry) == 9
+        assert state(c).reserved_usd == pytest.approx(cost)
+
+
+def test_a_lease_repeated_in_one_client_admits_nothing_and_takes_nothing_from_the_first(daemon):
+    with SyncBudgetClient(daemon.socket) as c:
+        hard_budget(c, 10)
+        first = c.lease(**SHAPE, calls=5, ttl_s=1.5, idempotency_key="lease-A")
+        again = c.lease(**SHAPE, calls=5, ttl_s=1.5, idempotency_key="lease-A")
+        assert again.decision.duplicate and again.remaining == 0 and again.admit() is None
+        assert c.lease_return(again) == 0 and first.remaining == 5
+        time.sleep(1.5)
+        assert first.admit() is None  # past the time it may admit in
+        with pytest.raises(TypeError, match="ttl_s"):
+            c.lease(**SHAPE, calls=5, ttl_s=None)  # refused before anything is held
+
+
+def test_open_holds_follow_their_budget_into_the_next_window(make_daemon):
+    """A lease taken in the last seconds of an hour still holds in the next hour's window of an hourly
+    budget: the next hour's first lease gets only what is left."""
+    d = make_daemon(clock="2026-12-01T10:59:57Z")
+    with SyncBudgetClient(d.socket) as c:
+        cost = per_call(c)
+        c.budget_set(name="cap", scope={"component": "agent"}, period="hourly", limit_usd=round(cost * 5, 9),
+                     policy="hard")
+        lease = c.lease(**SHAPE, calls=5, ttl_s=120)
+        assert len(lease.decision.reservation_ids) == 5
+        while d.now() < dt.datetime(2026, 12, 1, 11, 0, 1, tzinfo=dt.timezone.utc):
+            time.sleep(0.2)
+        s = state(c)
+        assert s.window_start.hour == 11 and s.reserved_usd == pytest.approx(5 * cost)
+        assert c.lease(**SHAPE, calls=5).decision.action == "deny"
+        for rid in [lease.admit() for _ in range(5)]:
+            c.commit(rid, input_tokens=1000, output_tokens=500)
+        s = state(c)
+        assert s.spent_usd == pytest.approx(5 * cost) and s.reserved_usd == 0
+
+
+def test_a_budget_set_while_holds_are_open_counts_them(daemon):
+    with SyncBudgetClient(daemon.socket) as c:
+        cost = per_call(c)
+        lease = c.lease(**SHAPE, calls=20)
+        hard_budget(c, 5)
+        assert state(c).reserved_usd == pytest.approx(20 * cost)
+        assert c.lease(**SHAPE, calls=5).decision.action == "deny"
+        assert c.lease_return(lease) == 20
+        assert state(c).reserved_usd == 0
+        assert len(c.lease(**SHAPE, calls=5).decision.reservation_ids) == 5
+
+
+def test_only_an_allow_leases_more_than_one_call(daemon):
+    """A critical call past a hard limit, or one a soft budget would downgrade, holds one call as a reserve
+    does, however many were asked for."""
+    with SyncBudgetClient(daemon.socket) as c:
+        hard_budget(c, 1)
+        c.budget_set(name="cap", scope={"component": "agent"}, period="total",
+                     limit_usd=c.budget_get("cap").budget.limit_usd, policy="hard", critical_bypass=True)
+        c.record(component="agent", model="gpt-4o", input_tokens=1000, output_tokens=500)
+        critical = c.lease(**SHAPE, priority=10, calls=50)
+        assert critical.decision.action == "warn" and len(critical.decision.reservation_ids) == 1
+
+
+def test_a_commit_after_its_lease_expired_is_still_recorded(daemon):
+    with SyncBudgetClient(daemon.socket) as c:
+        short = c.lease(**SHAPE, calls=2, ttl_s=1.0)
+        rid = short.admit()
+        time.sleep(1.5)
+        recorded = c.commit(rid, input_tokens=10, output_tokens=10)  # no hold now: recorded as plain usage
+        assert recorded.record_id and recorded.model == "gpt-4o"
+
+
+def test_a_lease_is_remembered_once_for_all_its_holds():
+    from budgetd.client._ops import Reservations
+    from budgetd.model import Decision, UsagePatch
+
+    memory = Reservations()
+    ids = [f"r-abc.{n}" for n in range(1000)]
+    memory.remember(Decision(allowed=True, action="allow", estimated_cost_usd=0.1, estimated_tokens=1,
+                             reservation_id=ids[0], reservation_ids=ids), Estimate(**SHAPE))
+    assert len(memory._estimates) == 1
+    assert memory.complete(ids[999], UsagePatch(input_tokens=1, output_tokens=1)).component == "agent"

@@ -18,7 +18,7 @@ EST = Estimate(component="c", model="m", input_tokens=1)
 
 
 def hold(hold_id: str, expires: float, *charges: Charge) -> Hold:
-    return Hold(hold_id, list(charges), expires, EST)
+    return Hold(hold_id, list(charges), expires, EST, {"component": "c"}, 0, 0)
 
 
 def reserved(*counters: Counter) -> list[tuple[int, int]]:

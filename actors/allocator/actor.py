@@ -127,6 +127,7 @@ class Allocator(Actor):
         self._touched: dict[int, _Touched] = {}
         self._unfilled: list[tuple[list[BudgetState], list[int]]] = []
         self._write_ids = itertools.count(1)
+        self._next_window_end: int | None = None  # when holds next move to a budget's new window
         self._chat: list[PriceEntry] | None = None
         self._candidates: routing.Candidates | None = None  # of the current book, built on its first denial
         self.handlers: dict[type, Callable[[Any], Any]] = {
@@ -182,11 +183,24 @@ class Allocator(Actor):
             self._reopen(row)
 
     def _reopen(self, row: HoldRow) -> None:
-        """A hold the ledger keeps, charged again on the counters of the windows it was made in."""
+        """A hold the ledger keeps, charged again on the current window of every budget that covers it."""
         attrs = _attrs_decoder.decode(row.attrs)
-        charges = [Charge(budget.counter(key, budget.window_at(row.created_at), capped=False), row.cost_nanos,
-                          row.tokens) for budget, key in self.budgets.matching(attrs)]
-        self.holds.add(Hold(row.id, charges, row.expires_at, _estimate_decoder.decode(row.estimate)))
+        now = self.clock.now_us()
+        charges = [Charge(budget.counter(key, budget.window_at(now), capped=False), row.cost_nanos, row.tokens,
+                          budget, key) for budget, key in self.budgets.matching(attrs)]
+        self.holds.add(Hold(row.id, charges, row.expires_at, _estimate_decoder.decode(row.estimate), attrs,
+                            row.cost_nanos, row.tokens))
+
+    def _roll_windows(self, now_us: int) -> None:
+        """When a budget's window ends, the open holds counted in it count in the next one; and when the
+        next window of any budget ends."""
+        if self._next_window_end is not None and now_us < self._next_window_end:
+            return
+        self.holds.roll(lambda c: c.budget.counter(c.key, c.budget.window_at(now_us), capped=False))
+        ends = [end for b in self.budgets.values() if (end := b.window_at(now_us).end_us) is not None]
+        self._next_window_end = min(ends, default=None)
+        if self._next_window_end is None:
+            self._next_window_end = now_us + 3_600_000_000  # only total budgets: look again in an hour
 
     async def run(self, mailbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
         async with anyio.create_task_group() as tg:
@@ -200,12 +214,15 @@ class Allocator(Actor):
             await anyio.sleep(1.0)
             now = self.clock.now_us()
             self._expire(now)
+            self._roll_windows(now)  # before pruning: a counter still holding is never forgotten
             for budget in self.budgets.values():
                 budget.prune(now, _KEEP_WINDOWS_US)
             self.signals.prune(now)
 
     async def handle(self, message: Any) -> None:
-        self._expire(self.clock.now_us())
+        now = self.clock.now_us()
+        self._expire(now)
+        self._roll_windows(now)
         handler = self.handlers.get(type(message))
         if handler is None:
             raise TypeError(f"the allocator does not handle {type(message).__name__}")
@@ -297,26 +314,27 @@ class Allocator(Actor):
         await self._load_counters([budget])
         old = self.budgets.get(spec.name)
         if old is not None:
-            self._move_holds(old, budget)
+            self.holds.drop(old.counters.values())
+        self._hold_in(budget)
         self.budgets[spec.name] = budget
+        self._next_window_end = None  # its windows may end sooner than any other's
         return spec
 
-    def _move_holds(self, old: Budget, new: Budget) -> None:
-        """Holds on a replaced budget keep counting against its successor."""
-        now = self.clock.now_us()
-
-        def successor(hold: Hold) -> Any:
-            key = new.key_of(self.admission.priced(hold.estimate).attrs)
-            return None if key is None else new.counter(key, new.window_at(now))
-
-        self.holds.move(old.counters.values(), successor)
+    def _hold_in(self, budget: Budget) -> None:
+        """Every open hold `budget` covers counts in its current window: a budget set (or replaced) while
+        reservations are open holds them as every other budget does."""
+        win = budget.window_at(self.clock.now_us())
+        for hold in self.holds:
+            key = budget.key_of(hold.attrs)
+            if key is not None:
+                self.holds.charge(hold, budget.counter(key, win, capped=False), budget, key)
 
     async def _budget_delete(self, message: BudgetDeleteMsg) -> bool:
         name = message.name
         deleted = await self.ledger.ask(lambda reply: DeleteBudget(name=name, reply=reply), self.timeout)
         budget = self.budgets.pop(name, None)
         if budget is not None:
-            self.holds.move(budget.counters.values(), lambda hold: None)
+            self.holds.drop(budget.counters.values())
         return bool(deleted) or budget is not None
 
     def _now(self, per_budget: int) -> BudgetsNow:
@@ -369,17 +387,25 @@ class Allocator(Actor):
         if action == "deny":
             result = decision(a, action, suggestion)
             self.signals.decided(est, result)
-            if key is not None:
-                _remember(self._denied_keys, key, (message.payload_hash, result))
-            message.reply.set(result)
+            if key is None:
+                message.reply.set(result)
+                return
+            # The room may be gone because of this key's own first reserve, whose answer was lost: the ledger
+            # answers that first decision when it knows the key, else this denial (which it does not keep).
+            self._send(lambda write_id, settle: WriteHold(
+                holds=[], decision=result, idempotency_key=key, payload_hash=message.payload_hash,
+                reply=message.reply, write_id=write_id, settle=settle),
+                _Pending(denied=(key, message.payload_hash, result)))
             return
-        calls = self._room_for(a, est.component, message.calls)
+        # Anything but a plain allow (a warning, a downgrade, a critical call past a hard limit) holds one
+        # call, as a reserve does: a lease is for calls every budget has room for.
+        calls = self._room_for(a, est.component, message.calls if action == "allow" else 1)
         now = self.clock.now_us()
         expires = now + int((message.ttl_s or self.rules.default_ttl_s) * 1e6)
         base = "r-" + secrets.token_hex(8)
         ids = [base] if calls == 1 and message.calls == 1 else [f"{base}.{n}" for n in range(calls)]
-        opened = [Hold(i, [Charge(m.counter, a.cost_nanos, a.tokens) for m in a.matches], expires, est)
-                  for i in ids]
+        opened = [Hold(i, [Charge(m.counter, a.cost_nanos, a.tokens, m.budget, m.key) for m in a.matches], expires,
+                       est, a.attrs, a.cost_nanos, a.tokens) for i in ids]
         result = decision(a, action, suggestion, reservation_id=ids[0], expires_at=from_us(expires),
                           reservation_ids=ids if message.calls > 1 else [])
         self.signals.decided(est, result)
@@ -540,7 +566,7 @@ class Allocator(Actor):
         """Hand a write to the ledger, remembering what to undo if it is not applied (a write that did
         nothing ahead of the ledger, a record no budget covers, needs no settling)."""
         write_id = None
-        if pending.charges or pending.opened or pending.closed:
+        if pending.charges or pending.opened or pending.closed or pending.denied:
             write_id = next(self._write_ids)
             self._unsettled[write_id] = pending
         try:
@@ -552,7 +578,10 @@ class Allocator(Actor):
 
     def _settled(self, message: Settled) -> None:
         for write_id in message.applied:
-            self._unsettled.pop(write_id, None)
+            pending = self._unsettled.pop(write_id, _NOTHING)
+            if pending.denied is not None:  # a denial the ledger had no earlier answer for
+                key, digest, result = pending.denied
+                _remember(self._denied_keys, key, (digest, result))
         for write_id in message.duplicates:
             self._undo(self._unsettled.pop(write_id, _NOTHING), failed=False)
         for write_id in message.failed:
@@ -592,6 +621,7 @@ class _Pending(NamedTuple):
     charges: list[Charge] = []
     opened: list[Hold] = []  # reservations it opened
     closed: list[Hold] = []  # reservations it closed (committed or released)
+    denied: tuple[str, bytes | None, Decision] | None = None  # a keyed denial: (key, payload hash, decision)
 
 
 _NOTHING = _Pending()

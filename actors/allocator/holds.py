@@ -2,18 +2,21 @@
 
 import heapq
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from actors.allocator.budgets import Counter
 from budgetd.model import Estimate
 
 
 class Charge(NamedTuple):
-    """What one write or hold put on one counter."""
+    """What one write or hold put on one counter (a hold's charge also names its budget and key, so it can
+    follow the budget into its next window)."""
 
     counter: Counter
     nanos: int
     tokens: int
+    budget: Any = None
+    key: tuple[str, ...] = ()
 
 
 @dataclass
@@ -22,6 +25,9 @@ class Hold:
     charges: list[Charge]
     expires_us: int  # by the daemon's clock: a hold rebuilt after a restart expires when it would have
     estimate: Estimate
+    attrs: dict[str, str | None]  # what budget scopes match on
+    cost_nanos: int  # what it holds on every budget that covers it
+    tokens: int
 
 
 class Holds:
@@ -76,21 +82,36 @@ class Holds:
                 gone.append(self.release(hold_id))
         return gone  # type: ignore[return-value]
 
-    def move(self, counters: Iterable[Counter], successor: Callable[[Hold], Counter | None]) -> None:
-        """Move every charge on `counters` (a budget replaced or deleted) to `successor(hold)`, or drop it
-        when that is None."""
-        moving = {id(c) for c in counters}
+    def drop(self, counters: Iterable[Counter]) -> None:
+        """Take every charge on `counters` (a budget replaced or deleted) off its hold."""
+        dropping = {id(c) for c in counters}
         for hold in self.open.values():
             kept = []
             for charge in hold.charges:
-                if id(charge.counter) in moving:
+                if id(charge.counter) in dropping:
                     charge.counter.reserved_nanos -= charge.nanos
                     charge.counter.reserved_tokens -= charge.tokens
-                    target = successor(hold)
-                    if target is None:
-                        continue
-                    target.reserved_nanos += charge.nanos
-                    target.reserved_tokens += charge.tokens
-                    charge = charge._replace(counter=target)
-                kept.append(charge)
+                else:
+                    kept.append(charge)
             hold.charges = kept
+
+    def charge(self, hold: Hold, counter: Counter, budget: Any, key: tuple[str, ...]) -> None:
+        """Count an open hold on one more counter (a budget set after it was opened)."""
+        counter.reserved_nanos += hold.cost_nanos
+        counter.reserved_tokens += hold.tokens
+        hold.charges.append(Charge(counter, hold.cost_nanos, hold.tokens, budget, key))
+
+    def roll(self, current: Callable[[Charge], Counter]) -> None:
+        """Move every charge whose counter is not `current(charge)` any more (its window ended) there: an
+        open hold may still be spent, and what is spent is charged in the window it is spent in."""
+        for hold in self.open.values():
+            for i, charge in enumerate(hold.charges):
+                if charge.budget is None:
+                    continue
+                counter = current(charge)
+                if counter is not charge.counter:
+                    charge.counter.reserved_nanos -= charge.nanos
+                    charge.counter.reserved_tokens -= charge.tokens
+                    counter.reserved_nanos += charge.nanos
+                    counter.reserved_tokens += charge.tokens
+                    hold.charges[i] = charge._replace(counter=counter)

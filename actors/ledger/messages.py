@@ -77,7 +77,9 @@ class HoldRow(msgspec.Struct, frozen=True):
 
 class WriteHold(msgspec.Struct, frozen=True):
     """Open holds (one per call reserved); answer: `decision` once committed (or the first decision,
-    `duplicate: true`, for a known idempotency key, which opens nothing). Settled like a `WriteUsage`."""
+    `duplicate: true`, for a known idempotency key, which opens nothing). Settled like a `WriteUsage`.
+    Without holds it is a keyed denial: answered with the first decision when the key is known, else
+    with `decision`, which is not kept."""
 
     holds: list[HoldRow]
     decision: Any  # the Decision to answer, with the hold's id and expiry

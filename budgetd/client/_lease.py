@@ -17,7 +17,8 @@ from budgetd.model import Decision, Estimate
 _SAME = ("component", "model", "provider", "tier", "context_id", "task_type", "service_tier", "priority",
          "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens", "audio_input_tokens",
          "web_search_requests")
-#: A call is not admitted in the last part of the lease's time: it needs time to run and be committed.
+#: A call is not admitted in the last part of the lease's time: it needs time to run and be committed (a
+#: call committed after its hold expired is still recorded, but was no longer held).
 _KEEP_FOR_COMMIT = 0.1
 
 
@@ -25,13 +26,19 @@ class Lease:
     """Holds the daemon opened for calls of `estimate`, handed out by `admit` until they run out or the
     lease nears its expiry. Not shared between threads."""
 
-    __slots__ = ("decision", "estimate", "_unused", "_until")
+    __slots__ = ("decision", "estimate", "_unused", "_unclaimed", "_until")
 
-    def __init__(self, decision: Decision, estimate: Estimate, ttl_s: float, sent_at: float) -> None:
+    def __init__(self, decision: Decision, estimate: Estimate, sent_at: float, ttl_s: float,
+                 owner: bool = True) -> None:
+        """`sent_at`: this process's monotonic clock when the reserve was sent. A repeated lease (its key
+        again, answered `duplicate`) admits nothing: its holds may be handed out by the first Lease, and
+        may have expired. `owner`: no Lease of this client has them (the first answer was lost), so
+        `take_unused` gives them back."""
         self.decision = decision
         self.estimate = estimate
         held = decision.reservation_ids or ([decision.reservation_id] if decision.reservation_id else [])
-        self._unused = held[::-1]  # handed out from the end: the first id first
+        self._unused = [] if decision.duplicate else held[::-1]  # handed out from the end: the first id first
+        self._unclaimed = held if decision.duplicate and owner else []
         # By this process's monotonic clock, from before the request was sent: never later than the daemon's.
         self._until = sent_at + ttl_s * (1 - _KEEP_FOR_COMMIT)
 
@@ -63,7 +70,7 @@ class Lease:
 
     def take_unused(self) -> list[str]:
         """The holds never handed out (this lease admits nothing more)."""
-        unused, self._unused = self._unused[::-1], []
+        unused, self._unused, self._unclaimed = self._unused[::-1] + self._unclaimed, [], []
         return unused
 
     def __repr__(self) -> str:

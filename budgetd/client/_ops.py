@@ -112,16 +112,20 @@ class Reservations:
         self._estimates: collections.OrderedDict[str, Estimate] = collections.OrderedDict()
 
     def remember(self, decision: Decision, estimate: Estimate) -> Decision:
-        for reservation_id in decision.reservation_ids or ([decision.reservation_id] if decision.reservation_id
-                                                           else []):
-            self._estimates[reservation_id] = estimate
-        while len(self._estimates) > self.KEEP:
-            self._estimates.popitem(last=False)
+        if decision.reservation_id:
+            # A lease's holds are `<lease>.<n>`: the lease is remembered once for all of them.
+            self._estimates[_lease_of(decision.reservation_id)] = estimate
+            while len(self._estimates) > self.KEEP:
+                self._estimates.popitem(last=False)
         return decision
+
+    def knows(self, decision: Decision) -> bool:
+        """Whether this client was answered these holds before (a lease repeated with its key)."""
+        return decision.reservation_id is not None and _lease_of(decision.reservation_id) in self._estimates
 
     def complete(self, reservation_id: str, usage: Usage | UsagePatch) -> Usage | UsagePatch:
         """`usage`, with the labels it leaves out taken from the reservation's estimate."""
-        estimate = self._estimates.get(reservation_id)
+        estimate = self._estimates.get(_lease_of(reservation_id))
         if estimate is None:
             return usage
         fields = {f: getattr(usage, f) for f in usage.__struct_fields__}
@@ -129,6 +133,10 @@ class Reservations:
             if fields[name] is None:
                 fields[name] = getattr(estimate, name)
         return UsagePatch(**fields)
+
+
+def _lease_of(reservation_id: str) -> str:
+    return reservation_id.partition(".")[0]
 
 
 class Flows:
@@ -226,12 +234,17 @@ class Flows:
         """Hold up to `calls` calls of `estimate` at once (as many as the budgets have room for) and admit
         them here with `Lease.admit`, no round trip each; commit each admitted call as usual and give the
         rest back with `lease_return`. A denial is a lease with nothing to admit (`lease.decision` says
-        why)."""
+        why). An idempotency key names one lease: the same key again admits nothing (the first Lease has
+        the holds; if its answer was lost, `lease_return` of the repeat gives them back)."""
+        if not isinstance(ttl_s, (int, float)) or isinstance(ttl_s, bool) or not 0 < ttl_s <= 86400:
+            raise TypeError("lease needs ttl_s, the seconds its holds last (0 < ttl_s <= 86400)")
         request = Reserve(estimate=struct_from(estimate, fields, Estimate), ttl_s=ttl_s, calls=calls,
                           idempotency_key=idempotency_key or _new_key())
         sent_at = time.monotonic()
-        decision = self._reservations.remember((yield request), request.estimate)
-        return Lease(decision, request.estimate, ttl_s, sent_at)
+        decision = yield request
+        owner = not self._reservations.knows(decision)  # no Lease of this client has these holds yet
+        self._reservations.remember(decision, request.estimate)
+        return Lease(decision, request.estimate, sent_at, ttl_s, owner)
 
     def lease_return(self, lease: Lease) -> Flow[int]:
         """Release the holds `lease` never handed out; how many were still held. The lease admits nothing

@@ -156,7 +156,7 @@ class SqliteStore:
                         budgets=w.budgets, did_you_mean=w.did_you_mean,
                     )
                     added.add(tally)
-                if key is not None:
+                if key is not None and (type(w) is not WriteHold or w.holds):  # a denial is not kept
                     encoded = msgspec.json.encode(answer)
                     idem_rows.append((key, w.payload_hash, encoded, now))
                     known[key] = (w.payload_hash, encoded)  # type: ignore[assignment]
