@@ -1,6 +1,6 @@
 """Budget-aware routing: candidates ranked by fit, tier and price, and the suggestion a denial offers."""
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -16,7 +16,7 @@ from budgetd.model import (
     canonical_tier,
     usd,
 )
-from budgetd.pricing import ATTO_PER_NANO, PriceBook, RateCard, Rates, cost_nanos
+from budgetd.pricing import ATTO_PER_NANO, PriceBook, RateCard, Rates, atto_to_nanos, cost_nanos
 from budgetd.protocol import OpError, RouteResult
 
 ALTERNATIVES_SHOWN = 10
@@ -199,11 +199,11 @@ def suggest(admission: Admission, est: Estimate, a: Assessment, candidates: Cand
     order).
 
     Exact, and short. The bound: cheaper than the request and within the headroom every candidate shares.
-    In each tier the models are walked by their lowest rate of the kind the request has most of: `n` tokens
-    of it cost a model at least `n` times that rate, and every later model more, so the walk ends where that
-    alone reaches the bound or the cheapest model found to fit. A model is priced only when its lowest rates
-    of every kind leave it below both, and weighed against the budgets only when it is cheaper than that
-    best fit."""
+    In each tier the models are walked in two orders at once, by lowest input rate and by lowest output
+    rate (the threshold algorithm): a model not met yet costs at least the request's input at the first
+    order's current rate plus its output at the second's, so the walk ends where that reaches the bound or
+    the cheapest model found to fit. A model is priced only when its lowest rates of every kind leave it
+    below both, and weighed against the budgets only when it is cheaper than that best fit."""
     requested = a.attrs.get("model")
     caps = frozenset(FUNCTIONAL_CAPABILITIES & set(a.entry.capabilities)) if a.entry else frozenset()
     bound = a.cost_nanos  # a suggestion costs less than this
@@ -218,38 +218,53 @@ def suggest(admission: Admission, est: Estimate, a: Assessment, candidates: Cand
     # the output is only known per model when the estimate leaves it open: each model gives at least this much
     fewest_output = est.max_output_tokens if est.max_output_tokens is not None else min(
         1, admission.rules.default_output_tokens)
-    kind, tokens = ("input", input_tokens) if input_tokens >= fewest_output else ("output", fewest_output)
     bounded = candidates.bounded  # else no lower bound: every model is priced
+    fixed_output = est.max_output_tokens  # else each model's own default
+    bills: dict[int, Any] = {}  # what the request is billed for, by its output: the same for most models
     now = admission.clock.now_us()
     attrs = dict(a.attrs)
     for rank in _tier_order(TIER_RANK.get(a.attrs.get("tier") or "heavyweight", 2)):
-        axis = candidates.axis(rank, caps, kind)
+        by_input = candidates.axis(rank, caps, "input")
+        by_output = candidates.axis(rank, caps, "output")
         best: tuple[int, str, Candidate] | None = None  # the cheapest model found to fit
         # a model whose cost reaches this many atto-dollars is no candidate (it rounds to the bound or more)
         ceiling_atto = bound * ATTO_PER_NANO
-        for c, rate in zip(axis.models, axis.rates):
-            if bounded and tokens * rate >= ceiling_atto:
-                break  # this model and every later one cost at least the bound, or more than the best fit
-            if c.entry.model == requested:
-                continue
-            max_out = admission.output_of(est, c.priced_as)
-            window = c.entry.max_input_tokens
-            if window is not None and est.input_tokens + cache_read + max_out > window:
-                continue
-            f = c.floor
-            if bounded and (input_tokens * f.input + audio_in * f.audio_input + cache_read * f.cache_read
-                            + est.cache_write_tokens * f.cache_write + est.cache_write_1h_tokens * f.cache_write_1h
-                            + max_out * f.output) >= ceiling_atto:
-                continue
-            billed = admission.billed(est, max_out)
-            cost = cost_nanos(c.card, billed, now)
-            if cost >= bound or (best is not None and (cost, c.entry.model) >= best[:2]):
-                continue
-            attrs.update(model=c.model, provider=c.provider, tier=c.tier)
-            if admission.allows(attrs, cost, billed.tokens, est.priority):
-                best = (cost, c.entry.model, c)
-                # from here on only a model that rounds to at most `best`'s cost can take its place
-                ceiling_atto = min(ceiling_atto, cost * ATTO_PER_NANO + ATTO_PER_NANO // 2 + 1)
+        seen: set[int] = set()
+        # Both orders at once, a step in each in turn: a model not met yet has an input rate of at least the
+        # input order's current one and an output rate of at least the output order's, so once those two
+        # together price the request at the bound or more, no model left can be a suggestion.
+        for i in range(len(by_input.models)):
+            if bounded and input_tokens * by_input.rates[i] + fewest_output * by_output.rates[i] >= ceiling_atto:
+                break
+            for c in (by_input.models[i], by_output.models[i]):
+                if id(c) in seen:
+                    continue
+                seen.add(id(c))
+                if c.entry.model == requested:
+                    continue
+                max_out = fixed_output if fixed_output is not None else admission.output_of(est, c.priced_as)
+                window = c.entry.max_input_tokens
+                if window is not None and est.input_tokens + cache_read + max_out > window:
+                    continue
+                f = c.floor
+                low = (input_tokens * f.input + audio_in * f.audio_input + cache_read * f.cache_read
+                       + est.cache_write_tokens * f.cache_write + est.cache_write_1h_tokens * f.cache_write_1h
+                       + max_out * f.output)  # atto-dollars at its lowest rates
+                if bounded and low >= ceiling_atto:
+                    continue
+                billed = bills.get(max_out)
+                if billed is None:
+                    billed = bills[max_out] = admission.billed(est, max_out)
+                # A card of one set of rates and no fees costs exactly that (its lowest rates are its rates).
+                cost = atto_to_nanos(low) if c.card.table is None and c.card.fees is None else \
+                    cost_nanos(c.card, billed, now)
+                if cost >= bound or (best is not None and (cost, c.entry.model) >= best[:2]):
+                    continue
+                attrs.update(model=c.model, provider=c.provider, tier=c.tier)
+                if admission.allows(attrs, cost, billed.tokens, est.priority):
+                    best = (cost, c.entry.model, c)
+                    # from here on only a model that rounds to at most `best`'s cost can take its place
+                    ceiling_atto = min(ceiling_atto, cost * ATTO_PER_NANO + ATTO_PER_NANO // 2 + 1)
         if best is not None:
             cost, _, chosen = best
             return Suggestion(model=chosen.entry.model, provider=chosen.entry.provider, tier=chosen.entry.tier,
