@@ -128,6 +128,7 @@ class Allocator(Actor):
         self._unfilled: list[tuple[list[BudgetState], list[int]]] = []
         self._write_ids = itertools.count(1)
         self._next_window_end: int | None = None  # when holds next move to a budget's new window
+        self._counters: dict[tuple, _Found] = {}  # see `_counters_of`
         self._chat: list[PriceEntry] | None = None
         self._candidates: routing.Candidates | None = None  # of the current book, built on its first denial
         self.handlers: dict[type, Callable[[Any], Any]] = {
@@ -217,6 +218,7 @@ class Allocator(Actor):
             self._roll_windows(now)  # before pruning: a counter still holding is never forgotten
             for budget in self.budgets.values():
                 budget.prune(now, _KEEP_WINDOWS_US)
+            self._counters.clear()  # it may hold counters just forgotten
             self.signals.prune(now)
 
     async def handle(self, message: Any) -> None:
@@ -260,6 +262,7 @@ class Allocator(Actor):
     def _new_book(self, message: NewBook) -> None:
         self.admission.book = message.book
         self._chat = self._candidates = None
+        self._counters.clear()  # the models' price keys (what scopes match on) may have changed
 
     # -- budgets --------------------------------------------------------------------
 
@@ -317,6 +320,7 @@ class Allocator(Actor):
             self.holds.drop(old.counters.values())
         self._hold_in(budget)
         self.budgets[spec.name] = budget
+        self._counters.clear()
         self._next_window_end = None  # its windows may end sooner than any other's
         return spec
 
@@ -333,6 +337,7 @@ class Allocator(Actor):
         name = message.name
         deleted = await self.ledger.ask(lambda reply: DeleteBudget(name=name, reply=reply), self.timeout)
         budget = self.budgets.pop(name, None)
+        self._counters.clear()
         if budget is not None:
             self.holds.drop(budget.counters.values())
         return bool(deleted) or budget is not None
@@ -529,8 +534,7 @@ class Allocator(Actor):
             tokens = billed.tokens
             cost = priced.cost_nanos
             # Every counter first (one may refuse, at its cap), then every charge: all or nothing.
-            found = [(b, key, win, b.counter(key, win)) for b, key in self.budgets.matching(attrs)
-                     for win in (b.window_at(ts_us),)]
+            found = self._counters_of(attrs, ts_us)
             touched = self._touched
             for budget, bkey, win, counter in found:
                 t = touched.get(id(counter))
@@ -561,6 +565,24 @@ class Allocator(Actor):
         self._send(lambda write_id, settle: WriteUsage(row=row, payload_hash=digest, reply=reply, budgets=states,
                                                        did_you_mean=close, write_id=write_id, settle=settle),
                    _Pending(charges=charges, closed=[] if hold is None else [hold]))
+
+    def _counters_of(self, attrs: Attrs, ts_us: int) -> list[tuple[Budget, tuple[str, ...], Any, Any]]:
+        """Every budget covering a call with `attrs` made at `ts_us`, with its key, window and counter: kept for
+        the next call with the same attributes in the same windows (until budgets or prices change, or old
+        counters are forgotten), so a stream of like records finds them with one lookup."""
+        slot = (attrs["component"], attrs["model"], attrs["provider"], attrs["tier"], attrs["context_id"],
+                attrs["task_type"])
+        kept = self._counters.get(slot)
+        if kept is not None and kept.start_us <= ts_us < kept.end_us:
+            return kept.found
+        found = [(b, key, win, b.counter(key, win)) for b, key in self.budgets.matching(attrs)
+                 for win in (b.window_at(ts_us),)]
+        start = max((w.start_us for _, _, w, _ in found if w.start_us is not None), default=-_FOREVER)
+        end = min((w.end_us for _, _, w, _ in found if w.end_us is not None), default=_FOREVER)
+        if len(self._counters) >= MAX_REMEMBERED:
+            self._counters.clear()
+        self._counters[slot] = _Found(found, start, end)
+        return found
 
     def _send(self, make: Callable[[int | None, Ref | None], Any], pending: "_Pending") -> None:
         """Hand a write to the ledger, remembering what to undo if it is not applied (a write that did
@@ -601,6 +623,17 @@ class Allocator(Actor):
             for hold in pending.closed:
                 if hold.expires_us > now:
                     self.holds.add(hold)
+
+
+_FOREVER = 2**63
+
+
+class _Found(NamedTuple):
+    """The budgets covering calls of some attributes, with their counters, for calls made in [start, end)."""
+
+    found: list[tuple[Budget, tuple[str, ...], Any, Any]]
+    start_us: int
+    end_us: int
 
 
 @dataclass(slots=True)
