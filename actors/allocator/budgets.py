@@ -94,11 +94,12 @@ class Budget:
     def window_at(self, ts_us: int) -> Window:
         """The window holding the instant `ts_us` (microseconds since the epoch)."""
         cached = self._window
-        if cached.start_us is not None and cached.contains_us(ts_us):
+        if cached.start_us is None:
+            if self.spec.period == "total":
+                return cached  # one window, for ever
+        elif cached.contains_us(ts_us):
             return cached
-        found = window(self.spec.period, self.spec.timezone, from_us(ts_us))
-        if found.start_us is not None:
-            self._window = found
+        found = self._window = window(self.spec.period, self.spec.timezone, from_us(ts_us))
         return found
 
     def counter(self, key: tuple[str, ...], win: Window, capped: bool = True) -> Counter:
