@@ -44,6 +44,20 @@ class Clock:
         return time.monotonic()
 
 
+class HeldClock(Clock):
+    """A clock that can be held at an instant: an actor holds it while it handles a message, so every part of
+    one decision reads the same time (a window cannot end between two of them)."""
+
+    __slots__ = ("base", "held")
+
+    def __init__(self, base: Clock) -> None:
+        self.base = base
+        self.held: int | None = None
+
+    def now_us(self) -> int:
+        return self.base.now_us() if self.held is None else self.held
+
+
 #: The real clock, for code that runs outside a daemon (the CLI, the dashboard).
 SYSTEM = Clock()
 

@@ -4,6 +4,7 @@ Through the real doors: the client library over the socket and over HTTP, raw fr
 daemon with a lease out."""
 
 import datetime as dt
+import json
 import random
 import threading
 import time
@@ -293,3 +294,47 @@ def test_a_lease_is_remembered_once_for_all_its_holds():
                              reservation_id=ids[0], reservation_ids=ids), Estimate(**SHAPE))
     assert len(memory._estimates) == 1
     assert memory.complete(ids[999], UsagePatch(input_tokens=1, output_tokens=1)).component == "agent"
+
+
+def test_a_keyed_denial_repeated_before_it_settled_answers_the_same_denial(daemon):
+    """Pipelined: a keyed reserve is denied, room frees up, the same key comes again at once: the answer is
+    the first denial (not a new hold stored under the key)."""
+    with SyncBudgetClient(daemon.socket) as c:
+        hard_budget(c, 1)
+        taken = c.reserve(**SHAPE).reservation_id
+    frame = {"op": "reserve", "id": 1, "estimate": SHAPE, "idempotency_key": "deny-K"}
+    lines = [dict(frame, id=1), {"op": "release", "id": 2, "reservation_id": taken}, dict(frame, id=3)]
+    with RawConn(daemon.socket) as raw:
+        raw.send(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+        answers = {a["id"]: a for a in (raw.recv() for _ in lines)}
+        assert answers[1]["result"]["action"] == "deny" and not answers[1]["result"]["duplicate"]
+        assert answers[3]["result"]["action"] == "deny" and answers[3]["result"]["duplicate"], answers[3]
+        assert raw.call(dict(frame, id=4))["result"]["duplicate"]
+        conflict = raw.call(dict(frame, id=5, estimate=dict(SHAPE, input_tokens=7)))
+        assert conflict["error"]["code"] == "idempotency_conflict"
+    with SyncBudgetClient(daemon.socket) as c:
+        assert state(c).reserved_usd == 0
+
+
+def test_a_keyed_reserve_repeated_when_the_hold_caps_are_full_answers_its_first_holds(make_daemon):
+    d = make_daemon("[admission]\nmax_holds_per_component = 3\n")
+    frame = {"op": "reserve", "id": 1, "estimate": SHAPE, "calls": 3, "ttl_s": 60, "idempotency_key": "cap-K"}
+    with RawConn(d.socket) as raw:
+        first = raw.call(frame)["result"]
+        assert len(first["reservation_ids"]) == 3
+        again = raw.call(frame)
+        assert again["result"]["duplicate"] and again["result"]["reservation_ids"] == first["reservation_ids"]
+        other = raw.call(dict(frame, idempotency_key="cap-L"))
+        assert other["error"]["code"] == "busy"
+        assert raw.call(dict(frame, estimate=dict(SHAPE, input_tokens=7)))["error"]["code"] == \
+            "idempotency_conflict"
+
+
+def test_the_allocator_reads_one_instant_per_message():
+    from budgetd.clock import Clock, HeldClock
+
+    clock = HeldClock(Clock())
+    clock.held = 1_000_000
+    assert clock.now_us() == 1_000_000 and clock.now().year == 1970
+    clock.held = None
+    assert clock.now_us() > 1_000_000

@@ -63,7 +63,7 @@ from actors.ledger import (
 )
 from actors.prices import GetBook, NewBook
 from actors.runtime import Actor, Ref, ReplyTo, answering
-from budgetd.clock import SYSTEM, Clock
+from budgetd.clock import SYSTEM, Clock, HeldClock
 from budgetd.model import (
     BudgetInvalid,
     BudgetSpec,
@@ -107,7 +107,8 @@ class Allocator(Actor):
         clock: Clock = SYSTEM,
     ) -> None:
         super().__init__()
-        self.clock = clock
+        self.clock = HeldClock(clock)  # held at one instant while a message is handled (see `handle`)
+        clock = self.clock
         self.ledger = ledger
         self.prices = prices
         self.tiers = tiers
@@ -122,6 +123,8 @@ class Allocator(Actor):
         # A denial holds nothing and is not written: its key answers the same denial while the daemon runs.
         self._denied_keys: collections.OrderedDict[str, tuple[bytes | None, Decision]] = collections.OrderedDict()
         self._committed: collections.OrderedDict[str, tuple[str, Usage]] = collections.OrderedDict()
+        # Keyed denials the ledger has not yet said were the key's first answer (see `_ask_ledger_first`).
+        self._pending_denials: dict[str, tuple[bytes | None, Decision]] = {}
         self._unsettled: dict[int, _Pending] = {}  # what to undo when the ledger says a write was not applied
         # Counters charged since the last drain, and the records' states to fill from them (see `drained`).
         self._touched: dict[int, _Touched] = {}
@@ -222,16 +225,24 @@ class Allocator(Actor):
             self.signals.prune(now)
 
     async def handle(self, message: Any) -> None:
-        now = self.clock.now_us()
-        self._expire(now)
-        self._roll_windows(now)
-        handler = self.handlers.get(type(message))
-        if handler is None:
-            raise TypeError(f"the allocator does not handle {type(message).__name__}")
-        result = handler(message)
-        if inspect.isawaitable(result):
-            self.drained()  # before anything else runs: the writes told so far carry their budget states
-            await result
+        # One instant for the whole message: holds expired and rolled into new windows by it are those the
+        # decision sees (else a window could end between the roll and the weighing).
+        clock = self.clock
+        clock.held = None
+        now = clock.held = clock.now_us()
+        try:
+            self._expire(now)
+            self._roll_windows(now)
+            handler = self.handlers.get(type(message))
+            if handler is None:
+                raise TypeError(f"the allocator does not handle {type(message).__name__}")
+            result = handler(message)
+            if inspect.isawaitable(result):
+                clock.held = None  # it awaits: time goes on
+                self.drained()  # before anything else runs: the writes told so far carry their budget states
+                await result
+        finally:
+            clock.held = None
 
     def drained(self) -> None:
         """The budget states of the records charged since the last drain, once per counter however many
@@ -379,13 +390,19 @@ class Allocator(Actor):
 
     def _reserve(self, message: ReserveMsg) -> None:
         key = message.idempotency_key
-        if key is not None and key in self._denied_keys:
-            digest, first = self._denied_keys[key]
-            if digest != message.payload_hash:
-                raise OpError("idempotency_conflict", f"idempotency key {key!r} was used before for a different "
-                              "request", "$.idempotency_key")
-            message.reply.set(msgspec.structs.replace(first, duplicate=True))
-            return
+        if key is not None:
+            known = self._denied_keys.get(key) or self._pending_denials.get(key)
+            if known is not None:
+                digest, first = known
+                if digest != message.payload_hash:
+                    raise OpError("idempotency_conflict", f"idempotency key {key!r} was used before for a "
+                                  "different request", "$.idempotency_key")
+                again = msgspec.structs.replace(first, duplicate=True)
+                if key in self._denied_keys:
+                    message.reply.set(again)
+                else:  # the ledger has yet to say whether the key's first answer was that denial
+                    self._ask_ledger_first(message, again)
+                return
         est = message.estimate
         a = self.admission.assess(est, for_hold=True)
         action, suggestion = self._verdict(est, a)
@@ -395,16 +412,18 @@ class Allocator(Actor):
             if key is None:
                 message.reply.set(result)
                 return
-            # The room may be gone because of this key's own first reserve, whose answer was lost: the ledger
-            # answers that first decision when it knows the key, else this denial (which it does not keep).
-            self._send(lambda write_id, settle: WriteHold(
-                holds=[], decision=result, idempotency_key=key, payload_hash=message.payload_hash,
-                reply=message.reply, write_id=write_id, settle=settle),
-                _Pending(denied=(key, message.payload_hash, result)))
+            self._pending_denials[key] = (message.payload_hash, result)
+            self._ask_ledger_first(message, result, denied=key)
             return
         # Anything but a plain allow (a warning, a downgrade, a critical call past a hard limit) holds one
         # call, as a reserve does: a lease is for calls every budget has room for.
-        calls = self._room_for(a, est.component, message.calls if action == "allow" else 1)
+        try:
+            calls = self._room_for(a, est.component, message.calls if action == "allow" else 1)
+        except OpError as full:
+            if key is None:
+                raise
+            self._ask_ledger_first(message, full)  # a repeat gets its first holds, whatever the caps say now
+            return
         now = self.clock.now_us()
         expires = now + int((message.ttl_s or self.rules.default_ttl_s) * 1e6)
         base = "r-" + secrets.token_hex(8)
@@ -422,6 +441,15 @@ class Allocator(Actor):
         self._send(lambda write_id, settle: WriteHold(
             holds=rows, decision=result, idempotency_key=key, payload_hash=message.payload_hash, reply=message.reply,
             write_id=write_id, settle=settle), _Pending(opened=opened))
+
+    def _ask_ledger_first(self, message: ReserveMsg, answer: Any, denied: str | None = None) -> None:
+        """A keyed reserve this actor would not hold: the room (or a cap) may be taken by the key's own first
+        reserve, whose answer was lost. The ledger answers that first decision when it knows the key, else
+        `answer` (a denial, or a refusal), which it does not keep. `denied`: the key of a new denial, kept
+        (while the daemon runs) once the ledger says the key was new."""
+        self._send(lambda write_id, settle: WriteHold(
+            holds=[], decision=answer, idempotency_key=message.idempotency_key, payload_hash=message.payload_hash,
+            reply=message.reply, write_id=write_id, settle=settle), _Pending(denied=denied))
 
     def _room_for(self, a: Assessment, component: str, wanted: int) -> int:
         """How many calls of the assessed estimate to hold, at most `wanted`: as many as every limiting budget
@@ -601,9 +629,10 @@ class Allocator(Actor):
     def _settled(self, message: Settled) -> None:
         for write_id in message.applied:
             pending = self._unsettled.pop(write_id, _NOTHING)
-            if pending.denied is not None:  # a denial the ledger had no earlier answer for
-                key, digest, result = pending.denied
-                _remember(self._denied_keys, key, (digest, result))
+            if pending.denied is not None:  # a denial the ledger had no earlier answer for: it is the first
+                first = self._pending_denials.pop(pending.denied, None)
+                if first is not None:
+                    _remember(self._denied_keys, pending.denied, first)
         for write_id in message.duplicates:
             self._undo(self._unsettled.pop(write_id, _NOTHING), failed=False)
         for write_id in message.failed:
@@ -618,10 +647,16 @@ class Allocator(Actor):
             c.counter.spent_tokens -= c.tokens
         for hold in pending.opened:
             self.holds.release(hold.id)
+        if pending.denied is not None:
+            self._pending_denials.pop(pending.denied, None)  # the key was known (or nothing was answered)
         if failed:
             now = self.clock.now_us()
             for hold in pending.closed:
                 if hold.expires_us > now:
+                    # charged afresh: its budgets or their windows may have changed meanwhile
+                    hold.charges = [Charge(budget.counter(key, budget.window_at(now), capped=False), hold.cost_nanos,
+                                           hold.tokens, budget, key)
+                                    for budget, key in self.budgets.matching(hold.attrs)]
                     self.holds.add(hold)
 
 
@@ -654,7 +689,7 @@ class _Pending(NamedTuple):
     charges: list[Charge] = []
     opened: list[Hold] = []  # reservations it opened
     closed: list[Hold] = []  # reservations it closed (committed or released)
-    denied: tuple[str, bytes | None, Decision] | None = None  # a keyed denial: (key, payload hash, decision)
+    denied: str | None = None  # the key of a denial the ledger is asked about
 
 
 _NOTHING = _Pending()
