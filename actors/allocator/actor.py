@@ -128,7 +128,7 @@ class Allocator(Actor):
         self._unsettled: dict[int, _Pending] = {}  # what to undo when the ledger says a write was not applied
         # Counters charged since the last drain, and the records' states to fill from them (see `drained`).
         self._touched: dict[int, _Touched] = {}
-        self._unfilled: list[tuple[list[BudgetState], list[int]]] = []
+        self._unfilled: list[tuple[list[BudgetState], list[tuple[Budget, tuple[str, ...], Any, Any]]]] = []
         self._write_ids = itertools.count(1)
         self._next_window_end: int | None = None  # when holds next move to a budget's new window
         self._counters: dict[tuple, _Found] = {}  # see `_counters_of`
@@ -245,18 +245,22 @@ class Allocator(Actor):
             clock.held = None
 
     def drained(self) -> None:
-        """The budget states of the records charged since the last drain, once per counter however many
-        records it took: each record's answer gets them (as they are after its whole batch), and the
-        signals judge each counter once. The ledger reads a write's states only once it has taken the
-        write from its mailbox, which it cannot do before this actor yields: here, or above."""
-        if not self._touched:
+        """The budget states of the records charged and the reserves held since the last drain, once per
+        counter however many it took: each answer gets them (as they are after its whole batch), and the
+        signals judge each charged counter once. The ledger reads a write's states only once it has taken
+        the write from its mailbox, which it cannot do before this actor yields: here, or above."""
+        if not self._unfilled:
             return
         now_states: dict[int, BudgetState] = {}
         for key, t in self._touched.items():
             state = now_states[key] = t.budget.state(t.key, t.window, t.counter)
             self.signals.charged(t.budget, t.key, state, t.before, t.window, t.counter, t.latest_us)
-        for states, counters in self._unfilled:
-            states.extend(now_states[c] for c in counters)
+        for states, found in self._unfilled:
+            for budget, key, win, counter in found:
+                state = now_states.get(id(counter))
+                if state is None:
+                    state = now_states[id(counter)] = budget.state(key, win, counter)
+                states.append(state)
         self._touched.clear()
         self._unfilled.clear()
 
@@ -430,9 +434,14 @@ class Allocator(Actor):
         ids = [base] if calls == 1 and message.calls == 1 else [f"{base}.{n}" for n in range(calls)]
         opened = [Hold(i, [Charge(m.counter, a.cost_nanos, a.tokens, m.budget, m.key) for m in a.matches], expires,
                        est, a.attrs, a.cost_nanos, a.tokens) for i in ids]
-        result = decision(a, action, suggestion, reservation_id=ids[0], expires_at=from_us(expires),
+        # A plain allow tells no signal: its budget states are built once the drain ends, with the others'.
+        later: list[BudgetState] | None = [] if action == "allow" else None
+        result = decision(a, action, suggestion, later, reservation_id=ids[0], expires_at=from_us(expires),
                           reservation_ids=ids if message.calls > 1 else [])
-        self.signals.decided(est, result)
+        if later is None:
+            self.signals.decided(est, result)
+        else:
+            self._unfilled.append((later, a.matches))
         estimate, attrs = _json.encode(est), _json.encode(a.attrs)
         rows = [HoldRow(id=i, created_at=now, expires_at=expires, component=est.component, estimate=estimate,
                         attrs=attrs, cost_nanos=a.cost_nanos, tokens=a.tokens) for i in ids]
@@ -577,7 +586,7 @@ class Allocator(Actor):
                 charges.append(Charge(counter, cost, tokens))
                 self.signals.spent(budget, bkey, ts_us, cost, tokens)
             if found:
-                self._unfilled.append((states, [id(f[3]) for f in found]))
+                self._unfilled.append((states, found))
         row = UsageRow(
             ts=ts_us, component=u.component, model=priced.model, provider=priced.provider,
             tier=priced.tier, context_id=u.context_id, task_type=u.task_type,

@@ -199,15 +199,17 @@ def verdict(budget: Budget, priority: int) -> str:
     return "deny"
 
 
-def decision(a: Assessment, action: str, suggestion: Suggestion | None = None, **hold: Any) -> Decision:
-    """The Decision, with every matching budget's state as it is now."""
+def decision(a: Assessment, action: str, suggestion: Suggestion | None = None,
+             budgets: list[BudgetState] | None = None, **hold: Any) -> Decision:
+    """The Decision, with every matching budget's state as it is now (or `budgets`, a list its caller fills
+    with them later)."""
     return Decision(
         allowed=action != "deny",
         action=action,  # type: ignore[arg-type]
         estimated_cost_usd=usd(a.cost_nanos),
         estimated_tokens=a.tokens,
         reasons=a.reasons,
-        budgets=states(a),
+        budgets=states(a) if budgets is None else budgets,
         suggestion=suggestion,
         priced=a.entry is not None,
         did_you_mean=a.did_you_mean,
