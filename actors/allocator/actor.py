@@ -196,8 +196,9 @@ class Allocator(Actor):
                             row.cost_nanos, row.tokens))
 
     def _roll_windows(self, now_us: int) -> None:
-        """When a budget's window ends, the open holds counted in it count in the next one; and when the
-        next window of any budget ends."""
+        """Once a budget's window has ended, the open holds counted in it count in its next one (they may still
+        be spent, and are charged where they are spent). Looked at again when the next window of any budget
+        ends."""
         if self._next_window_end is not None and now_us < self._next_window_end:
             return
         self.holds.roll(lambda c: c.budget.counter(c.key, c.budget.window_at(now_us), capped=False))

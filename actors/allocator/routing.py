@@ -20,6 +20,7 @@ from budgetd.pricing import ATTO_PER_NANO, PriceBook, RateCard, Rates, atto_to_n
 from budgetd.protocol import OpError, RouteResult
 
 ALTERNATIVES_SHOWN = 10
+_SHAPES_KEPT = 1024  # request shapes whose candidates' costs are kept (per price book and minute)
 
 
 class Ranked(NamedTuple):
@@ -160,6 +161,22 @@ class Candidates:
                                                                           c.card.fees.request) >= 0)
                            for group in self._by_tier.values() for c in group)
         self._groups: dict[tuple[int, frozenset[str], str], _Axis] = {}
+        self._costs: dict[tuple, dict[int, int]] = {}  # see `costs`
+
+    def costs(self, est: Estimate, now_us: int) -> dict[int, int]:
+        """What each model priced for a request of this shape in this minute cost (nano-dollars, by the
+        candidate): the same request again, as a stream of denials is, prices nothing twice. A cost
+        depends on the request's tokens, the card and, through off-peak windows (which start and end on
+        whole minutes), the minute."""
+        shape = (est.model, est.provider, est.tier, est.input_tokens, est.max_output_tokens, est.cache_read_tokens,
+                 est.cache_write_tokens, est.cache_write_1h_tokens, est.audio_input_tokens, est.service_tier,
+                 est.web_search_requests, now_us // 60_000_000)
+        found = self._costs.get(shape)
+        if found is None:
+            if len(self._costs) >= _SHAPES_KEPT:
+                self._costs.clear()
+            found = self._costs[shape] = {}
+        return found
 
     def axis(self, rank: int, capabilities: frozenset[str], kind: str) -> _Axis:
         """The tier's models having `capabilities`, by their lowest `kind` ("input" or "output") rate."""
@@ -222,6 +239,7 @@ def suggest(admission: Admission, est: Estimate, a: Assessment, candidates: Cand
     fixed_output = est.max_output_tokens  # else each model's own default
     bills: dict[int, Any] = {}  # what the request is billed for, by its output: the same for most models
     now = admission.clock.now_us()
+    costs = candidates.costs(est, now)
     attrs = dict(a.attrs)
     for rank in _tier_order(TIER_RANK.get(a.attrs.get("tier") or "heavyweight", 2)):
         by_input = candidates.axis(rank, caps, "input")
@@ -255,9 +273,11 @@ def suggest(admission: Admission, est: Estimate, a: Assessment, candidates: Cand
                 billed = bills.get(max_out)
                 if billed is None:
                     billed = bills[max_out] = admission.billed(est, max_out)
-                # A card of one set of rates and no fees costs exactly that (its lowest rates are its rates).
-                cost = atto_to_nanos(low) if c.card.table is None and c.card.fees is None else \
-                    cost_nanos(c.card, billed, now)
+                cost = costs.get(id(c))
+                if cost is None:
+                    # A card of one set of rates and no fees costs exactly that (its lowest rates are its rates).
+                    cost = costs[id(c)] = atto_to_nanos(low) if c.card.table is None and c.card.fees is None \
+                        else cost_nanos(c.card, billed, now)
                 if cost >= bound or (best is not None and (cost, c.entry.model) >= best[:2]):
                     continue
                 attrs.update(model=c.model, provider=c.provider, tier=c.tier)
