@@ -59,6 +59,7 @@ class Token:
 class HttpRefused(Exception):
     """The HTTP door cannot listen as configured; the message says why."""
 
+
 def _status(error: OpError) -> int:
     return getattr(error, "http_status", None) or HTTP_STATUS.get(error.code, 500)
 
