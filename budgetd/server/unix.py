@@ -28,6 +28,7 @@ log = logging.getLogger("budgetd.socket")
 
 MAX_IN_FLIGHT = 512  # requests per connection: past it we stop reading (backpressure)
 OUTPUT_LIMIT = 8 << 20  # answers a client has not read yet: past it we stop reading
+BACKLOG = 65535  # connections the kernel queues before we accept them (asyncio's default is 100)
 STREAM_BACKLOG = 256 << 10  # unread events past which a subscription stops taking from its feed
 
 
@@ -85,7 +86,7 @@ class SocketServer:
             async with anyio.create_task_group() as tg:
                 self.spawn = tg.start_soon
                 loop = asyncio.get_running_loop()
-                server = await loop.create_unix_server(lambda: Connection(self), sock=listening)
+                server = await loop.create_unix_server(lambda: Connection(self), sock=listening, backlog=BACKLOG)
                 listening = None  # the server owns it now
                 try:
                     with self._accepting:
@@ -130,7 +131,7 @@ def _listen(path: Path, mode: int) -> socket.socket:
         sock.setblocking(False)
         sock.bind(str(path))
         os.chmod(path, mode)
-        sock.listen(4096)
+        sock.listen(BACKLOG)
     except BaseException:
         sock.close()
         raise
