@@ -109,6 +109,15 @@ class Alerter(Actor):
         if name.startswith("budget."):
             budget, key = d.get("budget"), d.get("key") or {}
             window = d.get("window_start")
+            if name == "budget.denied":  # at most one alert a while per budget key and window: judged first
+                now = time.monotonic()
+                limiter = (budget, tuple(sorted(key.items())), window)
+                last = self._last_denied.get(limiter)
+                if last is not None and now - last < DENIED_EVERY_S:
+                    return None
+                if len(self._last_denied) >= 10_000:
+                    self._last_denied.clear()  # bounded: forgetting only lets one more alert through
+                self._last_denied[limiter] = now
             where = f"{budget}" + (f" ({', '.join(f'{k}={v}' for k, v in key.items())})" if key else "")
             spent = f"{format_usd(d.get('spent_usd'))} of {format_usd(d.get('limit_usd'))}" \
                 if d.get("limit_usd") is not None else f"{d.get('spent_tokens'):,} of {d.get('limit_tokens'):,} tokens"
@@ -121,11 +130,6 @@ class Alerter(Actor):
                 return AlertDraft("limit_exceeded", "critical", budget, key, window,
                         f"budget {where} is over its limit: {spent}", d, f"exceeded:{scope}")
             if name == "budget.denied":
-                now = time.monotonic()
-                last = self._last_denied.get((budget, scope))
-                if last is not None and now - last < DENIED_EVERY_S:
-                    return None
-                self._last_denied[(budget, scope)] = now
                 minute = int(self.clock.time() // DENIED_EVERY_S)
                 return AlertDraft("denied", "warning", budget, key, window,
                         f"budget {where} denied a request of {d.get('component')} for {d.get('model')} "
