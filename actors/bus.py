@@ -36,6 +36,12 @@ class Unsubscribe(msgspec.Struct, frozen=True):
     feed: Any
 
 
+class CountFeeds(msgspec.Struct, frozen=True):
+    """Answer: how many feeds (subscriptions) are open."""
+
+    reply: ReplyTo
+
+
 class Feed:
     """One subscriber's bounded queue of events; filled by the bus, drained by one reader."""
 
@@ -84,7 +90,8 @@ class Bus(Actor):
         self.seq = 0
         self.recent: collections.deque[Event] = collections.deque(maxlen=RECENT)
         self.feeds: set[Feed] = set()
-        self.handlers = {Publish: self._publish, SubscribeMsg: self._subscribe, Unsubscribe: self._unsubscribe}
+        self.handlers = {Publish: self._publish, SubscribeMsg: self._subscribe, Unsubscribe: self._unsubscribe,
+                         CountFeeds: lambda m: m.reply.set(len(self.feeds))}
 
     async def stopped(self) -> None:
         for feed in self.feeds:
@@ -102,6 +109,8 @@ class Bus(Actor):
                     feed.put(event)
 
     def _subscribe(self, message: SubscribeMsg) -> None:
+        if getattr(message.reply, "done", False):
+            return  # its waiter gave up: a feed opened now would never be closed
         feed = Feed(message.topics, self.clock)
         if message.after is not None:
             for event in self.recent:

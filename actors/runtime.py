@@ -52,6 +52,7 @@ class Reply(Generic[T]):
 
     @property
     def done(self) -> bool:
+        """Answered, or given up by its waiter: an actor need not do the work (nor open what it would)."""
         return self._done
 
     def set(self, value: T) -> None:
@@ -78,8 +79,9 @@ class Reply(Generic[T]):
                 await future
             finally:
                 timer.cancel()
-        if not self._done:
-            raise OpError("busy", f"the daemon did not answer within {timeout:g}s; retry shortly")
+                if not self._done:  # timed out, or the waiter was cancelled: an answer now would be lost
+                    self._done = True
+                    self._error = OpError("busy", f"the daemon did not answer within {timeout:g}s; retry shortly")
         if self._error is not None:
             raise self._error
         return self._value

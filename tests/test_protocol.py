@@ -2,6 +2,8 @@
 
 import json
 import socket
+import struct
+import time
 
 from conftest import RawConn
 
@@ -149,3 +151,67 @@ def test_the_protocol_document_lists_every_op_as_declared():
         if len(cells) == 6 and cells[0].startswith("`") and cells[2].startswith("`"):
             table[cells[0].strip("`")] = (cells[2].strip("`"), cells[3], cells[4])
     assert table == {name: (t.result.__name__, t.role, t.serve) for name, t in OPS.items()}
+
+
+def _subscriptions(daemon) -> int:
+    with RawConn(daemon.socket) as c:
+        return c.call({"op": "status", "id": 0})["result"]["daemon"]["subscriptions"]
+
+
+def test_subscriptions_cut_off_early_leave_no_feed_behind_and_are_answered(shared_daemon):
+    """A subscribe followed at once by EOF (as `printf ... | nc -U` sends it) is answered and its feed closed;
+    one cut off by a reset leaves nothing behind either."""
+    before = _subscriptions(shared_daemon)
+    for n in range(100):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(shared_daemon.socket))
+        s.sendall(b'{"op":"subscribe","id":"sub","topics":["usage"]}\n{"op":"ping","id":2}\n')
+        if n % 2:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+            s.close()
+            continue
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(10)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+        s.close()
+        ids = {json.loads(line)["id"] for line in got.splitlines()}
+        assert ids == {"sub", 2}, got
+    deadline = time.monotonic() + 10
+    while _subscriptions(shared_daemon) != before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _subscriptions(shared_daemon) == before
+
+
+def test_a_client_that_never_reads_gets_only_so_much_in_flight(shared_daemon):
+    """Thousands of large-answer requests in one write, never read: the connection stops taking requests
+    (memory stays bounded by what is in flight), others are served, and it is all answered once read."""
+    frames = b"".join(b'{"op":"status","id":%d}\n' % i for i in range(3000))
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(str(shared_daemon.socket))
+    try:
+        s.sendall(frames)
+        time.sleep(1.0)
+        with RawConn(shared_daemon.socket) as other:
+            assert other.call({"op": "ping", "id": 1})["ok"]
+        s.settimeout(30)
+        got, seen = b"", 0
+        while seen < 3000:
+            chunk = s.recv(1 << 20)
+            assert chunk, f"closed after {seen} answers"
+            got += chunk
+            seen = got.count(b"\n")
+        assert all(json.loads(line)["ok"] for line in got.splitlines())
+    finally:
+        s.close()
+
+
+def test_subscriptions_per_connection_are_bounded(shared_daemon):
+    with RawConn(shared_daemon.socket) as c:
+        c.send(b"".join(b'{"op":"subscribe","id":%d,"topics":["usage"]}\n' % i for i in range(20)))
+        answers = [c.recv() for _ in range(20)]
+        refused = [a for a in answers if not a["ok"]]
+        assert len(refused) == 4 and all(a["error"]["code"] == "busy" for a in refused)
+        assert "subscriptions" in refused[0]["error"]["message"]

@@ -74,6 +74,7 @@ class DaemonStatus(Answer, kw_only=True):
     data_dir: str
     durability: str
     actors: list[ActorStatus]
+    subscriptions: int = 0  # event feeds open (socket subscriptions and HTTP event streams)
 
 
 class PricesStatus(Answer, kw_only=True):

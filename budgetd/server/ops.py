@@ -30,7 +30,7 @@ from actors.allocator import (
     RouteMsg,
     StatesMsg,
 )
-from actors.bus import Feed, SubscribeMsg, Unsubscribe
+from actors.bus import CountFeeds, Feed, SubscribeMsg, Unsubscribe
 from actors.ledger import (
     ReportQuery,
     AckAlert,
@@ -359,6 +359,7 @@ class Ops:
         totals = await self.refs["ledger"].ask(lambda reply: GetTotals(reply=reply), self.timeout)
         now = await self._allocator(lambda reply: StatesMsg(reply=reply, per_budget=req.states_per_budget))
         prices = await self.refs["prices"].ask(lambda reply: GetPricesStatus(reply=reply), self.timeout)
+        subscriptions = await self.refs["bus"].ask(lambda reply: CountFeeds(reply=reply), self.timeout)
         actors = [
             ActorStatus(name=r.name, restarts=r.restarts, mailbox_depth=r.depth, running=r.running)
             for r in self.refs.values()
@@ -367,6 +368,7 @@ class Ops:
             version=budgetd.__version__, pid=os.getpid(), started_at=self.started_at, now=self.clock.now(),
             uptime_s=round(time.monotonic() - self._started_monotonic, 3), socket=self.socket_path,
             data_dir=str(self.config.data_path), durability=self.config.daemon.durability, actors=actors,
+            subscriptions=subscriptions,
         )
         return StatusResult(budgets=now.states, totals=totals, daemon=daemon, prices=prices, forecasts=now.forecasts,
                             states_omitted=now.omitted)

@@ -27,6 +27,8 @@ from budgetd.server.ops import Ops
 log = logging.getLogger("budgetd.socket")
 
 MAX_IN_FLIGHT = 512  # requests per connection: past it we stop reading (backpressure)
+MAX_ASKS_IN_FLIGHT = 16  # of them, ops answered by a handler that awaits (lists, reports: large answers)
+MAX_STREAMS = 16  # subscriptions per connection
 OUTPUT_LIMIT = 8 << 20  # answers a client has not read yet: past it we stop reading
 BACKLOG = 65535  # connections the kernel queues before we accept them (asyncio's default is 100)
 STREAM_BACKLOG = 256 << 10  # unread events past which a subscription stops taking from its feed
@@ -141,14 +143,15 @@ def _listen(path: Path, mode: int) -> socket.socket:
 class ConnectionReply:
     """A reply slot that writes its answer straight into its connection's output."""
 
-    __slots__ = ("connection", "request_id", "deadline", "op", "started")
+    __slots__ = ("connection", "request_id", "deadline", "op", "started", "asks")
 
-    def __init__(self, connection: "Connection", request_id: Any, deadline: float, op: str) -> None:
+    def __init__(self, connection: "Connection", request_id: Any, deadline: float, op: str, asks: bool) -> None:
         self.connection = connection
         self.request_id = request_id
         self.deadline = deadline
         self.op = op
         self.started = time.perf_counter()
+        self.asks = asks  # served by a handler that awaits
 
     def set(self, value: Any) -> None:
         self.connection.ops.finished(self.op, "ok", self.started)
@@ -181,9 +184,12 @@ class Connection(asyncio.Protocol):
         self._buffer = bytearray()
         self._skipping = False  # inside an oversized frame: drop bytes up to its newline
         self._out: list[bytes] | None = None  # answers gathered while a chunk is read
-        self._paused_by: set[str] = set()  # why reading is paused: in flight, unread output, stopped
+        self._paused_by: set[str] = set()  # why reading is paused: full (see `_full`), stopped
         self._ended = False  # the client sent EOF, or we stopped reading: close once all is answered
         self._streams: set[anyio.CancelScope] = set()
+        self._asks = 0  # outstanding requests served by a handler that awaits
+        self._held = b""  # input not yet taken: the connection was full (see `_full`)
+        self._taking = False
 
     # -- the transport's callbacks --
 
@@ -201,16 +207,40 @@ class Connection(asyncio.Protocol):
             self.stop_reading()
 
     def data_received(self, data: bytes) -> None:
-        self._out = []
+        self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        """Serve the frames of `data` while the connection has room; keep the rest for when it has again."""
+        self._out, self._taking = [], True
         try:
-            self._split(data)
+            rest = self._split(data)
+            if rest:
+                self._held = rest
+                self._pause("full")
         except Exception:  # a fault of one connection never takes the door down with it
             log.exception("a connection failed and was closed")
             self.abort()
         finally:
-            out, self._out = self._out, None
+            out, self._out, self._taking = self._out, None, False
             if out and not self.closed:
                 self.transport.write(b"".join(out))  # type: ignore[union-attr]
+
+    def _full(self) -> bool:
+        """Too much in flight, or answers the client has not read: take no more requests for now (memory
+        stays bounded by what is in flight, whatever a client sends or fails to read)."""
+        return (len(self.outstanding) >= MAX_IN_FLIGHT or self._asks >= MAX_ASKS_IN_FLIGHT
+                or self._unsent() > OUTPUT_LIMIT)
+
+    def _room(self) -> None:
+        """Room again: the input held back is served, then reading resumes."""
+        if self._taking or self.closed or self._full():
+            return
+        if self._held:
+            held, self._held = self._held, b""
+            self._take(held)
+            if self._held:
+                return
+        self._resume("full")
 
     def eof_received(self) -> bool:
         # A half-written frame of a departed client is dropped; what it sent whole is still answered.
@@ -224,19 +254,20 @@ class Connection(asyncio.Protocol):
             scope.cancel()
 
     def pause_writing(self) -> None:
-        self._pause("output")  # the client is not reading its answers
+        self._pause("full")  # the client is not reading its answers
 
     def resume_writing(self) -> None:
-        self._resume("output")
+        self._room()
 
     # -- output --
 
     def deliver(self, reply: ConnectionReply, data: bytes) -> None:
         if self.outstanding.pop(reply, False) is False:
             return  # already answered `busy`
+        if reply.asks:
+            self._asks -= 1
         self._write(data)
-        if len(self.outstanding) < MAX_IN_FLIGHT:
-            self._resume("in flight")
+        self._room()
         if self._ended:
             self._close_when_answered()
 
@@ -289,10 +320,14 @@ class Connection(asyncio.Protocol):
 
     # -- input --
 
-    def _split(self, chunk: bytes) -> None:
+    def _split(self, chunk: bytes) -> bytes:
+        """Serve every whole frame of `chunk`, keeping a partial one for the next; the part not served
+        because the connection is full."""
         buffer = self._buffer
         start = 0
         while True:
+            if not buffer and not self._skipping and start < len(chunk) and self._full():
+                return chunk[start:]
             newline = chunk.find(b"\n", start)
             if newline < 0:
                 if not self._skipping:
@@ -301,7 +336,7 @@ class Connection(asyncio.Protocol):
                         self._skipping = True
                         buffer.clear()
                         self._write(self._too_large())
-                return
+                return b""
             if self._skipping:
                 self._skipping = False
             else:
@@ -339,44 +374,53 @@ class Connection(asyncio.Protocol):
                 self._write(encode_line(err(request.id, error)))
             return
         if kind.serve == "stream":
-            self.server.spawn(self._stream, request)
+            if len(self._streams) >= MAX_STREAMS:
+                self._write(encode_line(err(request.id, OpError(
+                    "busy", f"this connection has {MAX_STREAMS} subscriptions, the most one may have; "
+                    "subscribe to several topics at once, or on another connection"))))
+                return
+            scope = anyio.CancelScope()  # counted from now: the connection is not closed before it answers
+            self._streams.add(scope)
+            self.server.spawn(self._stream, request, scope)
             return
         # A told actor may never answer (it crashed mid-message): the reaper answers `busy` for it.
         # A spawned handler always answers, its asks carrying their own timeouts.
         deadline = time.monotonic() + self.ops.timeout if kind.serve == "tell" else math.inf
-        reply = ConnectionReply(self, request.id, deadline, kind.__struct_config__.tag)
+        asks = kind.serve == "ask"
+        reply = ConnectionReply(self, request.id, deadline, kind.__struct_config__.tag, asks)
         self.outstanding[reply] = None
-        if len(self.outstanding) >= MAX_IN_FLIGHT:
-            self._pause("in flight")  # backpressure: too much in flight on this connection
+        if asks:
+            self._asks += 1
         try:
             self.ops.submit(request, reply, self.server.spawn)
         except Exception as exc:
             reply.fail(exc)
 
-    async def _stream(self, request: Any) -> None:
+    async def _stream(self, request: Any, scope: anyio.CancelScope) -> None:
         """Answer `subscribe`, then send the feed's events until the connection ends.
 
         Events are taken from the feed only while the client keeps up; when it does
         not, the feed drops its oldest events and later sends a `lagged` marker.
         """
-        with anyio.CancelScope() as scope:
-            self._streams.add(scope)
-            try:
+        try:
+            with scope:
                 await self._feed(request)
-            finally:
-                self._streams.discard(scope)
-                if self._ended:
-                    self._close_when_answered()
+        finally:
+            self._streams.discard(scope)
+            if self._ended:
+                self._close_when_answered()
 
     async def _feed(self, request: Any) -> None:
+        # Not cancelled half-way: a feed the bus opened is always closed again, and the request answered.
+        with anyio.CancelScope(shield=True):
+            try:
+                result, feed = await self.ops.subscribe(request)
+            except OpError as error:
+                self._write(encode_line(err(request.id, error)))
+                return
         try:
-            result, feed = await self.ops.subscribe(request)
-        except OpError as error:
-            self._write(encode_line(err(request.id, error)))
-            return
-        self._write(encode_line(ok(request.id, result)))
-        try:
-            while not self.closed and not feed.closed:
+            self._write(encode_line(ok(request.id, result)))
+            while not self.closed and not feed.closed and not self._ended:
                 await feed.wait()
                 while self._unsent() > STREAM_BACKLOG and not self.closed:
                     await anyio.sleep(0.01)
