@@ -66,9 +66,8 @@ class Reply(Generic[T]):
             self._wake()
 
     def _wake(self) -> None:
-        future = self._future
-        if future is not None and not future.done():
-            future.set_result(None)
+        if self._future is not None:
+            _wake_up(self._future)
 
     async def wait(self, timeout: float) -> T:
         if not self._done:
@@ -117,7 +116,11 @@ class Actor:
             raise TypeError(f"the {self.name} actor does not handle {type(message).__name__}")
         result = handler(message)
         if inspect.isawaitable(result):
+            self.awaiting()
             await result
+
+    def awaiting(self) -> None:
+        """Called before a handler awaits: other tasks run meanwhile (the actor's own mailbox waits)."""
 
     async def run(self, mailbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
         while True:

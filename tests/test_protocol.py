@@ -215,3 +215,24 @@ def test_subscriptions_per_connection_are_bounded(shared_daemon):
         refused = [a for a in answers if not a["ok"]]
         assert len(refused) == 4 and all(a["error"]["code"] == "busy" for a in refused)
         assert "subscriptions" in refused[0]["error"]["message"]
+
+
+def test_what_a_client_sent_before_it_half_closed_is_all_answered_however_much(shared_daemon):
+    """Thousands of requests and then EOF, read only later: every one is answered (also those held back
+    while the connection was full), then the connection closes."""
+    frames = b"".join(b'{"op":"status","id":%d}\n{"op":"ping","id":"p%d"}\n' % (i, i) for i in range(1500))
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(str(shared_daemon.socket))
+    try:
+        s.sendall(frames)
+        s.shutdown(socket.SHUT_WR)
+        time.sleep(0.5)
+        s.settimeout(30)
+        got = b""
+        while chunk := s.recv(1 << 20):
+            got += chunk
+        ids = [json.loads(line)["id"] for line in got.splitlines()]
+        assert len(ids) == 3000 and len(set(ids)) == 3000
+    finally:
+        s.close()

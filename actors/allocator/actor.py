@@ -15,7 +15,6 @@ write after it.
 """
 
 import collections
-import inspect
 import itertools
 import secrets
 from dataclasses import dataclass
@@ -234,16 +233,13 @@ class Allocator(Actor):
         try:
             self._expire(now)
             self._roll_windows(now)
-            handler = self.handlers.get(type(message))
-            if handler is None:
-                raise TypeError(f"the allocator does not handle {type(message).__name__}")
-            result = handler(message)
-            if inspect.isawaitable(result):
-                clock.held = None  # it awaits: time goes on
-                self.drained()  # before anything else runs: the writes told so far carry their budget states
-                await result
+            await super().handle(message)
         finally:
             clock.held = None
+
+    def awaiting(self) -> None:
+        self.clock.held = None  # time goes on while the handler awaits
+        self.drained()  # before anything else runs: the writes told so far carry their budget states
 
     def drained(self) -> None:
         """The budget states of the records charged and the reserves held since the last drain, once per

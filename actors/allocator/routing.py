@@ -141,9 +141,9 @@ class _Axis(NamedTuple):
 
 class Candidates:
     """The chat models a denial may suggest, built once per price book and kept by tier and capabilities,
-    each group in two orders (lowest input rate first, lowest output rate first): a suggestion walks the
-    order its request is dearest in and stops as soon as no model further on can be cheaper than one that
-    fits, instead of pricing the whole book."""
+    each group in two orders (lowest input rate first, lowest output rate first): a suggestion walks both
+    at once and stops as soon as no model not yet met can be cheaper than one that fits, instead of
+    pricing the whole book."""
 
     def __init__(self, book: PriceBook, chat_models: list[PriceEntry]) -> None:
         self._by_tier: dict[int, list[Candidate]] = {}

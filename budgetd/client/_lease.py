@@ -11,6 +11,8 @@ admitted (the same labels, no more tokens of any kind).
 import time
 from typing import Any
 
+import msgspec
+
 from budgetd.model import Decision, Estimate
 
 #: What must be the same for a call to be covered by a lease's estimate (more tokens are never covered).
@@ -62,8 +64,7 @@ class Lease:
         """The reservation id of a hold for this call, or None (the lease is used up or nearly expired,
         or the call may cost more than its estimate: reserve it the usual way). No round trip."""
         if estimate is None:
-            estimate = Estimate(**{**{f: getattr(self.estimate, f) for f in self.estimate.__struct_fields__},
-                                   **fields}) if fields else self.estimate
+            estimate = msgspec.structs.replace(self.estimate, **fields) if fields else self.estimate
         if not self._unused or time.monotonic() >= self._until or not self.covers(estimate):
             return None
         return self._unused.pop()

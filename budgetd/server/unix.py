@@ -241,6 +241,8 @@ class Connection(asyncio.Protocol):
             if self._held:
                 return
         self._resume("full")
+        if self._ended:
+            self._close_when_answered()
 
     def eof_received(self) -> bool:
         # A half-written frame of a departed client is dropped; what it sent whole is still answered.
@@ -285,8 +287,10 @@ class Connection(asyncio.Protocol):
             reply.fail(OpError("busy", f"the daemon did not answer within {self.ops.timeout:g}s; retry shortly"))
 
     def stop_reading(self) -> None:
-        """Shutting down: read nothing more, answer what is in flight, then close."""
+        """Shutting down: read nothing more, answer what is in flight, then close (input held back is
+        dropped, as unread input is)."""
         self._pause("stopped")
+        self._held = b""
         self._end()
 
     def abort(self) -> None:
@@ -302,7 +306,7 @@ class Connection(asyncio.Protocol):
         self._close_when_answered()
 
     def _close_when_answered(self) -> None:
-        if not self.outstanding and not self._streams and not self.closed and self.transport is not None:
+        if not (self.outstanding or self._streams or self._held or self.closed) and self.transport is not None:
             self.closed = True
             self.transport.close()  # after what it has buffered is sent
 
