@@ -23,6 +23,10 @@ def main(socket: str, out_path: str, seconds: float, seed: int) -> None:
             n += 1
             key = f"w{seed}-{n}"
             kind = rng.random()
+            # The fate of a hold is drawn once: a retry after a lost answer repeats the same operation (its
+            # reserve answers the same hold), never a different one, or a hold committed by an attempt
+            # whose answer was lost would be logged as one left open.
+            fate = rng.random()
             usage = {"component": f"soak{seed % 4}", "model": rng.choice(["gpt-4o", "gpt-4o-mini"]),
                      "input_tokens": rng.randrange(10, 2000), "output_tokens": rng.randrange(0, 300)}
             while time.monotonic() < deadline + 30:
@@ -36,7 +40,6 @@ def main(socket: str, out_path: str, seconds: float, seed: int) -> None:
                                            input_tokens=usage["input_tokens"])
                         if d.allowed:
                             out.write(f"hold {d.reservation_id}\n")
-                            fate = rng.random()
                             if fate < 0.6:
                                 client.commit(d.reservation_id, idempotency_key=f"c-{key}",
                                               **{**usage, "component": "soak-hard"})
