@@ -36,6 +36,29 @@ def test_same_key_same_payload_is_charged_once(daemon):
         assert client.status().totals.requests == 1
 
 
+def test_a_repeat_tells_the_budgets_as_they_stand_and_charges_nothing(daemon):
+    """A repeated record answers its first record id and cost, and its budgets as they are at the repeat
+    (what was recorded since counts, the repeat does not), also after a SIGKILL, when the first answer
+    comes back from the ledger."""
+    usage = dict(component="idem", model="gpt-4o", input_tokens=1000)
+    with SyncBudgetClient(daemon.socket) as client:
+        client.budget_set(name="idem-tokens", period="total", limit_tokens=1_000_000, policy="hard",
+                          scope={"component": "idem"})
+        first = client.record(**usage, idempotency_key="k-1")
+        assert [(s.budget, s.spent_tokens) for s in first.budgets] == [("idem-tokens", 1000)]
+        client.record(component="idem", model="gpt-4o", input_tokens=500, idempotency_key="k-2")
+        again = client.record(**usage, idempotency_key="k-1")
+        assert again.duplicate and again.record_id == first.record_id and again.cost_usd == first.cost_usd
+        assert [(s.budget, s.spent_tokens) for s in again.budgets] == [("idem-tokens", 1500)]
+    daemon.kill()
+    daemon.start()
+    with SyncBudgetClient(daemon.socket) as client:
+        again = client.record(**usage, idempotency_key="k-1")
+        assert again.duplicate and again.record_id == first.record_id
+        assert [(s.budget, s.spent_tokens) for s in again.budgets] == [("idem-tokens", 1500)]
+        assert [s.spent_tokens for s in client.status().budgets if s.budget == "idem-tokens"] == [1500]
+
+
 def test_same_key_twice_in_one_batch(daemon):
     """Two identical keyed records pipelined together land in one group commit: one is a duplicate."""
     with RawConn(daemon.socket) as c:

@@ -189,3 +189,19 @@ def test_local_calendar_is_right_on_both_sides_of_a_midnight_inside_a_quarter_ho
     assert (cal.start(before), cal.start(after)) == (may, june)
     cal = LocalCalendar("Africa/Monrovia")
     assert (cal.start(after), cal.start(before)) == (june, may)
+
+
+def test_one_batch_across_a_midnight_inside_a_quarter_hour_splits_the_local_days(db):
+    """Records of one quarter hour and dims are summed together, unless a local midnight cuts that quarter:
+    Monrovia's 1971 midnight at 00:44:30Z, records 30 s before and 10 s after it in one batch, land in two
+    local days (and one UTC hour)."""
+    rows = [row(us("1971-06-01T00:44:00"), cost=1), row(us("1971-06-01T00:44:40"), cost=2),
+            row(us("1971-06-01T00:44:50"), cost=4), row(us("1971-06-01T00:31:00"), cost=8)]
+    rollups = Rollups(["UTC", "Africa/Monrovia"])
+    rollups.backfill(db)
+    rollups.add(db, rows)
+    day = lambda ts: window("daily", "Africa/Monrovia", from_us(ts)).start_us  # noqa: E731
+    assert table(db, "day", "Africa/Monrovia") == expected(rows, day)
+    assert {k[0]: v[5] for k, v in table(db, "day", "Africa/Monrovia").items()} == {
+        us("1971-05-31T00:44:30"): 1 + 8, us("1971-06-01T00:44:30"): 2 + 4}
+    assert table(db, "hour") == expected(rows, lambda ts: ts // HOUR_US * HOUR_US)

@@ -560,6 +560,7 @@ class Allocator(Actor):
             close = self.book.did_you_mean(u.model, u.provider)
         charges: list[Charge] = []
         states: list[BudgetState] = []  # filled once the drain ends (see `drained`)
+        found: list = []
         if self.budgets:
             attrs: Attrs = {
                 "component": u.component, "model": priced.model, "provider": priced.provider,
@@ -598,7 +599,7 @@ class Allocator(Actor):
         )
         self._send(lambda write_id, settle: WriteUsage(row=row, payload_hash=digest, reply=reply, budgets=states,
                                                        did_you_mean=close, write_id=write_id, settle=settle),
-                   _Pending(charges=charges, closed=[] if hold is None else [hold]))
+                   _Pending(charges=charges, closed=[] if hold is None else [hold], found=found))
 
     def _counters_of(self, attrs: Attrs, ts_us: int) -> list[tuple[Budget, tuple[str, ...], Any, Any]]:
         """Every budget covering a call with `attrs` made at `ts_us`, with its key, window and counter: kept for
@@ -639,8 +640,16 @@ class Allocator(Actor):
                 first = self._pending_denials.pop(pending.denied, None)
                 if first is not None:
                     _remember(self._denied_keys, pending.denied, first)
-        for write_id in message.duplicates:
-            self._undo(self._unsettled.pop(write_id, _NOTHING), failed=False)
+        for repeat in message.duplicates:
+            pending = self._unsettled.pop(repeat.write_id, _NOTHING)
+            self._undo(pending, failed=False)
+            if repeat.reply is None:
+                continue
+            answer = repeat.answer
+            if pending.found:  # a record's repeat: its budgets as they stand, nothing charged for it
+                answer = msgspec.structs.replace(answer, budgets=[budget.state(key, win, counter)
+                                                                  for budget, key, win, counter in pending.found])
+            repeat.reply.set(answer)
         for write_id in message.failed:
             self._undo(self._unsettled.pop(write_id, _NOTHING), failed=True)
 
@@ -696,6 +705,7 @@ class _Pending(NamedTuple):
     opened: list[Hold] = []  # reservations it opened
     closed: list[Hold] = []  # reservations it closed (committed or released)
     denied: str | None = None  # the key of a denial the ledger is asked about
+    found: list = []  # a record's budgets, keys, windows and counters (as `_counters_of` gives them)
 
 
 _NOTHING = _Pending()

@@ -5,6 +5,7 @@ Every message that expects an answer carries `reply`; its docstring says what th
 """
 
 import hashlib
+import operator
 from typing import Any
 
 import msgspec
@@ -112,13 +113,21 @@ class LoadHolds(msgspec.Struct, frozen=True):
     reply: ReplyTo
 
 
+class Repeat(msgspec.Struct, frozen=True):
+    """A settled write that repeated an earlier one: the earlier answer, for the settler to give."""
+
+    write_id: int
+    answer: Any  # the first `Recorded` (kept without budgets) or `Decision`, with `duplicate: true`
+    reply: ReplyTo | None
+
+
 class Settled(msgspec.Struct, frozen=True):
     """Told to a writer's `settle` after each batch: which of its writes were applied, which were
-    duplicates of earlier ones (nothing new written), which failed (nothing written; the sender was
-    told `unavailable`)."""
+    duplicates of earlier ones (nothing new written: the settler answers them, once it has taken their
+    charges back), which failed (nothing written; the sender was told `unavailable`)."""
 
     applied: list[int]
-    duplicates: list[int]
+    duplicates: list[Repeat]
     failed: list[int]
 
 
@@ -138,9 +147,11 @@ class Tally(msgspec.Struct):
     cost_nanos: int = 0
 
     @classmethod
-    def of(cls, r: "UsageRow") -> "Tally":
-        """One record's."""
-        return cls(1, *(getattr(r, name) for name in SUMS[1:]))
+    def of_rows(cls, rows: "list[UsageRow]") -> "Tally":
+        """Many records' (each column summed in one pass)."""
+        if not rows:
+            return cls()
+        return cls(len(rows), *map(sum, zip(*map(_row_sums, rows))))
 
     def add(self, other: "Tally") -> None:
         for name in SUMS:
@@ -149,6 +160,19 @@ class Tally(msgspec.Struct):
     @property
     def tokens(self) -> int:
         return sum(getattr(self, name) for name in TOKEN_SUMS)
+
+    def values(self) -> tuple[int, ...]:
+        """The sums in the order of `SUMS`."""
+        return msgspec.structs.astuple(self)
+
+
+_row_sums = operator.attrgetter(*SUMS[1:])  # a record's values of every sum but `requests`
+_row_token_kinds = operator.attrgetter(*TOKEN_SUMS)
+
+
+def row_tokens(r: "UsageRow") -> int:
+    """What a record adds to a `tokens` total."""
+    return sum(_row_token_kinds(r))
 
 
 class GetTotals(msgspec.Struct, frozen=True):

@@ -28,6 +28,7 @@ from actors.ledger.messages import (
     PriceHistory,
     SaveAlert,
     SaveBudget,
+    Repeat,
     Settled,
     SourcePrice,
     SumWindows,
@@ -148,34 +149,40 @@ class Ledger(Actor):
         outcomes = [_outcome(a) for a in answers]
         if self.bus is not None:
             self._publish_recorded(writes, answers, outcomes)
-        self._settle(writes, outcomes)
-        for w, answer in zip(writes, answers):
-            if w.reply is None:
-                continue
+        self._settle(writes, answers, outcomes)
+        for w, answer, outcome in zip(writes, answers, outcomes):
+            if w.reply is None or (outcome == "duplicate" and w.write_id is not None and w.settle is not None):
+                continue  # answered by its settler
             if isinstance(answer, OpError):
                 w.reply.fail(answer)
             else:
                 w.reply.set(answer)
 
     @staticmethod
-    def _settle(writes: list[Write], outcomes: list[str]) -> None:
-        """One `Settled` per sender of the batch, naming its writes applied, duplicate and failed."""
+    def _settle(writes: list[Write], answers: list[Any], outcomes: list[str]) -> None:
+        """One `Settled` per sender of the batch, naming its writes applied, duplicate (with their first
+        answers, which the sender gives) and failed."""
         by_sender: dict[int, tuple[Ref, Settled]] = {}
-        for w, outcome in zip(writes, outcomes):
+        for w, answer, outcome in zip(writes, answers, outcomes):
             if w.write_id is None or w.settle is None:
                 continue
             entry = by_sender.get(id(w.settle))
             if entry is None:
                 entry = by_sender[id(w.settle)] = (w.settle, Settled(applied=[], duplicates=[], failed=[]))
             settled = entry[1]
-            ids = settled.applied if outcome == "applied" else settled.duplicates if outcome == "duplicate" else \
-                settled.failed
-            ids.append(w.write_id)
+            if outcome == "applied":
+                settled.applied.append(w.write_id)
+            elif outcome == "duplicate":
+                settled.duplicates.append(Repeat(w.write_id, answer, w.reply))
+            else:
+                settled.failed.append(w.write_id)
         for ref, settled in by_sender.values():
             try:
                 ref.tell(settled)
-            except OpError:
-                pass  # shutting down: the allocator rebuilds its state from the ledger at start
+            except OpError:  # shutting down: the allocator rebuilds its state from the ledger at start
+                for repeat in settled.duplicates:
+                    if repeat.reply is not None:
+                        repeat.reply.set(repeat.answer)
 
     def _publish_recorded(self, writes: list[Write], answers: list, outcomes: list[str]) -> None:
         """`usage.recorded` for every new record, once it is committed."""

@@ -9,7 +9,7 @@ as the table), so reports by context read the records.
 import sqlite3
 from typing import Iterable
 
-from actors.ledger.messages import UsageRow
+from actors.ledger.messages import Tally, UsageRow
 from actors.ledger.report_plan import SUMS, accumulate
 from actors.ledger.sqlite.transactions import immediate
 from budgetd.periods import HOUR_US, from_us, window
@@ -92,18 +92,29 @@ class LocalCalendar:
 
     def start(self, ts_us: int) -> tuple[int, int, int]:
         """The first local midnight of the day, the week and the month of `ts_us`."""
-        slot = ts_us // _SLOT_US
+        starts = self._cache.get(ts_us // _SLOT_US)
+        return starts if starts is not None else self._starts(ts_us)[0]
+
+    def slot_start(self, slot: int) -> tuple[int, int, int] | None:
+        """`start` of every instant in the quarter hour `slot`, or None if a local midnight cuts it."""
         starts = self._cache.get(slot)
-        if starts is None:
-            day = window("daily", self.zone, from_us(ts_us))
-            starts = (day.start_us, window("weekly", self.zone, day.start).start_us,  # type: ignore[assignment]
-                      window("monthly", self.zone, day.start).start_us)
-            # Cache only slots that lie within one local day (a historic zone offset may not be on a quarter).
-            if day.start_us <= slot * _SLOT_US and (slot + 1) * _SLOT_US <= day.end_us:  # type: ignore[operator]
-                if len(self._cache) >= _MAX_CACHED:
-                    self._cache.clear()
-                self._cache[slot] = starts  # type: ignore[assignment]
-        return starts  # type: ignore[return-value]
+        if starts is not None:
+            return starts
+        starts, whole = self._starts(slot * _SLOT_US)
+        return starts if whole else None
+
+    def _starts(self, ts_us: int) -> tuple[tuple[int, int, int], bool]:
+        slot = ts_us // _SLOT_US
+        day = window("daily", self.zone, from_us(ts_us))
+        starts = (day.start_us, window("weekly", self.zone, day.start).start_us,
+                  window("monthly", self.zone, day.start).start_us)
+        # Cache only slots that lie within one local day (a historic zone offset may not be on a quarter).
+        whole = day.start_us <= slot * _SLOT_US and (slot + 1) * _SLOT_US <= day.end_us  # type: ignore[operator]
+        if whole:
+            if len(self._cache) >= _MAX_CACHED:
+                self._cache.clear()
+            self._cache[slot] = starts  # type: ignore[assignment]
+        return starts, whole  # type: ignore[return-value]
 
 
 class Rollups:
@@ -118,15 +129,31 @@ class Rollups:
 
     def add(self, db: sqlite3.Connection, rows: list[UsageRow]) -> None:
         """Add the records just inserted to every rollup."""
+        # Records of one quarter hour and dims are summed first: each rollup then takes one sum per group
+        # (a quarter hour lies in one UTC hour, and mostly in one local day).
+        groups: dict[tuple, list[UsageRow]] = {}
+        for r in rows:
+            key = (r.ts // _SLOT_US, r.component, r.model, r.provider or "", r.tier or "", r.task_type or "")
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [r]
+            else:
+                group.append(r)
         hours: dict[tuple, list[int]] = {}
         local: list[dict[tuple, list[int]]] = [{} for _ in LOCAL_UNITS]
-        for r in rows:
-            dims = (r.component, r.model, r.provider or "", r.tier or "", r.task_type or "")
-            sums = (1, *(getattr(r, name) for name in SUMS[1:]))  # a record is one request
-            accumulate(hours, (r.ts // HOUR_US * HOUR_US, *dims), sums)
+        for (slot, *dims), group in groups.items():
+            sums = Tally.of_rows(group).values()
+            accumulate(hours, (slot * _SLOT_US // HOUR_US * HOUR_US, *dims), sums)
             for calendar in self.calendars:
-                for into, start in zip(local, calendar.start(r.ts)):
-                    accumulate(into, (calendar.zone, start, *dims), sums)
+                starts = calendar.slot_start(slot)
+                if starts is not None:
+                    for into, start in zip(local, starts):
+                        accumulate(into, (calendar.zone, start, *dims), sums)
+                    continue
+                for r in group:  # a local midnight falls inside this quarter hour
+                    one = Tally.of_rows([r]).values()
+                    for into, start in zip(local, calendar.start(r.ts)):
+                        accumulate(into, (calendar.zone, start, *dims), one)
         db.executemany(UPSERT_HOUR, [(*k, *v) for k, v in hours.items()])
         if self.calendars:
             for upsert, sums_by_key in zip(UPSERT_LOCAL, local):

@@ -30,6 +30,7 @@ from actors.ledger.messages import (
     Write,
     WriteHold,
     WriteUsage,
+    row_tokens,
 )
 from actors.ledger.report_plan import SUMS, TOKEN_SUMS
 from actors.ledger.sqlite import rollups
@@ -116,7 +117,8 @@ class SqliteStore:
         closed: list[tuple[str]] = []
         idem_rows: list[tuple] = []
         answers: list[Any] = []
-        added = Tally()
+        # What this batch adds to the totals, checked record by record (see `_TOO_MUCH`).
+        room_tokens, room_nanos = _INT64 - totals.tokens, _INT64 - totals.cost_nanos
         with immediate(db):
             known = _known_keys(db, keyed)
             for w in writes:
@@ -134,10 +136,14 @@ class SqliteStore:
                     answer: Any = w.decision
                 else:
                     r = w.row
-                    tally = Tally.of(r)
-                    if not _sums_stay_exact(totals, added, tally):
+                    tokens = row_tokens(r)
+                    # Every sum over records is a sum over a part of them: while the totals fit in 64 bits,
+                    # so does every SUM() SQLite (or a report) computes.
+                    if tokens > room_tokens or r.cost_nanos > room_nanos:
                         answers.append(OpError("invalid", _TOO_MUCH, "$.usage"))
                         continue
+                    room_tokens -= tokens
+                    room_nanos -= r.cost_nanos
                     record_id = next_id
                     next_id += 1
                     rows.append((
@@ -155,9 +161,11 @@ class SqliteStore:
                         price_version=r.price_version, model=r.model, provider=r.provider, tier=r.tier,
                         budgets=w.budgets, did_you_mean=w.did_you_mean,
                     )
-                    added.add(tally)
                 if key is not None and (type(w) is not WriteHold or w.holds):  # a denial is not kept
-                    encoded = msgspec.json.encode(answer)
+                    # A record is kept without its budgets (a repeat is told them as they are then): the
+                    # states of ten budgets would make the row 30 times longer.
+                    encoded = msgspec.json.encode(answer if type(w) is WriteHold else
+                                                  msgspec.structs.replace(answer, budgets=[]))
                     idem_rows.append((key, w.payload_hash, encoded, now))
                     known[key] = (w.payload_hash, encoded)  # type: ignore[assignment]
                 answers.append(answer)
@@ -176,7 +184,7 @@ class SqliteStore:
                 db.executemany(
                     "INSERT INTO idempotency (key, payload_hash, result, created_at) VALUES (?, ?, ?, ?)", idem_rows
                 )
-        return answers, next_id, added
+        return answers, next_id, Tally.of_rows(inserted)
 
     async def load_holds(self, now_us: int) -> list[HoldRow]:
         def load(db: sqlite3.Connection) -> list[HoldRow]:
@@ -292,13 +300,6 @@ def _repeat(key: str, first: tuple[bytes, bytes], w: Write) -> Any:
                        "use a new key for a new request", "$.idempotency_key")
     kind = Recorded if type(w) is WriteUsage else Decision
     return msgspec.structs.replace(msgspec.json.decode(result, type=kind), duplicate=True)
-
-
-def _sums_stay_exact(totals: Tally, added: Tally, more: Tally) -> bool:
-    """Every sum over records is a sum over a part of them: while the totals fit in 64 bits, so does
-    every SUM() SQLite (or a report) computes."""
-    tokens = totals.tokens + added.tokens + more.tokens
-    return tokens <= _INT64 and totals.cost_nanos + added.cost_nanos + more.cost_nanos <= _INT64
 
 
 def _position(db: sqlite3.Connection) -> tuple[int, Tally]:
