@@ -41,15 +41,26 @@ from budgetd.model import Decision, Recorded, usd
 from budgetd.periods import HOUR_US
 from budgetd.protocol import OpError
 
-_ROW_PLACEHOLDERS = "(" + ", ".join("?" * len(USAGE_COLUMNS)) + ")"
-_ROWS_PER_INSERT = 32_766 // len(USAGE_COLUMNS) // 2  # well under SQLite's bound-parameter limit
+_PARAMETERS_PER_STATEMENT = 16_000  # well under SQLite's bound-parameter limit (32,766 unless built higher)
 _KEYS_PER_SELECT = 500
+_HOLD_COLUMNS = ("id", "created_at", "expires_at", "component", "estimate", "attrs", "cost_nanos", "tokens")
+_KEY_COLUMNS = ("key", "payload_hash", "result", "created_at")
 log = logging.getLogger("budgetd.ledger")
 
 
-@functools.lru_cache(maxsize=64)
-def _insert_many(n: int) -> str:
-    return f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES " + ", ".join([_ROW_PLACEHOLDERS] * n)
+@functools.lru_cache(maxsize=256)
+def _insert_statement(table: str, columns: tuple[str, ...], n: int) -> str:
+    row = "(" + ", ".join("?" * len(columns)) + ")"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row] * n)
+
+
+def _insert(db: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """Many rows in few statements: one step into SQLite each, where `executemany` takes one per row (and
+    hands the GIL back and forth around every step, which a busy event loop makes slow)."""
+    per_statement = _PARAMETERS_PER_STATEMENT // len(columns)
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start:start + per_statement]
+        db.execute(_insert_statement(table, columns, len(chunk)), [v for row in chunk for v in row])
 
 
 class SqliteStore:
@@ -114,7 +125,7 @@ class SqliteStore:
         rows: list[tuple] = []
         inserted: list[UsageRow] = []
         holds: list[tuple] = []
-        closed: list[tuple[str]] = []
+        closed: list[str] = []
         idem_rows: list[tuple] = []
         answers: list[Any] = []
         # What this batch adds to the totals, checked record by record (see `_TOO_MUCH`).
@@ -123,7 +134,7 @@ class SqliteStore:
             known = _known_keys(db, keyed)
             for w in writes:
                 if type(w) is CloseHold:
-                    closed.extend((i,) for i in w.ids)
+                    closed.extend(w.ids)
                     answers.append(w.answer)
                     continue
                 key = _key_of(w)
@@ -155,7 +166,7 @@ class SqliteStore:
                     ))
                     inserted.append(r)
                     if r.reservation_id is not None:
-                        closed.append((r.reservation_id,))  # the commit closes its hold in the same transaction
+                        closed.append(r.reservation_id)  # the commit closes its hold in the same transaction
                     answer = Recorded(
                         record_id=record_id, cost_usd=usd(r.cost_nanos), priced=r.priced,
                         price_version=r.price_version, model=r.model, provider=r.provider, tier=r.tier,
@@ -169,21 +180,14 @@ class SqliteStore:
                     idem_rows.append((key, w.payload_hash, encoded, now))
                     known[key] = (w.payload_hash, encoded)  # type: ignore[assignment]
                 answers.append(answer)
-            for start in range(0, len(rows), _ROWS_PER_INSERT):
-                chunk = rows[start:start + _ROWS_PER_INSERT]
-                # One statement for many rows: one step into SQLite instead of one per row.
-                db.execute(_insert_many(len(chunk)), [v for row in chunk for v in row])
+            _insert(db, "usage", USAGE_COLUMNS, rows)
             if inserted:
                 self.rollups.add(db, inserted)
-            if holds:
-                db.executemany("INSERT INTO holds (id, created_at, expires_at, component, estimate, attrs, "
-                               "cost_nanos, tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", holds)
-            if closed:
-                db.executemany("DELETE FROM holds WHERE id = ?", closed)
-            if idem_rows:
-                db.executemany(
-                    "INSERT INTO idempotency (key, payload_hash, result, created_at) VALUES (?, ?, ?, ?)", idem_rows
-                )
+            _insert(db, "holds", _HOLD_COLUMNS, holds)
+            for start in range(0, len(closed), _KEYS_PER_SELECT):
+                chunk = closed[start:start + _KEYS_PER_SELECT]
+                db.execute(f"DELETE FROM holds WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            _insert(db, "idempotency", _KEY_COLUMNS, idem_rows)
         return answers, next_id, Tally.of_rows(inserted)
 
     async def load_holds(self, now_us: int) -> list[HoldRow]:

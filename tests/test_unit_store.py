@@ -1,0 +1,66 @@
+"""In-process tests of the SQLite store's group commit (`SqliteStore`) on a real ledger file: batches larger
+than one statement holds, their keys, holds and closes, and what a repeat of them answers."""
+
+import msgspec
+import pytest
+
+from actors.ledger.messages import CloseHold, HoldRow, UsageRow, WriteHold, WriteUsage
+from actors.ledger.sqlite.writes import SqliteStore
+from budgetd.model import BudgetState, Decision
+
+pytestmark = pytest.mark.anyio
+NOW = 1_780_000_000_000_000
+
+
+def usage(i: int, key: str | None) -> WriteUsage:
+    row = UsageRow(ts=NOW + i, component="c", model="gpt-4o", provider="openai", tier=None, context_id=None,
+                   task_type=None, input_tokens=i, output_tokens=1, cache_read_tokens=0, cache_write_tokens=0,
+                   cost_nanos=10 * i, priced=True, price_version=1, reservation_id=None, request_id=None,
+                   metadata=None, idempotency_key=key)
+    return WriteUsage(row=row, payload_hash=b"h%d" % i, reply=None)
+
+
+def hold(i: int) -> HoldRow:
+    return HoldRow(id=f"r-{i}", created_at=NOW, expires_at=NOW + 10**9, component="c", estimate=b"{}",
+                   attrs=b"{}", cost_nanos=5, tokens=7)
+
+
+async def test_a_batch_of_thousands_is_one_transaction_with_every_key_hold_and_close(tmp_path):
+    store = SqliteStore(tmp_path / "ledger.db")
+    await store.open()
+    try:
+        n = 2_500  # more rows than one INSERT statement carries, for every table
+        decision = Decision(allowed=True, action="allow", estimated_cost_usd=0.0, estimated_tokens=7)
+        writes = [usage(i, f"k{i}") for i in range(n)]
+        writes += [WriteHold(holds=[hold(i) for i in range(n)], decision=decision, idempotency_key="hold-key",
+                             payload_hash=b"hh", reply=None)]
+        answers = await store.append(writes, NOW)
+        assert [a.record_id for a in answers[:n]] == list(range(1, n + 1))
+        assert not any(a.duplicate for a in answers)
+        # The same again: every record and the holds are repeats, nothing is written twice.
+        again = await store.append(writes, NOW)
+        assert all(a.duplicate for a in again) and [a.record_id for a in again[:n]] == list(range(1, n + 1))
+        assert store.totals().requests == n and store.totals().input_tokens == n * (n - 1) // 2
+        assert len(await store.load_holds(NOW)) == n
+        # Closing more holds than one DELETE names.
+        await store.append([CloseHold(ids=[f"r-{i}" for i in range(0, n, 2)])], NOW)
+        assert sorted(h.id for h in await store.load_holds(NOW)) == sorted(f"r-{i}" for i in range(1, n, 2))
+    finally:
+        await store.close()
+
+
+async def test_records_with_a_key_are_kept_without_their_budgets(tmp_path):
+    """A record's answer is kept without its budget states (the allocator tells a repeat the current ones)."""
+    store = SqliteStore(tmp_path / "ledger.db")
+    await store.open()
+    try:
+        state = BudgetState(budget="b", window_start=None, window_end=None, spent_usd=0.0, spent_tokens=2,
+                            reserved_usd=0.0, reserved_tokens=0, limit_usd=None, limit_tokens=10, used_fraction=0.2,
+                            status="ok", policy="hard")
+        first = msgspec.structs.replace(usage(1, "k"), budgets=[state])
+        answer, = await store.append([first], NOW)
+        assert answer.budgets == [state] and not answer.duplicate
+        repeat, = await store.append([first], NOW)
+        assert repeat.duplicate and repeat.budgets == [] and repeat.record_id == answer.record_id
+    finally:
+        await store.close()
