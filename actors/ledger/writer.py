@@ -139,7 +139,7 @@ class Ledger(Actor):
             for w in writes:
                 if w.reply is not None:
                     w.reply.fail(error)
-            self._settle(writes, ["failed"] * len(writes))
+            self._settle(writes, [error] * len(writes), ["failed"] * len(writes))
             if full:
                 # The transaction was rolled back and the connection is fine: the next batch simply tries
                 # again, and succeeds once space returns. No restart, no lost acknowledgement.
