@@ -22,7 +22,7 @@ import msgspec
 from actors.bus import Publish, SubscribeMsg
 from actors.ledger import SaveAlert
 from budgetd.periods import from_us, to_us
-from actors.runtime import Actor, Ref
+from actors.runtime import Actor, Mailbox, Ref
 from budgetd.backoff import Backoff
 from budgetd.clock import SYSTEM, Clock
 from budgetd.model import Alert, format_usd
@@ -81,7 +81,7 @@ class Alerter(Actor):
             lambda reply: SubscribeMsg(topics=["budget", "price", "system"], after=None, reply=reply), self.timeout
         )
 
-    async def run(self, mailbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
+    async def run(self, mailbox: Mailbox) -> None:
         async with anyio.create_task_group() as tg:
             for hook in self.webhooks:
                 send, receive = anyio.create_memory_object_stream[bytes](1000)

@@ -4,7 +4,7 @@ import anyio
 import msgspec
 import pytest
 
-from actors.runtime import Actor, Reply, Supervisor
+from actors.runtime import Actor, Mailbox, Reply, Supervisor
 from budgetd.protocol import OpError
 
 
@@ -103,3 +103,58 @@ async def test_a_burst_longer_than_one_drain_loses_nothing():
         answers = [await r.wait(5) for r in replies]
         ref.close()
     assert answers == list(range(1, 3001))
+
+
+@pytest.mark.anyio
+async def test_a_freed_slot_goes_to_the_sender_waiting_longest():
+    """Senders waiting for room get it in their order, before a `tell` that comes later; one that gives up
+    (timed out) sends nothing and passes its turn on."""
+    mailbox = Mailbox(1)
+    mailbox.send_nowait("first")
+    order: list[str] = []
+
+    async def send(message: str, timeout: float = 5) -> None:
+        with anyio.move_on_after(timeout):
+            await mailbox.send(message)
+            order.append(message)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(send, "waits-1")
+        await anyio.sleep(0.01)
+        tg.start_soon(send, "gives-up", 0.02)
+        await anyio.sleep(0.01)
+        tg.start_soon(send, "waits-2")
+        await anyio.sleep(0.05)  # "gives-up" has given up
+        with pytest.raises(anyio.WouldBlock):
+            mailbox.send_nowait("late")  # full, and senders wait before it
+        received = [mailbox.receive_nowait()]
+        await anyio.sleep(0.01)
+        received.append(mailbox.receive_nowait())
+        await anyio.sleep(0.01)
+        received.append(mailbox.receive_nowait())
+    assert received == ["first", "waits-1", "waits-2"] and order == ["waits-1", "waits-2"]
+    mailbox.send_nowait("late")  # room again, nobody waiting
+    mailbox.deliver("past-capacity")  # what an actor owes another is never refused as busy
+    assert len(mailbox) == 2
+
+
+@pytest.mark.anyio
+async def test_closing_a_mailbox_refuses_waiting_senders_and_drains_what_is_queued():
+    mailbox = Mailbox(1)
+    mailbox.send_nowait("queued")
+    refused: list[type] = []
+
+    async def send() -> None:
+        try:
+            await mailbox.send("never")
+        except anyio.ClosedResourceError:
+            refused.append(anyio.ClosedResourceError)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(send)
+        await anyio.sleep(0.01)
+        mailbox.close()
+    assert refused == [anyio.ClosedResourceError]
+    assert [message async for message in mailbox] == ["queued"]
+    with pytest.raises(anyio.ClosedResourceError):
+        mailbox.deliver("after close")

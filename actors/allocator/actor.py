@@ -61,7 +61,7 @@ from actors.ledger import (
     WriteUsage,
 )
 from actors.prices import GetBook, NewBook
-from actors.runtime import Actor, Ref, ReplyTo, answering
+from actors.runtime import Actor, Mailbox, Ref, ReplyTo, answering
 from budgetd.clock import SYSTEM, Clock, HeldClock
 from budgetd.model import (
     BudgetInvalid,
@@ -206,7 +206,7 @@ class Allocator(Actor):
         if self._next_window_end is None:
             self._next_window_end = now_us + 3_600_000_000  # only total budgets: look again in an hour
 
-    async def run(self, mailbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
+    async def run(self, mailbox: Mailbox) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._tick)
             await super().run(mailbox)

@@ -37,7 +37,7 @@ from actors.ledger.messages import (
     WriteUsage,
 )
 from actors.ledger.store import Store, StoreBroken, StoreFull, totals_of
-from actors.runtime import Actor, Ref, fail_reply
+from actors.runtime import Actor, Mailbox, Ref, fail_reply
 from budgetd.clock import SYSTEM, Clock
 from budgetd.debug import debug_log
 from budgetd.periods import from_us
@@ -83,7 +83,7 @@ class Ledger(Actor):
     async def stopped(self) -> None:
         await self.store.close()
 
-    async def run(self, mailbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
+    async def run(self, mailbox: Mailbox) -> None:
         while True:
             try:
                 first = await mailbox.receive()

@@ -31,7 +31,7 @@ from actors.prices.messages import (
     SetPrice,
     UnsetPrice,
 )
-from actors.runtime import Actor, Ref, ReplyTo
+from actors.runtime import Actor, Mailbox, Ref, ReplyTo
 from actors.sources import corrections
 from budgetd.clock import SYSTEM, Clock
 from budgetd.model import PriceEntry, PriceSpec, SourceReport, SourceStatus
@@ -120,7 +120,7 @@ class Prices(Actor):
                 await self._set_override(spec)
         self._rebuild(publish=False)
 
-    async def run(self, mailbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
+    async def run(self, mailbox: Mailbox) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._refresh_every)
