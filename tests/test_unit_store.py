@@ -1,12 +1,19 @@
 """In-process tests of the SQLite store's group commit (`SqliteStore`) on a real ledger file: batches larger
-than one statement holds, their keys, holds and closes, and what a repeat of them answers."""
+than one statement holds, their keys, holds and closes, and what a repeat of them answers; and of the writer
+actor (`Ledger`) when the database breaks under a batch."""
 
+import sqlite3
+
+import anyio
 import msgspec
 import pytest
 
-from actors.ledger.messages import CloseHold, HoldRow, UsageRow, WriteHold, WriteUsage
+from actors.ledger.messages import CloseHold, HoldRow, LoadHolds, Settled, UsageRow, WriteHold, WriteUsage
 from actors.ledger.sqlite.writes import SqliteStore
+from actors.ledger.writer import Ledger
+from actors.runtime import Reply, Supervisor
 from budgetd.model import BudgetState, Decision
+from budgetd.protocol import OpError
 
 pytestmark = pytest.mark.anyio
 NOW = 1_780_000_000_000_000
@@ -64,3 +71,47 @@ async def test_records_with_a_key_are_kept_without_their_budgets(tmp_path):
         assert repeat.duplicate and repeat.budgets == [] and repeat.record_id == answer.record_id
     finally:
         await store.close()
+
+
+class BreaksOnce(SqliteStore):
+    """A disk that fails once, under the first batch holding a record of component "breaks"."""
+
+    broke = False
+
+    def _append(self, db, writes, *args):
+        if not self.broke and any(getattr(w, "row", None) and w.row.component == "breaks" for w in writes):
+            self.broke = True
+            raise sqlite3.DatabaseError("disk I/O error")
+        return super()._append(db, writes, *args)
+
+
+async def test_a_batch_that_breaks_the_database_answers_all_it_took(tmp_path):
+    """The writes the failed transaction held, a read queued behind them and a write after that: all were
+    taken from the mailbox in one batch, so all are refused `unavailable` (not left to time out), the writes
+    are settled as failed, and the reopened ledger serves the next batch."""
+    sup = Supervisor(max_backoff=0.05)
+    ledger, settler = sup.ref("ledger", 100), sup.ref("settler", 100)  # nobody runs the settler: it collects
+    breaking = msgspec.structs.replace(usage(1, None), row=msgspec.structs.replace(usage(1, None).row,
+                                                                                   component="breaks"))
+    replies = [Reply() for _ in range(4)]
+    ledger.tell(msgspec.structs.replace(breaking, reply=replies[0], write_id=1, settle=settler))
+    ledger.tell(LoadHolds(now=NOW, reply=replies[1]))
+    ledger.tell(msgspec.structs.replace(usage(2, None), reply=replies[2], write_id=2, settle=settler))
+
+    async def outcome(reply: Reply) -> str:
+        try:
+            await reply.wait(2)
+            return "ok"
+        except OpError as error:
+            return error.code
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.supervise, ledger, lambda: Ledger(BreaksOnce(tmp_path / "ledger.db")))
+        first = [await outcome(r) for r in replies[:3]]
+        ledger.tell(msgspec.structs.replace(usage(3, None), reply=replies[3]))
+        after = await outcome(replies[3])
+        ledger.close()
+    assert first == ["unavailable"] * 3 and after == "ok" and ledger.restarts == 1
+    settled = [settler.mailbox.receive_nowait() for _ in range(len(settler.mailbox))]
+    assert all(isinstance(s, Settled) and not s.applied for s in settled)
+    assert sorted(i for s in settled for i in s.failed) == [1, 2]

@@ -128,7 +128,6 @@ class Allocator(Actor):
         # Counters charged since the last drain, and the records' states to fill from them (see `drained`).
         self._touched: dict[int, _Touched] = {}
         self._unfilled: list[tuple[list[BudgetState], list[tuple[Budget, tuple[str, ...], Any, Any]]]] = []
-        self._write_ids = itertools.count(1)
         self._next_window_end: int | None = None  # when holds next move to a budget's new window
         self._counters: dict[tuple, _Found] = {}  # see `_counters_of`
         self._chat: list[PriceEntry] | None = None
@@ -624,7 +623,7 @@ class Allocator(Actor):
         nothing ahead of the ledger, a record no budget covers, needs no settling)."""
         write_id = None
         if pending.charges or pending.opened or pending.closed or pending.denied:
-            write_id = next(self._write_ids)
+            write_id = next(_WRITE_IDS)
             self._unsettled[write_id] = pending
         try:
             self.ledger.tell(make(write_id, None if write_id is None else self.ref))
@@ -642,14 +641,15 @@ class Allocator(Actor):
                     _remember(self._denied_keys, pending.denied, first)
         for repeat in message.duplicates:
             pending = self._unsettled.pop(repeat.write_id, _NOTHING)
-            self._undo(pending, failed=False)
-            if repeat.reply is None:
-                continue
             answer = repeat.answer
-            if pending.found:  # a record's repeat: its budgets as they stand, nothing charged for it
-                answer = msgspec.structs.replace(answer, budgets=[budget.state(key, win, counter)
-                                                                  for budget, key, win, counter in pending.found])
-            repeat.reply.set(answer)
+            try:
+                self._undo(pending, failed=False)
+                if pending.found:  # a record's repeat: its budgets as they stand, nothing charged for it
+                    answer = msgspec.structs.replace(answer, budgets=[
+                        budget.state(key, win, counter) for budget, key, win, counter in pending.found])
+            finally:  # answered even if this actor fails here (the first answer is the answer)
+                if repeat.reply is not None:
+                    repeat.reply.set(answer)
         for write_id in message.failed:
             self._undo(self._unsettled.pop(write_id, _NOTHING), failed=True)
 
@@ -676,6 +676,9 @@ class Allocator(Actor):
 
 
 _FOREVER = 2**63
+# Write ids are never reused, not even by an allocator restarted after a crash: a `Settled` for a write of
+# the crashed one may still be in the mailbox, and must not settle a new write that took its number.
+_WRITE_IDS = itertools.count(1)
 
 
 class _Found(NamedTuple):

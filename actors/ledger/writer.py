@@ -100,9 +100,11 @@ class Ledger(Actor):
             debug_log("ledger", "batch of %d in %.2f ms", len(batch), (time.perf_counter() - started) * 1e3)
 
     async def _process(self, batch: list[Any]) -> None:
-        """Writes go in one transaction; other messages are served in their mailbox order."""
+        """Writes go in one transaction; other messages are served in their mailbox order. If the store
+        breaks, what the batch still holds is refused (`unavailable`, settled as failed) before the
+        supervisor reopens it: taken from the mailbox, it would otherwise never be answered."""
         writes: list[Write] = []
-        for message in batch:
+        for at, message in enumerate(batch):
             kind = type(message)
             if kind in WRITES:
                 writes.append(message)
@@ -111,7 +113,11 @@ class Ledger(Actor):
                 message.reply.set(totals_of(self.store.totals()))
                 continue
             if writes:
-                await self._write(writes)
+                try:
+                    await self._write(writes)  # answers its writes, whatever happens
+                except BaseException:
+                    self._refuse(batch[at:])
+                    raise
                 writes = []
             handler = self.handlers.get(kind)
             if handler is None:
@@ -123,11 +129,20 @@ class Ledger(Actor):
                 fail_reply(message, OpError("unavailable", _FULL))
             except StoreBroken as exc:
                 fail_reply(message, OpError("unavailable", f"the ledger could not answer ({exc}); retry"))
+                self._refuse(batch[at + 1:])
                 raise  # the supervisor reopens the database
             except Exception as exc:
                 fail_reply(message, exc)
         if writes:
             await self._write(writes)
+
+    def _refuse(self, messages: list[Any]) -> None:
+        """Answer messages the ledger will not serve: `unavailable`, writes settled as failed."""
+        error = OpError("unavailable", "the ledger is reopening its database; nothing was recorded, retry")
+        writes = [m for m in messages if type(m) in WRITES]
+        for message in messages:
+            fail_reply(message, error)
+        self._settle(writes, [error] * len(writes), ["failed"] * len(writes))
 
     async def _write(self, writes: list[Write]) -> None:
         try:
@@ -178,7 +193,7 @@ class Ledger(Actor):
                 settled.failed.append(w.write_id)
         for ref, settled in by_sender.values():
             try:
-                ref.tell(settled)
+                ref.deliver(settled)  # never refused as busy: charges of writes not applied must be taken back
             except OpError:  # shutting down: the allocator rebuilds its state from the ledger at start
                 for repeat in settled.duplicates:
                     if repeat.reply is not None:

@@ -41,7 +41,7 @@ from budgetd.model import Decision, Recorded, usd
 from budgetd.periods import HOUR_US
 from budgetd.protocol import OpError
 
-_PARAMETERS_PER_STATEMENT = 16_000  # well under SQLite's bound-parameter limit (32,766 unless built higher)
+_PARAMETERS_PER_STATEMENT = 16_000  # at most; less where SQLite was built with a lower limit
 _KEYS_PER_SELECT = 500
 _HOLD_COLUMNS = ("id", "created_at", "expires_at", "component", "estimate", "attrs", "cost_nanos", "tokens")
 _KEY_COLUMNS = ("key", "payload_hash", "result", "created_at")
@@ -57,7 +57,8 @@ def _insert_statement(table: str, columns: tuple[str, ...], n: int) -> str:
 def _insert(db: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
     """Many rows in few statements: one step into SQLite each, where `executemany` takes one per row (and
     hands the GIL back and forth around every step, which a busy event loop makes slow)."""
-    per_statement = _PARAMETERS_PER_STATEMENT // len(columns)
+    limit = min(_PARAMETERS_PER_STATEMENT, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    per_statement = limit // len(columns)
     for start in range(0, len(rows), per_statement):
         chunk = rows[start:start + per_statement]
         db.execute(_insert_statement(table, columns, len(chunk)), [v for row in chunk for v in row])
