@@ -158,7 +158,7 @@ class Admission:
         """Whether every budget lets a request with these attributes through without a denial or a
         downgrade: `weigh`'s verdict without its reasons (a suggestion asks this of many models)."""
         now = self.clock.now_us()
-        for budget, key in self.budgets.matching(attrs):
+        for budget, key in self.budgets.covering(attrs):
             if not budget.fits(budget.peek(key, budget.window_at(now)), cost, tokens) and \
                     verdict(budget, priority) in ("deny", "downgrade"):
                 return False

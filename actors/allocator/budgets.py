@@ -272,6 +272,13 @@ class Budgets(dict[str, Budget]):
     def matching(self, attrs: Attrs) -> list[tuple[Budget, tuple[str, ...]]]:
         """Every budget that covers a request with these attributes, with its counter key, in the order
         the budgets were defined."""
+        found = self.covering(attrs)
+        if len(found) > 1:
+            found.sort(key=lambda pair: self._order[pair[0].name])
+        return found
+
+    def covering(self, attrs: Attrs) -> list[tuple[Budget, tuple[str, ...]]]:
+        """`matching` in no particular order (for a yes or no over all of them)."""
         found = [(b, key) for b in self._unscoped if (key := b.key_of(attrs)) is not None]
         for dim in DIMS:
             value = attrs.get(dim)
@@ -281,6 +288,4 @@ class Budgets(dict[str, Budget]):
                 key = b.key_of(attrs)
                 if key is not None:
                     found.append((b, key))
-        if len(found) > 1:
-            found.sort(key=lambda pair: self._order[pair[0].name])
         return found
