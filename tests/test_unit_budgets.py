@@ -253,3 +253,20 @@ def test_the_index_follows_every_change_one_budget_at_a_time():
             expected = [(b.name, b.key_of(attrs)) for b in budgets.values() if b.key_of(attrs) is not None]
             assert [(b.name, key) for b, key in budgets.matching(attrs)] == expected, (step, attrs)
     assert budgets.pop("nope", None) is None
+
+
+def test_a_state_is_kept_until_its_counter_changes():
+    """A stream of checks builds a counter's state once; any change to its spend or holds, or another
+    window, builds it afresh with the new figures."""
+    b = budget(limit_usd=1.0, limit_tokens=1_000)
+    win = b.window_at(us("2026-12-01T10:00"))
+    counter = b.counter((), win)
+    first = b.state((), win, counter)
+    assert b.state((), win, counter) is first and first.spent_tokens == 0 and first.status == "ok"
+    counter.spent_tokens += 900
+    after = b.state((), win, counter)
+    assert after is not first and after.spent_tokens == 900 and after.status == "warning"
+    counter.reserved_nanos += 5
+    assert b.state((), win, counter).reserved_usd == 5e-9
+    tomorrow = b.window_at(us("2026-12-02T10:00"))
+    assert b.state((), tomorrow, b.peek((), tomorrow)).window_start == at("2026-12-02T00:00")

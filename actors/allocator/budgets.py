@@ -40,6 +40,9 @@ class Counter:
 Attrs = dict[str, str | None]
 
 
+_MAX_KEPT_STATES = 10_000  # per budget; past it they are built afresh
+
+
 @dataclass
 class Budget:
     spec: BudgetSpec
@@ -73,6 +76,8 @@ class Budget:
         below_one = [t for t in spec.thresholds if t < 1.0]
         self._warn_at = max(below_one) if below_one else None
         self._key_dicts: dict[tuple[str, ...], dict[str, str]] = {}
+        # (key, window start) -> (the counter's sums, its BudgetState): see `state`
+        self._states: dict[tuple[tuple[str, ...], int | None], tuple[tuple[int, int, int, int], BudgetState]] = {}
 
     def key_of(self, attrs: Attrs) -> tuple[str, ...] | None:
         """The counter key of a matching request, or None when the budget does not cover it."""
@@ -120,11 +125,17 @@ class Budget:
         return self.counters.get((key, win.start_us)) or Counter()
 
     def state(self, key: tuple[str, ...], win: Window, counter: Counter) -> BudgetState:
+        """The counter's state; kept until its sums change, so a stream of checks builds it once."""
+        at = (key, win.start_us)
+        sums = (counter.spent_nanos, counter.spent_tokens, counter.reserved_nanos, counter.reserved_tokens)
+        kept = self._states.get(at)
+        if kept is not None and kept[0] == sums:
+            return kept[1]
         fraction = self.used_fraction(counter.spent_nanos, counter.spent_tokens)
         key_dict = self._key_dicts.get(key)
         if key_dict is None:
             key_dict = self._key_dicts[key] = dict(zip(self.star, key))
-        return BudgetState(
+        state = BudgetState(
             budget=self.name,
             key=key_dict,
             window_start=win.start,
@@ -140,6 +151,10 @@ class Budget:
                 "warning" if self._warn_at is not None and fraction >= self._warn_at else "ok"),
             policy=self.spec.policy,
         )
+        if len(self._states) >= _MAX_KEPT_STATES:
+            self._states.clear()
+        self._states[at] = (sums, state)
+        return state
 
     def used_fraction(self, spent_nanos: int, spent_tokens: int) -> float:
         fraction = 0.0
