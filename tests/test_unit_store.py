@@ -19,8 +19,8 @@ pytestmark = pytest.mark.anyio
 NOW = 1_780_000_000_000_000
 
 
-def usage(i: int, key: str | None) -> WriteUsage:
-    row = UsageRow(ts=NOW + i, component="c", model="gpt-4o", provider="openai", tier=None, context_id=None,
+def usage(i: int, key: str | None, component: str = "c") -> WriteUsage:
+    row = UsageRow(ts=NOW + i, component=component, model="gpt-4o", provider="openai", tier=None, context_id=None,
                    task_type=None, input_tokens=i, output_tokens=1, cache_read_tokens=0, cache_write_tokens=0,
                    cost_nanos=10 * i, priced=True, price_version=1, reservation_id=None, request_id=None,
                    metadata=None, idempotency_key=key)
@@ -91,10 +91,8 @@ async def test_a_batch_that_breaks_the_database_answers_all_it_took(tmp_path):
     are settled as failed, and the reopened ledger serves the next batch."""
     sup = Supervisor(max_backoff=0.05)
     ledger, settler = sup.ref("ledger", 100), sup.ref("settler", 100)  # nobody runs the settler: it collects
-    breaking = msgspec.structs.replace(usage(1, None), row=msgspec.structs.replace(usage(1, None).row,
-                                                                                   component="breaks"))
     replies = [Reply() for _ in range(4)]
-    ledger.tell(msgspec.structs.replace(breaking, reply=replies[0], write_id=1, settle=settler))
+    ledger.tell(msgspec.structs.replace(usage(1, None, "breaks"), reply=replies[0], write_id=1, settle=settler))
     ledger.tell(LoadHolds(now=NOW, reply=replies[1]))
     ledger.tell(msgspec.structs.replace(usage(2, None), reply=replies[2], write_id=2, settle=settler))
 

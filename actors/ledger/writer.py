@@ -47,6 +47,7 @@ log = logging.getLogger("budgetd.ledger")
 
 MAX_BATCH = 1024
 WRITES = (WriteUsage, WriteHold, CloseHold)  # batched into one transaction
+_REOPENING = "the ledger is reopening its database; nothing was recorded, retry"
 _FULL = ("the ledger's disk is full (or daemon.max_ledger_mb is reached): nothing was recorded; "
          "retry once space is freed")
 
@@ -116,7 +117,7 @@ class Ledger(Actor):
                 try:
                     await self._write(writes)  # answers its writes, whatever happens
                 except BaseException:
-                    self._refuse(batch[at:])
+                    self._refuse(batch[at:], OpError("unavailable", _REOPENING))
                     raise
                 writes = []
             handler = self.handlers.get(kind)
@@ -129,16 +130,15 @@ class Ledger(Actor):
                 fail_reply(message, OpError("unavailable", _FULL))
             except StoreBroken as exc:
                 fail_reply(message, OpError("unavailable", f"the ledger could not answer ({exc}); retry"))
-                self._refuse(batch[at + 1:])
+                self._refuse(batch[at + 1:], OpError("unavailable", _REOPENING))
                 raise  # the supervisor reopens the database
             except Exception as exc:
                 fail_reply(message, exc)
         if writes:
             await self._write(writes)
 
-    def _refuse(self, messages: list[Any]) -> None:
-        """Answer messages the ledger will not serve: `unavailable`, writes settled as failed."""
-        error = OpError("unavailable", "the ledger is reopening its database; nothing was recorded, retry")
+    def _refuse(self, messages: list[Any], error: OpError) -> None:
+        """Answer messages the ledger will not serve with `error`; writes are settled as failed."""
         writes = [m for m in messages if type(m) in WRITES]
         for message in messages:
             fail_reply(message, error)
@@ -151,10 +151,7 @@ class Ledger(Actor):
             full = isinstance(exc, StoreFull)
             error = OpError("unavailable", _FULL if full else
                             f"the ledger could not write ({exc}); nothing was recorded, retry")
-            for w in writes:
-                if w.reply is not None:
-                    w.reply.fail(error)
-            self._settle(writes, [error] * len(writes), ["failed"] * len(writes))
+            self._refuse(writes, error)
             if full:
                 # The transaction was rolled back and the connection is fine: the next batch simply tries
                 # again, and succeeds once space returns. No restart, no lost acknowledgement.
