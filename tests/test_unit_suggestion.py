@@ -11,7 +11,7 @@ import pytest
 
 from actors.allocator.admission import Admission, AdmissionRules
 from actors.allocator.budgets import Budget, Budgets
-from actors.allocator.routing import Candidates, rank, suggest
+from actors.allocator.routing import CHEAPEST_KEPT, Candidates, rank, suggest
 from actors.sources import litellm_bundled
 from budgetd.clock import Clock
 from budgetd.model import FUNCTIONAL_CAPABILITIES, BudgetSpec, Estimate, Need, Scope, Suggestion, usd
@@ -88,3 +88,30 @@ def test_the_short_search_suggests_what_the_whole_ranking_does(book):
         refused += fast is None
     # both outcomes are exercised, often
     assert offered >= 30 and refused >= 30, (offered, refused)
+
+
+def test_past_the_cheapest_kept_the_tier_is_walked_again(book):
+    """A request shape keeps each tier's cheapest models (CHEAPEST_KEPT); when budgets refuse every one of
+    them, the suggestion is the next model that fits, the first time the shape is seen and every time after."""
+    chat = book.chat_models()
+    candidates = Candidates(book, chat)
+    est = Estimate(component="rhetor", model="gpt-4o", input_tokens=1_000, max_output_tokens=500)
+    a = Admission(Budgets({}), TierRules(), UnpricedPolicy(), AdmissionRules(), Clock(start=NOW))
+    a.book = book
+    refuse = [BudgetSpec(name="no-gpt-4o", period="daily", policy="hard", limit_usd=0.0, scope=Scope(model="gpt-4o"))]
+    answers = []
+    for refused in (0, CHEAPEST_KEPT - 1, CHEAPEST_KEPT, CHEAPEST_KEPT + 5):
+        for _ in range(2):  # the shape's first suggestion, then one from what the shape keeps
+            a.budgets = Budgets({s.name: Budget.of(s, lambda m: m) for s in refuse})
+            assessment = a.assess(est)
+            assert assessment.action == "deny"
+            fast = suggest(a, est, assessment, candidates)
+            assert fast is not None and fast == by_ranking(a, est, assessment, chat), (refused, fast)
+            answers.append(fast.model)
+        # refuse the models suggested so far, and more, until `refused` of the cheapest are refused
+        while len(refuse) - 1 < refused + 1:
+            last = suggest(a, est, a.assess(est), candidates)
+            refuse.append(BudgetSpec(name=f"no-{len(refuse)}", period="daily", policy="hard", limit_usd=0.0,
+                                     scope=Scope(model=book.resolve(last.model, last.provider).entry.model)))
+            a.budgets = Budgets({s.name: Budget.of(s, lambda m: m) for s in refuse})
+    assert len(set(answers)) == 4, answers  # each round suggests a model the one before could not

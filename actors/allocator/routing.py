@@ -1,6 +1,8 @@
 """Budget-aware routing: candidates ranked by fit, tier and price, and the suggestion a denial offers."""
 
-from typing import Any, NamedTuple
+import bisect
+from collections.abc import Callable
+from typing import NamedTuple
 
 import msgspec
 
@@ -16,7 +18,7 @@ from budgetd.model import (
     canonical_tier,
     usd,
 )
-from budgetd.pricing import ATTO_PER_NANO, PriceBook, RateCard, Rates, atto_to_nanos, cost_nanos
+from budgetd.pricing import ATTO_PER_NANO, Billed, PriceBook, RateCard, Rates, atto_to_nanos, cost_nanos
 from budgetd.protocol import OpError, RouteResult
 
 ALTERNATIVES_SHOWN = 10
@@ -139,6 +141,35 @@ class _Axis(NamedTuple):
     rates: list[int]  # that lowest rate of each, ascending
 
 
+class Priced(NamedTuple):
+    """A candidate priced for one request shape."""
+
+    cost_nanos: int
+    model: str  # the name the book lists (ties of cost go by it)
+    candidate: Candidate
+    billed: Billed
+
+
+class Cheapest(NamedTuple):
+    """Some of a tier's models priced for one request shape, cheapest first (then by name): every model of
+    the tier that costs at most the last one's cost and passed the walk's test is here; when `whole`, every
+    such model that costs less than `bound`."""
+
+    models: list[Priced]
+    whole: bool
+    bound: int
+
+
+class Shape:
+    """What is known of one request shape in one minute: its candidates' costs and each tier's cheapest."""
+
+    __slots__ = ("costs", "cheapest")
+
+    def __init__(self) -> None:
+        self.costs: dict[int, int] = {}  # nano-dollars, by id() of the candidate
+        self.cheapest: dict[int, Cheapest] = {}  # by tier rank
+
+
 class Candidates:
     """The chat models a denial may suggest, built once per price book and kept by tier and capabilities,
     each group in two orders (lowest input rate first, lowest output rate first): a suggestion walks both
@@ -161,21 +192,21 @@ class Candidates:
                                                                           c.card.fees.request) >= 0)
                            for group in self._by_tier.values() for c in group)
         self._groups: dict[tuple[int, frozenset[str], str], _Axis] = {}
-        self._costs: dict[tuple, dict[int, int]] = {}  # see `costs`
+        self._shapes: dict[tuple, Shape] = {}  # see `shape`
 
-    def costs(self, est: Estimate, now_us: int) -> dict[int, int]:
-        """What each model priced for a request of this shape in this minute cost (nano-dollars, by the
-        candidate): the same request again, as a stream of denials is, prices nothing twice. A cost
-        depends on the request's tokens, the card and, through off-peak windows (which start and end on
-        whole minutes), the minute."""
-        shape = (est.model, est.provider, est.tier, est.input_tokens, est.max_output_tokens, est.cache_read_tokens,
-                 est.cache_write_tokens, est.cache_write_1h_tokens, est.audio_input_tokens, est.service_tier,
-                 est.web_search_requests, now_us // 60_000_000)
-        found = self._costs.get(shape)
+    def shape(self, est: Estimate, default_output_tokens: int, now_us: int) -> Shape:
+        """What is known of requests of this shape in this minute: the same request again, as a stream of
+        denials is, prices nothing twice and finds each tier's cheapest models kept. A cost depends on the
+        request's tokens, the card and, through off-peak windows (which start and end on whole minutes), the
+        minute."""
+        key = (est.model, est.provider, est.tier, est.input_tokens, est.max_output_tokens, est.cache_read_tokens,
+               est.cache_write_tokens, est.cache_write_1h_tokens, est.audio_input_tokens, est.service_tier,
+               est.web_search_requests, default_output_tokens, now_us // 60_000_000)
+        found = self._shapes.get(key)
         if found is None:
-            if len(self._costs) >= _SHAPES_KEPT:
-                self._costs.clear()
-            found = self._costs[shape] = {}
+            if len(self._shapes) >= _SHAPES_KEPT:
+                self._shapes.clear()
+            found = self._shapes[key] = Shape()
         return found
 
     def axis(self, rank: int, capabilities: frozenset[str], kind: str) -> _Axis:
@@ -210,25 +241,30 @@ def _headroom_nanos(a: Assessment, priority: int) -> int | None:
     return room
 
 
-def suggest(admission: Admission, est: Estimate, a: Assessment, candidates: Candidates) -> Suggestion | None:
-    """The best cheaper model with the same functional capabilities that fits every budget: in the request's
-    tier the cheapest (then by name), else in the nearest lower tier, else the nearest higher one (`rank`'s
-    order).
+CHEAPEST_KEPT = 16  # a tier's cheapest models kept per request shape: a suggestion is most often among them
 
-    Exact, and short. The bound: cheaper than the request and within the headroom every candidate shares.
-    In each tier the models are walked in two orders at once, by lowest input rate and by lowest output
-    rate (the threshold algorithm): a model not met yet costs at least the request's input at the first
-    order's current rate plus its output at the second's, so the walk ends where that reaches the bound or
-    the cheapest model found to fit. A model is priced only when its lowest rates of every kind leave it
-    below both, and weighed against the budgets only when it is cheaper than that best fit."""
-    requested = a.attrs.get("model")
-    caps = frozenset(FUNCTIONAL_CAPABILITIES & set(a.entry.capabilities)) if a.entry else frozenset()
-    bound = a.cost_nanos  # a suggestion costs less than this
-    room = _headroom_nanos(a, est.priority)
-    if room is not None:
-        bound = min(bound, room + 1)
-    if bound <= 0:
-        return None
+
+class _Request(NamedTuple):
+    """What a walk over the candidates needs of one request."""
+
+    est: Estimate
+    requested: str | None  # the price key of the requested model (never its own suggestion)
+    caps: frozenset[str]  # the functional capabilities a candidate must have
+    shape: Shape
+    now_us: int
+
+
+def _walk(admission: Admission, r: _Request, rank: int, bound: int, keep: int,
+          passes: Callable[[Priced], bool] | None, candidates: Candidates) -> Cheapest:
+    """The `keep` cheapest models of a tier that cost less than `bound` (nano-dollars) and `passes` (every
+    one when None), cheapest first, then by name.
+
+    Exact, and short. In the tier the models are walked in two orders at once, by lowest input rate and by
+    lowest output rate (the threshold algorithm): a model not met yet costs at least the request's input at
+    the first order's current rate plus its output at the second's, so the walk ends where that reaches the
+    bound or the last of the `keep` cheapest found. A model is priced only when its lowest rates of every
+    kind leave it below both, and tested only when it is cheaper than that last one."""
+    est = r.est
     cache_read = est.cache_read_tokens or 0
     audio_in = min(est.audio_input_tokens, est.input_tokens)
     input_tokens = est.input_tokens - audio_in  # at the input rate
@@ -237,56 +273,101 @@ def suggest(admission: Admission, est: Estimate, a: Assessment, candidates: Cand
         1, admission.rules.default_output_tokens)
     bounded = candidates.bounded  # else no lower bound: every model is priced
     fixed_output = est.max_output_tokens  # else each model's own default
-    bills: dict[int, Any] = {}  # what the request is billed for, by its output: the same for most models
+    bills: dict[int, Billed] = {}  # what the request is billed for, by its output: the same for most models
+    costs = r.shape.costs
+    by_input = candidates.axis(rank, r.caps, "input")
+    by_output = candidates.axis(rank, r.caps, "output")
+    found: list[Priced] = []  # the cheapest that passed, at most `keep` of them, in order
+    # a model whose cost reaches this many atto-dollars is no candidate (it rounds to the bound or more)
+    ceiling_atto = bound * ATTO_PER_NANO
+    seen: set[int] = set()
+    # A step in each order in turn: a model not met yet has an input rate of at least the input order's
+    # current one and an output rate of at least the output order's, so once those two together price the
+    # request at the ceiling or more, no model left can take a place in `found`.
+    for i in range(len(by_input.models)):
+        if bounded and input_tokens * by_input.rates[i] + fewest_output * by_output.rates[i] >= ceiling_atto:
+            break
+        for c in (by_input.models[i], by_output.models[i]):
+            if id(c) in seen:
+                continue
+            seen.add(id(c))
+            if c.entry.model == r.requested:
+                continue
+            max_out = fixed_output if fixed_output is not None else admission.output_of(est, c.priced_as)
+            window = c.entry.max_input_tokens
+            if window is not None and est.input_tokens + cache_read + max_out > window:
+                continue
+            f = c.floor
+            low = (input_tokens * f.input + audio_in * f.audio_input + cache_read * f.cache_read
+                   + est.cache_write_tokens * f.cache_write + est.cache_write_1h_tokens * f.cache_write_1h
+                   + max_out * f.output)  # atto-dollars at its lowest rates
+            if bounded and low >= ceiling_atto:
+                continue
+            billed = bills.get(max_out)
+            if billed is None:
+                billed = bills[max_out] = admission.billed(est, max_out)
+            cost = costs.get(id(c))
+            if cost is None:
+                # A card of one set of rates and no fees costs exactly that (its lowest rates are its rates).
+                cost = costs[id(c)] = atto_to_nanos(low) if c.card.table is None and c.card.fees is None \
+                    else cost_nanos(c.card, billed, r.now_us)
+            if cost >= bound or (len(found) == keep and (cost, c.entry.model) >= found[-1][:2]):
+                continue
+            priced = Priced(cost, c.entry.model, c, billed)
+            if passes is not None and not passes(priced):
+                continue
+            bisect.insort(found, priced, key=lambda p: (p.cost_nanos, p.model))
+            if len(found) > keep:
+                found.pop()
+            if len(found) == keep:
+                # from here on only a model that rounds to at most the last one's cost can take a place
+                ceiling_atto = min(ceiling_atto, found[-1].cost_nanos * ATTO_PER_NANO + ATTO_PER_NANO // 2 + 1)
+    return Cheapest(found, len(found) < keep, bound)
+
+
+def suggest(admission: Admission, est: Estimate, a: Assessment, candidates: Candidates) -> Suggestion | None:
+    """The best cheaper model with the same functional capabilities that fits every budget: in the request's
+    tier the cheapest (then by name), else in the nearest lower tier, else the nearest higher one (`rank`'s
+    order). Cheaper means below the request's cost and within the headroom every candidate shares.
+
+    A request's shape keeps each tier's cheapest models (`CHEAPEST_KEPT`, priced once per minute), so a
+    suggestion is most often a short scan of them against the budgets; only when none of them fits does it
+    walk the tier again, testing each model it meets (`_walk`)."""
+    caps = frozenset(FUNCTIONAL_CAPABILITIES & set(a.entry.capabilities)) if a.entry else frozenset()
+    bound = a.cost_nanos  # a suggestion costs less than this
+    room = _headroom_nanos(a, est.priority)
+    if room is not None:
+        bound = min(bound, room + 1)
+    if bound <= 0:
+        return None
     now = admission.clock.now_us()
-    costs = candidates.costs(est, now)
+    shape = candidates.shape(est, admission.rules.default_output_tokens, now)
+    r = _Request(est, a.attrs.get("model"), caps, shape, now)
     attrs = dict(a.attrs)
+
+    def fits(p: Priced) -> bool:
+        c = p.candidate
+        attrs.update(model=c.model, provider=c.provider, tier=c.tier)
+        return admission.allows(attrs, p.cost_nanos, p.billed.tokens, est.priority)
+
     for rank in _tier_order(TIER_RANK.get(a.attrs.get("tier") or "heavyweight", 2)):
-        by_input = candidates.axis(rank, caps, "input")
-        by_output = candidates.axis(rank, caps, "output")
-        best: tuple[int, str, Candidate] | None = None  # the cheapest model found to fit
-        # a model whose cost reaches this many atto-dollars is no candidate (it rounds to the bound or more)
-        ceiling_atto = bound * ATTO_PER_NANO
-        seen: set[int] = set()
-        # Both orders at once, a step in each in turn: a model not met yet has an input rate of at least the
-        # input order's current one and an output rate of at least the output order's, so once those two
-        # together price the request at the bound or more, no model left can be a suggestion.
-        for i in range(len(by_input.models)):
-            if bounded and input_tokens * by_input.rates[i] + fewest_output * by_output.rates[i] >= ceiling_atto:
+        cheapest = shape.cheapest.get(rank)
+        if cheapest is None or cheapest.bound != a.cost_nanos:  # (a changed rule may price the request anew)
+            cheapest = shape.cheapest[rank] = _walk(admission, r, rank, a.cost_nanos, CHEAPEST_KEPT, None,
+                                                    candidates)
+        chosen = None
+        for p in cheapest.models:
+            if p.cost_nanos >= bound:
+                break  # the rest of the tier costs as much or more
+            if fits(p):
+                chosen = p
                 break
-            for c in (by_input.models[i], by_output.models[i]):
-                if id(c) in seen:
-                    continue
-                seen.add(id(c))
-                if c.entry.model == requested:
-                    continue
-                max_out = fixed_output if fixed_output is not None else admission.output_of(est, c.priced_as)
-                window = c.entry.max_input_tokens
-                if window is not None and est.input_tokens + cache_read + max_out > window:
-                    continue
-                f = c.floor
-                low = (input_tokens * f.input + audio_in * f.audio_input + cache_read * f.cache_read
-                       + est.cache_write_tokens * f.cache_write + est.cache_write_1h_tokens * f.cache_write_1h
-                       + max_out * f.output)  # atto-dollars at its lowest rates
-                if bounded and low >= ceiling_atto:
-                    continue
-                billed = bills.get(max_out)
-                if billed is None:
-                    billed = bills[max_out] = admission.billed(est, max_out)
-                cost = costs.get(id(c))
-                if cost is None:
-                    # A card of one set of rates and no fees costs exactly that (its lowest rates are its rates).
-                    cost = costs[id(c)] = atto_to_nanos(low) if c.card.table is None and c.card.fees is None \
-                        else cost_nanos(c.card, billed, now)
-                if cost >= bound or (best is not None and (cost, c.entry.model) >= best[:2]):
-                    continue
-                attrs.update(model=c.model, provider=c.provider, tier=c.tier)
-                if admission.allows(attrs, cost, billed.tokens, est.priority):
-                    best = (cost, c.entry.model, c)
-                    # from here on only a model that rounds to at most `best`'s cost can take its place
-                    ceiling_atto = min(ceiling_atto, cost * ATTO_PER_NANO + ATTO_PER_NANO // 2 + 1)
-        if best is not None:
-            cost, _, chosen = best
-            return Suggestion(model=chosen.entry.model, provider=chosen.entry.provider, tier=chosen.entry.tier,
-                              estimated_cost_usd=usd(cost))
+        else:
+            if not cheapest.whole:  # none of the cheapest fits: the tier's other models, each tested
+                best = _walk(admission, r, rank, bound, 1, fits, candidates).models
+                chosen = best[0] if best else None
+        if chosen is not None:
+            entry = chosen.candidate.entry
+            return Suggestion(model=entry.model, provider=entry.provider, tier=entry.tier,
+                              estimated_cost_usd=usd(chosen.cost_nanos))
     return None
