@@ -3,10 +3,12 @@
 Each figure is the median of several runs (`--runs`, default 5) and is printed
 with its baseline and the ratio between them:
 
-- ping / record round trip p50, p99   vs a bare anyio+msgspec echo server (the floor)
+- ping round trip p50, p99   vs a bare anyio+msgspec echo server (the floor); a durable record's   vs the
+  echo plus one bare SQLite commit (WAL, synchronous FULL)
 - check and reserve at 10 matching budgets   vs the echo; a denied check (which looks for a cheaper model
   over the whole book)   vs an allowed one
-- durable record throughput at 1, 8, 64 connections   vs raw aiosqlite group commit
+- durable record throughput at 1, 8, 64 connections   vs raw aiosqlite group commit; reserve+commit flows
+  (two durable writes each)   vs half of it
 - per-record cost   vs litellm's BudgetManager.update_cost
 - `budget status` wall time   vs a bare `python -c pass`
 """
@@ -18,6 +20,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -290,6 +293,32 @@ def throughput(target: tuple[Any, Exchange], connections: int, seconds: float) -
     return _run(_throughput(target, connections, seconds))
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of a process, by thread id (Linux: empty elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    except OSError:
+        return {}
+    return out
+
+
+def cpu_per_request(pid: int, run: Any) -> tuple[float, float, float]:
+    """`run()`'s rate per second, and the CPU (us) the daemon's event loop (its main thread) and its other
+    threads (the ledger's SQLite thread) spent per request meanwhile."""
+    before, start = thread_cpu(pid), time.perf_counter()
+    rate = run()
+    after, elapsed = thread_cpu(pid), time.perf_counter() - start
+    n = max(rate * elapsed, 1)
+    loop = after.get(pid, 0) - before.get(pid, 0)
+    others = sum(v - before.get(t, 0) for t, v in after.items() if t != pid)
+    return rate, loop / n * 1e6, others / n * 1e6
+
+
 def reserve_commit(path: Path) -> tuple[Any, Exchange]:
     """A reserve and the commit of its hold: one exchange."""
     async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, i: int) -> None:
@@ -356,6 +385,36 @@ async def _sqlite_floor(db_path: Path, writers: int, seconds: float) -> float:
     task.cancel()
     await db.close()
     return done / elapsed
+
+
+def sqlite_commit(work: Path, n: int) -> tuple[float, float]:
+    """p50 and p99 (us) of one transaction holding one record and its key, as the floor's committer writes them
+    (WAL, synchronous FULL), on the calling thread: the durable part of a record's round trip at its barest."""
+    path = work / f"commit-{time.time_ns()}.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("CREATE TABLE usage (id INTEGER PRIMARY KEY, ts INTEGER, component TEXT, model TEXT, "
+                   "input_tokens INTEGER, output_tokens INTEGER, cost_nanos INTEGER, key TEXT)")
+        db.execute("CREATE TABLE keys (key TEXT PRIMARY KEY, result BLOB) WITHOUT ROWID")
+        times = []
+        for i in range(n + 50):
+            key = f"{i}-{time.time_ns()}"
+            start = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO usage (ts, component, model, input_tokens, output_tokens, cost_nanos, key) "
+                       "VALUES (?, 'bench', 'gpt-4o', 1000, 500, 7500000, ?)", (time.time_ns(), key))
+            db.execute("INSERT INTO keys VALUES (?, x'00')", (key,))
+            db.execute("COMMIT")
+            if i >= 50:  # warm-up
+                times.append(time.perf_counter() - start)
+    finally:
+        db.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+    times.sort()
+    return times[len(times) // 2] * 1e6, times[int(len(times) * 0.99)] * 1e6
 
 
 def sqlite_floor(work: Path, writers: int, seconds: float) -> float:
@@ -456,25 +515,38 @@ def main() -> None:
     try:
         print(f"budgetd bench: medians of {args.runs} runs (ratio = budgetd / baseline)", flush=True)
         print(f"  {'figure':<42} {'budgetd':>22} {'baseline':<22} {'':>22} {'ratio':>6}")
-        lat = {k: [] for k in ("fp", "ep", "rp", "er")}
+        lat = {k: [] for k in ("fp", "ep", "rp", "commit")}
         for _ in range(args.runs):
             lat["fp"].append(socket_latency(sock, PING, args.n))
             lat["ep"].append(socket_latency(echo_sock, PING, args.n))
             lat["rp"].append(socket_latency(sock, RECORD, args.n // 3))
+            lat["commit"].append(sqlite_commit(work, args.n // 3))
         p50 = lambda xs: med(x[0] for x in xs)  # noqa: E731
         p99 = lambda xs: med(x[1] for x in xs)  # noqa: E731
         add("ping p50", p50(lat["fp"]), "echo p50", p50(lat["ep"]), "us", False)
         add("ping p99", p99(lat["fp"]), "echo p99", p99(lat["ep"]), "us", False)
-        add("record p50 (durable)", p50(lat["rp"]), "echo p50", p50(lat["ep"]), "us", False)
-        add("record p99 (durable)", p99(lat["rp"]), "echo p99", p99(lat["ep"]), "us", False)
+        # A durable record's floor: the echo's round trip and one bare SQLite commit, one after the other.
+        add("record p50 (durable)", p50(lat["rp"]), "echo + one commit p50", p50(lat["ep"]) + p50(lat["commit"]),
+            "us", False)
+        add("record p99 (durable)", p99(lat["rp"]), "echo + one commit p99", p99(lat["ep"]) + p99(lat["commit"]),
+            "us", False)
 
         for c in (1, 8, 64):
             ours = [throughput(over_socket(sock, RECORD), c, args.seconds) for _ in range(args.runs)]
             floor = [sqlite_floor(work, c, args.seconds) for _ in range(args.runs)]
             add(f"record/s, {c} conn", med(ours), "sqlite group commit", med(floor), "/s", True)
         echo64 = [throughput(over_socket(echo_sock, RECORD), 64, args.seconds) for _ in range(args.runs)]
-        ours64 = [throughput(over_socket(sock, RECORD), 64, args.seconds) for _ in range(args.runs)]
+        spent = [cpu_per_request(daemon.proc.pid, lambda: throughput(over_socket(sock, RECORD), 64, args.seconds))
+                 for _ in range(args.runs)]
+        ours64 = [rate for rate, _, _ in spent]
         add("record/s, 64 conn", med(ours64), "echo, 64 conn", med(echo64), "/s", True)
+        # Where a record's time goes: both threads hold the GIL for most of their CPU, so their sum beside the
+        # wall time per record says how much of it they spend one after the other.
+        wall = 1e6 / med(ours64)
+        add("event loop CPU per record, 64 conn", med(loop for _, loop, _ in spent), "wall per record", wall,
+            "us", False)
+        add("SQLite thread CPU per record, 64 conn", med(other for _, _, other in spent), "wall per record", wall,
+            "us", False)
 
         define_budgets(sock)
         time.sleep(2)  # let the ledger's WAL checkpoint after the throughput runs finish
@@ -501,7 +573,8 @@ def main() -> None:
         add("check p50 denied, suggestion", p50(denied["downgraded"]), "allowed check p50", p50(denied["allowed"]),
             "us", False)
         pairs = [throughput(reserve_commit(sock), 64, args.seconds) for _ in range(args.runs)]
-        add("reserve+commit/s, 64 conn", med(pairs), "sqlite group commit", med(floor), "/s", True)
+        # A flow is two durable writes (its hold, then its record): the floor allows half its writes per second.
+        add("reserve+commit/s, 64 conn", med(pairs), "sqlite group commit / 2", med(floor) / 2, "/s", True)
         records_with_budgets = [throughput(over_socket(sock, RECORD), 64, args.seconds) for _ in range(args.runs)]
         add("record/s, 64 conn, 10 budgets", med(records_with_budgets), "sqlite group commit", med(floor), "/s",
             True)
