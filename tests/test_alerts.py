@@ -1,5 +1,6 @@
 """Alerts through real doors, delivered to a real webhook receiver on 127.0.0.1."""
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -61,6 +62,9 @@ class Receiver:
         return self.received
 
 
+MORNING = dt.datetime(2026, 6, 16, 8, 0, tzinfo=dt.timezone.utc)
+
+
 def config_with(url: str, kinds: str = "") -> str:
     return (f'[[alerts.webhooks]]\nurl = "{url}"\nsecret = "{SECRET}"\nattempts = 4\ntimeout = "1s"\n'
             + (f"kinds = {kinds}\n" if kinds else ""))
@@ -78,7 +82,9 @@ def wait_alerts(client, n: int, timeout: float = 10.0, **kw) -> list:
 def test_one_record_crossing_several_thresholds_fires_each_once_and_signs_the_webhook(make_daemon):
     receiver = Receiver(fail_first=2, hang=1.5)  # a 500, then a hang past the 1 s timeout, then success
     try:
-        d = make_daemon(config_with(receiver.url, '["threshold", "limit_exceeded"]'))
+        # Morning, by the daemon's clock: late in the evening, the last hour's rate no longer reaches the limit
+        # before the day ends, and no projection fires.
+        d = make_daemon(config_with(receiver.url, '["threshold", "limit_exceeded"]'), clock=MORNING)
         with SyncBudgetClient(d.socket) as c:
             c.budget_set(name="team", period="daily", limit_usd=1.0, policy="warn", scope={"component": "*"})
             c.record(component="a", model="gpt-4o", input_tokens=200_000)            # $0.50: the 50% threshold
@@ -106,7 +112,7 @@ def test_one_record_crossing_several_thresholds_fires_each_once_and_signs_the_we
 
 
 def test_no_repeated_alerts_after_a_restart(make_daemon):
-    d = make_daemon()
+    d = make_daemon(clock=MORNING)  # (the projection needs most of the day ahead, as above)
     with SyncBudgetClient(d.socket) as c:
         c.budget_set(name="g", period="daily", limit_tokens=1000, policy="hard")
         c.record(component="a", model="gpt-4o", input_tokens=600)
@@ -206,8 +212,6 @@ def test_unpriced_models_and_follow(make_daemon):
 
 
 def test_projected_exhaustion_and_anomaly_judge_only_the_current_window(make_daemon):
-    import datetime as dt
-
     midnight = dt.datetime(2026, 6, 16, tzinfo=dt.timezone.utc)
     d = make_daemon(clock=midnight + dt.timedelta(minutes=58))
     now = d.now()
