@@ -152,8 +152,9 @@ class Priced(NamedTuple):
 
 class Cheapest(NamedTuple):
     """Some of a tier's models priced for one request shape, cheapest first (then by name): every model of
-    the tier that costs at most the last one's cost and passed the walk's test is here; when `whole`, every
-    such model that costs less than `bound`."""
+    the tier that passed the walk's test and comes before the last one in that order is here (a model of
+    the last one's cost but a later name may not be); when `whole`, every such model that costs less than
+    `bound`."""
 
     models: list[Priced]
     whole: bool
