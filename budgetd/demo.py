@@ -46,21 +46,22 @@ WEIGHTS = [6, 3, 1]
 
 def run(client: SyncBudgetClient, rate: float, duration: float, seed: int | None = None,
         say: Callable[[str], None] = print, keep: bool = False) -> dict[str, Any]:
-    """Send about `rate` calls a second for `duration` seconds under a budget of the run's own (deleted at the
+    """Send `rate` x `duration` calls, about `rate` a second, under a budget of the run's own (deleted at the
     end unless `keep`); returns what was sent."""
     rng = random.Random(seed)
     run_id = secrets.token_hex(3)
     tag = f"demo-{run_id}"  # the task type of the run's calls, and its budget's name and scope
     per_call = _average_cost(client)
+    calls = max(1, round(rate * duration))
     # Sized to be crossed: the whole demo spends about 1.5 times the limit.
-    limit = round(max(0.01, per_call * rate * duration / 1.5), 4)
+    limit = round(max(0.01, per_call * calls / 1.5), 4)
     client.budget_set(name=tag, period="total", limit_usd=limit, policy="soft", scope={"task_type": tag},
                       thresholds=[0.5, 0.8, 1.0], description="made by `budget demo` for its run")
-    say(f"demo: ~{rate:g} calls/s for {duration:g}s from {len(HABITS)} components, task type {tag}; "
-        f"budget {tag} = ${limit:g} for the run (soft: downgrades once spent)")
+    say(f"demo: {calls} calls at ~{rate:g}/s (about {duration:g}s) from {len(HABITS)} components, "
+        f"task type {tag}; budget {tag} = ${limit:g} for the run (soft: downgrades once spent)")
     sent = {"records": 0, "reserved": 0, "denied": 0, "cost_usd": 0.0, "budget": tag}
     try:
-        _send(client, rng, rate, duration, tag, sent, say)
+        _send(client, rng, rate, calls, tag, sent, say)
     finally:
         if not keep:
             _remove(client, tag, say)
@@ -77,11 +78,12 @@ def _remove(client: SyncBudgetClient, tag: str, say: Callable[[str], None]) -> N
         say(f"demo: could not delete budget {tag} ({exc.message}); delete it with `budget budgets delete {tag}`")
 
 
-def _send(client: SyncBudgetClient, rng: random.Random, rate: float, duration: float, tag: str,
+def _send(client: SyncBudgetClient, rng: random.Random, rate: float, calls: int, tag: str,
           sent: dict[str, Any], say: Callable[[str], None]) -> None:
-    started = time.monotonic()
-    next_at = started
-    while time.monotonic() - started < duration:
+    """`calls` calls paced at `rate` a second: a slow daemon makes the run longer, not thinner, so the run's
+    budget is crossed all the same."""
+    next_at = time.monotonic()
+    for _ in range(calls):
         time.sleep(max(0.0, next_at - time.monotonic()))
         next_at += rng.expovariate(rate)  # paced whatever the answer, denials and errors too
         habit = rng.choice(HABITS)

@@ -36,6 +36,9 @@ def test_the_demo_crosses_its_own_budget_and_leaves_no_budget_behind(make_daemon
         after = c.reserve(component="rhetor", model="gpt-4o", input_tokens=1000, max_output_tokens=100)
         earlier = c.usage_list(filters={"component": "rhetor"}, limit=1000).records
     assert len(demo) > 30 and all(r.priced for r in demo)
+    # rate x duration calls, each recorded or denied: a slow machine makes the run longer, not thinner
+    denied = int(re.search(r"demo: \d+ calls \(\d+ reserved first, (\d+) denied\)", out.stdout).group(1))
+    assert len(demo) + denied == 120, out.stdout
     assert {r.group["component"] for r in report.rows} >= {"rhetor", "apollo", "athena", "sophia", "ergon"}
     assert {r.group["tier"] for r in report.rows} >= {"lightweight", "midweight", "heavyweight"}
     assert any(r.cache_read_tokens for r in demo) and any(r.reservation_id for r in demo)

@@ -58,7 +58,8 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     p = commands.add_parser("demo", help="realistic synthetic traffic against a running daemon, for the dashboard",
                             parents=[common])
     p.add_argument("--rate", type=positive_float, default=5.0, help="calls per second (default 5)")
-    p.add_argument("--duration", type=positive_float, default=60.0, help="seconds (default 60)")
+    p.add_argument("--duration", type=positive_float, default=60.0,
+                   help="seconds at that rate (default 60): the run sends rate x duration calls")
     p.add_argument("--seed", type=int, help="repeat the same traffic")
     p.add_argument("--keep", action="store_true", help="keep the run's budget afterwards (default: delete it)")
     p.set_defaults(func=cmd_demo)
