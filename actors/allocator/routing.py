@@ -365,7 +365,9 @@ def suggest(admission: Admission, est: Estimate, a: Assessment, candidates: Cand
                 break
         else:
             if not cheapest.whole:  # none of the cheapest fits: the tier's other models, each tested
-                best = _walk(admission, r, rank, bound, 1, fits, candidates).models
+                refused = {id(p.candidate) for p in cheapest.models}
+                best = _walk(admission, r, rank, bound, 1, lambda p: id(p.candidate) not in refused and fits(p),
+                             candidates).models
                 chosen = best[0] if best else None
         if chosen is not None:
             entry = chosen.candidate.entry
