@@ -101,6 +101,12 @@ def test_past_the_cheapest_kept_the_tier_is_walked_again(book):
     refuse = [BudgetSpec(name="no-gpt-4o", period="daily", policy="hard", limit_usd=0.0, scope=Scope(model="gpt-4o"))]
     answers = []
     for refused in (0, CHEAPEST_KEPT - 1, CHEAPEST_KEPT, CHEAPEST_KEPT + 5):
+        # refuse the cheapest models that fit, one at a time, until `refused` of them are refused
+        while len(refuse) - 1 < refused:
+            last = suggest(a, est, a.assess(est), candidates)
+            refuse.append(BudgetSpec(name=f"no-{len(refuse)}", period="daily", policy="hard", limit_usd=0.0,
+                                     scope=Scope(model=book.resolve(last.model, last.provider).entry.model)))
+            a.budgets = Budgets({s.name: Budget.of(s, lambda m: m) for s in refuse})
         for _ in range(2):  # the shape's first suggestion, then one from what the shape keeps
             a.budgets = Budgets({s.name: Budget.of(s, lambda m: m) for s in refuse})
             assessment = a.assess(est)
@@ -108,10 +114,4 @@ def test_past_the_cheapest_kept_the_tier_is_walked_again(book):
             fast = suggest(a, est, assessment, candidates)
             assert fast is not None and fast == by_ranking(a, est, assessment, chat), (refused, fast)
             answers.append(fast.model)
-        # refuse the models suggested so far, and more, until `refused` of the cheapest are refused
-        while len(refuse) - 1 < refused + 1:
-            last = suggest(a, est, a.assess(est), candidates)
-            refuse.append(BudgetSpec(name=f"no-{len(refuse)}", period="daily", policy="hard", limit_usd=0.0,
-                                     scope=Scope(model=book.resolve(last.model, last.provider).entry.model)))
-            a.budgets = Budgets({s.name: Budget.of(s, lambda m: m) for s in refuse})
     assert len(set(answers)) == 4, answers  # each round suggests a model the one before could not
