@@ -158,3 +158,123 @@ async def test_closing_a_mailbox_refuses_waiting_senders_and_drains_what_is_queu
     assert [message async for message in mailbox] == ["queued"]
     with pytest.raises(anyio.ClosedResourceError):
         mailbox.deliver("after close")
+
+
+class Note(msgspec.Struct):
+    """Appended to the log of the actor that handles it, with how it was handled."""
+
+    text: str
+    reply: Reply
+
+
+class Slow(msgspec.Struct):
+    """Handled by awaiting: the actor is busy meanwhile."""
+
+    release: anyio.Event
+    reply: Reply
+
+
+class Logger(Actor):
+    """Handles `Note` without awaiting (so at once, when idle) and `Slow` by awaiting."""
+
+    name = "logger"
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+        self.drains = 0
+        self.handlers = {Note: self._note, Slow: self._slow}
+        self.immediate = frozenset({Note})
+
+    def _note(self, m: Note) -> None:
+        if m.text == "boom":
+            raise RuntimeError("boom")
+        self.log.append(m.text)
+        m.reply.set(len(self.log))
+
+    async def _slow(self, m: Slow) -> None:
+        await m.release.wait()
+        self.log.append("slow")
+        m.reply.set(len(self.log))
+
+    def drained(self) -> None:
+        self.drains += 1
+
+
+@pytest.mark.anyio
+async def test_an_immediate_message_to_an_idle_actor_is_handled_in_the_senders_call():
+    sup = Supervisor(max_backoff=0.05)
+    ref = sup.ref("logger", 8)
+    log: list[str] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.supervise, ref, lambda: Logger(log))
+        await anyio.sleep(0.01)  # the actor waits on its empty mailbox
+        assert ref.ready is not None
+        actor = ref.ready
+        reply: Reply = Reply()
+        ref.tell(Note("a", reply))
+        # answered before `tell` returned, nothing queued, and counted as a drain of one
+        assert log == ["a"] and reply.done and ref.depth == 0 and actor.drains == 1
+        assert await reply.wait(1) == 1
+        ref.close()
+
+
+@pytest.mark.anyio
+async def test_an_immediate_message_waits_its_turn_behind_a_busy_actor():
+    sup = Supervisor(max_backoff=0.05)
+    ref = sup.ref("logger", 8)
+    log: list[str] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.supervise, ref, lambda: Logger(log))
+        await anyio.sleep(0.01)
+        release = anyio.Event()
+        slow: Reply = Reply()
+        ref.tell(Slow(release, slow))
+        first: Reply = Reply()
+        ref.tell(Note("queued behind the slow one", first))  # the mailbox is not empty: queued
+        await anyio.sleep(0.01)
+        assert ref.ready is None and not first.done  # the actor awaits inside `Slow`
+        second: Reply = Reply()
+        ref.tell(Note("queued too", second))
+        assert not second.done and ref.depth == 2
+        release.set()
+        assert await second.wait(1) == 3
+        assert log == ["slow", "queued behind the slow one", "queued too"]
+        await anyio.sleep(0.01)
+        assert ref.ready is not None  # idle again
+        ref.close()
+
+
+@pytest.mark.anyio
+async def test_a_fault_of_a_message_handled_at_once_crashes_the_actor_in_its_own_task():
+    sup = Supervisor(max_backoff=0.05)
+    ref = sup.ref("logger", 8)
+    log: list[str] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.supervise, ref, lambda: Logger(log))
+        await anyio.sleep(0.01)
+        crashed: Reply = Reply()
+        ref.tell(Note("boom", crashed))  # the sender's call returns: the fault is the actor's
+        with pytest.raises(OpError) as info:
+            await crashed.wait(1)
+        assert info.value.code == "internal" and "boom" in info.value.message
+        after: Reply = Reply()
+        ref.tell(Note("after", after))  # behind the fault in the mailbox: handled by the restarted actor
+        assert await after.wait(1) == 1 and log == ["after"]
+        assert ref.restarts == 1
+        ref.close()
+
+
+@pytest.mark.anyio
+async def test_a_closed_actor_takes_no_message_at_once():
+    sup = Supervisor(max_backoff=0.05)
+    ref = sup.ref("logger", 8)
+    log: list[str] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.supervise, ref, lambda: Logger(log))
+        await anyio.sleep(0.01)
+        ref.close()
+        with pytest.raises(OpError) as info:
+            ref.tell(Note("late", Reply()))
+        assert info.value.code == "unavailable" and log == []
+    assert ref.ready is None

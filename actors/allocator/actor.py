@@ -151,6 +151,10 @@ class Allocator(Actor):
             BudgetSetMsg: answering(self._budget_set),
             BudgetDeleteMsg: answering(self._budget_delete),
         }
+        # What only reads: sent to an idle allocator, it is answered in the sender's own call. Writes go through
+        # the mailbox even then: a drain charges many at once and judges each counter they touched once.
+        self.immediate = frozenset({CheckMsg, RouteMsg, StatesMsg, ForecastsMsg, CountHolds, ModelKeyMsg,
+                                    BudgetGetMsg, BudgetListMsg})
 
     @property
     def book(self) -> Any:
@@ -226,15 +230,25 @@ class Allocator(Actor):
     async def handle(self, message: Any) -> None:
         # One instant for the whole message: holds expired and rolled into new windows by it are those the
         # decision sees (else a window could end between the roll and the weighing).
+        try:
+            self._hold_clock()
+            await super().handle(message)
+        finally:
+            self.clock.held = None
+
+    def handle_sync(self, message: Any) -> None:
+        try:
+            self._hold_clock()
+            super().handle_sync(message)
+        finally:
+            self.clock.held = None
+
+    def _hold_clock(self) -> None:
         clock = self.clock
         clock.held = None
         now = clock.held = clock.now_us()
-        try:
-            self._expire(now)
-            self._roll_windows(now)
-            await super().handle(message)
-        finally:
-            clock.held = None
+        self._expire(now)
+        self._roll_windows(now)
 
     def awaiting(self) -> None:
         self.clock.held = None  # time goes on while the handler awaits
