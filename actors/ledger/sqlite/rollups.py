@@ -129,6 +129,15 @@ class Rollups:
 
     def add(self, db: sqlite3.Connection, rows: list[UsageRow]) -> None:
         """Add the records just inserted to every rollup."""
+        hours, local = self.sums(rows)
+        db.executemany(UPSERT_HOUR, [(*k, *v) for k, v in hours.items()])
+        if self.calendars:
+            for upsert, sums_by_key in zip(UPSERT_LOCAL, local):
+                db.executemany(upsert, [(*k, *v) for k, v in sums_by_key.items()])
+
+    def sums(self, rows: list[UsageRow]) -> tuple[dict[tuple, list[int]], list[dict[tuple, list[int]]]]:
+        """What `rows` add to the hour rollup (by hour and dims) and to each local one (by zone, start and
+        dims, in the order of `LOCAL_UNITS`). Pure: every backend writes these sums its own way."""
         # Records of one quarter hour and dims are summed first: each rollup then takes one sum per group
         # (a quarter hour lies in one UTC hour, and mostly in one local day).
         groups: dict[tuple, list[UsageRow]] = {}
@@ -154,10 +163,7 @@ class Rollups:
                     one = Tally.of_rows([r]).values()
                     for into, start in zip(local, calendar.start(r.ts)):
                         accumulate(into, (calendar.zone, start, *dims), one)
-        db.executemany(UPSERT_HOUR, [(*k, *v) for k, v in hours.items()])
-        if self.calendars:
-            for upsert, sums_by_key in zip(UPSERT_LOCAL, local):
-                db.executemany(upsert, [(*k, *v) for k, v in sums_by_key.items()])
+        return hours, local
 
     def backfill(self, db: sqlite3.Connection) -> list[str]:
         """Build the local rollups of every zone that does not have them yet, and drop those no longer

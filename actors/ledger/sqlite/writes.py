@@ -6,6 +6,7 @@ busy event loop several times).
 """
 
 import functools
+import itertools
 import logging
 import sqlite3
 from pathlib import Path
@@ -16,7 +17,6 @@ import msgspec
 
 from actors.ledger.messages import (
     ApplyPrices,
-    CloseHold,
     HoldRow,
     PriceState,
     PriceVersion,
@@ -24,20 +24,16 @@ from actors.ledger.messages import (
     SourceState,
     StoredBudget,
     Tally,
-    UsageRow,
     WindowSum,
     WindowTotal,
     Write,
-    WriteHold,
-    WriteUsage,
-    row_tokens,
 )
+from actors.ledger import batch
 from actors.ledger.report_plan import SUMS, TOKEN_SUMS
 from actors.ledger.sqlite import rollups
 from actors.ledger.sqlite.schema import USAGE_COLUMNS, compacted_before, open_writer
 from actors.ledger.sqlite.transactions import immediate
 from actors.ledger.store import StoreBroken, StoreFull
-from budgetd.model import Decision, Recorded, usd
 from budgetd.periods import HOUR_US
 from budgetd.protocol import OpError
 
@@ -122,74 +118,19 @@ class SqliteStore:
     def _append(self, db: sqlite3.Connection, writes: list[Write], now: int, next_id: int,
                 totals: Tally) -> tuple[list[Any], int, Tally]:
         """One transaction for the whole batch; one answer per write, in order."""
-        keyed = [k for w in writes if (k := _key_of(w)) is not None]
-        rows: list[tuple] = []
-        inserted: list[UsageRow] = []
-        holds: list[tuple] = []
-        closed: list[str] = []
-        idem_rows: list[tuple] = []
-        answers: list[Any] = []
-        # What this batch adds to the totals, checked record by record (see `_TOO_MUCH`).
-        room_tokens, room_nanos = _INT64 - totals.tokens, _INT64 - totals.cost_nanos
+        keyed = batch.keys_of(writes)
+        ids = itertools.count(next_id)
         with immediate(db):
-            known = _known_keys(db, keyed)
-            for w in writes:
-                if type(w) is CloseHold:
-                    closed.extend(w.ids)
-                    answers.append(w.answer)
-                    continue
-                key = _key_of(w)
-                if key is not None and key in known:
-                    answers.append(_repeat(key, known[key], w))
-                    continue
-                if type(w) is WriteHold:
-                    holds.extend((h.id, h.created_at, h.expires_at, h.component, h.estimate, h.attrs, h.cost_nanos,
-                                  h.tokens) for h in w.holds)
-                    answer: Any = w.decision
-                else:
-                    r = w.row
-                    tokens = row_tokens(r)
-                    # Every sum over records is a sum over a part of them: while the totals fit in 64 bits,
-                    # so does every SUM() SQLite (or a report) computes.
-                    if tokens > room_tokens or r.cost_nanos > room_nanos:
-                        answers.append(OpError("invalid", _TOO_MUCH, "$.usage"))
-                        continue
-                    room_tokens -= tokens
-                    room_nanos -= r.cost_nanos
-                    record_id = next_id
-                    next_id += 1
-                    rows.append((
-                        record_id, r.ts, now, r.component, r.model, r.provider, r.tier, r.context_id, r.task_type,
-                        r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens, r.cost_nanos,
-                        int(r.priced), r.price_version, r.reservation_id, r.request_id, r.metadata, key,
-                        r.cache_write_1h_tokens, r.reasoning_tokens, r.audio_input_tokens, r.audio_output_tokens,
-                        r.service_tier, r.web_search_requests,
-                    ))
-                    inserted.append(r)
-                    if r.reservation_id is not None:
-                        closed.append(r.reservation_id)  # the commit closes its hold in the same transaction
-                    answer = Recorded(
-                        record_id=record_id, cost_usd=usd(r.cost_nanos), priced=r.priced,
-                        price_version=r.price_version, model=r.model, provider=r.provider, tier=r.tier,
-                        budgets=w.budgets, did_you_mean=w.did_you_mean,
-                    )
-                if key is not None and (type(w) is not WriteHold or w.holds):  # a denial is not kept
-                    # A record is kept without its budgets (a repeat is told them as they are then): the
-                    # states of ten budgets would make the row 30 times longer.
-                    encoded = msgspec.json.encode(answer if type(w) is WriteHold else
-                                                  msgspec.structs.replace(answer, budgets=[]))
-                    idem_rows.append((key, w.payload_hash, encoded, now))
-                    known[key] = (w.payload_hash, encoded)  # type: ignore[assignment]
-                answers.append(answer)
-            _insert(db, "usage", USAGE_COLUMNS, rows)
-            if inserted:
-                self.rollups.add(db, inserted)
-            _insert(db, "holds", _HOLD_COLUMNS, holds)
-            for start in range(0, len(closed), _KEYS_PER_SELECT):
-                chunk = closed[start:start + _KEYS_PER_SELECT]
+            b = batch.plan(writes, _known_keys(db, keyed), now, ids, totals)
+            _insert(db, "usage", USAGE_COLUMNS, b.usage)
+            if b.inserted:
+                self.rollups.add(db, b.inserted)
+            _insert(db, "holds", _HOLD_COLUMNS, b.holds)
+            for start in range(0, len(b.closed), _KEYS_PER_SELECT):
+                chunk = b.closed[start:start + _KEYS_PER_SELECT]
                 db.execute(f"DELETE FROM holds WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-            _insert(db, "idempotency", _KEY_COLUMNS, idem_rows)
-        return answers, next_id, Tally.of_rows(inserted)
+            _insert(db, "idempotency", _KEY_COLUMNS, b.keys)
+        return b.answers, next_id + len(b.usage), Tally.of_rows(b.inserted)
 
     async def load_holds(self, now_us: int) -> list[HoldRow]:
         def load(db: sqlite3.Connection) -> list[HoldRow]:
@@ -272,18 +213,7 @@ class SqliteStore:
         return await self._run(ack)
 
 
-_INT64 = 2**63 - 1
 _TOKENS = " + ".join(TOKEN_SUMS)  # what a budget's token limit counts, as SQL
-_TOO_MUCH = ("this record would take one of the ledger's totals past what a 64-bit sum holds "
-             f"({_INT64:,} nano-dollars or tokens); nothing was recorded")
-
-
-def _key_of(w: Write) -> str | None:
-    if type(w) is WriteUsage:
-        return w.row.idempotency_key
-    if type(w) is WriteHold:
-        return w.idempotency_key
-    return None
 
 
 def _known_keys(db: sqlite3.Connection, keys: list[str]) -> dict[str, tuple[bytes, bytes]]:
@@ -295,16 +225,6 @@ def _known_keys(db: sqlite3.Connection, keys: list[str]) -> dict[str, tuple[byte
         for key, h, result in cursor:
             known[key] = (h, result)
     return known
-
-
-def _repeat(key: str, first: tuple[bytes, bytes], w: Write) -> Any:
-    """The answer to a write whose key is known: the first answer again, or a conflict."""
-    digest, result = first
-    if digest != w.payload_hash:  # type: ignore[union-attr]
-        return OpError("idempotency_conflict", f"idempotency key {key!r} was used before for a different request; "
-                       "use a new key for a new request", "$.idempotency_key")
-    kind = Recorded if type(w) is WriteUsage else Decision
-    return msgspec.structs.replace(msgspec.json.decode(result, type=kind), duplicate=True)
 
 
 def _position(db: sqlite3.Connection) -> tuple[int, Tally]:
