@@ -6,6 +6,7 @@ An unknown key is an error that names it.
 import os
 import re
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
 
@@ -136,6 +137,10 @@ class LogConfig(Section):
     debug: list[str] = []
 
 
+class FleetConfig(Section):
+    dsn: str = ""  # "" = this host alone (SQLite); else the PostgreSQL database the ledger lives in
+
+
 class Config(Section):
     daemon: DaemonConfig = DaemonConfig()
     http: HttpConfig = HttpConfig()
@@ -149,6 +154,7 @@ class Config(Section):
     reports: ReportsConfig = ReportsConfig()
     backup: BackupConfig = BackupConfig()
     log: LogConfig = LogConfig()
+    fleet: FleetConfig = FleetConfig()
 
     @property
     def socket_path(self) -> Path:
@@ -162,6 +168,18 @@ class Config(Section):
     @property
     def data_path(self) -> Path:
         return Path(self.daemon.data_dir).expanduser() if self.daemon.data_dir else default_data_dir()
+
+
+def dsn_shown(dsn: str) -> str:
+    """A database URL without its password, for messages and logs."""
+    try:
+        parts = urllib.parse.urlsplit(dsn)
+        password = parts.password
+    except ValueError:
+        return "(a fleet.dsn that is not a URL)"
+    if password is None:
+        return dsn
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@", 1)))
 
 
 class ConfigError(Exception):
@@ -289,6 +307,9 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: daemon.max_ledger_mb must be 0 (no cap) or more")
     if config.daemon.max_frame_bytes < 1024:
         raise ConfigError(f"{source}: daemon.max_frame_bytes must be at least 1024")
+    if config.fleet.dsn and not config.fleet.dsn.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{source}: fleet.dsn must be a PostgreSQL URL (postgresql://user@host/database), "
+                          "or empty for a single host")
     if config.pricing.unknown_model not in ("fallback", "deny", "zero"):
         raise ConfigError(f"{source}: pricing.unknown_model must be fallback, deny or zero")
 

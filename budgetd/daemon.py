@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -30,9 +30,12 @@ from actors.ledger import (
     BackupTo,
     Compact,
     ExpireKeys,
+    FleetDatabaseError,
     Ledger,
     LedgerError,
     LedgerReader,
+    PostgresReadStore,
+    PostgresStore,
     SqliteReadStore,
     SqliteStore,
 )
@@ -41,7 +44,7 @@ from actors.prices import GetPricesStatus, Prices, PricesSettings, Rules
 from actors.runtime import Supervisor
 from budgetd import debug, logs
 from budgetd.clock import SYSTEM, Clock
-from budgetd.config import Config
+from budgetd.config import Config, dsn_shown
 from budgetd.durations import parse_duration
 from budgetd.hermes import Hermes
 from budgetd.pricing import TierRules, UnpricedPolicy
@@ -154,6 +157,17 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
+    def _stores(self, db_path: Path) -> tuple[Callable[[], Any], Callable[[], Any]]:
+        """The ledger's writer and reader stores (made anew at each restart of their actor): the fleet's
+        PostgreSQL database when `fleet.dsn` names one, else the SQLite file in the data directory."""
+        config = self.config
+        if config.fleet.dsn:
+            dsn = config.fleet.dsn
+            return (lambda: PostgresStore(dsn, config.report_zones)), (lambda: PostgresReadStore(dsn))
+        return (lambda: SqliteStore(db_path, config.daemon.durability, config.report_zones,
+                                    int(config.daemon.max_ledger_mb * 1024 * 1024))), \
+            (lambda: SqliteReadStore(db_path))
+
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start every actor and door, serve until `stop()`. A start-up failure raises StartupError."""
         debug.configure(self.config.log.debug)
@@ -220,13 +234,12 @@ class Daemon:
         async with anyio.create_task_group() as tg:
             await tg.start(sup.supervise, bus, lambda: Bus(clock))
             await tg.start(sup.supervise, alerter, lambda: Alerter(ledger, bus, webhooks, timeout, clock))
+            store, read_store = self._stores(db_path)
             try:
-                await tg.start(sup.supervise, ledger, lambda: Ledger(SqliteStore(
-                    db_path, config.daemon.durability, config.report_zones,
-                    int(config.daemon.max_ledger_mb * 1024 * 1024)), bus, clock))
-            except LedgerError as exc:
+                await tg.start(sup.supervise, ledger, lambda: Ledger(store(), bus, clock))
+            except (LedgerError, FleetDatabaseError) as exc:
                 raise StartupError(str(exc)) from None
-            await tg.start(sup.supervise, reader, lambda: LedgerReader(SqliteReadStore(db_path)))
+            await tg.start(sup.supervise, reader, lambda: LedgerReader(read_store()))
             await tg.start(sup.supervise, prices, lambda: Prices(ledger, allocator, settings, tiers, timeout, bus,
                                                                   clock))
             admission = AdmissionRules(
@@ -252,7 +265,8 @@ class Daemon:
             status = await prices.ask(lambda reply: GetPricesStatus(reply=reply), timeout)
             log.info(
                 "budgetd ready: socket %s%s, ledger %s, %d prices (version %d; sources: %s)",
-                self.socket_path, f", HTTP on http://{listen[0]}:{listen[1]}/api/v1" if listen else "", db_path,
+                self.socket_path, f", HTTP on http://{listen[0]}:{listen[1]}/api/v1" if listen else "",
+                f"the fleet database {dsn_shown(config.fleet.dsn)}" if config.fleet.dsn else db_path,
                 status.models, status.version, ", ".join(pricing.sources),
             )
             hermes = None

@@ -75,6 +75,48 @@ class Daemon:
         return self.data_dir / "ledger.db"
 
     @property
+    def fleet_dsn(self) -> str | None:
+        """The PostgreSQL database the ledger is in, when the config names one."""
+        for line in self.config_file.read_text().splitlines():
+            if line.startswith("dsn = "):
+                return json.loads(line.split("=", 1)[1])
+        return None
+
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Rows of `sql` (with `?` parameters) read from the ledger itself, whichever database it is in."""
+        dsn = self.fleet_dsn
+        if dsn is None:
+            import sqlite3
+
+            db = sqlite3.connect(self.ledger)
+            try:
+                return [tuple(r) for r in db.execute(sql, args)]
+            finally:
+                db.close()
+        import asyncio
+
+        import asyncpg
+
+        numbered, n = "", 0
+        for part in sql.split("?")[:-1]:
+            n += 1
+            numbered += f"{part}${n}"
+        numbered += sql.split("?")[-1]
+
+        async def fetch() -> list[tuple]:
+            conn = await asyncpg.connect(dsn)
+            try:
+                return [tuple(int(v) if type(v).__name__ == "Decimal" else v for v in r)
+                        for r in await conn.fetch(numbered, *args)]
+            finally:
+                await conn.close()
+
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a loop of its own, even under an async test
+            return pool.submit(asyncio.run, fetch()).result()
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
@@ -201,12 +243,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def pytest_generate_tests(metafunc):
+    """A test marked `both_ledgers` runs twice: on the SQLite ledger, and on a PostgreSQL one (`fleet.dsn`)."""
+    if metafunc.definition.get_closest_marker("both_ledgers") and "ledger_backend" in metafunc.fixturenames:
+        metafunc.parametrize("ledger_backend", ["sqlite", "postgres"], indirect=True)
+
+
 @pytest.fixture
-def make_daemon(tmp_path):
+def ledger_backend(request) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def make_daemon(tmp_path, request, ledger_backend):
     started: list[Daemon] = []
 
     def make(config: str = "", name: str | None = None, start: bool = True, http: bool | str = False,
              clock: str | dt.datetime | None = None) -> Daemon:
+        if ledger_backend == "postgres" and "[fleet]" not in config:
+            import secrets
+
+            dsn = request.getfixturevalue("postgres").create_database(f"both_{secrets.token_hex(6)}")
+            config += f'\n[fleet]\ndsn = "{dsn}"\n'
         d = Daemon(tmp_path, config, name or f"d{len(started)}", http=http, clock=clock)
         started.append(d)
         return d.start() if start else d
@@ -260,3 +318,21 @@ def priced(make_daemon, feeds):
     assert {s.source for s in first.sources if s.fetched and not s.error} >= {"litellm", "llm_prices", "openrouter"}
     return d
 
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of this test process's own (tests/postgres.py), for the fleet's tests."""
+    from postgres import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def fleet_dsn(postgres) -> str:
+    """A new, empty database on that server."""
+    import secrets
+
+    return postgres.create_database(f"fleet_{secrets.token_hex(6)}")

@@ -4,7 +4,6 @@ import contextlib
 import datetime as dt
 import json
 import random
-import sqlite3
 import time
 
 import anyio
@@ -17,15 +16,11 @@ HOLD_NANOS = 150_000
 HOLD = dict(component="load", model="gpt-4o-mini", input_tokens=1000, max_output_tokens=0)
 
 
-def ledger_sum(path, where: str = "1", args: tuple = ()) -> tuple[int, int]:
-    db = sqlite3.connect(path)
-    try:
-        return db.execute(
-            "SELECT coalesce(sum(cost_nanos), 0), coalesce(sum(input_tokens + output_tokens + cache_read_tokens"
-            f" + cache_write_tokens), 0) FROM usage WHERE {where}", args
-        ).fetchone()
-    finally:
-        db.close()
+def ledger_sum(daemon, where: str = "true", args: tuple = ()) -> tuple[int, int]:
+    """Dollars (nanos) and tokens of the daemon's ledger itself, on either backend."""
+    return daemon.query(
+        "SELECT coalesce(sum(cost_nanos), 0), coalesce(sum(input_tokens + output_tokens + cache_read_tokens"
+        f" + cache_write_tokens), 0) FROM usage WHERE {where}", args)[0]
 
 
 def nanos(usd: float) -> int:
@@ -59,6 +54,7 @@ async def _hammer_reserves(daemon, total: int, connections: int, **estimate) -> 
     return decisions, samples
 
 
+@pytest.mark.both_ledgers
 @pytest.mark.anyio
 async def test_concurrent_reserves_never_overspend_a_hard_dollar_limit(daemon):
     admits = 137
@@ -81,12 +77,13 @@ async def test_concurrent_reserves_never_overspend_a_hard_dollar_limit(daemon):
             else:
                 assert await c.release(d.reservation_id)
         state = (await c.budget_get("cap")).states[0]
-    spent, tokens = ledger_sum(daemon.ledger)
+    spent, tokens = ledger_sum(daemon)
     assert nanos(state.spent_usd) == spent and state.spent_tokens == tokens
     assert state.reserved_usd == 0 and state.reserved_tokens == 0
     assert spent == (admits // 2) * (600 * 150 + 10 * 600)  # 150 and 600 nano-dollars per token
 
 
+@pytest.mark.both_ledgers
 @pytest.mark.anyio
 async def test_token_limit_with_overlapping_budgets_and_mixed_traffic(daemon):
     # a global token budget and a per-component dollar budget; each request needs 1000 tokens
@@ -125,16 +122,17 @@ async def test_token_limit_with_overlapping_budgets_and_mixed_traffic(daemon):
     async with BudgetClient(daemon.socket) as c:
         tokens_state = (await c.budget_get("tokens")).states[0]
         per = {s.key["component"]: s for s in (await c.budget_get("per-component")).states}
-    spent, tokens = ledger_sum(daemon.ledger)
+    spent, tokens = ledger_sum(daemon)
     assert tokens_state.spent_tokens == tokens and nanos(tokens_state.spent_usd) == spent
     assert tokens_state.reserved_tokens == 0
     for comp, state in per.items():
-        comp_spent, comp_tokens = ledger_sum(daemon.ledger, "component = ?", (comp,))
+        comp_spent, comp_tokens = ledger_sum(daemon, "component = ?", (comp,))
         assert nanos(state.spent_usd) == comp_spent and state.spent_tokens == comp_tokens
     # holds never pushed past a limit; only commits of more than estimated and plain records may
     assert tokens <= 60_000 + 500 * 150 + 200 * 300
 
 
+@pytest.mark.both_ledgers
 def test_counters_are_rebuilt_from_the_ledger_after_a_restart(make_daemon):
     d = make_daemon("""
 [[budgets]]
@@ -171,7 +169,7 @@ scope = { model = "openai/gpt-4o" }
             assert (s.reserved_usd, s.reserved_tokens) == (before[k].reserved_usd, before[k].reserved_tokens), k
         assert after[("daily-per-component", (("component", "c2"),))].reserved_tokens > 0  # the hold is durable
         total = after[("gpt4o-total", ())]
-        spent, tokens = ledger_sum(d.ledger, "model = 'gpt-4o'")
+        spent, tokens = ledger_sum(d, "model = 'gpt-4o'")
         assert total.spent_tokens == tokens and nanos(total.spent_usd) == spent
         # the hold survived the restart: its commit replaces it
         r = c.commit(hold.reservation_id, component="c2", model="gpt-4o", input_tokens=100)
@@ -253,6 +251,7 @@ def test_critical_bypass_only_where_allowed(daemon):
         assert c.release(bypass.reservation_id)
 
 
+@pytest.mark.both_ledgers
 def test_holds_expire_and_idempotent_reserve(daemon):
     with SyncBudgetClient(daemon.socket) as c:
         # a total budget: the hold is seen in the same window even when the test runs across midnight; a ttl
@@ -270,6 +269,7 @@ def test_holds_expire_and_idempotent_reserve(daemon):
         assert c.release(first.reservation_id) is False
 
 
+@pytest.mark.both_ledgers
 def test_commit_twice_and_release_after_commit(daemon):
     with SyncBudgetClient(daemon.socket) as c:
         c.budget_set(name="g", period="daily", limit_usd=1.0, policy="hard")

@@ -6,19 +6,19 @@ import sqlite3
 import threading
 import time
 
+import pytest
+
 from conftest import RawConn, run_cli
 
 from budgetd.client import BudgetError, SyncBudgetClient
 
 
-def ledger_keys(path) -> dict[str, int]:
-    db = sqlite3.connect(path)
-    try:
-        return dict(db.execute("SELECT idempotency_key, count(*) FROM usage GROUP BY idempotency_key"))
-    finally:
-        db.close()
+def ledger_keys(daemon) -> dict[str, int]:
+    """How many records each idempotency key has in the daemon's ledger itself, on either backend."""
+    return dict(daemon.query("SELECT idempotency_key, count(*) FROM usage GROUP BY idempotency_key"))
 
 
+@pytest.mark.both_ledgers
 def test_same_key_same_payload_is_charged_once(daemon):
     with SyncBudgetClient(daemon.socket) as client:
         first = client.record(component="idem", model="gpt-4o", input_tokens=1000, idempotency_key="k-1")
@@ -36,6 +36,7 @@ def test_same_key_same_payload_is_charged_once(daemon):
         assert client.status().totals.requests == 1
 
 
+@pytest.mark.both_ledgers
 def test_a_repeat_tells_the_budgets_as_they_stand_and_charges_nothing(daemon):
     """A repeated record answers its first record id and cost, and its budgets as they are at the repeat
     (what was recorded since counts, the repeat does not), also after a SIGKILL, when the first answer
@@ -59,6 +60,7 @@ def test_a_repeat_tells_the_budgets_as_they_stand_and_charges_nothing(daemon):
         assert [s.spent_tokens for s in client.status().budgets if s.budget == "idem-tokens"] == [1500]
 
 
+@pytest.mark.both_ledgers
 def test_same_key_twice_in_one_batch(daemon):
     """Two identical keyed records pipelined together land in one group commit: one is a duplicate."""
     with RawConn(daemon.socket) as c:
@@ -66,7 +68,7 @@ def test_same_key_twice_in_one_batch(daemon):
         c.send(frame % 1 + frame % 2)
         answers = [c.recv(), c.recv()]
     assert sorted(a["result"]["duplicate"] for a in answers) == [False, True]
-    assert ledger_keys(daemon.ledger) == {"same": 1}
+    assert ledger_keys(daemon) == {"same": 1}
 
 
 def _recorders(sock, n_threads: int, stop: threading.Event):
@@ -93,6 +95,7 @@ def _recorders(sock, n_threads: int, stop: threading.Event):
     return threads, acked, pending
 
 
+@pytest.mark.both_ledgers
 def test_sigkill_loses_nothing_acknowledged(make_daemon):
     d = make_daemon()
     stop = threading.Event()
@@ -112,7 +115,7 @@ def test_sigkill_loses_nothing_acknowledged(make_daemon):
                 i = int(key.split("-")[1])
                 client.record(component=f"crash{t}", model="gpt-4o", input_tokens=100 + i, idempotency_key=key)
         totals = client.status().totals
-    keys = ledger_keys(d.ledger)
+    keys = ledger_keys(d)
     retried = {k for k in pending if k is not None}
     assert all(keys.get(k) == 1 for k in all_acked), "an acknowledged record is missing or doubled"
     assert all(keys.get(k) == 1 for k in retried), "a retried record is missing or doubled"
@@ -120,6 +123,7 @@ def test_sigkill_loses_nothing_acknowledged(make_daemon):
     assert totals.requests == len(keys)
 
 
+@pytest.mark.both_ledgers
 def test_sigterm_answers_in_flight_and_cleans_up(make_daemon):
     d = make_daemon()
     stop = threading.Event()
@@ -129,7 +133,7 @@ def test_sigterm_answers_in_flight_and_cleans_up(make_daemon):
     for th in threads:
         th.join(10)
     assert not d.socket.exists(), "the socket file must be removed on shutdown"
-    keys = ledger_keys(d.ledger)
+    keys = ledger_keys(d)
     assert all(keys.get(k) == 1 for k in set().union(*acked))
     assert "budgetd stopped" in d.log.read_text()
 

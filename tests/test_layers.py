@@ -9,7 +9,7 @@ read from the source and checked against the layers, lowest first:
 A module may import its own layer and the layers below it. On top of that: actors never import the
 client; the client, the dashboard, the MCP bridge and the integrations talk to the daemon only
 through the client library (never an actor or a door); the CLI reaches the daemon's side only
-through `budgetd.daemon` and `budgetd.restore`.
+through `budgetd.daemon`, `budgetd.restore` and `budgetd.fleet`.
 """
 
 import ast
@@ -22,7 +22,7 @@ PACKAGES = ("budgetd", "actors", "tui")
 
 SURFACES = ("budgetd.client", "budgetd.cli", "budgetd.__main__", "budgetd.mcp_bridge", "budgetd.integrations",
             "budgetd.demo", "tui")
-DAEMON = ("budgetd.daemon", "budgetd.server", "budgetd.hermes", "budgetd.restore")
+DAEMON = ("budgetd.daemon", "budgetd.server", "budgetd.hermes", "budgetd.restore", "budgetd.fleet")
 LAYERS = {"core": 0, "actors": 1, "daemon": 2, "surfaces": 3}
 
 
@@ -86,8 +86,8 @@ def test_surfaces_reach_the_daemon_only_through_the_client(surface):
     assert not problems, "\n".join(problems)
 
 
-def test_the_cli_reaches_the_daemon_side_only_through_daemon_and_restore():
-    allowed = ("budgetd.daemon", "budgetd.restore")
+def test_the_cli_reaches_the_daemon_side_only_through_daemon_restore_and_fleet():
+    allowed = ("budgetd.daemon", "budgetd.restore", "budgetd.fleet")
     problems = [f"{name} imports {target}"
                 for name, path in modules().items() if name.startswith("budgetd.cli")
                 for target in imports_of(name, path)

@@ -143,12 +143,15 @@ async def write_all(socket, usages: list[dict]) -> list[dict]:
     return stored  # type: ignore[return-value]
 
 
-@pytest.fixture(scope="module")
-def ledger(tmp_path_factory):
-    """A daemon with a day rollup for Berlin (New York and Kolkata have none) and ~2,700 records."""
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def ledger(tmp_path_factory, request):
+    """A daemon with a day rollup for Berlin (New York and Kolkata have none) and ~2,700 records, on the
+    SQLite ledger and on a PostgreSQL one (every report test runs on both)."""
+    config = '[reports]\ntimezones = ["Europe/Berlin"]\n'
+    if request.param == "postgres":
+        config += f'[fleet]\ndsn = "{request.getfixturevalue("postgres").create_database("reports")}"\n'
     # its clock after the spans, whatever the day: records may not be later than the daemon's now
-    d = Daemon(tmp_path_factory.mktemp("reports"), '[reports]\ntimezones = ["Europe/Berlin"]\n', http=True,
-               clock="2026-11-20T12:00:00Z")
+    d = Daemon(tmp_path_factory.mktemp("reports"), config, http=True, clock="2026-11-20T12:00:00Z")
     d.start()
     try:  # stopped also when the records cannot be written (no daemon is left behind by a failed setup)
         rng = random.Random(7)

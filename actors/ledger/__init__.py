@@ -1,7 +1,8 @@
 """The ledger: the durable record of every call, budget, price and alert.
 
 `Ledger` is its only writer (group commit) and `LedgerReader` serves long
-reads; both talk to a `Store` (the storage seam), SQLite by default. Callers
+reads; both talk to a `Store` (the storage seam): SQLite by default, the fleet's
+PostgreSQL database when one is configured. Callers
 use the messages in `actors.ledger.messages`.
 """
 
@@ -42,6 +43,7 @@ from actors.ledger.messages import (  # noqa: F401 - the inbox is the public fac
     WriteUsage,
     payload_hash,
 )
+from actors.ledger.postgres import FleetDatabaseError, PostgresReadStore, PostgresStore  # noqa: F401
 from actors.ledger.reader import LedgerReader  # noqa: F401
 from actors.ledger.report_plan import ReportQuery  # noqa: F401
 from actors.ledger.sqlite import (  # noqa: F401
@@ -55,5 +57,5 @@ from actors.ledger.sqlite import (  # noqa: F401
     open_writer,
     verify_ledger,
 )
-from actors.ledger.store import ReadStore, Store, StoreBroken, StoreFull  # noqa: F401
+from actors.ledger.store import ReadStore, Store, StoreBroken, StoreFull, StoreUnreachable  # noqa: F401
 from actors.ledger.writer import Ledger  # noqa: F401

@@ -30,6 +30,16 @@ class StoreFull(Exception):
     """The disk (or the configured cap) is full: nothing of the transaction was written; retry later."""
 
 
+class StoreUnreachable(Exception):
+    """The database cannot be reached just now; the store reconnects by itself at a later call. Nothing of
+    the call was written, unless `committing`: then the connection was lost during the commit, and the
+    transaction may have been committed."""
+
+    def __init__(self, message: str, committing: bool = False) -> None:
+        super().__init__(message)
+        self.committing = committing
+
+
 class StoreBroken(Exception):
     """The database connection cannot be used any more: the actor restarts and reopens it."""
 

@@ -36,7 +36,7 @@ from actors.ledger.messages import (
     WriteHold,
     WriteUsage,
 )
-from actors.ledger.store import Store, StoreBroken, StoreFull, totals_of
+from actors.ledger.store import Store, StoreBroken, StoreFull, StoreUnreachable, totals_of
 from actors.runtime import Actor, Mailbox, Ref, fail_reply
 from budgetd.clock import SYSTEM, Clock
 from budgetd.debug import debug_log
@@ -48,6 +48,8 @@ log = logging.getLogger("budgetd.ledger")
 MAX_BATCH = 1024
 WRITES = (WriteUsage, WriteHold, CloseHold)  # batched into one transaction
 _REOPENING = "the ledger is reopening its database; nothing was recorded, retry"
+_AMBIGUOUS = ("the connection to the ledger's database broke while it committed, so this write may or may "
+              "not have been recorded; retry with the same idempotency key (a recorded one is recognised)")
 _FULL = ("the ledger's disk is full (or daemon.max_ledger_mb is reached): nothing was recorded; "
          "retry once space is freed")
 
@@ -128,6 +130,8 @@ class Ledger(Actor):
                 message.reply.set(await handler(message))
             except StoreFull:
                 fail_reply(message, OpError("unavailable", _FULL))
+            except StoreUnreachable as exc:
+                fail_reply(message, OpError("unavailable", f"the ledger could not answer ({exc}); retry shortly"))
             except StoreBroken as exc:
                 fail_reply(message, OpError("unavailable", f"the ledger could not answer ({exc}); retry"))
                 self._refuse(batch[at + 1:], OpError("unavailable", _REOPENING))
@@ -147,6 +151,19 @@ class Ledger(Actor):
     async def _write(self, writes: list[Write]) -> None:
         try:
             answers = await self.store.append(writes, self.clock.now_us())
+        except StoreUnreachable as exc:
+            if exc.committing:
+                # Committed or not, nobody can say: the writes stay charged (a budget counts them until the
+                # ledger is read again at a restart, which errs on the side of the limit), and a retry with
+                # the same key is recognised if they were committed.
+                for w in writes:
+                    fail_reply(w, OpError("unavailable", f"{_AMBIGUOUS} ({exc})"))
+                self._settle(writes, [None] * len(writes), ["applied"] * len(writes))
+            else:
+                self._refuse(writes, OpError("unavailable", f"the ledger could not write ({exc}); nothing was "
+                                                            "recorded, retry shortly"))
+            log.warning("ledger unreachable: %d writes refused (%s)", len(writes), exc)
+            return  # the store reconnects at its next call: no restart
         except BaseException as exc:
             full = isinstance(exc, StoreFull)
             error = OpError("unavailable", _FULL if full else

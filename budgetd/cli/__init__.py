@@ -12,7 +12,7 @@ import sys
 from typing import Sequence
 
 from budgetd.cli import (
-    admission, alerts, assistant, backups, budgets, daemon, imports, prices, report, tools, usage,
+    admission, alerts, assistant, backups, budgets, daemon, fleet, imports, prices, report, tools, usage,
 )
 from budgetd.cli._arguments import common_options
 from budgetd.cli._errors import CliError
@@ -21,7 +21,8 @@ from budgetd.protocol import OpError
 __all__ = ["build_parser", "main"]
 
 # In the order `budget --help` lists their commands.
-_COMMAND_GROUPS = (daemon, usage, report, assistant, imports, backups, tools, budgets, admission, alerts, prices)
+_COMMAND_GROUPS = (daemon, usage, report, assistant, imports, backups, fleet, tools, budgets, admission, alerts,
+                   prices)
 
 
 def build_parser() -> argparse.ArgumentParser:

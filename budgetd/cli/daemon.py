@@ -52,6 +52,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         d, t, p = s.daemon, s.totals, s.prices
         lines = [
             f"budgetd {d.version}  pid {d.pid}  up {duration(d.uptime_s)}  socket {d.socket}",
+            f"ledger  the fleet database {d.fleet_database}" if d.fleet_database else
             f"ledger  {d.data_dir}  durability={d.durability}",
             f"spent   {money(t.cost_usd)} over {count(t.requests)} requests, {count(t.tokens)} tokens",
             f"prices  version {p.version}, {count(p.models)} models",

@@ -74,6 +74,7 @@ class DaemonStatus(Answer, kw_only=True):
     data_dir: str
     durability: str
     actors: list[ActorStatus]
+    fleet_database: str | None = None  # the PostgreSQL database the ledger is in (without its password)
     subscriptions: int = 0  # event feeds open (socket subscriptions and HTTP event streams)
 
 

@@ -53,7 +53,7 @@ from actors.prices import (
 from actors.assistant import AskMsg
 from actors.runtime import Ref, Reply, ReplyTo
 from budgetd.clock import SYSTEM, Clock
-from budgetd.config import Config
+from budgetd.config import Config, dsn_shown
 from budgetd.durations import parse_duration
 from budgetd.model import DIMS, Need
 from budgetd.periods import parse_when, to_us, zone
@@ -369,6 +369,7 @@ class Ops:
             uptime_s=round(time.monotonic() - self._started_monotonic, 3), socket=self.socket_path,
             data_dir=str(self.config.data_path), durability=self.config.daemon.durability, actors=actors,
             subscriptions=subscriptions,
+            fleet_database=dsn_shown(self.config.fleet.dsn) if self.config.fleet.dsn else None,
         )
         return StatusResult(budgets=now.states, totals=totals, daemon=daemon, prices=prices, forecasts=now.forecasts,
                             states_omitted=now.omitted)

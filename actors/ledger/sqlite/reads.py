@@ -41,6 +41,16 @@ def record_from_row(row: tuple) -> UsageRecord:
     )
 
 
+def alert_from_row(r: tuple) -> Alert:
+    return Alert(
+        id=r[0], ts=from_us(r[1]), kind=r[2], severity=r[3], budget=r[4],
+        key=_alert_key_decoder.decode(r[5]) if r[5] else None,
+        window_start=None if r[6] is None else from_us(r[6]), message=r[7],
+        data=_alert_data_decoder.decode(r[8]), acked=bool(r[9]), acked_by=r[10],
+        acked_at=None if r[11] is None else from_us(r[11]),
+    )
+
+
 class SqliteReadStore:
     """The ledger's reader side on SQLite."""
 
@@ -73,13 +83,7 @@ class SqliteReadStore:
                "FROM alerts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?")
         args.append(q.limit)
         rows = await (await self.db.execute(sql, args)).fetchall()
-        return [Alert(
-            id=r[0], ts=from_us(r[1]), kind=r[2], severity=r[3], budget=r[4],
-            key=_alert_key_decoder.decode(r[5]) if r[5] else None,
-            window_start=None if r[6] is None else from_us(r[6]), message=r[7],
-            data=_alert_data_decoder.decode(r[8]), acked=bool(r[9]), acked_by=r[10],
-            acked_at=None if r[11] is None else from_us(r[11]),
-        ) for r in rows]
+        return [alert_from_row(r) for r in rows]
 
     async def backup(self, path: str) -> tuple[int, int]:
         """SQLite's backup API in one step from this read connection: one snapshot, while writers go on

@@ -1,0 +1,196 @@
+"""The fleet's PostgreSQL ledger: its schema and forward migrations, applied by the first node that starts.
+
+The tables are the SQLite ledger's (records, keys, holds, budgets, prices, alerts, rollups), in
+PostgreSQL's types: times and sums are BIGINT microseconds and nano-dollars, JSON is BYTEA as the
+daemon encodes it. A database is used only when it is one of ours (the `budgetd_meta` table names the
+schema version) at a version this budgetd reads; one with other tables and none of ours is refused.
+"""
+
+import logging
+
+from actors.ledger.report_plan import SUMS
+from actors.ledger.sqlite.rollups import ROLLUP_DIMS
+
+log = logging.getLogger("budgetd.ledger")
+
+#: Held while migrating, so two nodes starting at once migrate once (any 64-bit number of our own).
+MIGRATION_LOCK = 0x42554447_00000001
+
+#: Held by the writer connection of the one node that serves the database. Admission is exact across
+#: nodes only with leases, which this version does not have yet: until then a second node is refused.
+ONE_NODE_LOCK = 0x42554447_00000002
+
+_DIMS = ", ".join(f"{d} TEXT NOT NULL" for d in ROLLUP_DIMS)
+_SUMS = ", ".join(f"{s} BIGINT NOT NULL" for s in SUMS)
+_KEY = ", ".join(ROLLUP_DIMS)
+
+
+def _local(unit: str) -> str:
+    return f"""
+CREATE TABLE rollup_{unit} (
+    zone TEXT NOT NULL,
+    {unit} BIGINT NOT NULL,
+    {_DIMS},
+    {_SUMS},
+    PRIMARY KEY (zone, {unit}, {_KEY})
+);
+"""
+
+
+MIGRATIONS: list[str] = [
+    # v1: everything the SQLite ledger holds at its schema version 4
+    f"""
+CREATE TABLE usage (
+    record_id             BIGINT PRIMARY KEY,
+    ts                    BIGINT NOT NULL,
+    recorded_at           BIGINT NOT NULL,
+    component             TEXT NOT NULL,
+    model                 TEXT NOT NULL,
+    provider              TEXT,
+    tier                  TEXT,
+    context_id            TEXT,
+    task_type             TEXT,
+    input_tokens          BIGINT NOT NULL,
+    output_tokens         BIGINT NOT NULL,
+    cache_read_tokens     BIGINT NOT NULL,
+    cache_write_tokens    BIGINT NOT NULL,
+    cost_nanos            BIGINT NOT NULL,
+    priced                INTEGER NOT NULL,
+    price_version         BIGINT,
+    reservation_id        TEXT,
+    request_id            TEXT,
+    metadata              TEXT,
+    idempotency_key       TEXT,
+    cache_write_1h_tokens BIGINT NOT NULL DEFAULT 0,
+    reasoning_tokens      BIGINT NOT NULL DEFAULT 0,
+    audio_input_tokens    BIGINT NOT NULL DEFAULT 0,
+    audio_output_tokens   BIGINT NOT NULL DEFAULT 0,
+    service_tier          TEXT NOT NULL DEFAULT 'standard',
+    web_search_requests   BIGINT NOT NULL DEFAULT 0
+);
+CREATE SEQUENCE usage_record_ids;
+CREATE INDEX usage_ts ON usage (ts);
+CREATE INDEX usage_component_ts ON usage (component, ts);
+CREATE INDEX usage_model_ts ON usage (model, ts);
+CREATE INDEX usage_context_ts ON usage (context_id, ts) WHERE context_id IS NOT NULL;
+
+CREATE TABLE idempotency (
+    key          TEXT PRIMARY KEY,
+    payload_hash BYTEA NOT NULL,
+    result       BYTEA NOT NULL,
+    created_at   BIGINT NOT NULL
+);
+CREATE INDEX idempotency_created ON idempotency (created_at);
+
+CREATE TABLE budgets (
+    name       TEXT PRIMARY KEY,
+    spec       BYTEA NOT NULL,
+    origin     TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+CREATE TABLE price_versions (
+    version        BIGINT NOT NULL,
+    model          TEXT NOT NULL,
+    entry          BYTEA NOT NULL,
+    source         TEXT NOT NULL,
+    effective_from BIGINT NOT NULL,
+    effective_to   BIGINT,
+    PRIMARY KEY (model, version)
+);
+CREATE INDEX price_versions_current ON price_versions (model) WHERE effective_to IS NULL;
+
+CREATE TABLE price_overrides (
+    model      TEXT PRIMARY KEY,
+    entry      BYTEA NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+CREATE TABLE price_sources (
+    source        TEXT PRIMARY KEY,
+    models        BIGINT NOT NULL,
+    last_success  BIGINT,
+    last_error    TEXT,
+    etag          TEXT,
+    last_modified TEXT
+);
+
+CREATE TABLE alerts (
+    id           BIGSERIAL PRIMARY KEY,
+    ts           BIGINT NOT NULL,
+    kind         TEXT NOT NULL,
+    severity     TEXT NOT NULL,
+    budget       TEXT,
+    key          TEXT,
+    window_start BIGINT,
+    message      TEXT NOT NULL,
+    data         BYTEA NOT NULL,
+    dedupe       TEXT UNIQUE,
+    acked        INTEGER NOT NULL DEFAULT 0,
+    acked_by     TEXT,
+    acked_at     BIGINT
+);
+CREATE INDEX alerts_ts ON alerts (ts);
+
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE holds (
+    id         TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    component  TEXT NOT NULL,
+    estimate   BYTEA NOT NULL,
+    attrs      BYTEA NOT NULL,
+    cost_nanos BIGINT NOT NULL,
+    tokens     BIGINT NOT NULL
+);
+
+CREATE TABLE rollup_hour (
+    hour BIGINT NOT NULL,
+    {_DIMS},
+    {_SUMS},
+    PRIMARY KEY (hour, {_KEY})
+);
+{_local("day")}
+{_local("week")}
+{_local("month")}
+CREATE TABLE rollup_zones (zone TEXT PRIMARY KEY);
+""",
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class FleetDatabaseError(Exception):
+    """The fleet database cannot be used; the message says what to do."""
+
+
+async def migrate(conn: object, where: str) -> int:
+    """Bring the database to SCHEMA_VERSION, in one transaction under an advisory lock (nodes starting together
+    migrate once, and a failed migration leaves nothing); the version it had. Refuses a database not ours."""
+    async with conn.transaction():  # type: ignore[attr-defined]
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)  # type: ignore[attr-defined]
+        await conn.execute(  # type: ignore[attr-defined]
+            "CREATE TABLE IF NOT EXISTS budgetd_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = await conn.fetchrow(  # type: ignore[attr-defined]
+            "SELECT value FROM budgetd_meta WHERE key = 'schema_version'")
+        version = 0 if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
+            raise FleetDatabaseError(f"the fleet database {where} is of schema version {version}, newer than "
+                                     f"this budgetd understands ({SCHEMA_VERSION}): upgrade budgetd on this node")
+        if version == 0:
+            others = await conn.fetchval(  # type: ignore[attr-defined]
+                "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'budgetd_meta'")
+            if others:
+                raise FleetDatabaseError(
+                    f"the fleet database {where} holds {others} tables that budgetd did not make: give budgetd "
+                    "a database (or a schema, with search_path) of its own")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            await conn.execute(MIGRATIONS[target - 1])  # type: ignore[attr-defined]
+            await conn.execute(  # type: ignore[attr-defined]
+                "INSERT INTO budgetd_meta (key, value) VALUES ('schema_version', $1) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", str(target))
+            log.info("fleet database %s migrated to schema version %d", where, target)
+    return version

@@ -1,0 +1,499 @@
+"""The PostgreSQL store's writer side: one asyncpg connection, one transaction per batch.
+
+A batch is decided by `actors.ledger.batch` exactly as on SQLite; its rows go in with one statement per
+table (asyncpg pipelines `executemany` into one round trip). Record ids come from a sequence, so nodes
+sharing the database never give the same id twice (they may leave gaps).
+"""
+
+import contextlib
+import logging
+import time
+from typing import Any, Awaitable, Callable, Sequence
+
+import anyio
+
+from actors.ledger import batch
+from actors.ledger.messages import (
+    ApplyPrices,
+    HoldRow,
+    PriceState,
+    PriceVersion,
+    SaveAlert,
+    SourceState,
+    StoredBudget,
+    Tally,
+    WindowSum,
+    WindowTotal,
+    Write,
+)
+from actors.ledger.postgres.schema import ONE_NODE_LOCK, FleetDatabaseError, migrate
+from actors.ledger.report_plan import SUMS, TOKEN_SUMS, accumulate
+from actors.ledger.sqlite import rollups
+from actors.ledger.sqlite.schema import USAGE_COLUMNS
+from actors.ledger.store import StoreUnreachable
+from budgetd.config import dsn_shown
+from budgetd.periods import HOUR_US
+from budgetd.protocol import OpError
+
+log = logging.getLogger("budgetd.ledger")
+_TOKENS = " + ".join(TOKEN_SUMS)
+_DIMS = rollups.ROLLUP_DIMS
+_ADD = ", ".join(f"{s} = t.{s} + excluded.{s}" for s in SUMS)
+
+
+def _placeholders(n: int, start: int = 1) -> str:
+    return ", ".join(f"${i}" for i in range(start, start + n))
+
+
+_INSERT_USAGE = f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({_placeholders(len(USAGE_COLUMNS))})"
+_INSERT_HOLD = ("INSERT INTO holds (id, created_at, expires_at, component, estimate, attrs, cost_nanos, tokens) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+_INSERT_KEY = "INSERT INTO idempotency (key, payload_hash, result, created_at) VALUES ($1, $2, $3, $4)"
+_UPSERT_HOUR = (f"INSERT INTO rollup_hour AS t (hour, {', '.join(_DIMS)}, {', '.join(SUMS)}) "
+                f"VALUES ({_placeholders(1 + len(_DIMS) + len(SUMS))}) "
+                f"ON CONFLICT (hour, {', '.join(_DIMS)}) DO UPDATE SET {_ADD}")
+_UPSERT_LOCAL = [
+    f"INSERT INTO rollup_{unit} AS t (zone, {unit}, {', '.join(_DIMS)}, {', '.join(SUMS)}) "
+    f"VALUES ({_placeholders(2 + len(_DIMS) + len(SUMS))}) "
+    f"ON CONFLICT (zone, {unit}, {', '.join(_DIMS)}) DO UPDATE SET {_ADD}"
+    for unit in rollups.LOCAL_UNITS
+]
+
+
+def connection_problem(exc: BaseException) -> bool:
+    """Whether `exc` says the connection (or the server) is gone, rather than that a statement was wrong."""
+    import asyncpg
+
+    return isinstance(exc, (OSError, asyncpg.exceptions.ConnectionDoesNotExistError,
+                            asyncpg.exceptions.InterfaceError, asyncpg.exceptions.PostgresConnectionError,
+                            asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.AdminShutdownError))
+
+
+async def connect(dsn: str, where: str, timeout: float = 10.0) -> Any:
+    """An asyncpg connection to the fleet database, or FleetDatabaseError saying what to do."""
+    import asyncpg
+
+    try:
+        return await asyncpg.connect(dsn, timeout=timeout, command_timeout=60)
+    except (OSError, asyncpg.exceptions.PostgresError, asyncpg.exceptions.InterfaceError) as exc:
+        raise FleetDatabaseError(f"cannot reach the fleet database {where} ({exc}); check fleet.dsn "
+                                 "(or BUDGETD_FLEET_DSN) and that the server is up") from None
+    except TimeoutError:
+        raise FleetDatabaseError(f"the fleet database {where} did not answer within {timeout:g} s; check "
+                                 "fleet.dsn and the network") from None
+
+
+class _LostInCommit(Exception):
+    """The connection broke while COMMIT was on its way: the transaction may have been committed."""
+
+
+class Connection:
+    """One connection to the fleet database, made again (at most every half second) at the first call after
+    it broke: a call while the database is away fails at once as StoreUnreachable, never waits."""
+
+    RETRY_S = 0.5
+
+    def __init__(self, dsn: str, where: str, on_connect: Callable[[Any], Awaitable[None]] | None = None) -> None:
+        self.dsn, self.where, self.on_connect = dsn, where, on_connect
+        self.conn: Any = None
+        self._retry_at = 0.0
+
+    async def open(self) -> None:
+        """The first connection: FleetDatabaseError when it cannot be made (the daemon does not start)."""
+        conn = await connect(self.dsn, self.where)
+        try:
+            if self.on_connect is not None:
+                await self.on_connect(conn)
+        except BaseException:
+            conn.terminate()
+            raise
+        self.conn = conn
+
+    async def get(self) -> Any:
+        if self.conn is not None and not self.conn.is_closed():
+            return self.conn
+        self.drop()
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise StoreUnreachable(f"the fleet database {self.where} is unreachable; reconnecting")
+        self._retry_at = now + self.RETRY_S
+        try:
+            await self.open()
+        except FleetDatabaseError as exc:
+            raise StoreUnreachable(str(exc)) from None
+        log.info("reconnected to the fleet database %s", self.where)
+        return self.conn
+
+    async def run(self, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+        """`fn(conn)`; a lost connection as StoreUnreachable (the next call reconnects)."""
+        conn = await self.get()
+        try:
+            return await fn(conn)
+        except _LostInCommit as exc:
+            self.drop()
+            raise StoreUnreachable(f"the fleet database {self.where} went away ({exc.__cause__})",
+                                   committing=True) from None
+        except Exception as exc:
+            if connection_problem(exc):
+                self.drop()
+                raise StoreUnreachable(f"the fleet database {self.where} is unreachable ({exc})") from None
+            raise
+
+    def drop(self) -> None:
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            conn.terminate()
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                try:
+                    await conn.close(timeout=5)
+                except Exception:
+                    conn.terminate()
+
+
+async def committed(conn: Any, body: Callable[[Any], Awaitable[Any]]) -> Any:
+    """`body(conn)` in one transaction; a connection lost during the COMMIT itself as _LostInCommit."""
+    tr = conn.transaction()
+    await tr.start()
+    try:
+        result = await body(conn)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await tr.rollback()
+        raise
+    try:
+        await tr.commit()
+    except Exception as exc:
+        if connection_problem(exc):
+            raise _LostInCommit() from exc
+        raise
+    return result
+
+
+class PostgresStore:
+    """The ledger's writer side on PostgreSQL, with its rollups."""
+
+    def __init__(self, dsn: str, report_zones: Sequence[str] = ("UTC",)) -> None:
+        self.where = dsn_shown(dsn)
+        self.rollups = rollups.Rollups(["UTC", *report_zones])
+        self.connection = Connection(dsn, self.where, self._serve)
+        self._totals = Tally()
+        self._run = self.connection.run
+
+    async def _serve(self, conn: Any) -> None:
+        """On each new connection: this node is the one serving the database."""
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ONE_NODE_LOCK):
+            raise FleetDatabaseError(
+                f"another budgetd node already serves the fleet database {self.where}: this version admits "
+                "exactly only with one node per database (leases between nodes are not built yet); stop "
+                "the other node, or give this one a database of its own")
+
+    async def open(self) -> None:
+        import asyncpg
+
+        where = self.where
+        first = Connection(self.connection.dsn, where)
+        await first.open()
+        try:
+            await migrate(first.conn, where)
+        finally:
+            await first.close()
+        await self.connection.open()
+        try:
+            conn = self.connection.conn
+            await self._zones(conn)
+            self._totals = await _position(conn)
+        except (OSError, asyncpg.exceptions.PostgresError) as exc:
+            await self.close()
+            raise FleetDatabaseError(f"the fleet database {where} could not be read ({exc})") from None
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _zones(self, conn: Any) -> None:
+        """Every zone some node keeps local rollups for is kept by every node (a report of any node reads
+        them); this node's own zones are built first when they are new to the fleet."""
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE rollup_zones IN EXCLUSIVE MODE")
+            have = [r[0] for r in await conn.fetch("SELECT zone FROM rollup_zones ORDER BY zone")]
+            for zone in self.rollups.zones:
+                if zone not in have:
+                    await _backfill(conn, rollups.LocalCalendar(zone))
+                    await conn.execute("INSERT INTO rollup_zones (zone) VALUES ($1)", zone)
+                    log.info("day rollups built for %s in the fleet database", zone)
+            self.rollups = rollups.Rollups(dict.fromkeys([*self.rollups.zones, *have]))
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+    def totals(self) -> Tally:
+        return self._totals
+
+    # -- records --
+
+    async def append(self, writes: list[Write], now_us: int) -> list[Any]:
+        async def write(conn: Any) -> tuple[list[Any], Tally]:
+            return await committed(conn, body)
+
+        async def body(conn: Any) -> tuple[list[Any], Tally]:
+            keyed = batch.keys_of(writes)
+            known = {r[0]: (bytes(r[1]), bytes(r[2])) for r in await conn.fetch(
+                "SELECT key, payload_hash, result FROM idempotency WHERE key = ANY($1::text[])", keyed)
+            } if keyed else {}
+            wanted = batch.records_in(writes)
+            ids = iter([r[0] for r in await conn.fetch(
+                "SELECT nextval('usage_record_ids') FROM generate_series(1, $1)", wanted)] if wanted else [])
+            b = batch.plan(writes, known, now_us, ids, self._totals)
+            if b.usage:
+                await conn.executemany(_INSERT_USAGE, b.usage)
+                hours, local = self.rollups.sums(b.inserted)
+                await conn.executemany(_UPSERT_HOUR, [(*k, *v) for k, v in hours.items()])
+                for upsert, sums in zip(_UPSERT_LOCAL, local):
+                    if sums:
+                        await conn.executemany(upsert, [(*k, *v) for k, v in sums.items()])
+            if b.holds:
+                await conn.executemany(_INSERT_HOLD, b.holds)
+            if b.closed:
+                await conn.execute("DELETE FROM holds WHERE id = ANY($1::text[])", b.closed)
+            if b.keys:
+                await conn.executemany(_INSERT_KEY, b.keys)
+            return b.answers, Tally.of_rows(b.inserted)
+
+        answers, added = await self._run(write)
+        self._totals.add(added)
+        return answers
+
+    async def load_holds(self, now_us: int) -> list[HoldRow]:
+        async def load(conn: Any) -> list[HoldRow]:
+            async with conn.transaction():
+                await conn.execute("DELETE FROM holds WHERE expires_at <= $1", now_us)
+                return [HoldRow(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), r[6], r[7]) for r in await conn.fetch(
+                    "SELECT id, created_at, expires_at, component, estimate, attrs, cost_nanos, tokens FROM holds")]
+
+        return await self._run(load)
+
+    async def window_sums(self, sums: list[WindowSum]) -> dict[str, list[WindowTotal]]:
+        async def read(conn: Any) -> dict[str, list[WindowTotal]]:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                compacted = await compacted_before(conn)
+                return {s.budget: await _window_sum(conn, s, compacted) for s in sums}
+
+        return await self._run(read)
+
+    async def compact(self, before_us: int) -> int:
+        before = before_us // HOUR_US * HOUR_US  # whole hours: the hour rollup then covers exactly what went
+
+        async def compact(conn: Any) -> int:
+            async with conn.transaction():
+                last = await conn.fetchval("SELECT max(record_id) FROM usage WHERE ts < $1", before)
+                gone = await conn.fetchval("WITH d AS (DELETE FROM usage WHERE ts < $1 RETURNING 1) "
+                                           "SELECT count(*) FROM d", before)
+                for key, value in (("compacted_before", before), ("last_compacted_id", last)):
+                    if value is not None:
+                        await conn.execute(
+                            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET "
+                            "value = greatest(meta.value::bigint, excluded.value::bigint)::text", key, str(value))
+            return gone
+
+        return await self._run(compact)
+
+    async def expire_keys(self, before_us: int) -> int:
+        return await self._run(lambda conn: conn.fetchval(
+            "WITH d AS (DELETE FROM idempotency WHERE created_at < $1 RETURNING 1) SELECT count(*) FROM d",
+            before_us))
+
+    # -- budgets --
+
+    async def load_budgets(self) -> list[StoredBudget]:
+        async def load(conn: Any) -> list[StoredBudget]:
+            return [StoredBudget(bytes(r[0]), r[1]) for r in await conn.fetch(
+                "SELECT spec, origin FROM budgets ORDER BY name")]
+
+        return await self._run(load)
+
+    async def save_budget(self, name: str, spec: bytes, origin: str, now_us: int) -> bool:
+        await self._run(lambda conn: conn.execute(
+            "INSERT INTO budgets (name, spec, origin, updated_at) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, origin = excluded.origin, "
+            "updated_at = excluded.updated_at", name, spec, origin, now_us))
+        return True
+
+    async def delete_budget(self, name: str) -> bool:
+        async def delete(conn: Any) -> bool:
+            return await conn.fetchval("WITH d AS (DELETE FROM budgets WHERE name = $1 RETURNING 1) "
+                                       "SELECT count(*) FROM d", name) > 0
+
+        return await self._run(delete)
+
+    # -- prices --
+
+    async def load_prices(self) -> PriceState:
+        async def load(conn: Any) -> PriceState:
+            return PriceState(
+                entries=[bytes(r[0]) for r in await conn.fetch(
+                    "SELECT entry FROM price_versions WHERE effective_to IS NULL ORDER BY model")],
+                overridden=[r[0] for r in await conn.fetch("SELECT model FROM price_overrides ORDER BY model")],
+                sources=[SourceState(*r) for r in await conn.fetch(
+                    "SELECT source, models, last_success, last_error, etag, last_modified FROM price_sources "
+                    "ORDER BY source")],
+                version=await conn.fetchval("SELECT coalesce(max(version), 0) FROM price_versions"),
+            )
+
+        return await self._run(load)
+
+    async def apply_prices(self, m: ApplyPrices) -> int:
+        async def apply(conn: Any) -> int:
+            async with conn.transaction():
+                for change in m.changes:
+                    await conn.execute("UPDATE price_versions SET effective_to = $1 WHERE model = $2 "
+                                       "AND effective_to IS NULL", m.effective_from, change.model)
+                    await conn.execute("INSERT INTO price_versions (version, model, entry, source, effective_from) "
+                                       "VALUES ($1, $2, $3, $4, $5)", m.version, change.model, change.entry,
+                                       change.source, m.effective_from)
+                for model in m.close:
+                    await conn.execute("UPDATE price_versions SET effective_to = $1 WHERE model = $2 "
+                                       "AND effective_to IS NULL", m.effective_from, model)
+                if m.set_override is not None:
+                    await conn.execute("INSERT INTO price_overrides (model, entry, updated_at) VALUES ($1, $2, $3) "
+                                       "ON CONFLICT (model) DO UPDATE SET entry = excluded.entry, "
+                                       "updated_at = excluded.updated_at", m.set_override, b"", m.effective_from)
+                if m.unset_override is not None:
+                    await conn.execute("DELETE FROM price_overrides WHERE model = $1", m.unset_override)
+                for s in m.sources:
+                    await conn.execute(
+                        "INSERT INTO price_sources (source, models, last_success, last_error, etag, last_modified) "
+                        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source) DO UPDATE SET "
+                        "models = excluded.models, last_success = excluded.last_success, "
+                        "last_error = excluded.last_error, etag = excluded.etag, "
+                        "last_modified = excluded.last_modified",
+                        s.source, s.models, s.last_success, s.last_error, s.etag, s.last_modified)
+            return len(m.changes)
+
+        return await self._run(apply)
+
+    async def price_history(self, model: str) -> list[PriceVersion]:
+        async def read(conn: Any) -> list[PriceVersion]:
+            return [PriceVersion(bytes(r[0]), r[1], r[2]) for r in await conn.fetch(
+                "SELECT entry, effective_from, effective_to FROM price_versions WHERE model = $1 ORDER BY version",
+                model)]
+
+        return await self._run(read)
+
+    async def source_price(self, model: str) -> bytes | None:
+        async def read(conn: Any) -> bytes | None:
+            entry = await conn.fetchval("SELECT entry FROM price_versions WHERE model = $1 AND source != 'override' "
+                                        "ORDER BY version DESC LIMIT 1", model)
+            return None if entry is None else bytes(entry)
+
+        return await self._run(read)
+
+    # -- alerts --
+
+    async def save_alert(self, a: SaveAlert) -> int | None:
+        return await self._run(lambda conn: conn.fetchval(
+            "INSERT INTO alerts (ts, kind, severity, budget, key, window_start, message, data, dedupe) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dedupe) DO NOTHING RETURNING id",
+            a.ts, a.kind, a.severity, a.budget, a.key, a.window_start, a.message, a.data, a.dedupe))
+
+    async def ack_alert(self, alert_id: int, by: str | None, at_us: int) -> bool:
+        async def ack(conn: Any) -> bool:
+            done = await conn.fetchval("UPDATE alerts SET acked = 1, acked_by = $1, acked_at = $2 "
+                                       "WHERE id = $3 AND acked = 0 RETURNING id", by, at_us, alert_id)
+            if done is not None:
+                return True
+            if await conn.fetchval("SELECT 1 FROM alerts WHERE id = $1", alert_id) is None:
+                raise OpError("not_found", f"no alert {alert_id}; see `budget alerts --all` for their ids",
+                              "$.alert_id")
+            return False
+
+        return await self._run(ack)
+
+
+async def _position(conn: Any) -> Tally:
+    """The totals of every record ever written (the hour rollup still holds what compaction removed)."""
+    row = await conn.fetchrow(f"SELECT {', '.join(f'coalesce(sum({c}), 0)' for c in SUMS)} FROM rollup_hour")
+    return Tally(*(int(v) for v in row))
+
+
+async def compacted_before(conn: Any) -> int | None:
+    """The instant (µs) before which records were compacted into the rollups, if any were."""
+    value = await conn.fetchval("SELECT value::bigint FROM meta WHERE key = 'compacted_before'")
+    return None if value is None else int(value)
+
+
+async def _backfill(conn: Any, calendar: rollups.LocalCalendar) -> None:
+    """A zone's day, week and month rollups, from the hour rollup where the zone's days start on UTC hours,
+    else from the records (the fleet database is new, or was imported with its records)."""
+    days: dict[tuple, list[int]] = {}
+    on_hours = True
+    dims, sums = ", ".join(_DIMS), ", ".join(SUMS)
+    for hour, *rest in await conn.fetch(f"SELECT hour, {dims}, {sums} FROM rollup_hour"):
+        day = calendar.start(hour)[0]
+        if calendar.start(hour + HOUR_US - 1)[0] != day:
+            on_hours = False
+            break
+        accumulate(days, (calendar.zone, day, *rest[:len(_DIMS)]), [int(v) for v in rest[len(_DIMS):]])
+    if not on_hours:
+        days = {}
+        columns = ", ".join(f"coalesce({d}, '')" for d in _DIMS)
+        for ts, *rest in await conn.fetch(f"SELECT ts, {columns}, 1, {', '.join(SUMS[1:])} FROM usage"):
+            accumulate(days, (calendar.zone, calendar.start(ts)[0], *rest[:len(_DIMS)]),
+                       [int(v) for v in rest[len(_DIMS):]])
+    for i, upsert in enumerate(_UPSERT_LOCAL):
+        by_unit: dict[tuple, list[int]] = {}
+        for (zone, day, *rest), values in days.items():
+            accumulate(by_unit, (zone, calendar.start(day)[i], *rest), values)
+        if by_unit:
+            await conn.executemany(upsert, [(*k, *v) for k, v in by_unit.items()])
+
+
+def conditions(equal: dict[str, str], since: int | None, until: int | None,
+               start: int = 1) -> tuple[list[str], list[Any]]:
+    """WHERE terms (numbered from `start`) for exact dims (names from our own schema) and a time range."""
+    where, args = [], []
+    for dim, value in equal.items():
+        args.append(value)
+        where.append(f"{dim} = ${start + len(args) - 1}")
+    if since is not None:
+        args.append(since)
+        where.append(f"ts >= ${start + len(args) - 1}")
+    if until is not None:
+        args.append(until)
+        where.append(f"ts < ${start + len(args) - 1}")
+    return where, args
+
+
+async def _window_sum(conn: Any, s: WindowSum, compacted: int | None) -> list[WindowTotal]:
+    records_from = s.start if compacted is None or (s.start is not None and s.start >= compacted) else compacted
+    where, args = conditions(dict(s.exact), records_from, s.end)
+    where += [f"{dim} IS NOT NULL" for dim in s.star]
+    columns = "".join(f"{dim}, " for dim in s.star)
+    sql = (f"SELECT {columns}coalesce(sum(cost_nanos), 0), coalesce(sum({_TOKENS}), 0) FROM usage"
+           + (" WHERE " + " AND ".join(where) if where else "")
+           + (f" GROUP BY {', '.join(s.star)}" if s.star else ""))
+    n = len(s.star)
+    merged: dict[tuple, list[int]] = {}
+    for row in await conn.fetch(sql, *args):
+        merged[tuple(row[:n])] = [int(row[n]), int(row[n + 1])]
+    dims = {d for d, _ in s.exact} | set(s.star)
+    if compacted is None or (s.start is not None and s.start >= compacted) or "context_id" in dims:
+        return [WindowTotal(key, nanos, tokens) for key, (nanos, tokens) in merged.items()]
+    # The compacted part of the window, from the hour rollup (absent dims are '' there).
+    args = [value for _, value in s.exact] + [compacted]
+    where = [f"{dim} = ${i + 1}" for i, (dim, _) in enumerate(s.exact)] + [f"{dim} != ''" for dim in s.star]
+    where.append(f"hour < ${len(args)}")
+    if s.start is not None:
+        args.append(s.start)
+        where.append(f"hour >= ${len(args)}")
+    sql = (f"SELECT {columns}coalesce(sum(cost_nanos), 0), coalesce(sum({_TOKENS}), 0) "
+           f"FROM rollup_hour WHERE {' AND '.join(where)}" + (f" GROUP BY {', '.join(s.star)}" if s.star else ""))
+    for row in await conn.fetch(sql, *args):
+        acc = merged.setdefault(tuple(row[:n]), [0, 0])
+        acc[0] += int(row[n])
+        acc[1] += int(row[n + 1])
+    return [WindowTotal(key, nanos, tokens) for key, (nanos, tokens) in merged.items()
+            if nanos or tokens or not s.star]
+

@@ -1,0 +1,199 @@
+"""The ledger in a PostgreSQL database (`fleet.dsn`), driven through a real daemon and a real server.
+
+What these cases cover is the storage seam and one node on it; admission across several nodes needs
+leases, and until they exist a second node is refused (see README, "A fleet").
+"""
+
+import concurrent.futures
+import json
+import socket
+import time
+
+import pytest
+
+from budgetd.client import BudgetError, SyncBudgetClient
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def fleet_config(dsn: str) -> str:
+    return f'[fleet]\ndsn = "{dsn}"\n'
+
+
+def record(c: SyncBudgetClient, key: str, component: str = "web", tokens: int = 1000):
+    return c.record(component=component, model="gpt-4o", input_tokens=tokens, output_tokens=tokens // 2,
+                    idempotency_key=key)
+
+
+def test_a_daemon_on_postgres_keeps_records_holds_budgets_and_keys_across_a_restart(make_daemon, fleet_dsn, postgres):
+    d = make_daemon(fleet_config(fleet_dsn))
+    with SyncBudgetClient(d.socket) as c:
+        c.budget_set(name="web", period="monthly", limit_usd=1.0, policy="hard", scope={"component": "web"})
+        first = [record(c, f"k{i}") for i in range(5)]
+        again = record(c, "k2")
+        assert again.duplicate and again.record_id == first[2].record_id
+        hold = c.reserve(component="web", model="gpt-4o", input_tokens=1000, max_output_tokens=500, ttl_s=600)
+        open_hold = c.reserve(component="web", model="gpt-4o", input_tokens=1000, max_output_tokens=500, ttl_s=600)
+        c.commit(hold.reservation_id, component="web", model="gpt-4o", input_tokens=1000, output_tokens=100)
+        before = c.status()
+    assert len({r.record_id for r in first}) == 5
+    spent = before.budgets[0].spent_usd
+    assert spent == pytest.approx(5 * 0.0075 + 0.0035)
+    assert before.budgets[0].reserved_usd == pytest.approx(0.0075)  # the hold left open
+    assert before.daemon.fleet_database == fleet_dsn
+
+    d.stop()
+    d.start()
+    with SyncBudgetClient(d.socket) as c:
+        after = c.status()
+        assert after.budgets[0].spent_usd == pytest.approx(spent)  # counters rebuilt from the database
+        assert after.budgets[0].reserved_usd == pytest.approx(0.0075)  # the open hold is durable
+        assert after.totals.requests == 6 and after.totals.cost_usd == pytest.approx(spent)
+        repeat = record(c, "k4")  # a retry after the restart is still recognised
+        assert repeat.duplicate and repeat.record_id == first[4].record_id
+        c.release(open_hold.reservation_id)
+        page = c.usage_list(limit=3)
+        assert [r.record_id for r in page.records] == sorted((r.record_id for r in page.records), reverse=True)
+    report = json.loads(run_cli("report", "--by", "component,model", "--json", socket=d.socket).stdout)
+    assert report["totals"]["requests"] == 6
+    assert report["rows"][0]["group"] == {"component": "web", "model": "gpt-4o"}
+    refused = run_cli("backup", str(d.dir / "copy.db"), socket=d.socket)
+    assert refused.returncode != 0 and "pg_dump" in refused.stderr
+    assert postgres.psql("SELECT count(*) FROM usage", fleet_dsn.rsplit("/", 1)[1]).strip() == "6"
+    assert postgres.psql("SELECT count(*) FROM holds", fleet_dsn.rsplit("/", 1)[1]).strip() == "0"
+
+
+def test_a_hard_budget_on_postgres_is_exact_under_concurrent_reserves(make_daemon, fleet_dsn):
+    d = make_daemon(fleet_config(fleet_dsn))
+    with SyncBudgetClient(d.socket) as c:
+        c.budget_set(name="cap", period="daily", limit_usd=0.075, policy="hard", scope={"component": "burst"})
+
+    def one(i: int) -> bool:
+        with SyncBudgetClient(d.socket) as c:
+            return c.reserve(component="burst", model="gpt-4o", input_tokens=1000, max_output_tokens=500,
+                             idempotency_key=f"r{i}", ttl_s=600).allowed
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        admitted = sum(pool.map(one, range(200)))
+    assert admitted == 10  # $0.0075 each on $0.075
+    d.stop()
+    d.start()
+    with SyncBudgetClient(d.socket) as c:  # the holds came back: still no room
+        assert not c.check(component="burst", model="gpt-4o", input_tokens=1000, max_output_tokens=500).allowed
+
+
+def test_a_second_node_on_the_same_database_is_refused_and_the_first_serves_on(make_daemon, fleet_dsn):
+    first = make_daemon(fleet_config(fleet_dsn))
+    second = make_daemon(fleet_config(fleet_dsn), start=False)
+    second.start(wait=False)
+    assert second.proc.wait(60) != 0
+    out = second.log.read_text()
+    assert "another budgetd node already serves the fleet database" in out and "Traceback" not in out
+    with SyncBudgetClient(first.socket) as c:
+        assert not record(c, "after").duplicate
+
+
+def test_an_unreachable_or_foreign_database_stops_the_start_and_says_what_to_do(make_daemon, postgres, fleet_dsn):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    nowhere = make_daemon(fleet_config(f"postgresql://budgetd@127.0.0.1:{closed}/none"), start=False)
+    nowhere.start(wait=False)
+    assert nowhere.proc.wait(60) != 0
+    out = nowhere.log.read_text()
+    assert "cannot reach the fleet database" in out and "fleet.dsn" in out and "Traceback" not in out
+
+    postgres.psql("CREATE TABLE orders (id int)", fleet_dsn.rsplit("/", 1)[1])
+    foreign = make_daemon(fleet_config(fleet_dsn), start=False)
+    foreign.start(wait=False)
+    assert foreign.proc.wait(60) != 0
+    out = foreign.log.read_text()
+    assert "tables that budgetd did not make" in out and "Traceback" not in out
+
+
+def test_a_password_never_shows_and_a_wrong_scheme_is_a_config_error(make_daemon, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[fleet]\ndsn = "mysql://root@db/budgetd"\n')
+    done = run_cli("daemon", "--config", str(bad), "--socket", str(tmp_path / "s.sock"), "--data-dir",
+                   str(tmp_path / "data"), "--no-http")
+    assert done.returncode != 0 and "fleet.dsn must be a PostgreSQL URL" in done.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    d = make_daemon(fleet_config(f"postgresql://budgetd:hunter2@127.0.0.1:{closed}/none"), start=False)
+    d.start(wait=False)
+    assert d.proc.wait(60) != 0
+    out = d.log.read_text()
+    assert "hunter2" not in out and "budgetd:***@127.0.0.1" in out
+
+
+def test_the_database_going_away_refuses_writes_clearly_and_they_resume_when_it_returns(make_daemon):
+    from postgres import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        dsn = server.create_database("away")
+        d = make_daemon(fleet_config(dsn))
+        acknowledged = []
+        with SyncBudgetClient(d.socket) as c:
+            for i in range(20):
+                acknowledged.append(record(c, f"before-{i}").record_id)
+            server.stop()
+            with pytest.raises(BudgetError) as info:
+                record(c, "while-away")
+            assert info.value.code == "unavailable" and "nothing was recorded" in info.value.message
+            # the daemon serves on: admission is decided from memory
+            assert c.check(component="web", model="gpt-4o", input_tokens=10, max_output_tokens=10).allowed
+            server.start()
+            deadline = time.monotonic() + 30
+            while True:  # the ledger reconnects with backoff
+                try:
+                    acknowledged.append(record(c, "while-away").record_id)
+                    break
+                except BudgetError as exc:
+                    assert exc.code == "unavailable" and time.monotonic() < deadline, exc
+                    time.sleep(0.2)
+            listed = {r.record_id for r in c.usage_list(limit=100).records}
+        assert set(acknowledged) == listed and len(listed) == 21
+    finally:
+        server.remove()
+
+
+def test_a_single_hosts_ledger_moves_into_an_empty_fleet_database_whole(make_daemon, fleet_dsn):
+    single = make_daemon('[reports]\ntimezones = ["Europe/Berlin"]\n')
+    with SyncBudgetClient(single.socket) as c:
+        c.budget_set(name="web", period="daily", limit_usd=1.0, policy="hard", scope={"component": "web"},
+                     thresholds=[0.01])
+        c.prices_set(model="house-model", input_per_mtok=1.0, output_per_mtok=2.0)
+        for i in range(30):
+            record(c, f"m{i}", component="web" if i % 3 else "batch")
+        hold = c.reserve(component="web", model="gpt-4o", input_tokens=1000, max_output_tokens=500, ttl_s=3600)
+        before = c.status()
+        alerts = c.alerts_list()
+    report_before = json.loads(run_cli("report", "--by", "component", "--bucket", "day", "--tz",
+                                       "Europe/Berlin", "--json", socket=single.socket).stdout)
+    single.stop()
+
+    done = run_cli("fleet", "import", str(single.ledger), "--dsn", fleet_dsn)
+    assert done.returncode == 0, done.stderr
+    assert "imported 30 records, 1 budgets" in done.stdout and "1 open holds" in done.stdout
+    again = run_cli("fleet", "import", str(single.ledger), "--dsn", fleet_dsn)
+    assert again.returncode == 1 and "already holds a ledger" in again.stderr
+
+    node = make_daemon(fleet_config(fleet_dsn) + '[reports]\ntimezones = ["Europe/Berlin"]\n')
+    report_after = json.loads(run_cli("report", "--by", "component", "--bucket", "day", "--tz",
+                                      "Europe/Berlin", "--json", socket=node.socket).stdout)
+    assert report_after["rows"] == report_before["rows"] and report_after["totals"] == report_before["totals"]
+    with SyncBudgetClient(node.socket) as c:
+        after = c.status()
+        assert [(b.budget, b.spent_usd, b.reserved_usd) for b in after.budgets] == \
+            [(b.budget, b.spent_usd, b.reserved_usd) for b in before.budgets]
+        assert after.totals == before.totals
+        assert [(a.id, a.kind) for a in c.alerts_list()] == [(a.id, a.kind) for a in alerts] and alerts
+        assert c.prices_get("house-model").price.input_per_mtok == 1.0
+        assert record(c, "m7").duplicate  # its keys came along
+        fresh = record(c, "new")
+        assert fresh.record_id > max(r.record_id for r in c.usage_list(limit=100).records
+                                     if r.record_id != fresh.record_id)
+        assert c.release(hold.reservation_id)  # so did the open hold
