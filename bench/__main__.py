@@ -11,10 +11,14 @@ with its baseline and the ratio between them:
   (two durable writes each)   vs half of it
 - per-record cost   vs litellm's BudgetManager.update_cost
 - `budget status` wall time   vs a bare `python -c pass`
+- the ledger on PostgreSQL (`fleet.dsn`, one node, a server started for the run): a durable record   vs the
+  echo plus one bare PostgreSQL commit; records/s at 64 connections   vs PostgreSQL's own group commit
+  through asyncpg; reserve p50   vs the same figure on SQLite
 """
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -519,6 +523,111 @@ def report_figures(work: Path, runs: int, add: Any, built_only: bool = False) ->
         daemon.stop()
 
 
+async def _postgres_commit(dsn: str, n: int) -> tuple[float, float]:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(_PG_FLOOR_TABLES)
+        times = []
+        for i in range(n + 50):
+            key = f"{i}-{time.time_ns()}"
+            start = time.perf_counter()
+            async with conn.transaction():
+                await conn.execute(_PG_INSERT_ROW, time.time_ns(), key)
+                await conn.execute(_PG_INSERT_KEY, key)
+            if i >= 50:
+                times.append(time.perf_counter() - start)
+    finally:
+        await conn.close()
+    times.sort()
+    return times[len(times) // 2] * 1e6, times[int(len(times) * 0.99)] * 1e6
+
+
+_PG_FLOOR_TABLES = (
+    "CREATE TABLE IF NOT EXISTS floor_usage (id BIGSERIAL PRIMARY KEY, ts BIGINT, component TEXT, model TEXT, "
+    "input_tokens BIGINT, output_tokens BIGINT, cost_nanos BIGINT, key TEXT); "
+    "CREATE TABLE IF NOT EXISTS floor_keys (key TEXT PRIMARY KEY, result BYTEA)")
+_PG_INSERT_ROW = ("INSERT INTO floor_usage (ts, component, model, input_tokens, output_tokens, cost_nanos, key) "
+                  "VALUES ($1, 'bench', 'gpt-4o', 1000, 500, 7500000, $2)")
+_PG_INSERT_KEY = "INSERT INTO floor_keys VALUES ($1, '\\x00')"
+
+
+async def _postgres_floor(dsn: str, writers: int, seconds: float) -> float:
+    """PostgreSQL's own group commit through asyncpg: writers queue rows, one committer drains the queue and
+    inserts each batch's rows and keys (one pipelined statement each) in one transaction, then acks."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(_PG_FLOOR_TABLES)
+    queue: asyncio.Queue = asyncio.Queue()
+    done = 0
+    stop_at = time.perf_counter() + seconds
+    loop = asyncio.get_running_loop()
+
+    async def committer() -> None:
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            async with conn.transaction():
+                await conn.executemany(_PG_INSERT_ROW, [(time.time_ns(), k) for k, _ in batch])
+                await conn.executemany(_PG_INSERT_KEY, [(k,) for k, _ in batch])
+            for _, fut in batch:
+                fut.set_result(None)
+
+    async def writer(w: int) -> None:
+        nonlocal done
+        i = 0
+        while time.perf_counter() < stop_at:
+            fut = loop.create_future()
+            queue.put_nowait((f"{w}-{i}-{time.time_ns()}", fut))
+            await fut
+            done += 1
+            i += 1
+
+    task = asyncio.create_task(committer())
+    start = time.perf_counter()
+    await asyncio.gather(*(writer(w) for w in range(writers)))
+    elapsed = time.perf_counter() - start
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await conn.close()
+    return done / elapsed
+
+
+def postgres_figures(work: Path, args: Any, add: Any, echo_sock: Path, echo_p50: float, sqlite_reserve: float) -> None:
+    """The ledger on PostgreSQL (`fleet.dsn`, one node): a durable record and a reserve beside their floors and
+    the SQLite figures, and records/s beside PostgreSQL's own group commit, on a server started for the run."""
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        dsn = server.create_database("bench")
+        floor_dsn = server.create_database("floor")
+        daemon, sock = start_daemon(work, "fleet", None, BUDGETD_FLEET_DSN=dsn)
+        try:
+            records, commits, rates, floors = [], [], [], []
+            for _ in range(args.runs):
+                records.append(socket_latency(sock, RECORD, args.n // 3))
+                commits.append(_run(_postgres_commit(floor_dsn, args.n // 3)))
+            add("record p50 (durable), ledger on PostgreSQL", med(r[0] for r in records),
+                "echo + one PG commit p50", echo_p50 + med(c[0] for c in commits), "us", False)
+            for _ in range(args.runs):
+                rates.append(throughput(over_socket(sock, RECORD), 64, args.seconds))
+                floors.append(_run(_postgres_floor(floor_dsn, 64, args.seconds)))
+            add("record/s, 64 conn, ledger on PostgreSQL", med(rates), "PG group commit", med(floors), "/s", True)
+            define_budgets(sock)
+            reserves = [socket_latency(sock, RESERVE, args.n // 3) for _ in range(args.runs)]
+            add("reserve p50 (10 budgets), ledger on PostgreSQL", med(r[0] for r in reserves),
+                "same on SQLite", sqlite_reserve, "us", False)
+        finally:
+            daemon.stop()
+    finally:
+        server.remove()
+
+
 med = statistics.median
 
 
@@ -657,6 +766,7 @@ def main() -> None:
             add("check p50 denied, 10k more budgets", p50(many["refused"]), "allowed, 10k budgets",
                 p50(many["allowed"]), "us", False)
 
+        postgres_figures(work, args, add, echo_sock, p50(lat["ep"]), p50(adm["reserve"]))
         report_figures(work, args.runs, add, built_only=args.quick)
     finally:
         daemon.stop()

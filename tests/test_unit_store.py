@@ -32,28 +32,57 @@ def hold(i: int) -> HoldRow:
                    attrs=b"{}", cost_nanos=5, tokens=7)
 
 
-async def test_a_batch_of_thousands_is_one_transaction_with_every_key_hold_and_close(tmp_path):
-    store = SqliteStore(tmp_path / "ledger.db")
-    await store.open()
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request, tmp_path):
+    """An open store of either backend, on a new ledger."""
+    if request.param == "sqlite":
+        opened = SqliteStore(tmp_path / "ledger.db")
+    else:
+        import secrets
+
+        from actors.ledger.postgres import PostgresStore
+
+        opened = PostgresStore(request.getfixturevalue("postgres").create_database(f"unit_{secrets.token_hex(6)}"))
+    await opened.open()
     try:
-        n = 2_500  # more rows than one INSERT statement carries, for every table
-        decision = Decision(allowed=True, action="allow", estimated_cost_usd=0.0, estimated_tokens=7)
-        writes = [usage(i, f"k{i}") for i in range(n)]
-        writes += [WriteHold(holds=[hold(i) for i in range(n)], decision=decision, idempotency_key="hold-key",
-                             payload_hash=b"hh", reply=None)]
-        answers = await store.append(writes, NOW)
-        assert [a.record_id for a in answers[:n]] == list(range(1, n + 1))
-        assert not any(a.duplicate for a in answers)
-        # The same again: every record and the holds are repeats, nothing is written twice.
-        again = await store.append(writes, NOW)
-        assert all(a.duplicate for a in again) and [a.record_id for a in again[:n]] == list(range(1, n + 1))
-        assert store.totals().requests == n and store.totals().input_tokens == n * (n - 1) // 2
-        assert len(await store.load_holds(NOW)) == n
-        # Closing more holds than one DELETE names.
-        await store.append([CloseHold(ids=[f"r-{i}" for i in range(0, n, 2)])], NOW)
-        assert sorted(h.id for h in await store.load_holds(NOW)) == sorted(f"r-{i}" for i in range(1, n, 2))
+        yield opened
     finally:
-        await store.close()
+        await opened.close()
+
+
+async def test_a_batch_of_thousands_is_one_transaction_with_every_key_hold_and_close(store):
+    n = 2_500  # more rows than one INSERT statement carries, for every table
+    decision = Decision(allowed=True, action="allow", estimated_cost_usd=0.0, estimated_tokens=7)
+    writes = [usage(i, f"k{i}") for i in range(n)]
+    writes += [WriteHold(holds=[hold(i) for i in range(n)], decision=decision, idempotency_key="hold-key",
+                         payload_hash=b"hh", reply=None)]
+    answers = await store.append(writes, NOW)
+    assert [a.record_id for a in answers[:n]] == list(range(1, n + 1))
+    assert not any(a.duplicate for a in answers)
+    # The same again: every record and the holds are repeats, nothing is written twice.
+    again = await store.append(writes, NOW)
+    assert all(a.duplicate for a in again) and [a.record_id for a in again[:n]] == list(range(1, n + 1))
+    assert store.totals().requests == n and store.totals().input_tokens == n * (n - 1) // 2
+    assert len(await store.load_holds(NOW)) == n
+    # Closing more holds than one DELETE names.
+    await store.append([CloseHold(ids=[f"r-{i}" for i in range(0, n, 2)])], NOW)
+    assert sorted(h.id for h in await store.load_holds(NOW)) == sorted(f"r-{i}" for i in range(1, n, 2))
+
+
+async def test_a_hold_opened_and_closed_in_one_batch_is_gone_and_the_others_stay(store):
+    decision = Decision(allowed=True, action="allow", estimated_cost_usd=0.0, estimated_tokens=7)
+    await store.append([WriteHold(holds=[hold(1)], decision=decision, idempotency_key=None, payload_hash=None,
+                                  reply=None)], NOW)
+    spent = usage(5, "commit-of-r-3")
+    spent = msgspec.structs.replace(spent, row=msgspec.structs.replace(spent.row, reservation_id="r-3"))
+    answers = await store.append([
+        WriteHold(holds=[hold(2), hold(3), hold(4)], decision=decision, idempotency_key=None, payload_hash=None,
+                  reply=None),
+        CloseHold(ids=["r-1", "r-2"]),  # one from an earlier batch, one from this one
+        spent,  # a commit: its record closes r-3, opened in this same batch
+    ], NOW)
+    assert answers[2].record_id >= 1
+    assert [h.id for h in await store.load_holds(NOW)] == ["r-4"]
 
 
 async def test_records_with_a_key_are_kept_without_their_budgets(tmp_path):

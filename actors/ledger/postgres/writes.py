@@ -5,7 +5,6 @@ table (asyncpg pipelines `executemany` into one round trip). Record ids come fro
 sharing the database never give the same id twice (they may leave gaps).
 """
 
-import contextlib
 import logging
 import time
 from typing import Any, Awaitable, Callable, Sequence
@@ -45,19 +44,60 @@ def _placeholders(n: int, start: int = 1) -> str:
     return ", ".join(f"${i}" for i in range(start, start + n))
 
 
-_INSERT_USAGE = f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({_placeholders(len(USAGE_COLUMNS))})"
-_INSERT_HOLD = ("INSERT INTO holds (id, created_at, expires_at, component, estimate, attrs, cost_nanos, tokens) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-_INSERT_KEY = "INSERT INTO idempotency (key, payload_hash, result, created_at) VALUES ($1, $2, $3, $4)"
-_UPSERT_HOUR = (f"INSERT INTO rollup_hour AS t (hour, {', '.join(_DIMS)}, {', '.join(SUMS)}) "
-                f"VALUES ({_placeholders(1 + len(_DIMS) + len(SUMS))}) "
-                f"ON CONFLICT (hour, {', '.join(_DIMS)}) DO UPDATE SET {_ADD}")
 _UPSERT_LOCAL = [
     f"INSERT INTO rollup_{unit} AS t (zone, {unit}, {', '.join(_DIMS)}, {', '.join(SUMS)}) "
     f"VALUES ({_placeholders(2 + len(_DIMS) + len(SUMS))}) "
     f"ON CONFLICT (zone, {unit}, {', '.join(_DIMS)}) DO UPDATE SET {_ADD}"
     for unit in rollups.LOCAL_UNITS
 ]
+
+
+_TYPES = {name: "bigint" for name in (*USAGE_COLUMNS, *SUMS, "hour", "day", "week", "month", "created_at",
+                                       "expires_at", "tokens")}
+_TYPES.update({name: "text" for name in ("component", "model", "provider", "tier", "context_id", "task_type",
+                                         "reservation_id", "request_id", "metadata", "idempotency_key",
+                                         "service_tier", "zone", "id", "key")})
+_TYPES.update({"priced": "integer", "estimate": "bytea", "attrs": "bytea", "payload_hash": "bytea", "result": "bytea"})
+_HOLD_COLUMNS = ("id", "created_at", "expires_at", "component", "estimate", "attrs", "cost_nanos", "tokens")
+_KEY_COLUMNS = ("key", "payload_hash", "result", "created_at")
+_LOOKUP = ("SELECT array(SELECT nextval('usage_record_ids') FROM generate_series(1, $2)), "
+           "array(SELECT key FROM idempotency WHERE key = ANY($1::text[]) ORDER BY key), "
+           "array(SELECT payload_hash FROM idempotency WHERE key = ANY($1::text[]) ORDER BY key), "
+           "array(SELECT result FROM idempotency WHERE key = ANY($1::text[]) ORDER BY key)")
+
+
+class _Statement:
+    """One statement that writes a whole batch (its rows as one array per column): a single round trip, and a
+    single implicit transaction, so it is committed when it returns."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.args: list[list] = []
+
+    def _unnest(self, table: str, columns: tuple[str, ...], rows: list[tuple], tail: str = "") -> None:
+        first = len(self.args) + 1
+        arrays = ", ".join(f"${first + i}::{_TYPES[c]}[]" for i, c in enumerate(columns))
+        self.parts.append(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}){tail}")
+        self.args.extend([list(column) for column in zip(*rows)])
+
+    def insert(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+        if rows:
+            self._unnest(table, columns, rows)
+
+    def add_sums(self, table: str, key: tuple[str, ...], sums: dict[tuple, list[int]]) -> None:
+        if sums:
+            add = ", ".join(f"{s} = {table}.{s} + excluded.{s}" for s in SUMS)
+            self._unnest(table, (*key, *SUMS), [(*k, *v) for k, v in sums.items()],
+                         f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {add}")
+
+    def delete_holds(self, ids: list[str]) -> None:
+        if ids:
+            self.args.append(ids)
+            self.parts.append(f"DELETE FROM holds WHERE id = ANY(${len(self.args)}::text[])")
+
+    @property
+    def sql(self) -> str:
+        return "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(self.parts)) + " SELECT 1"
 
 
 def connection_problem(exc: BaseException) -> bool:
@@ -84,7 +124,7 @@ async def connect(dsn: str, where: str, timeout: float = 10.0) -> Any:
 
 
 class _LostInCommit(Exception):
-    """The connection broke while COMMIT was on its way: the transaction may have been committed."""
+    """The connection broke while a batch's statement was on its way: it may have been committed."""
 
 
 class Connection:
@@ -154,25 +194,6 @@ class Connection:
                     conn.terminate()
 
 
-async def committed(conn: Any, body: Callable[[Any], Awaitable[Any]]) -> Any:
-    """`body(conn)` in one transaction; a connection lost during the COMMIT itself as _LostInCommit."""
-    tr = conn.transaction()
-    await tr.start()
-    try:
-        result = await body(conn)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await tr.rollback()
-        raise
-    try:
-        await tr.commit()
-    except Exception as exc:
-        if connection_problem(exc):
-            raise _LostInCommit() from exc
-        raise
-    return result
-
-
 class PostgresStore:
     """The ledger's writer side on PostgreSQL, with its rollups."""
 
@@ -235,34 +256,48 @@ class PostgresStore:
     # -- records --
 
     async def append(self, writes: list[Write], now_us: int) -> list[Any]:
-        async def write(conn: Any) -> tuple[list[Any], Tally]:
-            return await committed(conn, body)
+        """Two round trips: the batch's known keys and record ids, then one statement that writes it all."""
+        import asyncpg
 
-        async def body(conn: Any) -> tuple[list[Any], Tally]:
+        async def write(conn: Any) -> tuple[list[Any], Tally]:
             keyed = batch.keys_of(writes)
-            known = {r[0]: (bytes(r[1]), bytes(r[2])) for r in await conn.fetch(
-                "SELECT key, payload_hash, result FROM idempotency WHERE key = ANY($1::text[])", keyed)
-            } if keyed else {}
             wanted = batch.records_in(writes)
-            ids = iter([r[0] for r in await conn.fetch(
-                "SELECT nextval('usage_record_ids') FROM generate_series(1, $1)", wanted)] if wanted else [])
-            b = batch.plan(writes, known, now_us, ids, self._totals)
-            if b.usage:
-                await conn.executemany(_INSERT_USAGE, b.usage)
+            known: dict[str, tuple[bytes, bytes]] = {}
+            ids: list[int] = []
+            if keyed or wanted:
+                ids, keys, hashes, results = await conn.fetchrow(_LOOKUP, keyed, wanted)
+                known = {k: (bytes(h), bytes(r)) for k, h, r in zip(keys, hashes, results)}
+            b = batch.plan(writes, known, now_us, iter(ids), self._totals)
+            st = _Statement()
+            st.insert("usage", USAGE_COLUMNS, b.usage)
+            if b.inserted:
                 hours, local = self.rollups.sums(b.inserted)
-                await conn.executemany(_UPSERT_HOUR, [(*k, *v) for k, v in hours.items()])
-                for upsert, sums in zip(_UPSERT_LOCAL, local):
-                    if sums:
-                        await conn.executemany(upsert, [(*k, *v) for k, v in sums.items()])
-            if b.holds:
-                await conn.executemany(_INSERT_HOLD, b.holds)
-            if b.closed:
-                await conn.execute("DELETE FROM holds WHERE id = ANY($1::text[])", b.closed)
-            if b.keys:
-                await conn.executemany(_INSERT_KEY, b.keys)
+                st.add_sums("rollup_hour", ("hour", *_DIMS), hours)
+                for unit, sums in zip(rollups.LOCAL_UNITS, local):
+                    st.add_sums(f"rollup_{unit}", ("zone", unit, *_DIMS), sums)
+            # The parts of one statement see the same snapshot: a hold opened and closed in one batch is neither.
+            closed = set(b.closed)
+            opened = {h[0] for h in b.holds}
+            st.insert("holds", _HOLD_COLUMNS, [h for h in b.holds if h[0] not in closed])
+            st.delete_holds([i for i in b.closed if i not in opened])
+            st.insert("idempotency", _KEY_COLUMNS, b.keys)
+            if st.parts:
+                try:
+                    await conn.execute(st.sql, *st.args)
+                except Exception as exc:
+                    if connection_problem(exc):
+                        raise _LostInCommit() from exc
+                    raise
             return b.answers, Tally.of_rows(b.inserted)
 
-        answers, added = await self._run(write)
+        for attempt in range(3):
+            try:
+                answers, added = await self._run(write)
+                break
+            except asyncpg.exceptions.UniqueViolationError:
+                if attempt == 2:
+                    raise
+                # A key another node wrote since the lookup: nothing was written; the next try finds it.
         self._totals.add(added)
         return answers
 
