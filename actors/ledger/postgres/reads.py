@@ -89,25 +89,30 @@ class PostgresReadStore:
 
 def _sql(source: str, pieces: list[Piece], group_by: tuple[str, ...], filters: dict[str, str],
          local_zone: str | None) -> tuple[str, list[Any]]:
-    """One query for every piece of one source. The pieces are our own integers, written inline."""
-    values = ", ".join(f"({p.start}::bigint, {p.end}::bigint, {'NULL' if p.label is None else p.label}::bigint, "
-                       f"{'true' if p.own else 'false'})" for p in pieces)
+    """One query for every piece of one source (as on SQLite). The pieces are our own integers, inline."""
     time = f"r.{_TIME[source]}"
-    on = [f"{time} >= p.s", f"{time} < p.e"]
+    conditions: list[str] = []
     args: list[Any] = []
     if source in ("month", "week", "day"):
         args.append(local_zone)
-        on.insert(0, f"r.zone = ${len(args)}")
+        conditions.append(f"r.zone = ${len(args)}")
     for dim, value in filters.items():  # dims are checked names, never client text
         args.append(value)
-        on.append(f"r.{dim} = ${len(args)}")
+        conditions.append(f"r.{dim} = ${len(args)}")
     columns = "".join(f", r.{dim}" if source != "raw" else f", coalesce(r.{dim}, '')" for dim in group_by)
+    sums = _RAW_SUMS if source == "raw" else _ROLLUP_SUMS
+    group = ", ".join(str(i + 1) for i in range(1 + len(group_by)))
+    if all(p.own for p in pieces):
+        ranges = " OR ".join(f"({time} >= {p.start} AND {time} < {p.end})" for p in pieces)
+        return (f"SELECT {time}{columns}, {sums} FROM {_TABLE[source]} AS r "
+                f"WHERE {' AND '.join([f'({ranges})', *conditions])} GROUP BY {group}"), args
+    values = ", ".join(f"({p.start}::bigint, {p.end}::bigint, {'NULL' if p.label is None else p.label}::bigint, "
+                       f"{'true' if p.own else 'false'})" for p in pieces)
     sql = (
         f"WITH p(s, e, b, own) AS (VALUES {values}) "
-        f"SELECT CASE WHEN p.own THEN {time} ELSE p.b END{columns}, "
-        f"{_RAW_SUMS if source == 'raw' else _ROLLUP_SUMS} "
-        f"FROM p JOIN {_TABLE[source]} AS r ON {' AND '.join(on)} "
-        f"GROUP BY {', '.join(str(i + 1) for i in range(1 + len(group_by)))}"
+        f"SELECT CASE WHEN p.own THEN {time} ELSE p.b END{columns}, {sums} "
+        f"FROM p JOIN {_TABLE[source]} AS r ON {' AND '.join([f'{time} >= p.s', f'{time} < p.e', *conditions])} "
+        f"GROUP BY {group}"
     )
     return sql, args
 

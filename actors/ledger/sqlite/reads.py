@@ -149,24 +149,31 @@ _ROLLUP_SUMS = ", ".join(f"sum(r.{name})" for name in SUMS)
 def _sql(source: str, pieces: list[Piece], group_by: tuple[str, ...], filters: dict[str, str],
          local_zone: str | None) -> tuple[str, list[Any]]:
     """One query for every piece of one source. The pieces are our own integers, written inline."""
-    values = ", ".join(f"({p.start}, {p.end}, {'NULL' if p.label is None else p.label}, {int(p.own)})"
-                       for p in pieces)
     time = f"r.{_TIME[source]}"
-    on = [f"{time} >= p.s", f"{time} < p.e"]
+    conditions: list[str] = []
     args: list[Any] = []
     if source in ("month", "week", "day"):
-        on.insert(0, "r.zone = ?")
+        conditions.append("r.zone = ?")
         args.append(local_zone)
-    on += [f"r.{dim} = ?" for dim in filters]  # dims are checked names, never client text
+    conditions += [f"r.{dim} = ?" for dim in filters]  # dims are checked names, never client text
     args += list(filters.values())
     # Absent values are '' in the rollups; the records' NULLs are read the same way.
     columns = "".join(f", r.{dim}" if source != "raw" else f", coalesce(r.{dim}, '')" for dim in group_by)
+    sums = _RAW_SUMS if source == "raw" else _ROLLUP_SUMS
+    group = ", ".join(str(i + 1) for i in range(1 + len(group_by)))
+    if all(p.own for p in pieces):
+        # Each row's own time is its bucket: a plain range scan, which the rollup's key order serves without
+        # a join (and, grouped by a prefix of that key, without sorting).
+        ranges = " OR ".join(f"({time} >= {p.start} AND {time} < {p.end})" for p in pieces)
+        return (f"SELECT {time}{columns}, {sums} FROM {_TABLE[source]} AS r "
+                f"WHERE {' AND '.join([f'({ranges})', *conditions])} GROUP BY {group}"), args
+    values = ", ".join(f"({p.start}, {p.end}, {'NULL' if p.label is None else p.label}, {int(p.own)})"
+                       for p in pieces)
     sql = (
         f"WITH p(s, e, b, own) AS (VALUES {values}) "
-        f"SELECT CASE WHEN p.own THEN {time} ELSE p.b END{columns}, "
-        f"{_RAW_SUMS if source == 'raw' else _ROLLUP_SUMS} "
-        f"FROM p CROSS JOIN {_TABLE[source]} AS r ON {' AND '.join(on)} "
-        f"GROUP BY {', '.join(str(i + 1) for i in range(1 + len(group_by)))}"
+        f"SELECT CASE WHEN p.own THEN {time} ELSE p.b END{columns}, {sums} "
+        f"FROM p CROSS JOIN {_TABLE[source]} AS r ON {' AND '.join([f'{time} >= p.s', f'{time} < p.e', *conditions])} "
+        f"GROUP BY {group}"
     )
     return sql, args
 
