@@ -241,7 +241,9 @@ class Actor:
 
     def handle_sync(self, message: Any) -> None:
         """`handle` for a message whose handler does not await."""
-        self.handlers[type(message)](message)
+        if inspect.isawaitable(self.handlers[type(message)](message)):
+            raise TypeError(f"the {self.name} actor's handler of {type(message).__name__} awaits: it cannot be "
+                            "immediate")
 
     def handle_now(self, message: Any) -> None:
         """Handle an `immediate` message in the sender's call, as `run` would have (a drain of one).

@@ -177,9 +177,13 @@ def dsn_shown(dsn: str) -> str:
         password = parts.password
     except ValueError:
         return "(a fleet.dsn that is not a URL)"
-    if password is None:
-        return dsn
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@", 1)))
+    if password is not None:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@", 1))
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if any(name in ("password", "sslpassword") for name, _ in query):
+        masked = [(n, "***" if n in ("password", "sslpassword") else v) for n, v in query]
+        parts = parts._replace(query=urllib.parse.urlencode(masked, safe="*"))
+    return urllib.parse.urlunsplit(parts)
 
 
 class ConfigError(Exception):

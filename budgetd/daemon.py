@@ -239,7 +239,10 @@ class Daemon:
                 await tg.start(sup.supervise, ledger, lambda: Ledger(store(), bus, clock))
             except (LedgerError, FleetDatabaseError) as exc:
                 raise StartupError(str(exc)) from None
-            await tg.start(sup.supervise, reader, lambda: LedgerReader(read_store()))
+            try:
+                await tg.start(sup.supervise, reader, lambda: LedgerReader(read_store()))
+            except (LedgerError, FleetDatabaseError) as exc:
+                raise StartupError(str(exc)) from None
             await tg.start(sup.supervise, prices, lambda: Prices(ledger, allocator, settings, tiers, timeout, bus,
                                                                   clock))
             admission = AdmissionRules(

@@ -18,6 +18,7 @@ from actors.ledger.report_plan import SUMS
 from actors.ledger.sqlite.rollups import ROLLUP_DIMS
 from actors.ledger.sqlite.schema import USAGE_COLUMNS
 from budgetd.config import dsn_shown
+from budgetd.daemon import StartupError, lock_data_dir
 
 _CHUNK = 10_000
 _ROLLUP = (*ROLLUP_DIMS, *SUMS)
@@ -76,16 +77,27 @@ async def import_ledger(path: Path, dsn: str) -> Imported:
     if version != SCHEMA_VERSION:
         raise ImportRefused(f"{path} is of schema version {version}; start this budgetd once on it (it migrates "
                             f"the file to version {SCHEMA_VERSION}), stop it, then import")
+    import asyncpg
+
+    try:
+        # The daemon of that file holds this lock while it runs: what it wrote after the copy would be lost.
+        held_dir = lock_data_dir(path.parent)
+    except StartupError:
+        raise ImportRefused(f"a budgetd daemon is using {path}: stop it, then import (nothing was imported)") from None
     where = dsn_shown(dsn)
-    conn: Any = await connect(dsn, where)
+    try:
+        conn: Any = await connect(dsn, where)
+    except BaseException:
+        held_dir.close()
+        raise
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        await migrate(conn, where)
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ONE_NODE_LOCK):
-            raise ImportRefused(f"a budgetd node is serving {where}: stop it, then import")
-        held = await conn.fetchval("SELECT (SELECT count(*) FROM usage) + (SELECT count(*) FROM budgets) + "
-                                   "(SELECT count(*) FROM price_versions) + (SELECT count(*) FROM alerts) + "
-                                   "(SELECT count(*) FROM holds)")
+            raise ImportRefused(f"a budgetd node is serving {where}: stop it, then import (nothing was imported)")
+        await migrate(conn, where)
+        # Anything but the zone list (which a node that never wrote makes) is a ledger already there.
+        held = await conn.fetchval("SELECT " + " + ".join(f"(SELECT count(*) FROM {t})" for t in TABLES
+                                                          if t != "rollup_zones"))
         if held:
             raise ImportRefused(f"{where} already holds a ledger; import into an empty database (nothing was "
                                 "imported)")
@@ -108,6 +120,9 @@ async def import_ledger(path: Path, dsn: str) -> Imported:
                 await conn.execute("SELECT setval(pg_get_serial_sequence('alerts', 'id'), $1)", alerts)
         db.rollback()
         return Imported(database=where, rows=counts)
+    except asyncpg.exceptions.PostgresError as exc:
+        raise ImportRefused(f"the fleet database {where} refused the import ({exc}); nothing was imported") from None
     finally:
         db.close()
         await conn.close()
+        held_dir.close()

@@ -197,3 +197,68 @@ def test_a_single_hosts_ledger_moves_into_an_empty_fleet_database_whole(make_dae
         assert fresh.record_id > max(r.record_id for r in c.usage_list(limit=100).records
                                      if r.record_id != fresh.record_id)
         assert c.release(hold.reservation_id)  # so did the open hold
+
+
+@pytest.mark.both_ledgers
+def test_a_nul_character_is_refused_on_every_door_and_the_ledger_serves_on(make_daemon):
+    from conftest import RawConn
+
+    d = make_daemon(http=True)
+    with RawConn(d.socket) as conn:
+        for usage, key, field in ((
+                {"component": "a\u0000b", "model": "gpt-4o", "input_tokens": 1}, None, "$.usage.component"),
+                ({"component": "ab", "model": "gpt-4o", "input_tokens": 1, "context_id": "\u0000"}, None,
+                 "$.usage.context_id"),
+                ({"component": "ab", "model": "gpt-4o", "input_tokens": 1}, "k\u0000", "$.idempotency_key")):
+            frame = {"op": "record", "id": 1, "usage": usage, **({"idempotency_key": key} if key else {})}
+            answer = conn.call(frame)
+            assert answer["ok"] is False and answer["error"]["field"] == field, answer
+            assert "without NUL characters" in answer["error"]["message"]
+    import httpx
+
+    refused = httpx.post(f"{d.url}/api/v1/usage", json={"component": "x\u0000", "model": "gpt-4o",
+                                                        "input_tokens": 1})
+    assert refused.status_code == 400 and "without NUL characters" in refused.text
+    with SyncBudgetClient(d.socket) as c:
+        assert record(c, "after").record_id >= 1
+        assert c.status().totals.requests == 1
+
+
+def test_a_node_cut_off_while_another_served_writes_nothing_more_until_restarted(make_daemon):
+    from postgres import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        dsn = server.create_database("fenced")
+        a = make_daemon(fleet_config(dsn))
+        with SyncBudgetClient(a.socket) as c:
+            record(c, "a-1")
+        server.stop()  # a's session ends with the server; a reconnects only at its next write
+        server.start()
+        b = make_daemon(fleet_config(dsn))  # the database is free: b serves it meanwhile
+        with SyncBudgetClient(b.socket) as c:
+            c.budget_set(name="cap", period="daily", limit_usd=0.01, policy="hard", scope={"component": "web"})
+            record(c, "b-1")
+        b.stop()
+        with SyncBudgetClient(a.socket, retries=1) as c:
+            with pytest.raises(BudgetError) as info:
+                record(c, "a-2")
+            assert info.value.code == "unavailable" and "restart it" in info.value.message
+        assert b.query("SELECT count(*) FROM usage") == [(2,)]
+        a.stop()
+        a.start()  # restarted, it reads what b wrote: b's budget, and b's spend against it
+        with SyncBudgetClient(a.socket) as c:
+            assert not c.check(component="web", model="gpt-4o", input_tokens=1000, max_output_tokens=500).allowed
+            assert record(c, "a-2").record_id > 0
+    finally:
+        server.remove()
+
+
+def test_an_import_while_the_single_hosts_daemon_runs_is_refused(make_daemon, fleet_dsn):
+    single = make_daemon()
+    with SyncBudgetClient(single.socket) as c:
+        record(c, "s-1")
+    done = run_cli("fleet", "import", str(single.ledger), "--dsn", fleet_dsn)
+    assert done.returncode == 1 and "a budgetd daemon is using" in done.stderr
+    single.stop()
+    assert run_cli("fleet", "import", str(single.ledger), "--dsn", fleet_dsn).returncode == 0

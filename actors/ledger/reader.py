@@ -26,7 +26,8 @@ class LedgerReader(Actor):
         try:
             await super().handle(message)
         except StoreUnreachable as exc:  # the store reconnects at its next call
-            fail_reply(message, OpError("unavailable", f"the ledger could not answer ({exc}); retry shortly"))
+            fail_reply(message, OpError("unavailable", f"the ledger could not answer ({exc})"
+                                        + ("" if exc.lasting else "; retry shortly")))
         except StoreBroken as exc:
             fail_reply(message, OpError("unavailable", f"the ledger could not answer ({exc}); retry shortly"))
             raise  # the supervisor reopens the store

@@ -33,11 +33,12 @@ class StoreFull(Exception):
 class StoreUnreachable(Exception):
     """The database cannot be reached just now; the store reconnects by itself at a later call. Nothing of
     the call was written, unless `committing`: then the connection was lost during the commit, and the
-    transaction may have been committed."""
+    transaction may have been committed. `lasting`: the store will not reconnect by itself."""
 
-    def __init__(self, message: str, committing: bool = False) -> None:
+    def __init__(self, message: str, committing: bool = False, lasting: bool = False) -> None:
         super().__init__(message)
         self.committing = committing
+        self.lasting = lasting  # a retry will not help: the message says what will
 
 
 class StoreBroken(Exception):

@@ -48,8 +48,18 @@ log = logging.getLogger("budgetd.ledger")
 MAX_BATCH = 1024
 WRITES = (WriteUsage, WriteHold, CloseHold)  # batched into one transaction
 _REOPENING = "the ledger is reopening its database; nothing was recorded, retry"
-_AMBIGUOUS = ("the connection to the ledger's database broke while it committed, so this write may or may "
-              "not have been recorded; retry with the same idempotency key (a recorded one is recognised)")
+_BROKE = "the connection to the ledger's database broke while it committed, so this write may or may not have "
+
+
+def _ambiguous(w: Write) -> str:
+    """What to do about a write whose commit nobody can confirm."""
+    if type(w) is CloseHold:
+        return _BROKE + "been applied; nothing needs retrying"
+    key = w.row.idempotency_key if type(w) is WriteUsage else w.idempotency_key
+    if key is not None:
+        return _BROKE + "been recorded; retry with the same idempotency key (a recorded one is recognised)"
+    return (_BROKE + "been recorded, and it carried no idempotency key: look for it (`budget usage`) before "
+            "you send it again, or it may be counted twice")
 _FULL = ("the ledger's disk is full (or daemon.max_ledger_mb is reached): nothing was recorded; "
          "retry once space is freed")
 
@@ -131,7 +141,8 @@ class Ledger(Actor):
             except StoreFull:
                 fail_reply(message, OpError("unavailable", _FULL))
             except StoreUnreachable as exc:
-                fail_reply(message, OpError("unavailable", f"the ledger could not answer ({exc}); retry shortly"))
+                fail_reply(message, OpError("unavailable", f"the ledger could not answer ({exc})"
+                                            + ("" if exc.lasting else "; retry shortly")))
             except StoreBroken as exc:
                 fail_reply(message, OpError("unavailable", f"the ledger could not answer ({exc}); retry"))
                 self._refuse(batch[at + 1:], OpError("unavailable", _REOPENING))
@@ -157,11 +168,11 @@ class Ledger(Actor):
                 # ledger is read again at a restart, which errs on the side of the limit), and a retry with
                 # the same key is recognised if they were committed.
                 for w in writes:
-                    fail_reply(w, OpError("unavailable", f"{_AMBIGUOUS} ({exc})"))
+                    fail_reply(w, OpError("unavailable", f"{_ambiguous(w)} ({exc})"))
                 self._settle(writes, [None] * len(writes), ["applied"] * len(writes))
             else:
                 self._refuse(writes, OpError("unavailable", f"the ledger could not write ({exc}); nothing was "
-                                                            "recorded, retry shortly"))
+                                                            "recorded" + ("" if exc.lasting else ", retry shortly")))
             log.warning("ledger unreachable: %d writes refused (%s)", len(writes), exc)
             return  # the store reconnects at its next call: no restart
         except BaseException as exc:

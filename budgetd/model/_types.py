@@ -27,9 +27,12 @@ Searches = Annotated[int, Meta(ge=0, le=10_000)]
 Id = Annotated[int, Meta(ge=1, le=2**63 - 1)]
 #: Prices on the wire: USD per million tokens.
 PerMtok = Annotated[float, Meta(ge=0.0, le=1e6)]
-Name = Annotated[str, Meta(min_length=1, max_length=128)]
-Label = Annotated[str, Meta(min_length=1, max_length=256)]
-Text = Annotated[str, Meta(max_length=4096)]
+#: Text a ledger keeps as text: no NUL character (a PostgreSQL text column cannot hold one).
+NO_NUL = r"^[^\x00]*$"
+_WITHOUT_NUL = "text without NUL characters"
+Name = Annotated[str, Meta(min_length=1, max_length=128, pattern=NO_NUL, description=_WITHOUT_NUL)]
+Label = Annotated[str, Meta(min_length=1, max_length=256, pattern=NO_NUL, description=_WITHOUT_NUL)]
+Text = Annotated[str, Meta(max_length=4096, pattern=NO_NUL, description=_WITHOUT_NUL)]
 #: Times are RFC 3339 with an offset; naive times are refused.
 Time = Annotated[dt.datetime, Meta(tz=True)]
 MetaKey = Annotated[str, Meta(min_length=1, max_length=64)]

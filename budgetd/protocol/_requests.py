@@ -63,8 +63,8 @@ ROLES: tuple[str, ...] = ("read", "write", "admin")  # each may do what the ones
 Serve = Literal["immediate", "tell", "ask", "stream"]
 
 RequestId = int | Annotated[str, Meta(max_length=128)] | None
-IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=128)]
-ReservationId = Annotated[str, Meta(min_length=1, max_length=128)]
+IdempotencyKey = Name  # the same rules: 1 to 128 characters, no NUL
+ReservationId = Name
 MAX_LEASE_CALLS = 1000  # holds one reserve may open (and one release close)
 
 

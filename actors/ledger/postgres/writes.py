@@ -6,6 +6,8 @@ sharing the database never give the same id twice (they may leave gaps).
 """
 
 import logging
+import os
+import socket
 import time
 from typing import Any, Awaitable, Callable, Sequence
 
@@ -29,7 +31,7 @@ from actors.ledger.postgres.schema import ONE_NODE_LOCK, FleetDatabaseError, mig
 from actors.ledger.report_plan import SUMS, TOKEN_SUMS, accumulate
 from actors.ledger.sqlite import rollups
 from actors.ledger.sqlite.schema import USAGE_COLUMNS
-from actors.ledger.store import StoreUnreachable
+from actors.ledger.store import StoreFull, StoreUnreachable
 from budgetd.config import dsn_shown
 from budgetd.periods import HOUR_US
 from budgetd.protocol import OpError
@@ -104,9 +106,18 @@ def connection_problem(exc: BaseException) -> bool:
     """Whether `exc` says the connection (or the server) is gone, rather than that a statement was wrong."""
     import asyncpg
 
-    return isinstance(exc, (OSError, asyncpg.exceptions.ConnectionDoesNotExistError,
-                            asyncpg.exceptions.InterfaceError, asyncpg.exceptions.PostgresConnectionError,
-                            asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.AdminShutdownError))
+    if isinstance(exc, asyncpg.exceptions.DataError):  # a value asyncpg refused to encode: nothing was sent
+        return False
+    return isinstance(exc, (OSError, asyncpg.exceptions.InterfaceError, asyncpg.exceptions.PostgresConnectionError,
+                            asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.AdminShutdownError,
+                            asyncpg.exceptions.ReadOnlySQLTransactionError))
+
+
+#: Who this process is, as the server's sessions show it (pg_stat_activity.application_name).
+APPLICATION = f"budgetd {socket.gethostname()} {os.getpid()}"[:63]
+# The server notices a client that vanished (its session, and the lock it holds, end) within about 20 s.
+_SESSION = {"application_name": APPLICATION, "tcp_keepalives_idle": "10", "tcp_keepalives_interval": "3",
+            "tcp_keepalives_count": "3"}
 
 
 async def connect(dsn: str, where: str, timeout: float = 10.0) -> Any:
@@ -114,13 +125,13 @@ async def connect(dsn: str, where: str, timeout: float = 10.0) -> Any:
     import asyncpg
 
     try:
-        return await asyncpg.connect(dsn, timeout=timeout, command_timeout=60)
-    except (OSError, asyncpg.exceptions.PostgresError, asyncpg.exceptions.InterfaceError) as exc:
-        raise FleetDatabaseError(f"cannot reach the fleet database {where} ({exc}); check fleet.dsn "
-                                 "(or BUDGETD_FLEET_DSN) and that the server is up") from None
+        return await asyncpg.connect(dsn, timeout=timeout, command_timeout=30, server_settings=_SESSION)
     except TimeoutError:
         raise FleetDatabaseError(f"the fleet database {where} did not answer within {timeout:g} s; check "
                                  "fleet.dsn and the network") from None
+    except (OSError, asyncpg.exceptions.PostgresError, asyncpg.exceptions.InterfaceError) as exc:
+        raise FleetDatabaseError(f"cannot reach the fleet database {where} ({exc}); check fleet.dsn "
+                                 "(or BUDGETD_FLEET_DSN) and that the server is up") from None
 
 
 class _LostInCommit(Exception):
@@ -128,19 +139,21 @@ class _LostInCommit(Exception):
 
 
 class Connection:
-    """One connection to the fleet database, made again (at most every half second) at the first call after
-    it broke: a call while the database is away fails at once as StoreUnreachable, never waits."""
+    """One connection to the fleet database, made again (at most every half second, waiting at most two) at
+    the first call after it broke: while the database is away a call fails fast as StoreUnreachable."""
 
     RETRY_S = 0.5
+    RECONNECT_TIMEOUT_S = 2.0
 
     def __init__(self, dsn: str, where: str, on_connect: Callable[[Any], Awaitable[None]] | None = None) -> None:
         self.dsn, self.where, self.on_connect = dsn, where, on_connect
         self.conn: Any = None
         self._retry_at = 0.0
+        self.refusal: str | None = None  # set: no more connections, every call fails with this
 
-    async def open(self) -> None:
-        """The first connection: FleetDatabaseError when it cannot be made (the daemon does not start)."""
-        conn = await connect(self.dsn, self.where)
+    async def open(self, timeout: float = 10.0) -> None:
+        """A connection: FleetDatabaseError when it cannot be made (at start: the daemon does not start)."""
+        conn = await connect(self.dsn, self.where, timeout)
         try:
             if self.on_connect is not None:
                 await self.on_connect(conn)
@@ -150,22 +163,26 @@ class Connection:
         self.conn = conn
 
     async def get(self) -> Any:
+        if self.refusal is not None:
+            raise StoreUnreachable(self.refusal, lasting=True)
         if self.conn is not None and not self.conn.is_closed():
             return self.conn
         self.drop()
-        now = time.monotonic()
-        if now < self._retry_at:
+        if time.monotonic() < self._retry_at:
             raise StoreUnreachable(f"the fleet database {self.where} is unreachable; reconnecting")
-        self._retry_at = now + self.RETRY_S
         try:
-            await self.open()
+            await self.open(self.RECONNECT_TIMEOUT_S)
         except FleetDatabaseError as exc:
-            raise StoreUnreachable(str(exc)) from None
+            self._retry_at = time.monotonic() + self.RETRY_S
+            raise StoreUnreachable(str(exc), lasting=self.refusal is not None) from None
         log.info("reconnected to the fleet database %s", self.where)
         return self.conn
 
     async def run(self, fn: Callable[[Any], Awaitable[Any]]) -> Any:
-        """`fn(conn)`; a lost connection as StoreUnreachable (the next call reconnects)."""
+        """`fn(conn)`; a lost connection as StoreUnreachable (the next call reconnects), a full disk on the
+        server as StoreFull."""
+        import asyncpg
+
         conn = await self.get()
         try:
             return await fn(conn)
@@ -173,6 +190,8 @@ class Connection:
             self.drop()
             raise StoreUnreachable(f"the fleet database {self.where} went away ({exc.__cause__})",
                                    committing=True) from None
+        except asyncpg.exceptions.DiskFullError as exc:
+            raise StoreFull(f"the fleet database {self.where} is out of disk ({exc})") from None
         except Exception as exc:
             if connection_problem(exc):
                 self.drop()
@@ -201,35 +220,66 @@ class PostgresStore:
         self.where = dsn_shown(dsn)
         self.rollups = rollups.Rollups(["UTC", *report_zones])
         self.connection = Connection(dsn, self.where, self._serve)
+        self._mark_set: str | None = None  # the serving mark this node put in the database (see `_mark`)
         self._totals = Tally()
         self._run = self.connection.run
 
     async def _serve(self, conn: Any) -> None:
-        """On each new connection: this node is the one serving the database."""
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ONE_NODE_LOCK):
-            raise FleetDatabaseError(
-                f"another budgetd node already serves the fleet database {self.where}: this version admits "
-                "exactly only with one node per database (leases between nodes are not built yet); stop "
-                "the other node, or give this one a database of its own")
+        """On each new connection: this node is the one serving the database (`_lock`), and nobody else
+        served it since this node last did (`_mark`)."""
+        await self._lock(conn)
+        await self._mark(conn)
+
+    async def _lock(self, conn: Any) -> None:
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", ONE_NODE_LOCK):
+            return
+        # This process's own earlier session may hold it still (its connection broke without the server
+        # noticing yet): end that one, then try again.
+        ended = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(a.pid)) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = $1 "
+            "AND a.pid <> pg_backend_pid() AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = $2",
+            APPLICATION, ONE_NODE_LOCK)
+        deadline = time.monotonic() + 5.0
+        while ended and time.monotonic() < deadline:
+            await anyio.sleep(0.05)
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", ONE_NODE_LOCK):
+                return
+        raise FleetDatabaseError(
+            f"another budgetd node already serves the fleet database {self.where}: this version admits exactly "
+            "only with one node per database (leases between nodes are not built yet); stop the other node, or "
+            "give this one a database of its own")
+
+    async def _mark(self, conn: Any) -> None:
+        """The database's serving mark names the node that last served it. A node that reconnects and finds
+        another's mark was cut off while that other one wrote: what it holds in memory (counters, holds,
+        totals) may be out of date, so it writes nothing more until it is restarted."""
+        mark = await conn.fetchval(
+            "INSERT INTO budgetd_meta (key, value) VALUES ('serving', $1) ON CONFLICT (key) DO UPDATE SET "
+            "value = CASE WHEN budgetd_meta.value = $2 THEN budgetd_meta.value ELSE excluded.value END "
+            "RETURNING value", f"{APPLICATION} {time.time_ns()}", self._mark_set or "")
+        if self._mark_set is not None and mark != self._mark_set:
+            self.connection.refusal = (
+                f"another node served the fleet database {self.where} while this one was cut off from it: what "
+                "this daemon holds in memory may be out of date; restart it")
+            raise FleetDatabaseError(self.connection.refusal)
+        self._mark_set = mark
 
     async def open(self) -> None:
         import asyncpg
 
         where = self.where
-        first = Connection(self.connection.dsn, where)
-        await first.open()
         try:
-            await migrate(first.conn, where)
-        finally:
-            await first.close()
-        await self.connection.open()
-        try:
-            conn = self.connection.conn
+            conn = self.connection.conn = await connect(self.connection.dsn, where)
+            await self._lock(conn)  # before it migrates anything
+            await migrate(conn, where)
+            await self._mark(conn)  # in the table migrate makes
             await self._zones(conn)
             self._totals = await _position(conn)
-        except (OSError, asyncpg.exceptions.PostgresError) as exc:
+        except (OSError, asyncpg.exceptions.PostgresError, asyncpg.exceptions.InterfaceError) as exc:
             await self.close()
-            raise FleetDatabaseError(f"the fleet database {where} could not be read ({exc})") from None
+            raise FleetDatabaseError(f"the fleet database {where} could not be used ({exc}); check that its "
+                                     "user may create tables there") from None
         except BaseException:
             await self.close()
             raise
@@ -382,6 +432,9 @@ class PostgresStore:
     async def apply_prices(self, m: ApplyPrices) -> int:
         async def apply(conn: Any) -> int:
             async with conn.transaction():
+                if m.changes and await conn.fetchval(
+                        "SELECT 1 FROM price_versions WHERE version = $1 LIMIT 1", m.version):
+                    return len(m.changes)  # applied already: the answer to an earlier try got lost with its connection
                 for change in m.changes:
                     await conn.execute("UPDATE price_versions SET effective_to = $1 WHERE model = $2 "
                                        "AND effective_to IS NULL", m.effective_from, change.model)
