@@ -36,6 +36,7 @@ from actors.ledger import (
     LedgerReader,
     PostgresReadStore,
     PostgresStore,
+    Serving,
     SqliteReadStore,
     SqliteStore,
 )
@@ -153,9 +154,16 @@ class Daemon:
         self.server: SocketServer | None = None
         self.ready = False  # every door listens
         self.dedupe: logs.Deduplicate | None = None  # the log's, summed up every few seconds
+        self.failure: str | None = None  # why it stopped on its own, if it did
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _fail(self, why: str) -> None:
+        """Stop, because going on could break a promise; `run` then answers why (the exit status is 1)."""
+        log.error("stopping: %s", why)
+        self.failure = why
+        self.stop()
 
     def _stores(self, db_path: Path) -> tuple[Callable[[], Any], Callable[[], Any]]:
         """The ledger's writer and reader stores (made anew at each restart of their actor): the fleet's
@@ -163,7 +171,8 @@ class Daemon:
         config = self.config
         if config.fleet.dsn:
             dsn = config.fleet.dsn
-            return (lambda: PostgresStore(dsn, config.report_zones)), (lambda: PostgresReadStore(dsn))
+            serving = Serving(on_fenced=self._fail)
+            return (lambda: PostgresStore(dsn, config.report_zones, serving)), (lambda: PostgresReadStore(dsn))
         return (lambda: SqliteStore(db_path, config.daemon.durability, config.report_zones,
                                     int(config.daemon.max_ledger_mb * 1024 * 1024))), \
             (lambda: SqliteReadStore(db_path))
@@ -319,8 +328,9 @@ async def _serve_until_signal(daemon: Daemon) -> None:
                 tg.cancel_scope.cancel()
 
 
-def run(config: Config, clock: Clock = SYSTEM) -> None:
-    """Run the daemon in the foreground until SIGTERM or SIGINT; StartupError when it cannot start."""
+def run(config: Config, clock: Clock = SYSTEM) -> str | None:
+    """Run the daemon in the foreground until SIGTERM or SIGINT; StartupError when it cannot start. Answers
+    why it stopped on its own, if it did (None after a signal)."""
     dedupe = logs.configure(config.log.level)
     daemon = Daemon(config, clock)
     daemon.dedupe = dedupe
@@ -331,6 +341,7 @@ def run(config: Config, clock: Clock = SYSTEM) -> None:
         raise _sole_cause(group) from None
     finally:
         dedupe.flush()
+    return daemon.failure
 
 
 def startup_refusal(exc: BaseException, daemon: Daemon) -> StartupError | None:

@@ -104,6 +104,12 @@ def test_an_unreachable_or_foreign_database_stops_the_start_and_says_what_to_do(
     out = nowhere.log.read_text()
     assert "cannot reach the fleet database" in out and "fleet.dsn" in out and "Traceback" not in out
 
+    missing = make_daemon(fleet_config(fleet_dsn + "_missing"), start=False)
+    missing.start(wait=False)
+    assert missing.proc.wait(60) != 0
+    out = missing.log.read_text()
+    assert "does not exist" in out and "createdb" in out and "Traceback" not in out
+
     postgres.psql("CREATE TABLE orders (id int)", fleet_dsn.rsplit("/", 1)[1])
     foreign = make_daemon(fleet_config(fleet_dsn), start=False)
     foreign.start(wait=False)
@@ -200,25 +206,28 @@ def test_a_single_hosts_ledger_moves_into_an_empty_fleet_database_whole(make_dae
 
 
 @pytest.mark.both_ledgers
-def test_a_nul_character_is_refused_on_every_door_and_the_ledger_serves_on(make_daemon):
+def test_control_characters_are_refused_on_every_door_and_the_ledger_serves_on(make_daemon):
+    """A NUL (which a PostgreSQL text column cannot hold) or a terminal escape (which the CLI's tables
+    would print) in a name, a label or a key is refused, on either ledger."""
     from conftest import RawConn
 
     d = make_daemon(http=True)
     with RawConn(d.socket) as conn:
         for usage, key, field in ((
                 {"component": "a\u0000b", "model": "gpt-4o", "input_tokens": 1}, None, "$.usage.component"),
-                ({"component": "ab", "model": "gpt-4o", "input_tokens": 1, "context_id": "\u0000"}, None,
+                ({"component": "a\u001b[2Jb", "model": "gpt-4o", "input_tokens": 1}, None, "$.usage.component"),
+                ({"component": "ab", "model": "gpt-4o", "input_tokens": 1, "context_id": "\n"}, None,
                  "$.usage.context_id"),
                 ({"component": "ab", "model": "gpt-4o", "input_tokens": 1}, "k\u0000", "$.idempotency_key")):
             frame = {"op": "record", "id": 1, "usage": usage, **({"idempotency_key": key} if key else {})}
             answer = conn.call(frame)
             assert answer["ok"] is False and answer["error"]["field"] == field, answer
-            assert "without NUL characters" in answer["error"]["message"]
+            assert "without control characters" in answer["error"]["message"]
     import httpx
 
     refused = httpx.post(f"{d.url}/api/v1/usage", json={"component": "x\u0000", "model": "gpt-4o",
                                                         "input_tokens": 1})
-    assert refused.status_code == 400 and "without NUL characters" in refused.text
+    assert refused.status_code == 400 and "without control characters" in refused.text
     with SyncBudgetClient(d.socket) as c:
         assert record(c, "after").record_id >= 1
         assert c.status().totals.requests == 1
@@ -240,13 +249,15 @@ def test_a_node_cut_off_while_another_served_writes_nothing_more_until_restarted
             c.budget_set(name="cap", period="daily", limit_usd=0.01, policy="hard", scope={"component": "web"})
             record(c, "b-1")
         b.stop()
-        with SyncBudgetClient(a.socket, retries=1) as c:
+        with SyncBudgetClient(a.socket, retries=0) as c:
             with pytest.raises(BudgetError) as info:
                 record(c, "a-2")
-            assert info.value.code == "unavailable" and "restart it" in info.value.message
+            assert info.value.code == "unavailable" and "start it again" in info.value.message
+        # its counters lack b's spend, so it does not go on answering checks from them: it stops, and says why
+        assert a.proc.wait(30) == 1
+        assert "stopped: another node served the fleet database" in a.log.read_text()
         assert b.query("SELECT count(*) FROM usage") == [(2,)]
-        a.stop()
-        a.start()  # restarted, it reads what b wrote: b's budget, and b's spend against it
+        a.start()  # started again, it reads what b wrote: b's budget, and b's spend against it
         with SyncBudgetClient(a.socket) as c:
             assert not c.check(component="web", model="gpt-4o", input_tokens=1000, max_output_tokens=500).allowed
             assert record(c, "a-2").record_id > 0

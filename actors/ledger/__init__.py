@@ -43,7 +43,7 @@ from actors.ledger.messages import (  # noqa: F401 - the inbox is the public fac
     WriteUsage,
     payload_hash,
 )
-from actors.ledger.postgres import FleetDatabaseError, PostgresReadStore, PostgresStore  # noqa: F401
+from actors.ledger.postgres import FleetDatabaseError, PostgresReadStore, PostgresStore, Serving  # noqa: F401
 from actors.ledger.reader import LedgerReader  # noqa: F401
 from actors.ledger.report_plan import ReportQuery  # noqa: F401
 from actors.ledger.sqlite import (  # noqa: F401

@@ -36,11 +36,13 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         http = msgspec.structs.replace(http, listen=args.http)
     config = msgspec.structs.replace(config, daemon=msgspec.structs.replace(config.daemon, **overrides), http=http)
     try:
-        daemon.run(config, clock)
+        failure = daemon.run(config, clock)
     except daemon.StartupError as exc:
         raise CliError(f"cannot start: {exc}") from None
     except KeyboardInterrupt:
-        pass
+        return 0
+    if failure is not None:
+        raise CliError(f"stopped: {failure}")
     return 0
 
 

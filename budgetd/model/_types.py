@@ -27,18 +27,19 @@ Searches = Annotated[int, Meta(ge=0, le=10_000)]
 Id = Annotated[int, Meta(ge=1, le=2**63 - 1)]
 #: Prices on the wire: USD per million tokens.
 PerMtok = Annotated[float, Meta(ge=0.0, le=1e6)]
-#: Text a ledger keeps as text: no NUL character (a PostgreSQL text column cannot hold one).
-NO_NUL = r"^[^\x00]*$"
-_WITHOUT_NUL = "text without NUL characters"
-Name = Annotated[str, Meta(min_length=1, max_length=128, pattern=NO_NUL, description=_WITHOUT_NUL)]
-Label = Annotated[str, Meta(min_length=1, max_length=256, pattern=NO_NUL, description=_WITHOUT_NUL)]
-Text = Annotated[str, Meta(max_length=4096, pattern=NO_NUL, description=_WITHOUT_NUL)]
+#: Names and labels are printed in tables and logs: no control character (a terminal escape, a newline,
+#: a NUL, which a PostgreSQL text column cannot hold either). Free text may span lines, but holds no NUL.
+_NO_CONTROL = r"\A[^\x00-\x1f\x7f]*\Z"
+_WITHOUT_CONTROL = "text without control characters (no NUL, tab, newline or escape)"
+Name = Annotated[str, Meta(min_length=1, max_length=128, pattern=_NO_CONTROL, description=_WITHOUT_CONTROL)]
+Label = Annotated[str, Meta(min_length=1, max_length=256, pattern=_NO_CONTROL, description=_WITHOUT_CONTROL)]
+Text = Annotated[str, Meta(max_length=4096, pattern=r"\A[^\x00]*\Z", description="text without NUL characters")]
 #: Times are RFC 3339 with an offset; naive times are refused.
 Time = Annotated[dt.datetime, Meta(tz=True)]
 MetaKey = Annotated[str, Meta(min_length=1, max_length=64)]
 MetaValue = Annotated[str, Meta(max_length=1024)] | int | float | bool
 Metadata = Annotated[dict[MetaKey, MetaValue], Meta(max_length=32)]
-BudgetName = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64, description=(
+BudgetName = Annotated[str, Meta(pattern=r"\A[a-z0-9][a-z0-9._-]*\Z", max_length=64, description=(
     "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit"))]
 
 

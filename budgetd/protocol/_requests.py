@@ -63,7 +63,7 @@ ROLES: tuple[str, ...] = ("read", "write", "admin")  # each may do what the ones
 Serve = Literal["immediate", "tell", "ask", "stream"]
 
 RequestId = int | Annotated[str, Meta(max_length=128)] | None
-IdempotencyKey = Name  # the same rules: 1 to 128 characters, no NUL
+IdempotencyKey = Name  # the same rules: 1 to 128 characters, no control character
 ReservationId = Name
 MAX_LEASE_CALLS = 1000  # holds one reserve may open (and one release close)
 

@@ -2,4 +2,4 @@
 
 from actors.ledger.postgres.reads import PostgresReadStore  # noqa: F401
 from actors.ledger.postgres.schema import ONE_NODE_LOCK, SCHEMA_VERSION, FleetDatabaseError, migrate  # noqa: F401
-from actors.ledger.postgres.writes import PostgresStore, connect  # noqa: F401
+from actors.ledger.postgres.writes import PostgresStore, Serving, connect  # noqa: F401

@@ -129,6 +129,13 @@ async def connect(dsn: str, where: str, timeout: float = 10.0) -> Any:
     except TimeoutError:
         raise FleetDatabaseError(f"the fleet database {where} did not answer within {timeout:g} s; check "
                                  "fleet.dsn and the network") from None
+    except (asyncpg.exceptions.InsufficientPrivilegeError, asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+            asyncpg.exceptions.InvalidPasswordError) as exc:
+        raise FleetDatabaseError(f"the fleet database {where} refused this user ({exc}); check the user and password "
+                                 "in fleet.dsn and that the user may connect (GRANT CONNECT ON DATABASE ...)") from None
+    except asyncpg.exceptions.InvalidCatalogNameError as exc:
+        raise FleetDatabaseError(f"the fleet database {where} does not exist ({exc}); create it (createdb) or fix "
+                                 "the database name in fleet.dsn") from None
     except (OSError, asyncpg.exceptions.PostgresError, asyncpg.exceptions.InterfaceError) as exc:
         raise FleetDatabaseError(f"cannot reach the fleet database {where} ({exc}); check fleet.dsn "
                                  "(or BUDGETD_FLEET_DSN) and that the server is up") from None
@@ -213,14 +220,25 @@ class Connection:
                     conn.terminate()
 
 
+class Serving:
+    """This daemon's claim on the database it serves, kept across restarts of the ledger's actor (each makes a
+    new store): the serving mark it put there, and what to do once another node has served meanwhile."""
+
+    def __init__(self, on_fenced: Callable[[str], None] | None = None) -> None:
+        self.mark: str | None = None
+        self.fenced: str | None = None
+        self.on_fenced = on_fenced
+
+
 class PostgresStore:
     """The ledger's writer side on PostgreSQL, with its rollups."""
 
-    def __init__(self, dsn: str, report_zones: Sequence[str] = ("UTC",)) -> None:
+    def __init__(self, dsn: str, report_zones: Sequence[str] = ("UTC",), serving: Serving | None = None) -> None:
         self.where = dsn_shown(dsn)
         self.rollups = rollups.Rollups(["UTC", *report_zones])
         self.connection = Connection(dsn, self.where, self._serve)
-        self._mark_set: str | None = None  # the serving mark this node put in the database (see `_mark`)
+        self.serving = serving or Serving()
+        self.connection.refusal = self.serving.fenced
         self._totals = Tally()
         self._run = self.connection.run
 
@@ -254,16 +272,19 @@ class PostgresStore:
         """The database's serving mark names the node that last served it. A node that reconnects and finds
         another's mark was cut off while that other one wrote: what it holds in memory (counters, holds,
         totals) may be out of date, so it writes nothing more until it is restarted."""
+        serving = self.serving
         mark = await conn.fetchval(
             "INSERT INTO budgetd_meta (key, value) VALUES ('serving', $1) ON CONFLICT (key) DO UPDATE SET "
             "value = CASE WHEN budgetd_meta.value = $2 THEN budgetd_meta.value ELSE excluded.value END "
-            "RETURNING value", f"{APPLICATION} {time.time_ns()}", self._mark_set or "")
-        if self._mark_set is not None and mark != self._mark_set:
-            self.connection.refusal = (
+            "RETURNING value", f"{APPLICATION} {time.time_ns()}", serving.mark or "")
+        if serving.mark is not None and mark != serving.mark:
+            serving.fenced = self.connection.refusal = (
                 f"another node served the fleet database {self.where} while this one was cut off from it: what "
-                "this daemon holds in memory may be out of date; restart it")
-            raise FleetDatabaseError(self.connection.refusal)
-        self._mark_set = mark
+                "this daemon holds in memory may be out of date, so it stops; start it again")
+            if serving.on_fenced is not None:
+                serving.on_fenced(serving.fenced)
+            raise FleetDatabaseError(serving.fenced)
+        serving.mark = mark
 
     async def open(self) -> None:
         import asyncpg
