@@ -6,6 +6,7 @@ so an alert fires once even across restarts. New alerts go on the bus (topic
 `alert`), to the log, and to every webhook whose `kinds` include them.
 """
 
+import collections
 import datetime as dt
 import hashlib
 import hmac
@@ -31,6 +32,8 @@ from budgetd.protocol import Event, OpError
 log = logging.getLogger("budgetd.alerts")
 _json = msgspec.json.Encoder()
 DENIED_EVERY_S = 60.0
+STORE_AGAIN_S = 2.0  # alerts the ledger could not store (its database away, its disk full) are tried again
+MAX_UNSTORED = 1000
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,9 @@ class Alerter(Actor):
         self.timeout = timeout
         self._last_denied: dict[tuple, float] = {}
         self._queues: list[tuple[WebhookSettings, Any]] = []
+        # Alerts raised while the ledger could not store them, with when they were raised: tried again later
+        # (each has its dedupe key, so a try that did store one but lost the answer stores nothing twice).
+        self._unstored: collections.deque[tuple[int, AlertDraft]] = collections.deque(maxlen=MAX_UNSTORED)
 
     async def started(self) -> None:
         self.feed = await self.bus.ask(
@@ -88,6 +94,7 @@ class Alerter(Actor):
                 self._queues.append((hook, send))
                 tg.start_soon(_deliver, hook, receive, self.clock)
             tg.start_soon(self._watch)
+            tg.start_soon(self._store_again)
             async for _ in mailbox:  # nothing is sent to the alerter; its mailbox closing means stop
                 pass
             tg.cancel_scope.cancel()
@@ -177,8 +184,15 @@ class Alerter(Actor):
                     f"source:{d.get('source')}:{hour}")
         return None
 
-    async def _raise(self, a: AlertDraft) -> None:
-        now = self.clock.now_us()
+    async def _store_again(self) -> None:
+        while True:
+            await anyio.sleep(STORE_AGAIN_S)
+            for _ in range(len(self._unstored)):  # one try each; what fails again goes to the back
+                now, alert = self._unstored.popleft()
+                await self._raise(alert, now)
+
+    async def _raise(self, a: AlertDraft, now: int | None = None) -> None:
+        now = self.clock.now_us() if now is None else now
         body = _json.encode(a.data)
         try:
             alert_id = await self.ledger.ask(lambda reply: SaveAlert(
@@ -188,7 +202,14 @@ class Alerter(Actor):
                 data=body, dedupe=a.dedupe, reply=reply,
             ), self.timeout)
         except OpError as exc:
-            log.error("alert not stored (%s): %s", exc.message, a.message)
+            if exc.code in ("unavailable", "busy"):
+                if len(self._unstored) == MAX_UNSTORED:
+                    log.error("%d alerts wait to be stored; the oldest is dropped", MAX_UNSTORED)
+                self._unstored.append((now, a))
+                log.error("alert not stored yet (%s), tried again in %gs: %s", exc.message, STORE_AGAIN_S,
+                          a.message)
+            else:
+                log.error("alert not stored (%s): %s", exc.message, a.message)
             return
         if alert_id is None:
             return  # raised before: once is enough

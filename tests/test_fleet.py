@@ -273,3 +273,31 @@ def test_an_import_while_the_single_hosts_daemon_runs_is_refused(make_daemon, fl
     assert done.returncode == 1 and "a budgetd daemon is using" in done.stderr
     single.stop()
     assert run_cli("fleet", "import", str(single.ledger), "--dsn", fleet_dsn).returncode == 0
+
+
+def test_an_alert_raised_while_the_database_is_away_is_stored_once_it_is_back(make_daemon):
+    from postgres import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        d = make_daemon(fleet_config(server.create_database("alerts")))
+        with SyncBudgetClient(d.socket) as c:
+            c.budget_set(name="closed", period="daily", limit_usd=0.0, policy="hard", scope={"component": "shut"})
+            server.stop()
+            # checks are decided from memory while the database is away: this one is denied, which is an alert
+            assert not c.check(component="shut", model="gpt-4o", input_tokens=10, max_output_tokens=10).allowed
+            time.sleep(1.0)
+            server.start()
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    stored = [a for a in c.alerts_list() if a.kind == "denied" and a.budget == "closed"]
+                except BudgetError:
+                    stored = []  # the reader reconnects at its next call
+                if stored or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+        assert len(stored) == 1, d.log.read_text()[-2000:]
+        assert "alert not stored yet" in d.log.read_text()
+    finally:
+        server.remove()
