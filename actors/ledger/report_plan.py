@@ -157,6 +157,51 @@ def _merge(pieces: list[Piece]) -> list[Piece]:
     return out
 
 
+class Reading(NamedTuple):
+    """What a report reads: its pieces, and the zone whose local rollups they use (or None)."""
+
+    pieces: list[Piece]
+    local_zone: str | None
+
+
+def reading(q: ReportQuery, rollup_dims: Iterable[str], compacted: int | None, zones: set[str],
+            bounds: tuple[int | None, int | None, int | None] | None = None) -> Reading | None:
+    """The pieces of `q`, or None when its range holds nothing. `rollup_dims`: what the rollups are keyed by;
+    `compacted`: the instant before which records were compacted into the rollups, if any were; `zones`:
+    those with local rollups; `bounds` (needed when `q` leaves an end of its range open): the earliest record
+    or rollup hour, the latest record, the latest rollup hour."""
+    rollups = all(d in rollup_dims for d in (*q.group_by, *q.filters))
+    since, until = q.since, q.until
+    if since is None or until is None:
+        if bounds is None or bounds[0] is None:
+            return None
+        since = bounds[0] if since is None else since
+        until = max(bounds[1] or 0, (bounds[2] or 0) + HOUR_US - 1) + 1 if until is None else until
+    if compacted is not None and since < compacted:
+        if not rollups:
+            raise OpError("invalid", f"records before {from_us(compacted):%Y-%m-%d %H:%M} UTC were compacted "
+                          "into the rollups, which do not keep context_id: start the report there or later",
+                          "$.since")
+        # Before the compaction point only whole hours are known.
+        since = since // HOUR_US * HOUR_US
+        if until < compacted:
+            until = until // HOUR_US * HOUR_US
+    if since >= until:
+        return None
+    if q.bucket is None:  # any zone's months and days will do; the report's own if it has them
+        local_zone: str | None = q.zone if q.zone in zones else ("UTC" if "UTC" in zones else None)
+    elif q.bucket != "hour" and q.zone in zones:
+        local_zone = q.zone
+    else:
+        local_zone = None
+    pieces = plan(buckets(since, until, q.bucket, q.zone), q.bucket, q.zone, local_zone, rollups)
+    if compacted is not None:
+        # Records before the compaction point are only late ones, already in the rollups: never read them.
+        pieces = [p if p.source != "raw" else p._replace(start=max(p.start, compacted)) for p in pieces
+                  if p.source != "raw" or p.end > compacted]
+    return Reading(pieces, local_zone)
+
+
 def arrange(sums: dict[tuple, list[int]], q: ReportQuery) -> tuple[list[ReportRow], Totals]:
     """Order the groups, keep the first `limit` and fold the rest into one `other` row per bucket."""
     per_group: dict[tuple, list[int]] = {}

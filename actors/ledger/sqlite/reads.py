@@ -10,20 +10,14 @@ import anyio
 import msgspec
 
 from actors.ledger.messages import CallExtremes, ListAlerts, ListUsage
-from actors.ledger.report_plan import SUMS, Piece, ReportQuery, accumulate, arrange, buckets, plan
+from actors.ledger.report_plan import ReportQuery, accumulate, arrange, reading
+from actors.ledger.report_sql import SELECT_RECORD, SQLITE, TABLES, report_sql
 from actors.ledger.sqlite.rollups import ROLLUP_DIMS
 from actors.ledger.sqlite.schema import check_integrity, install_file, open_reader
 from actors.ledger.sqlite.writes import conditions
 from budgetd.model import Alert, ReportRow, Totals, UsageRecord, usd
-from budgetd.periods import HOUR_US, from_us
-from budgetd.protocol import OpError
+from budgetd.periods import from_us
 
-_SELECT_RECORD = (
-    "SELECT record_id, ts, recorded_at, component, model, provider, tier, input_tokens, output_tokens, "
-    "cache_read_tokens, cache_write_tokens, cost_nanos, priced, price_version, context_id, task_type, "
-    "request_id, reservation_id, metadata, cache_write_1h_tokens, reasoning_tokens, audio_input_tokens, "
-    "audio_output_tokens, service_tier, web_search_requests FROM usage"
-)
 _metadata_decoder = msgspec.json.Decoder(dict[str, str | int | float | bool])
 _alert_key_decoder = msgspec.json.Decoder(dict[str, str])
 _alert_data_decoder = msgspec.json.Decoder(dict[str, Any])
@@ -108,7 +102,7 @@ class SqliteReadStore:
     async def call_extremes(self, q: CallExtremes) -> tuple[list[UsageRecord], dict[str, int]]:
         assert self.db is not None
         rows = await (await self.db.execute(
-            _SELECT_RECORD + " WHERE ts >= ? AND ts < ? ORDER BY cost_nanos DESC LIMIT ?", (q.since, q.until, q.limit)
+            SELECT_RECORD + " WHERE ts >= ? AND ts < ? ORDER BY cost_nanos DESC LIMIT ?", (q.since, q.until, q.limit)
         )).fetchall()
         prompts = await (await self.db.execute(
             "SELECT model, max(input_tokens + cache_read_tokens + cache_write_tokens + cache_write_1h_tokens) "
@@ -123,7 +117,7 @@ class SqliteReadStore:
         if q.before_id is not None:
             where.append("record_id < ?")
             args.append(q.before_id)
-        sql = _SELECT_RECORD + (" WHERE " + " AND ".join(where) if where else "")
+        sql = SELECT_RECORD + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY record_id DESC LIMIT ?"
         args.append(q.limit + 1)
         rows = await (await self.db.execute(sql, args)).fetchall()
@@ -138,94 +132,30 @@ def _verify_copy(db: sqlite3.Connection, path: Path) -> int:
     return db.execute("SELECT count(*) FROM usage").fetchone()[0]
 
 
-_TIME = {"month": "month", "week": "week", "day": "day", "hour": "hour", "raw": "ts"}
-_TABLE = {"month": "rollup_month", "week": "rollup_week", "day": "rollup_day", "hour": "rollup_hour",
-          "raw": "usage"}
-# The sums in the order of SUMS: a record counts one request; a rollup row carries its count.
-_RAW_SUMS = ", ".join(["count(*)", *(f"sum(r.{name})" for name in SUMS[1:])])
-_ROLLUP_SUMS = ", ".join(f"sum(r.{name})" for name in SUMS)
-
-
-def _sql(source: str, pieces: list[Piece], group_by: tuple[str, ...], filters: dict[str, str],
-         local_zone: str | None) -> tuple[str, list[Any]]:
-    """One query for every piece of one source. The pieces are our own integers, written inline."""
-    time = f"r.{_TIME[source]}"
-    conditions: list[str] = []
-    args: list[Any] = []
-    if source in ("month", "week", "day"):
-        conditions.append("r.zone = ?")
-        args.append(local_zone)
-    conditions += [f"r.{dim} = ?" for dim in filters]  # dims are checked names, never client text
-    args += list(filters.values())
-    # Absent values are '' in the rollups; the records' NULLs are read the same way.
-    columns = "".join(f", r.{dim}" if source != "raw" else f", coalesce(r.{dim}, '')" for dim in group_by)
-    sums = _RAW_SUMS if source == "raw" else _ROLLUP_SUMS
-    group = ", ".join(str(i + 1) for i in range(1 + len(group_by)))
-    if all(p.own for p in pieces):
-        # Each row's own time is its bucket: a plain range scan, which the rollup's key order serves without
-        # a join (and, grouped by a prefix of that key, without sorting).
-        ranges = " OR ".join(f"({time} >= {p.start} AND {time} < {p.end})" for p in pieces)
-        return (f"SELECT {time}{columns}, {sums} FROM {_TABLE[source]} AS r "
-                f"WHERE {' AND '.join([f'({ranges})', *conditions])} GROUP BY {group}"), args
-    values = ", ".join(f"({p.start}, {p.end}, {'NULL' if p.label is None else p.label}, {int(p.own)})"
-                       for p in pieces)
-    sql = (
-        f"WITH p(s, e, b, own) AS (VALUES {values}) "
-        f"SELECT CASE WHEN p.own THEN {time} ELSE p.b END{columns}, {sums} "
-        f"FROM p CROSS JOIN {_TABLE[source]} AS r ON {' AND '.join([f'{time} >= p.s', f'{time} < p.e', *conditions])} "
-        f"GROUP BY {group}"
-    )
-    return sql, args
-
-
 async def _report(db: aiosqlite.Connection, q: ReportQuery) -> tuple[list[ReportRow], Totals]:
     """The report, read in one snapshot."""
-    rollups = all(d in ROLLUP_DIMS for d in (*q.group_by, *q.filters))
     await db.execute("BEGIN")
     try:
-        since, until = q.since, q.until
-        if since is None or until is None:
+        bounds = None
+        if q.since is None or q.until is None:
             # The hour rollup reaches back further than the records once old ones were compacted.
-            row = await (await db.execute(
+            bounds = await (await db.execute(
                 "SELECT min(coalesce((SELECT min(ts) FROM usage), (SELECT min(hour) FROM rollup_hour)), "
                 "coalesce((SELECT min(hour) FROM rollup_hour), (SELECT min(ts) FROM usage))), "
                 "(SELECT max(ts) FROM usage), (SELECT max(hour) FROM rollup_hour)")).fetchone()
-            if row is None or row[0] is None:
-                return [], Totals()
-            since = row[0] if since is None else since
-            until = max(row[1] or 0, (row[2] or 0) + HOUR_US - 1) + 1 if until is None else until
         compacted = (await (await db.execute(
             "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'compacted_before'")).fetchone() or [None])[0]
-        if compacted is not None and since < compacted:
-            if not rollups:
-                raise OpError("invalid", f"records before {from_us(compacted):%Y-%m-%d %H:%M} UTC were compacted "
-                              "into the rollups, which do not keep context_id: start the report there or later",
-                              "$.since")
-            # Before the compaction point only whole hours are known.
-            since = since // HOUR_US * HOUR_US
-            if until < compacted:
-                until = until // HOUR_US * HOUR_US
-        if since >= until:
-            return [], Totals()
         zones = {r[0] for r in await (await db.execute("SELECT zone FROM rollup_zones")).fetchall()}
-        if q.bucket is None:  # any zone's months and days will do; the report's own if it has them
-            local_zone: str | None = q.zone if q.zone in zones else ("UTC" if "UTC" in zones else None)
-        elif q.bucket != "hour" and q.zone in zones:
-            local_zone = q.zone
-        else:
-            local_zone = None
-        pieces = plan(buckets(since, until, q.bucket, q.zone), q.bucket, q.zone, local_zone, rollups)
-        if compacted is not None:
-            # Records before the compaction point are only late ones, already in the rollups: never read them.
-            pieces = [p if p.source != "raw" else p._replace(start=max(p.start, compacted)) for p in pieces
-                      if p.source != "raw" or p.end > compacted]
+        found = reading(q, ROLLUP_DIMS, compacted, zones, bounds)
+        if found is None:
+            return [], Totals()
         sums: dict[tuple, list[int]] = {}
         n = 1 + len(q.group_by)
-        for source in _TABLE:
-            mine = [p for p in pieces if p.source == source]
+        for source in TABLES:
+            mine = [p for p in found.pieces if p.source == source]
             if not mine:
                 continue
-            sql, args = _sql(source, mine, q.group_by, q.filters, local_zone)
+            sql, args = report_sql(source, mine, q.group_by, q.filters, found.local_zone, SQLITE)
             for row in await (await db.execute(sql, args)).fetchall():
                 accumulate(sums, (row[0], row[1:n]), row[n:])
     finally:
