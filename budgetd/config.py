@@ -5,6 +5,7 @@ An unknown key is an error that names it.
 
 import os
 import re
+import socket
 import tomllib
 import urllib.parse
 from pathlib import Path
@@ -139,6 +140,8 @@ class LogConfig(Section):
 
 class FleetConfig(Section):
     dsn: str = ""  # "" = this host alone (SQLite); else the PostgreSQL database the ledger lives in
+    node: str = ""  # this node's name in the fleet, unique in it ("" = the host's name)
+    sync_interval: str = "0.5s"  # how often a node reads the others' spend, holds and budget changes
 
 
 class Config(Section):
@@ -164,6 +167,11 @@ class Config(Section):
     def report_zones(self) -> list[str]:
         """UTC, the configured report zones, then the zones of the configured budgets."""
         return list(dict.fromkeys(["UTC", *self.reports.timezones, *(b.timezone for b in self.budgets)]))
+
+    @property
+    def node_name(self) -> str:
+        """This daemon's name in its fleet."""
+        return self.fleet.node or socket.gethostname()
 
     @property
     def data_path(self) -> Path:
@@ -314,9 +322,16 @@ def _check(config: Config, source: str) -> None:
     if config.fleet.dsn and not config.fleet.dsn.startswith(("postgresql://", "postgres://")):
         raise ConfigError(f"{source}: fleet.dsn must be a PostgreSQL URL (postgresql://user@host/database), "
                           "or empty for a single host")
+    if config.fleet.node and not _NODE_NAME.match(config.fleet.node):
+        raise ConfigError(f"{source}: fleet.node must be 1 to 63 letters, digits, '.', '_' or '-'")
+    if not 0.05 <= _duration(config.fleet.sync_interval, "fleet.sync_interval", source) <= 60:
+        raise ConfigError(f"{source}: fleet.sync_interval must be between 50ms and 60s")
     if config.pricing.unknown_model not in ("fallback", "deny", "zero"):
         raise ConfigError(f"{source}: pricing.unknown_model must be fallback, deny or zero")
 
+
+
+_NODE_NAME = re.compile(r"\A[A-Za-z0-9._-]{1,63}\Z")
 
 
 def _duration(text: str, key: str, source: str) -> float:

@@ -26,6 +26,7 @@ from actors.alerter import Alerter, WebhookSettings
 from actors.allocator import AdmissionRules, Allocator
 from actors.assistant import Assistant, AssistantSettings
 from actors.bus import Bus
+from actors.fleet import FleetSync
 from actors.ledger import (
     BackupTo,
     Compact,
@@ -36,7 +37,6 @@ from actors.ledger import (
     LedgerReader,
     PostgresReadStore,
     PostgresStore,
-    Serving,
     SqliteReadStore,
     SqliteStore,
 )
@@ -170,9 +170,13 @@ class Daemon:
         PostgreSQL database when `fleet.dsn` names one, else the SQLite file in the data directory."""
         config = self.config
         if config.fleet.dsn:
-            dsn = config.fleet.dsn
-            serving = Serving(on_fenced=self._fail)
-            return (lambda: PostgresStore(dsn, config.report_zones, serving)), (lambda: PostgresReadStore(dsn))
+            dsn, node = config.fleet.dsn, config.node_name
+
+            def lost(why: str) -> None:
+                if self.ready:
+                    self._fail(why)
+
+            return (lambda: PostgresStore(dsn, config.report_zones, node, lost)), (lambda: PostgresReadStore(dsn))
         return (lambda: SqliteStore(db_path, config.daemon.durability, config.report_zones,
                                     int(config.daemon.max_ledger_mb * 1024 * 1024))), \
             (lambda: SqliteReadStore(db_path))
@@ -262,8 +266,11 @@ class Daemon:
             )
             await tg.start(sup.supervise, allocator, lambda: Allocator(
                 ledger, prices, tiers, unpriced, admission, config.budgets, timeout, bus,
-                config.alerts.anomaly_factor, clock,
+                config.alerts.anomaly_factor, clock, fleet=bool(config.fleet.dsn),
             ))
+            if config.fleet.dsn:
+                await tg.start(sup.supervise, sup.ref("fleet", 64), lambda: FleetSync(
+                    config.fleet.dsn, config.node_name, parse_duration(config.fleet.sync_interval), allocator, clock))
             settings_ai = AssistantSettings(
                 model=config.assistant.model, api_base=config.assistant.api_base,
                 api_key_env=config.assistant.api_key_env, timeout_s=parse_duration(config.assistant.timeout),

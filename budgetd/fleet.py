@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import msgspec
 
 from actors.ledger import SCHEMA_VERSION, LedgerError, verify_ledger
-from actors.ledger.postgres import ONE_NODE_LOCK, FleetDatabaseError, connect, migrate
+from actors.ledger.postgres import NODES_LOCK, FleetDatabaseError, connect, migrate
 from actors.ledger.report_plan import SUMS
 from actors.ledger.sqlite.rollups import ROLLUP_DIMS
 from actors.ledger.sqlite.schema import USAGE_COLUMNS
@@ -92,12 +92,13 @@ async def import_ledger(path: Path, dsn: str) -> Imported:
         raise
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ONE_NODE_LOCK):
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", NODES_LOCK):
             raise ImportRefused(f"a budgetd node is serving {where}: stop it, then import (nothing was imported)")
         await migrate(conn, where)
         # Anything but the zone list (which a node that never wrote makes) is a ledger already there.
-        held = await conn.fetchval("SELECT " + " + ".join(f"(SELECT count(*) FROM {t})" for t in TABLES
-                                                          if t != "rollup_zones"))
+        held = await conn.fetchval("SELECT " + " + ".join(
+            f"(SELECT count(*) FROM {t}{' WHERE key <> $1' if t == 'meta' else ''})" for t in TABLES
+            if t != "rollup_zones"), "budgets_version")
         if held:
             raise ImportRefused(f"{where} already holds a ledger; import into an empty database (nothing was "
                                 "imported)")

@@ -318,7 +318,7 @@ def test_every_op_is_reachable_on_both_doors_with_the_same_answer(web):
         "prices.set": {"price": {"model": "house-model", "input_per_mtok": 1, "output_per_mtok": 2}},
         "prices.unset": {"model": "never-set"}, "route": {"estimate": estimate},
         "alerts.list": {}, "alerts.ack": {"alert_id": 123456}, "subscribe": {"topics": ["usage"]},
-        "ask": {"question": "why?"}, "backup": {"path": "relative.db"},
+        "ask": {"question": "why?"}, "backup": {"path": "relative.db"}, "fleet.status": {},
     }
     assert set(requests) == set(OPS), "a new op needs a line here"
     volatile = {"record_id", "reservation_id", "expires_at", "ts", "uptime_s", "updated_at", "effective_from",

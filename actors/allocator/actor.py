@@ -37,6 +37,7 @@ from actors.allocator.messages import (
     CheckMsg,
     CommitMsg,
     CountHolds,
+    FleetView,
     ModelKeyMsg,
     ForecastsMsg,
     RecordUsage,
@@ -47,8 +48,11 @@ from actors.allocator.messages import (
 )
 from actors.allocator.signals import Signals
 from actors.ledger import (
+    ALL_TIME,
     CloseHold,
+    Counted,
     DeleteBudget,
+    HardCharge,
     HoldRow,
     LoadBudgets,
     LoadHolds,
@@ -59,6 +63,8 @@ from actors.ledger import (
     WindowSum,
     WriteHold,
     WriteUsage,
+    counter_key,
+    window_start,
 )
 from actors.prices import GetBook, NewBook
 from actors.runtime import Actor, Mailbox, Ref, ReplyTo, answering
@@ -85,6 +91,7 @@ _json = msgspec.json.Encoder()
 _spec_decoder = msgspec.json.Decoder(BudgetSpec)
 _estimate_decoder = msgspec.json.Decoder(Estimate)
 _attrs_decoder = msgspec.json.Decoder(dict[str, str | None])
+_key_decoder = msgspec.json.Decoder(list[str])
 MAX_REMEMBERED = 100_000
 _KEEP_WINDOWS_US = 2 * 86_400_000_000  # counters of windows that ended longer ago are forgotten
 
@@ -104,6 +111,7 @@ class Allocator(Actor):
         bus: Ref | None = None,
         anomaly_factor: float = 3.0,
         clock: Clock = SYSTEM,
+        fleet: bool = False,
     ) -> None:
         super().__init__()
         self.clock = HeldClock(clock)  # held at one instant while a message is handled (see `handle`)
@@ -132,6 +140,12 @@ class Allocator(Actor):
         self._counters: dict[tuple, _Found] = {}  # see `_counters_of`
         self._chat: list[PriceEntry] | None = None
         self._candidates: routing.Candidates | None = None  # of the current book, built on its first denial
+        # On a fleet: what the other nodes spent (as last counted in, by counter and window) and hold (as
+        # added to the counters of the current windows), and the budgets' version this node has.
+        self.fleet = fleet
+        self._others_spent: dict[tuple[str, str, int], tuple[int, int]] = {}
+        self._others_held: dict[tuple[str, str, int], tuple[int, int]] = {}
+        self._budgets_version: int | None = None
         self.handlers: dict[type, Callable[[Any], Any]] = {
             RecordUsage: self._record,
             ReserveMsg: self._reserve,
@@ -147,6 +161,7 @@ class Allocator(Actor):
             BudgetGetMsg: self._budget_get,
             BudgetListMsg: lambda m: m.reply.set([b.spec for _, b in sorted(self.budgets.items())]),
             NewBook: self._new_book,
+            FleetView: self._fleet_view,
             # These await the ledger: the mailbox waits meanwhile (see above).
             BudgetSetMsg: answering(self._budget_set),
             BudgetDeleteMsg: answering(self._budget_delete),
@@ -310,10 +325,21 @@ class Allocator(Actor):
         found = await self.ledger.ask(lambda reply: SumWindows(sums=sums, reply=reply), self.timeout)
         for budget in budgets:
             win = budget.window_at(now)
+            if self.fleet:
+                self._forget_others(budget.name)
             for total in found.get(budget.name, ()):
-                counter = budget.counter(tuple(total.key), win, capped=False)
-                counter.spent_nanos += total.nanos
-                counter.spent_tokens += total.tokens
+                if total.nanos or total.tokens:
+                    counter = budget.counter(tuple(total.key), win, capped=False)
+                    counter.spent_nanos += total.nanos
+                    counter.spent_tokens += total.tokens
+                if self.fleet:  # the others' spend is in the records summed: what they add later is not
+                    self._others_spent[(budget.name, counter_key(tuple(total.key)), window_start(win.start_us))] = (
+                        total.others_nanos, total.others_tokens)
+
+    def _forget_others(self, name: str) -> None:
+        for seen in (self._others_spent, self._others_held):
+            for slot in [slot for slot in seen if slot[0] == name]:
+                del seen[slot]
 
     def _model_key(self, name: str) -> str:
         resolved = self.book.resolve(name)
@@ -338,6 +364,11 @@ class Allocator(Actor):
         except BudgetInvalid as exc:
             raise OpError("invalid", str(exc), exc.field) from None
         await self._save(spec, "api")
+        await self._install(spec)
+        return spec
+
+    async def _install(self, spec: BudgetSpec) -> None:
+        """A budget set or replaced, its counters loaded from the ledger."""
         budget = Budget.of(spec, self._model_key, self.rules.max_counters_per_budget)
         await self._load_counters([budget])
         old = self.budgets.get(spec.name)
@@ -347,7 +378,6 @@ class Allocator(Actor):
         self.budgets[spec.name] = budget
         self._counters.clear()
         self._next_window_end = None  # its windows may end sooner than any other's
-        return spec
 
     def _hold_in(self, budget: Budget) -> None:
         """Every open hold `budget` covers counts in its current window: a budget set (or replaced) while
@@ -361,11 +391,73 @@ class Allocator(Actor):
     async def _budget_delete(self, message: BudgetDeleteMsg) -> bool:
         name = message.name
         deleted = await self.ledger.ask(lambda reply: DeleteBudget(name=name, reply=reply), self.timeout)
+        return self._remove(name) or bool(deleted)
+
+    def _remove(self, name: str) -> bool:
         budget = self.budgets.pop(name, None)
         self._counters.clear()
+        self._forget_others(name)
         if budget is not None:
             self.holds.drop(budget.counters.values())
-        return bool(deleted) or budget is not None
+        return budget is not None
+
+    # -- the fleet ------------------------------------------------------------------
+
+    async def _fleet_view(self, m: FleetView) -> None:
+        """What the other nodes did: budgets they changed are read again, what they spent since this node
+        last looked is added to the counters, and what they hold replaces what they held."""
+        if m.budgets_version != self._budgets_version:  # always at the first view: a change may be in between
+            try:
+                await self._reload_budgets()
+            except OpError:
+                return  # the ledger could not answer: the next view tries again
+            self._budgets_version = m.budgets_version
+        now = self.clock.now_us()
+        for c in m.spent:
+            budget = self.budgets.get(c.budget)
+            if budget is None:
+                continue
+            win = budget.window_at(now)
+            slot = (c.budget, c.key, c.window_start)
+            seen_nanos, seen_tokens = self._others_spent.get(slot, (0, 0))
+            if c.window_start != window_start(win.start_us) or (c.nanos <= seen_nanos and c.tokens <= seen_tokens):
+                continue
+            counter = budget.counter(tuple(_key_decoder.decode(c.key)), win, capped=False)
+            counter.spent_nanos += max(0, c.nanos - seen_nanos)
+            counter.spent_tokens += max(0, c.tokens - seen_tokens)
+            self._others_spent[slot] = (max(c.nanos, seen_nanos), max(c.tokens, seen_tokens))
+        held: dict[tuple[str, str, int], tuple[int, int]] = {}
+        for c in m.held:
+            budget = self.budgets.get(c.budget)
+            if budget is not None:
+                held[(c.budget, c.key, window_start(budget.window_at(now).start_us))] = (c.nanos, c.tokens)
+        for slot in held.keys() | self._others_held.keys():
+            nanos, tokens = held.get(slot, (0, 0))
+            was_nanos, was_tokens = self._others_held.get(slot, (0, 0))
+            budget = self.budgets.get(slot[0])
+            if (nanos, tokens) == (was_nanos, was_tokens) or budget is None:
+                continue
+            key = tuple(_key_decoder.decode(slot[1]))
+            start = None if slot[2] == ALL_TIME else slot[2]
+            counter = budget.counters.get((key, start))
+            if counter is None:
+                if slot not in held:
+                    continue  # forgotten with its window
+                counter = budget.counter(key, budget.window_at(now), capped=False)
+            counter.reserved_nanos += nanos - was_nanos
+            counter.reserved_tokens += tokens - was_tokens
+        self._others_held = held
+
+    async def _reload_budgets(self) -> None:
+        """The budgets as the ledger has them now: those another node set, replaced or deleted follow."""
+        rows = await self.ledger.ask(lambda reply: LoadBudgets(reply=reply), self.timeout)
+        specs = {spec.name: spec for spec in (_spec_decoder.decode(row.spec) for row in rows)}
+        for name in [name for name in self.budgets if name not in specs]:
+            self._remove(name)
+        for spec in specs.values():
+            old = self.budgets.get(spec.name)
+            if old is None or old.spec != spec:
+                await self._install(spec)
 
     def _now(self, per_budget: int) -> BudgetsNow:
         """Each budget's current window: its `per_budget` most used keys, their forecasts (budgets with a
@@ -457,9 +549,24 @@ class Allocator(Actor):
                         attrs=attrs, cost_nanos=a.cost_nanos, tokens=a.tokens) for i in ids]
         for hold in opened:
             self.holds.add(hold)
+        hard = self._hard(a, calls) if self.fleet else []
         self._send(lambda write_id, settle: WriteHold(
             holds=rows, decision=result, idempotency_key=key, payload_hash=message.payload_hash, reply=message.reply,
-            write_id=write_id, settle=settle), _Pending(opened=opened))
+            write_id=write_id, settle=settle, hard=hard), _Pending(opened=opened))
+
+    @staticmethod
+    def _hard(a: Assessment, calls: int) -> list[HardCharge]:
+        """What each hold of a reserve puts on hard budgets, for the fleet's database to admit against every
+        node: bounded where this node saw room for all `calls` (a call it admits past a limit is counted)."""
+        charges = []
+        for m in a.matches:
+            b = m.budget
+            if b.spec.policy != "hard" or (b.limit_nanos is None and b.limit_tokens is None):
+                continue
+            room = b.fits(m.counter, a.cost_nanos * calls, a.tokens * calls)
+            charges.append(HardCharge(b.name, counter_key(m.key), window_start(m.window.start_us),
+                                      b.limit_nanos if room else None, b.limit_tokens if room else None))
+        return charges
 
     def _ask_ledger_first(self, message: ReserveMsg, answer: Any, denied: str | None = None) -> None:
         """A keyed reserve this actor would not hold: the room (or a cap) may be taken by the key's own first
@@ -574,6 +681,7 @@ class Allocator(Actor):
         charges: list[Charge] = []
         states: list[BudgetState] = []  # filled once the drain ends (see `drained`)
         found: list = []
+        counted: list[Counted] = []
         if self.budgets:
             attrs: Attrs = {
                 "component": u.component, "model": priced.model, "provider": priced.provider,
@@ -583,6 +691,8 @@ class Allocator(Actor):
             cost = priced.cost_nanos
             # Every counter first (one may refuse, at its cap), then every charge: all or nothing.
             found = self._counters_of(attrs, ts_us)
+            if self.fleet:
+                counted = [Counted(b.name, counter_key(k), window_start(w.start_us)) for b, k, w, _ in found]
             touched = self._touched
             for budget, bkey, win, counter in found:
                 t = touched.get(id(counter))
@@ -611,7 +721,8 @@ class Allocator(Actor):
             service_tier=u.service_tier, web_search_requests=u.web_search_requests,
         )
         self._send(lambda write_id, settle: WriteUsage(row=row, payload_hash=digest, reply=reply, budgets=states,
-                                                       did_you_mean=close, write_id=write_id, settle=settle),
+                                                       did_you_mean=close, write_id=write_id, settle=settle,
+                                                       counted=counted),
                    _Pending(charges=charges, closed=[] if hold is None else [hold], found=found))
 
     def _counters_of(self, attrs: Attrs, ts_us: int) -> list[tuple[Budget, tuple[str, ...], Any, Any]]:
@@ -666,6 +777,8 @@ class Allocator(Actor):
                     repeat.reply.set(answer)
         for write_id in message.failed:
             self._undo(self._unsettled.pop(write_id, _NOTHING), failed=True)
+        for write_id in message.refused:  # the fleet's database found no room: nothing was held
+            self._undo(self._unsettled.pop(write_id, _NOTHING), failed=False)
 
     def _undo(self, pending: "_Pending", failed: bool) -> None:
         """A write that was not applied: its spend leaves the counters, a hold it opened closes, and, when

@@ -128,3 +128,23 @@ class RouteMsg(msgspec.Struct, frozen=True):
     candidates: list[str] | None
     need: Need | None
     reply: ReplyTo
+
+
+class FleetCount(msgspec.Struct, frozen=True):
+    """What the other nodes of a fleet spent (or hold) on one budget counter; held counts have no window."""
+
+    budget: str
+    key: str  # as `actors.ledger.messages.counter_key` writes it
+    window_start: int
+    nanos: int
+    tokens: int
+
+
+class FleetView(msgspec.Struct, frozen=True):
+    """What the other nodes did, as the fleet's database says now (`actors.fleet.FleetSync` tells it every
+    `fleet.sync_interval`): their spend in current windows and their open holds on hard budgets, summed over
+    them, and the budgets' version (when it moved, the budgets are read again). No answer."""
+
+    spent: list[FleetCount]
+    held: list[FleetCount]
+    budgets_version: int

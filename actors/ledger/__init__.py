@@ -7,15 +7,18 @@ use the messages in `actors.ledger.messages`.
 """
 
 from actors.ledger.messages import (  # noqa: F401 - the inbox is the public face
+    ALL_TIME,
     AckAlert,
     ApplyPrices,
     BackupTo,
     CallExtremes,
     CloseHold,
     Compact,
+    Counted,
     DeleteBudget,
     ExpireKeys,
     GetTotals,
+    HardCharge,
     HoldRow,
     ListAlerts,
     ListUsage,
@@ -41,9 +44,11 @@ from actors.ledger.messages import (  # noqa: F401 - the inbox is the public fac
     Write,
     WriteHold,
     WriteUsage,
+    counter_key,
     payload_hash,
+    window_start,
 )
-from actors.ledger.postgres import FleetDatabaseError, PostgresReadStore, PostgresStore, Serving  # noqa: F401
+from actors.ledger.postgres import FleetDatabaseError, PostgresReadStore, PostgresStore  # noqa: F401
 from actors.ledger.reader import LedgerReader  # noqa: F401
 from actors.ledger.report_plan import ReportQuery  # noqa: F401
 from actors.ledger.sqlite import (  # noqa: F401

@@ -45,10 +45,47 @@ class UsageRow(msgspec.Struct, frozen=True):
     web_search_requests: int = 0
 
 
+class Counted(msgspec.Struct, frozen=True):
+    """A budget counter a record counts in, as the fleet's database keeps it (`fleet_spent`)."""
+
+    budget: str
+    key: str  # the counter's key as `counter_key` writes it
+    window_start: int  # µs; ALL_TIME for a total budget
+
+
+class HardCharge(msgspec.Struct, frozen=True):
+    """What each hold of a reserve puts on one counter of a hard budget, for the fleet's database to admit
+    against the spend and holds of every node. Without limits it is counted there, not checked (a call the
+    daemon admits past the limit, a critical one)."""
+
+    budget: str
+    key: str
+    window_start: int
+    limit_nanos: int | None
+    limit_tokens: int | None
+
+
+#: `Counted.window_start` of a budget whose one window is all time.
+ALL_TIME = -(2**63)
+
+
+def window_start(start_us: int | None) -> int:
+    """A window's start as the fleet's counters name it."""
+    return ALL_TIME if start_us is None else start_us
+
+
+def counter_key(key: tuple[str, ...]) -> str:
+    """A counter's key (the values of its budget's "*" dims) as one text, the same on every node."""
+    return _json_encode(key).decode()
+
+
+_json_encode = msgspec.json.Encoder().encode
+
+
 class WriteUsage(msgspec.Struct, frozen=True):
     """Append a record (closing its reservation's hold, if it has one, in the same transaction); answer:
     `Recorded` once committed, or the first answer with `duplicate: true` for a known idempotency key.
-    `budgets` is what the answer carries.
+    `budgets` is what the answer carries; `counted`, on a fleet, the counters it adds to there.
 
     Every write with a `write_id` is settled: after its batch the writer tells `settle` a `Settled`
     naming which of the sender's writes were applied, were duplicates, or failed.
@@ -61,6 +98,7 @@ class WriteUsage(msgspec.Struct, frozen=True):
     did_you_mean: list = []  # when unpriced: priced names close to the model, for the answer
     write_id: int | None = None
     settle: Ref | None = None
+    counted: list[Counted] = []
 
 
 class HoldRow(msgspec.Struct, frozen=True):
@@ -80,7 +118,9 @@ class WriteHold(msgspec.Struct, frozen=True):
     """Open holds (one per call reserved); answer: `decision` once committed (or the first decision,
     `duplicate: true`, for a known idempotency key, which opens nothing). Settled like a `WriteUsage`.
     Without holds it is a keyed denial: answered with the first decision when the key is known, else
-    with `decision`, which is not kept."""
+    with `decision`, which is not kept. On a fleet, `hard` is what each hold puts on hard budgets: when
+    other nodes took the room meanwhile, the database refuses the reserve whole, which is answered as a
+    denial and settled as refused."""
 
     holds: list[HoldRow]
     decision: Any  # the Decision to answer, with the hold's id and expiry
@@ -89,6 +129,7 @@ class WriteHold(msgspec.Struct, frozen=True):
     reply: ReplyTo
     write_id: int | None = None
     settle: Ref | None = None
+    hard: list[HardCharge] = []
 
 
 class CloseHold(msgspec.Struct, frozen=True):
@@ -124,11 +165,30 @@ class Repeat(msgspec.Struct, frozen=True):
 class Settled(msgspec.Struct, frozen=True):
     """Told to a writer's `settle` after each batch: which of its writes were applied, which were
     duplicates of earlier ones (nothing new written: the settler answers them, once it has taken their
-    charges back), which failed (nothing written; the sender was told `unavailable`)."""
+    charges back), which failed (nothing written; the sender was told `unavailable`), which reserves the
+    fleet's database refused (nothing held; the sender was told a denial)."""
 
     applied: list[int]
     duplicates: list[Repeat]
     failed: list[int]
+    refused: list[int] = []
+
+
+class Refused(msgspec.Struct, frozen=True):
+    """A store's answer to a reserve the fleet's database refused: `denial` is what its sender is told."""
+
+    denial: Any
+
+
+class WindowTotal(msgspec.Struct, frozen=True):
+    """One key's spend in a window. On a fleet, `others_*` is what the other nodes counted there (at the
+    same instant), from which a node follows their spend as it grows."""
+
+    key: tuple[str, ...]  # the values of the "*" dims
+    nanos: int
+    tokens: int
+    others_nanos: int = 0
+    others_tokens: int = 0
 
 
 class Tally(msgspec.Struct):
@@ -189,12 +249,6 @@ class WindowSum(msgspec.Struct, frozen=True):
     star: tuple[str, ...]  # dims each distinct value of which is a key
     start: int | None
     end: int | None
-
-
-class WindowTotal(msgspec.Struct, frozen=True):
-    key: tuple[str, ...]  # the values of the "*" dims
-    nanos: int
-    tokens: int
 
 
 class SumWindows(msgspec.Struct, frozen=True):

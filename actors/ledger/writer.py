@@ -26,6 +26,7 @@ from actors.ledger.messages import (
     LoadHolds,
     LoadPrices,
     PriceHistory,
+    Refused,
     Repeat,
     SaveAlert,
     SaveBudget,
@@ -187,6 +188,7 @@ class Ledger(Actor):
                 return
             raise  # the supervisor reopens the database
         outcomes = [_outcome(a) for a in answers]
+        answers = [a.denial if type(a) is Refused else a for a in answers]
         if self.bus is not None:
             self._publish_recorded(writes, answers, outcomes)
         self._settle(writes, answers, outcomes)
@@ -201,19 +203,22 @@ class Ledger(Actor):
     @staticmethod
     def _settle(writes: list[Write], answers: list[Any], outcomes: list[str]) -> None:
         """One `Settled` per sender of the batch, naming its writes applied, duplicate (with their first
-        answers, which the sender gives) and failed."""
+        answers, which the sender gives), failed and refused."""
         by_sender: dict[int, tuple[Ref, Settled]] = {}
         for w, answer, outcome in zip(writes, answers, outcomes):
             if w.write_id is None or w.settle is None:
                 continue
             entry = by_sender.get(id(w.settle))
             if entry is None:
-                entry = by_sender[id(w.settle)] = (w.settle, Settled(applied=[], duplicates=[], failed=[]))
+                entry = by_sender[id(w.settle)] = (
+                    w.settle, Settled(applied=[], duplicates=[], failed=[], refused=[]))
             settled = entry[1]
             if outcome == "applied":
                 settled.applied.append(w.write_id)
             elif outcome == "duplicate":
                 settled.duplicates.append(Repeat(w.write_id, answer, w.reply))
+            elif outcome == "refused":
+                settled.refused.append(w.write_id)
             else:
                 settled.failed.append(w.write_id)
         for ref, settled in by_sender.values():
@@ -252,4 +257,6 @@ class Ledger(Actor):
 def _outcome(answer: Any) -> str:
     if isinstance(answer, OpError):
         return "failed"
+    if type(answer) is Refused:
+        return "refused"
     return "duplicate" if getattr(answer, "duplicate", False) else "applied"

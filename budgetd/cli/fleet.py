@@ -5,7 +5,9 @@ from pathlib import Path
 
 import anyio
 
+from budgetd.cli._arguments import client
 from budgetd.cli._errors import CliError
+from budgetd.cli._output import emit, table
 from budgetd.render import count
 
 
@@ -36,6 +38,22 @@ def cmd_fleet_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fleet_status(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        result = c.fleet_status()
+
+    def human(r: object) -> str:
+        rows = [[("* " if n.this else "  ") + n.node, "serving" if n.serving else "gone", n.version,
+                 n.started_at.strftime("%Y-%m-%d %H:%M:%S"), f"{(r.now - n.heartbeat_at).total_seconds():.1f}s ago",
+                 count(n.open_holds), f"${n.held_usd:,.4f}"] for n in r.nodes]  # type: ignore[attr-defined]
+        return (f"fleet database {r.database} (this node: {r.node})\n"  # type: ignore[attr-defined]
+                + table(["node", "state", "version", "started (UTC)", "heartbeat", "open holds", "held on hard"],
+                        rows, right={5, 6}))
+
+    emit(args, result, human)
+    return 0
+
+
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     fleet = commands.add_parser("fleet", help="the fleet's PostgreSQL database", parents=[common])
     sub = fleet.add_subparsers(dest="fleet_command", metavar="COMMAND")
@@ -46,3 +64,5 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument("--config", help="the daemon's TOML config (for fleet.dsn and data_dir)")
     p.add_argument("--data-dir", help="the daemon's data directory")
     p.set_defaults(func=cmd_fleet_import)
+    p = sub.add_parser("status", help="the nodes sharing this daemon's fleet database", parents=[common])
+    p.set_defaults(func=cmd_fleet_status)

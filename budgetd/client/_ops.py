@@ -35,6 +35,7 @@ from budgetd.protocol import (
     BudgetSet,
     Check,
     Commit,
+    FleetStatus,
     Hello,
     OpError,
     Ping,
@@ -191,6 +192,10 @@ class Flows:
 
     def prices_history(self, model: str) -> Flow[Any]:
         return (yield PricesHistory(model=model))
+
+    def fleet_status(self) -> Flow[Any]:
+        """The nodes sharing this daemon's fleet database (`not_found` on a single host)."""
+        return (yield FleetStatus())
 
     def backup(self, path: str | os.PathLike, force: bool = False, timeout: float = 600.0) -> Flow[Any]:
         """An online copy of the ledger at `path` (absolute, on the daemon's machine, outside its data

@@ -44,6 +44,7 @@ from budgetd.protocol._results import (
     BudgetResult,
     Deleted,
     Empty,
+    FleetStatusResult,
     HelloResult,
     PriceHistoryResult,
     PriceListResult,
@@ -164,6 +165,11 @@ class BudgetDelete(Request, tag="budget.delete", kw_only=True):
 @op(StatusResult, "read", "ask")
 class Status(Request, tag="status", kw_only=True):
     states_per_budget: Annotated[int, Meta(ge=1, le=10_000)] = 100  # the most used keys of each budget
+
+
+@op(FleetStatusResult, "read", "ask")
+class FleetStatus(Request, tag="fleet.status", kw_only=True):
+    """The nodes sharing this daemon's fleet database: their heartbeats and open reservations."""
 
 
 @op(ReportResult, "read", "ask")

@@ -85,6 +85,24 @@ class PricesStatus(Answer, kw_only=True):
     sources: list[SourceStatus]
 
 
+class FleetNode(msgspec.Struct, kw_only=True):
+    node: str
+    version: str  # of budgetd
+    started_at: dt.datetime
+    heartbeat_at: dt.datetime  # by the node's clock
+    serving: bool  # it holds its node lock in the database now
+    open_holds: int  # unexpired reservations it opened
+    held_usd: float  # what they hold on hard budgets
+    this: bool  # the node that answers
+
+
+class FleetStatusResult(Answer, kw_only=True):
+    database: str  # without its password
+    node: str  # the node that answers
+    now: dt.datetime
+    nodes: list[FleetNode]
+
+
 class StatusResult(Answer, kw_only=True):
     budgets: list[BudgetState]
     totals: Totals

@@ -51,6 +51,7 @@ from actors.prices import (
     UnsetPrice,
 )
 from actors.assistant import AskMsg
+from actors.fleet import FleetStatusMsg
 from actors.runtime import Ref, Reply, ReplyTo
 from budgetd.clock import SYSTEM, Clock
 from budgetd.config import Config, dsn_shown
@@ -80,6 +81,7 @@ from budgetd.protocol import (
     DaemonStatus,
     Deleted,
     Empty,
+    FleetStatus,
     Hello,
     HelloResult,
     OpError,
@@ -373,6 +375,13 @@ class Ops:
         )
         return StatusResult(budgets=now.states, totals=totals, daemon=daemon, prices=prices, forecasts=now.forecasts,
                             states_omitted=now.omitted)
+
+    async def fleet_status(self, _req: FleetStatus) -> Any:
+        fleet = self.refs.get("fleet")
+        if fleet is None:
+            raise OpError("not_found", "this daemon is a single host: it has no fleet (set fleet.dsn to a PostgreSQL "
+                          "database to make it a node of one)")
+        return await fleet.ask(lambda reply: FleetStatusMsg(reply=reply), self.timeout)
 
     async def prices_get(self, req: PricesGet) -> Any:
         return await self.refs["prices"].ask(

@@ -16,9 +16,8 @@ log = logging.getLogger("budgetd.ledger")
 #: Held while migrating, so two nodes starting at once migrate once (any 64-bit number of our own).
 MIGRATION_LOCK = 0x42554447_00000001
 
-#: Held by the writer connection of the one node that serves the database. Admission is exact across
-#: nodes only with leases, which this version does not have yet: until then a second node is refused.
-ONE_NODE_LOCK = 0x42554447_00000002
+#: The key space of the per-node advisory lock (see `node_lock`): two daemons with one node name are refused.
+NODE_LOCK_SEED = 0x42554447_00000002
 
 _DIMS = ", ".join(f"{d} TEXT NOT NULL" for d in ROLLUP_DIMS)
 _SUMS = ", ".join(f"{s} BIGINT NOT NULL" for s in SUMS)
@@ -158,6 +157,104 @@ CREATE TABLE rollup_hour (
 {_local("week")}
 {_local("month")}
 CREATE TABLE rollup_zones (zone TEXT PRIMARY KEY);
+""",
+    # v2: the fleet. What each node spent per budget counter (and a correction per counter, node '', that
+    # keeps the sums equal to the records; see `actors.ledger.postgres.fleet`), what each open hold holds on
+    # each hard budget, the nodes, and the function that admits holds exactly across nodes.
+    """
+CREATE TABLE fleet_spent (
+    budget       TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    window_start BIGINT NOT NULL,
+    node         TEXT NOT NULL,
+    nanos        BIGINT NOT NULL,
+    tokens       BIGINT NOT NULL,
+    PRIMARY KEY (budget, key, window_start, node)
+);
+CREATE INDEX fleet_spent_window ON fleet_spent (window_start);
+
+CREATE TABLE fleet_held (
+    hold_id    TEXT NOT NULL,
+    budget     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    node       TEXT NOT NULL,
+    nanos      BIGINT NOT NULL,
+    tokens     BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (hold_id, budget)
+);
+CREATE INDEX fleet_held_counter ON fleet_held (budget, key);
+CREATE INDEX fleet_held_expiry ON fleet_held (expires_at);
+
+CREATE TABLE fleet_nodes (
+    node         TEXT PRIMARY KEY,
+    application  TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    started_at   BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL,
+    open_holds   BIGINT NOT NULL DEFAULT 0
+);
+
+INSERT INTO meta (key, value) VALUES ('budgets_version', '0') ON CONFLICT (key) DO NOTHING;
+ALTER TABLE holds ADD COLUMN node TEXT NOT NULL DEFAULT '';
+
+-- Admit groups of holds (one group per reserve) against the hard limits of the whole fleet, in one
+-- statement: each counter a group charges is locked (in one order on every node), its spend in the window
+-- and the unexpired holds on it summed once, then each group is admitted whole if every bounded charge fits
+-- (its charges are inserted) or refused. A group whose idempotency key is known is left to the writer (a
+-- repeat); one already charged (a retried batch) is admitted again. Returns the refused groups' numbers.
+CREATE FUNCTION budgetd_admit(
+    now_us BIGINT, me TEXT, g_key TEXT[], g_first INT[], g_last INT[],
+    c_hold TEXT[], c_budget TEXT[], c_key TEXT[], c_window BIGINT[], c_limit_nanos BIGINT[],
+    c_limit_tokens BIGINT[], c_nanos BIGINT[], c_tokens BIGINT[], c_expires BIGINT[]
+) RETURNS INT[] LANGUAGE plpgsql AS $fn$
+DECLARE
+    refused INT[] := '{}';
+    u_budget TEXT[]; u_key TEXT[]; u_window BIGINT[];
+    u_nanos BIGINT[] := '{}'; u_tokens BIGINT[] := '{}';
+    t_nanos BIGINT[]; t_tokens BIGINT[];
+    g INT; j INT; i INT; fits BOOLEAN; n_nanos BIGINT; n_tokens BIGINT;
+BEGIN
+    PERFORM pg_advisory_xact_lock(h) FROM (
+        SELECT DISTINCT hashtextextended(c_budget[x] || E'\\x1f' || c_key[x], 0) AS h
+        FROM generate_subscripts(c_budget, 1) AS x ORDER BY h) AS locks;
+    SELECT array_agg(b ORDER BY b, k, w), array_agg(k ORDER BY b, k, w), array_agg(w ORDER BY b, k, w)
+      INTO u_budget, u_key, u_window
+      FROM (SELECT DISTINCT c_budget[x] AS b, c_key[x] AS k, c_window[x] AS w
+            FROM generate_subscripts(c_budget, 1) AS x) AS counters;
+    FOR i IN 1 .. coalesce(array_length(u_budget, 1), 0) LOOP
+        SELECT coalesce(sum(nanos), 0), coalesce(sum(tokens), 0) INTO n_nanos, n_tokens FROM fleet_spent
+         WHERE budget = u_budget[i] AND key = u_key[i] AND window_start = u_window[i];
+        u_nanos[i] := n_nanos; u_tokens[i] := n_tokens;
+        SELECT coalesce(sum(nanos), 0), coalesce(sum(tokens), 0) INTO n_nanos, n_tokens FROM fleet_held
+         WHERE budget = u_budget[i] AND key = u_key[i] AND expires_at > now_us;
+        u_nanos[i] := u_nanos[i] + n_nanos; u_tokens[i] := u_tokens[i] + n_tokens;
+    END LOOP;
+    FOR g IN 1 .. coalesce(array_length(g_key, 1), 0) LOOP
+        CONTINUE WHEN g_key[g] IS NOT NULL AND EXISTS (SELECT 1 FROM idempotency WHERE key = g_key[g]);
+        CONTINUE WHEN EXISTS (SELECT 1 FROM fleet_held WHERE hold_id = c_hold[g_first[g]]);
+        t_nanos := u_nanos; t_tokens := u_tokens; fits := TRUE;
+        FOR j IN g_first[g] .. g_last[g] LOOP
+            FOR i IN 1 .. array_length(u_budget, 1) LOOP
+                CONTINUE WHEN u_budget[i] <> c_budget[j] OR u_key[i] <> c_key[j];
+                t_nanos[i] := t_nanos[i] + c_nanos[j]; t_tokens[i] := t_tokens[i] + c_tokens[j];
+                IF u_window[i] = c_window[j] AND (t_nanos[i] > c_limit_nanos[j] OR t_tokens[i] > c_limit_tokens[j])
+                THEN fits := FALSE; END IF;
+            END LOOP;
+        END LOOP;
+        IF fits THEN
+            u_nanos := t_nanos; u_tokens := t_tokens;
+            INSERT INTO fleet_held (hold_id, budget, key, node, nanos, tokens, expires_at)
+                SELECT c_hold[x], c_budget[x], c_key[x], me, c_nanos[x], c_tokens[x], c_expires[x]
+                FROM generate_series(g_first[g], g_last[g]) AS x
+                ON CONFLICT DO NOTHING;
+        ELSE
+            refused := refused || g;
+        END IF;
+    END LOOP;
+    RETURN refused;
+END
+$fn$;
 """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

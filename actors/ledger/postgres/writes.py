@@ -27,11 +27,13 @@ from actors.ledger.messages import (
     WindowTotal,
     Write,
 )
-from actors.ledger.postgres.schema import ONE_NODE_LOCK, FleetDatabaseError, migrate
+from actors.ledger.postgres import fleet
+from actors.ledger.postgres.schema import FleetDatabaseError, migrate
 from actors.ledger.report_plan import SUMS, TOKEN_SUMS, accumulate
 from actors.ledger.sqlite import rollups
 from actors.ledger.sqlite.schema import USAGE_COLUMNS
 from actors.ledger.store import StoreFull, StoreUnreachable
+from budgetd import __version__
 from budgetd.config import dsn_shown
 from budgetd.periods import HOUR_US
 from budgetd.protocol import OpError
@@ -58,14 +60,19 @@ _TYPES = {name: "bigint" for name in (*USAGE_COLUMNS, *SUMS, "hour", "day", "wee
                                        "expires_at", "tokens")}
 _TYPES.update({name: "text" for name in ("component", "model", "provider", "tier", "context_id", "task_type",
                                          "reservation_id", "request_id", "metadata", "idempotency_key",
-                                         "service_tier", "zone", "id", "key")})
+                                         "service_tier", "zone", "id", "key", "node")})
 _TYPES.update({"priced": "integer", "estimate": "bytea", "attrs": "bytea", "payload_hash": "bytea", "result": "bytea"})
-_HOLD_COLUMNS = ("id", "created_at", "expires_at", "component", "estimate", "attrs", "cost_nanos", "tokens")
+_HOLD_COLUMNS = ("id", "created_at", "expires_at", "component", "estimate", "attrs", "cost_nanos", "tokens", "node")
 _KEY_COLUMNS = ("key", "payload_hash", "result", "created_at")
 _LOOKUP = ("SELECT array(SELECT nextval('usage_record_ids') FROM generate_series(1, $2)), "
            "array(SELECT key FROM idempotency WHERE key = ANY($1::text[]) ORDER BY key), "
            "array(SELECT payload_hash FROM idempotency WHERE key = ANY($1::text[]) ORDER BY key), "
            "array(SELECT result FROM idempotency WHERE key = ANY($1::text[]) ORDER BY key)")
+#: The budgets' version, moved on when a statement's `s` changed a budget (other nodes poll it).
+_BUDGETS_MOVED = ("UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'budgets_version' "
+                  "AND EXISTS (SELECT 1 FROM s)")
+# The same, and the batch's reserves on hard budgets admitted (their holds charged) in the same round trip.
+_LOOKUP_ADMIT = _LOOKUP + ", " + fleet.ADMIT
 
 
 class _Statement:
@@ -92,10 +99,23 @@ class _Statement:
             self._unnest(table, (*key, *SUMS), [(*k, *v) for k, v in sums.items()],
                          f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {add}")
 
-    def delete_holds(self, ids: list[str]) -> None:
+    def delete_holds(self, ids: list[str], table: str = "holds", column: str = "id") -> None:
         if ids:
             self.args.append(ids)
-            self.parts.append(f"DELETE FROM holds WHERE id = ANY(${len(self.args)}::text[])")
+            self.parts.append(f"DELETE FROM {table} WHERE {column} = ANY(${len(self.args)}::text[])")
+
+    def add_spent(self, sums: dict[tuple[str, str, int], list[int]], node: str) -> None:
+        """What this node's new records add to the fleet's counters (see `fleet`)."""
+        if sums:
+            first = len(self.args) + 1
+            self.args.extend([[k[0] for k in sums], [k[1] for k in sums], [k[2] for k in sums],
+                              [v[0] for v in sums.values()], [v[1] for v in sums.values()], node])
+            self.parts.append(
+                "INSERT INTO fleet_spent AS t (budget, key, window_start, node, nanos, tokens) "
+                f"SELECT b, k, w, ${first + 5}, n, tk FROM unnest(${first}::text[], ${first + 1}::text[], "
+                f"${first + 2}::bigint[], ${first + 3}::bigint[], ${first + 4}::bigint[]) AS s(b, k, w, n, tk) "
+                "ON CONFLICT (budget, key, window_start, node) DO UPDATE SET nanos = t.nanos + excluded.nanos, "
+                "tokens = t.tokens + excluded.tokens")
 
     @property
     def sql(self) -> str:
@@ -220,83 +240,69 @@ class Connection:
                     conn.terminate()
 
 
-class Serving:
-    """This daemon's claim on the database it serves, kept across restarts of the ledger's actor (each makes a
-    new store): the serving mark it put there, and what to do once another node has served meanwhile."""
-
-    def __init__(self, on_fenced: Callable[[str], None] | None = None) -> None:
-        self.mark: str | None = None
-        self.fenced: str | None = None
-        self.on_fenced = on_fenced
-
-
 class PostgresStore:
-    """The ledger's writer side on PostgreSQL, with its rollups."""
+    """The ledger's writer side on PostgreSQL, with its rollups, as the fleet node `node`."""
 
-    def __init__(self, dsn: str, report_zones: Sequence[str] = ("UTC",), serving: Serving | None = None) -> None:
+    def __init__(self, dsn: str, report_zones: Sequence[str] = ("UTC",), node: str = "",
+                 on_lost: Callable[[str], None] | None = None) -> None:
         self.where = dsn_shown(dsn)
+        self.node = node or socket.gethostname()
         self.rollups = rollups.Rollups(["UTC", *report_zones])
-        self.connection = Connection(dsn, self.where, self._serve)
-        self.serving = serving or Serving()
-        self.connection.refusal = self.serving.fenced
+        self.connection = Connection(dsn, self.where, self._lock)
+        self.on_lost = on_lost
         self._totals = Tally()
         self._run = self.connection.run
 
-    async def _serve(self, conn: Any) -> None:
-        """On each new connection: this node is the one serving the database (`_lock`), and nobody else
-        served it since this node last did (`_mark`)."""
-        await self._lock(conn)
-        await self._mark(conn)
-
     async def _lock(self, conn: Any) -> None:
-        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", ONE_NODE_LOCK):
-            return
-        # This process's own earlier session may hold it still (its connection broke without the server
-        # noticing yet): end that one, then try again.
-        ended = await conn.fetchval(
-            "SELECT count(pg_terminate_backend(a.pid)) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = $1 "
-            "AND a.pid <> pg_backend_pid() AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = $2",
-            APPLICATION, ONE_NODE_LOCK)
-        deadline = time.monotonic() + 5.0
-        while ended and time.monotonic() < deadline:
-            await anyio.sleep(0.05)
-            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", ONE_NODE_LOCK):
-                return
-        raise FleetDatabaseError(
-            f"another budgetd node already serves the fleet database {self.where}: this version admits exactly "
-            "only with one node per database (leases between nodes are not built yet); stop the other node, or "
-            "give this one a database of its own")
+        """On each new connection: this node's lock (two daemons with one node name would count each other's
+        spend as their own), and the shared lock every serving node holds (see `fleet.NODES_LOCK`)."""
+        if not await self._try_lock(conn):
+            # This process's own earlier session may hold it still (its connection broke without the server
+            # noticing yet): end that one, then try again.
+            ended = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(a.pid)) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = $1 "
+                "AND a.pid <> pg_backend_pid() AND l.objsubid = 2 AND l.classid::bigint = $2::bigint & 4294967295",
+                APPLICATION, fleet.NODE_LOCK_CLASS)
+            deadline = time.monotonic() + 5.0
+            while True:
+                if ended and await self._try_lock(conn):
+                    break
+                if not ended or time.monotonic() > deadline:
+                    why = (f"another budgetd node named {self.node!r} already serves the fleet database "
+                           f"{self.where}: give each node its own fleet.node (BUDGETD_FLEET_NODE), or stop the other")
+                    if self.on_lost is not None:
+                        self.on_lost(why)  # one took this node's name while this one was cut off: it stops
+                    self.connection.refusal = why
+                    raise FleetDatabaseError(why)
+                await anyio.sleep(0.05)
+        await conn.fetchval("SELECT pg_advisory_lock_shared($1)", fleet.NODES_LOCK)
 
-    async def _mark(self, conn: Any) -> None:
-        """The database's serving mark names the node that last served it. A node that reconnects and finds
-        another's mark was cut off while that other one wrote: what it holds in memory (counters, holds,
-        totals) may be out of date, so it writes nothing more until it is restarted."""
-        serving = self.serving
-        mark = await conn.fetchval(
-            "INSERT INTO budgetd_meta (key, value) VALUES ('serving', $1) ON CONFLICT (key) DO UPDATE SET "
-            "value = CASE WHEN budgetd_meta.value = $2 THEN budgetd_meta.value ELSE excluded.value END "
-            "RETURNING value", f"{APPLICATION} {time.time_ns()}", serving.mark or "")
-        if serving.mark is not None and mark != serving.mark:
-            serving.fenced = self.connection.refusal = (
-                f"another node served the fleet database {self.where} while this one was cut off from it: what "
-                "this daemon holds in memory may be out of date, so it stops; start it again")
-            if serving.on_fenced is not None:
-                serving.on_fenced(serving.fenced)
-            raise FleetDatabaseError(serving.fenced)
-        serving.mark = mark
+    async def _try_lock(self, conn: Any) -> bool:
+        return await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", fleet.NODE_LOCK_CLASS,
+                                   self.node)
 
     async def open(self) -> None:
         import asyncpg
 
         where = self.where
         try:
-            conn = self.connection.conn = await connect(self.connection.dsn, where)
-            await self._lock(conn)  # before it migrates anything
+            conn = await connect(self.connection.dsn, where)
+            self.connection.conn = None
+            try:
+                await self._lock(conn)  # before it migrates anything
+            except BaseException:
+                conn.terminate()
+                raise
+            self.connection.conn = conn
             await migrate(conn, where)
-            await self._mark(conn)  # in the table migrate makes
             await self._zones(conn)
             self._totals = await _position(conn)
+            await conn.execute(
+                "INSERT INTO fleet_nodes (node, application, version, started_at, heartbeat_at) "
+                "VALUES ($1, $2, $3, $4, $4) ON CONFLICT (node) DO UPDATE SET application = excluded.application, "
+                "version = excluded.version, started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at",
+                self.node, APPLICATION, __version__, time.time_ns() // 1000)
         except (OSError, asyncpg.exceptions.PostgresError, asyncpg.exceptions.InterfaceError) as exc:
             await self.close()
             raise FleetDatabaseError(f"the fleet database {where} could not be used ({exc}); check that its "
@@ -327,18 +333,28 @@ class PostgresStore:
     # -- records --
 
     async def append(self, writes: list[Write], now_us: int) -> list[Any]:
-        """Two round trips: the batch's known keys and record ids, then one statement that writes it all."""
+        """Two round trips: the batch's known keys and record ids (and its reserves on hard budgets admitted
+        against the whole fleet, see `fleet`), then one statement that writes it all."""
         import asyncpg
 
         async def write(conn: Any) -> tuple[list[Any], Tally]:
-            keyed = batch.keys_of(writes)
-            wanted = batch.records_in(writes)
+            batch_writes = list(writes)  # refused reserves become denials; a retry starts from the writes again
+            keyed = batch.keys_of(batch_writes)
+            wanted = batch.records_in(batch_writes)
+            admit = fleet.admission(batch_writes)
             known: dict[str, tuple[bytes, bytes]] = {}
             ids: list[int] = []
-            if keyed or wanted:
+            refused: set[int] = set()
+            if admit is not None:
+                ids, keys, hashes, results, no = await conn.fetchrow(_LOOKUP_ADMIT, keyed, wanted, now_us, self.node,
+                                                                    *admit.args())
+                refused = fleet.refuse(batch_writes, admit, no)
+            elif keyed or wanted:
                 ids, keys, hashes, results = await conn.fetchrow(_LOOKUP, keyed, wanted)
+            if ids or keyed:
                 known = {k: (bytes(h), bytes(r)) for k, h, r in zip(keys, hashes, results)}
-            b = batch.plan(writes, known, now_us, iter(ids), self._totals)
+            b = batch.plan(batch_writes, known, now_us, iter(ids), self._totals)
+            fleet.mark_refused(b.answers, refused)
             st = _Statement()
             st.insert("usage", USAGE_COLUMNS, b.usage)
             if b.inserted:
@@ -346,11 +362,13 @@ class PostgresStore:
                 st.add_sums("rollup_hour", ("hour", *_DIMS), hours)
                 for unit, sums in zip(rollups.LOCAL_UNITS, local):
                     st.add_sums(f"rollup_{unit}", ("zone", unit, *_DIMS), sums)
+                st.add_spent(fleet.spent(batch_writes, b.answers), self.node)
             # The parts of one statement see the same snapshot: a hold opened and closed in one batch is neither.
             closed = set(b.closed)
             opened = {h[0] for h in b.holds}
-            st.insert("holds", _HOLD_COLUMNS, [h for h in b.holds if h[0] not in closed])
+            st.insert("holds", _HOLD_COLUMNS, [(*h, self.node) for h in b.holds if h[0] not in closed])
             st.delete_holds([i for i in b.closed if i not in opened])
+            st.delete_holds(b.closed + fleet.unheld(batch_writes, b.answers, admit), "fleet_held", "hold_id")
             st.insert("idempotency", _KEY_COLUMNS, b.keys)
             if st.parts:
                 try:
@@ -376,18 +394,35 @@ class PostgresStore:
         async def load(conn: Any) -> list[HoldRow]:
             async with conn.transaction():
                 await conn.execute("DELETE FROM holds WHERE expires_at <= $1", now_us)
+                # what a batch charged and did not open (it broke between its two round trips), and what expired
+                await conn.execute("DELETE FROM fleet_held WHERE expires_at <= $1 OR (node = $2 AND hold_id NOT IN "
+                                   "(SELECT id FROM holds))", now_us, self.node)
+                # this node's own (node '': opened before the fleet knew nodes); the others' are theirs to close
                 return [HoldRow(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), r[6], r[7]) for r in await conn.fetch(
-                    "SELECT id, created_at, expires_at, component, estimate, attrs, cost_nanos, tokens FROM holds")]
+                    "SELECT id, created_at, expires_at, component, estimate, attrs, cost_nanos, tokens FROM holds "
+                    "WHERE node = $1 OR node = ''", self.node)]
 
         return await self._run(load)
 
     async def window_sums(self, sums: list[WindowSum]) -> dict[str, list[WindowTotal]]:
-        async def read(conn: Any) -> dict[str, list[WindowTotal]]:
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                compacted = await compacted_before(conn)
-                return {s.budget: await _window_sum(conn, s, compacted) for s in sums}
+        """From the records, in one snapshot, with what the other nodes counted; the fleet's sums of these
+        windows are corrected to the records in the same transaction (see `fleet`)."""
+        import asyncpg
 
-        return await self._run(read)
+        async def read(conn: Any) -> dict[str, list[WindowTotal]]:
+            async with conn.transaction(isolation="repeatable_read"):
+                compacted = await compacted_before(conn)
+                return {s.budget: await fleet.correct(conn, s, await _window_sum(conn, s, compacted), self.node)
+                        for s in sums}
+
+        for attempt in range(5):
+            try:
+                return await self._run(read)
+            except (asyncpg.exceptions.SerializationError, asyncpg.exceptions.UniqueViolationError):
+                if attempt == 4:
+                    raise
+                # another node corrected the same sums meanwhile: read them again
+        raise AssertionError("unreachable")
 
     async def compact(self, before_us: int) -> int:
         before = before_us // HOUR_US * HOUR_US  # whole hours: the hour rollup then covers exactly what went
@@ -421,16 +456,18 @@ class PostgresStore:
         return await self._run(load)
 
     async def save_budget(self, name: str, spec: bytes, origin: str, now_us: int) -> bool:
+        """Saved, and the budgets' version moved on in the same statement: every node reloads them."""
         await self._run(lambda conn: conn.execute(
-            "INSERT INTO budgets (name, spec, origin, updated_at) VALUES ($1, $2, $3, $4) "
+            "WITH s AS (INSERT INTO budgets (name, spec, origin, updated_at) VALUES ($1, $2, $3, $4) "
             "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, origin = excluded.origin, "
-            "updated_at = excluded.updated_at", name, spec, origin, now_us))
+            f"updated_at = excluded.updated_at WHERE budgets.spec <> excluded.spec RETURNING 1) {_BUDGETS_MOVED}",
+            name, spec, origin, now_us))
         return True
 
     async def delete_budget(self, name: str) -> bool:
         async def delete(conn: Any) -> bool:
-            return await conn.fetchval("WITH d AS (DELETE FROM budgets WHERE name = $1 RETURNING 1) "
-                                       "SELECT count(*) FROM d", name) > 0
+            return await conn.fetchval(f"WITH s AS (DELETE FROM budgets WHERE name = $1 RETURNING 1), "
+                                       f"v AS ({_BUDGETS_MOVED}) SELECT count(*) FROM s", name) > 0
 
         return await self._run(delete)
 

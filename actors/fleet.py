@@ -1,0 +1,88 @@
+"""The fleet: how a node follows the others that share its PostgreSQL database.
+
+Every `fleet.sync_interval` it writes its heartbeat and reads, on a connection of its own, what the
+other nodes spent in current windows, what they hold on hard budgets and the budgets' version; the
+allocator adds that to its counters (`FleetView`) so checks, status and reports answer for the fleet.
+Exactness does not depend on it: the database admits every reserve on a hard budget against all nodes
+(see `actors.ledger.postgres.fleet`). While the database is away the view simply stops moving.
+"""
+
+import logging
+from typing import Any
+
+import anyio
+import msgspec
+
+from actors.ledger.postgres.fleet import NODE_LOCK_CLASS, view
+from actors.ledger.postgres.writes import Connection
+from actors.ledger.store import StoreUnreachable
+from actors.runtime import Actor, Mailbox, Ref, ReplyTo
+from budgetd.clock import SYSTEM, Clock
+from budgetd.config import dsn_shown
+from budgetd.periods import from_us
+from budgetd.protocol import FleetNode, FleetStatusResult, OpError
+
+log = logging.getLogger("budgetd.fleet")
+
+
+class FleetStatusMsg(msgspec.Struct, frozen=True):
+    """Answer: `FleetStatusResult`, the nodes as the database knows them."""
+
+    reply: ReplyTo
+
+
+_NODES = (
+    "SELECT n.node, n.version, n.started_at, n.heartbeat_at, "
+    "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+    "AND l.classid::bigint = ($2::bigint & 4294967295) AND l.objid::bigint = (hashtext(n.node)::bigint & 4294967295)), "
+    "(SELECT count(*) FROM holds h WHERE h.node = n.node AND h.expires_at > $1), "
+    "(SELECT coalesce(sum(nanos), 0) FROM fleet_held f WHERE f.node = n.node AND f.expires_at > $1) "
+    "FROM fleet_nodes n ORDER BY n.node"
+)
+
+
+class FleetSync(Actor):
+    name = "fleet"
+
+    def __init__(self, dsn: str, node: str, interval_s: float, allocator: Ref, clock: Clock = SYSTEM) -> None:
+        super().__init__()
+        self.node, self.interval_s, self.allocator, self.clock = node, interval_s, allocator, clock
+        self.where = dsn_shown(dsn)
+        self.connection = Connection(dsn, self.where)
+        self.handlers = {FleetStatusMsg: self._status}
+
+    async def stopped(self) -> None:
+        await self.connection.close()
+
+    async def run(self, mailbox: Mailbox) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._follow)
+            await super().run(mailbox)
+            tg.cancel_scope.cancel()
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                seen = await self.connection.run(lambda conn: view(conn, self.node, self.clock.now_us()))
+            except StoreUnreachable:
+                pass  # the view stands still until the database is back
+            else:
+                try:
+                    self.allocator.tell(seen)
+                except OpError:
+                    pass  # a full or closing mailbox: the next view says it all again
+            await anyio.sleep(self.interval_s)
+
+    async def _status(self, m: FleetStatusMsg) -> None:
+        now = self.clock.now_us()
+
+        async def read(conn: Any) -> list:
+            return await conn.fetch(_NODES, now, NODE_LOCK_CLASS)
+
+        try:
+            rows = await self.connection.run(read)
+        except StoreUnreachable as exc:
+            raise OpError("unavailable", f"the fleet database could not answer ({exc}); retry shortly") from None
+        m.reply.set(FleetStatusResult(database=self.where, node=self.node, now=from_us(now), nodes=[
+            FleetNode(node=r[0], version=r[1], started_at=from_us(r[2]), heartbeat_at=from_us(r[3]), serving=r[4],
+                      open_holds=int(r[5]), held_usd=int(r[6]) / 1e9, this=r[0] == self.node) for r in rows]))

@@ -1,0 +1,211 @@
+"""What the fleet's nodes share beyond the ledger's own tables: exact admission, their spend, themselves.
+
+Hard limits are exact across nodes because every reserve already writes its holds in a durable
+transaction: the same batch first asks `budgetd_admit` (schema v2), which locks each hard counter the
+batch charges, sums what every node spent in the window (`fleet_spent`) and holds unexpired on it
+(`fleet_held`), and admits each reserve whole or refuses it. No request waits on a round trip of its
+own, and the last dollar of a budget goes to whichever node asks first, to the nano-dollar.
+
+`fleet_spent` holds each node's spend per counter, added in the transaction of the records. A counter
+also has one row of node '' that corrects the sum to what the records say: written when a node loads the
+counter from the records (at start, when a budget is set), it covers records from before the fleet
+counted them (an import, an older schema) and those written by a node that did not know the budget yet.
+Concurrent corrections of one counter meet on that row, so one of them is made again from a newer
+snapshot. A node follows the others' rows and the corrections as they grow (`FleetView`), from what
+they were in the snapshot it loaded the counter in.
+"""
+
+from typing import Any
+
+import msgspec
+
+from actors.allocator.messages import FleetCount, FleetView
+from actors.ledger.messages import (
+    ALL_TIME,
+    HardCharge,
+    Refused,
+    WindowSum,
+    WindowTotal,
+    Write,
+    WriteHold,
+    WriteUsage,
+    counter_key,
+    row_tokens,
+    window_start,
+)
+
+#: The key space of node locks: `pg_try_advisory_lock(NODE_LOCK_CLASS, hashtext(node))` (two int4 keys, so
+#: `pg_locks` tells them from any other lock, and `budget fleet status` lists the nodes that hold one).
+NODE_LOCK_CLASS = 0x42554447
+#: Every serving node holds it shared; `budget fleet import` takes it alone, so no node serves meanwhile.
+NODES_LOCK = 0x42554447_00000003
+#: A window start as `fleet_spent` keeps it (a total budget's one window has none).
+_WINDOW = "coalesce($1::bigint, -9223372036854775808)"
+_DENIED = ("budget {names} has no room left for this call across the fleet: other nodes spent or reserved it "
+           "meanwhile; see `budget status`")
+
+assert ALL_TIME == -9223372036854775808
+
+
+class Admission(msgspec.Struct):
+    """The arguments of `budgetd_admit` for a batch's reserves, and which writes they are."""
+
+    at: list[int]  # positions in the batch of the reserves asked about, in order
+    keys: list[str | None]
+    first: list[int]  # 1-based into the charge arrays
+    last: list[int]
+    hold: list[str]
+    budget: list[str]
+    key: list[str]
+    window: list[int]
+    limit_nanos: list[int | None]
+    limit_tokens: list[int | None]
+    nanos: list[int]
+    tokens: list[int]
+    expires: list[int]
+
+    def args(self) -> tuple:
+        return (self.keys, self.first, self.last, self.hold, self.budget, self.key, self.window, self.limit_nanos,
+                self.limit_tokens, self.nanos, self.tokens, self.expires)
+
+
+ADMIT = ("budgetd_admit($3, $4, $5::text[], $6::int[], $7::int[], $8::text[], $9::text[], $10::text[], "
+         "$11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[])")
+
+
+def admission(writes: list[Write]) -> Admission | None:
+    """What the batch asks the database to admit: every reserve that holds on a hard budget."""
+    a = Admission([], [], [], [], [], [], [], [], [], [], [], [], [])
+    for at, w in enumerate(writes):
+        if type(w) is not WriteHold or not w.holds or not w.hard:
+            continue
+        a.at.append(at)
+        a.keys.append(w.idempotency_key)
+        a.first.append(len(a.hold) + 1)
+        for h in w.holds:
+            for c in w.hard:
+                a.hold.append(h.id)
+                a.budget.append(c.budget)
+                a.key.append(c.key)
+                a.window.append(c.window_start)
+                a.limit_nanos.append(c.limit_nanos)
+                a.limit_tokens.append(c.limit_tokens)
+                a.nanos.append(h.cost_nanos)
+                a.tokens.append(h.tokens)
+                a.expires.append(h.expires_at)
+        a.last.append(len(a.hold))
+    return a if a.at else None
+
+
+def refuse(writes: list[Write], a: Admission, refused: list[int]) -> set[int]:
+    """Turn the refused reserves into denials (in place); their positions in the batch."""
+    at = set()
+    for n in refused:
+        i = a.at[n - 1]
+        w = writes[i]
+        assert type(w) is WriteHold
+        names = ", ".join(sorted({c.budget for c in w.hard if c.limit_nanos is not None or c.limit_tokens is not None}))
+        d = w.decision
+        denial = msgspec.structs.replace(d, allowed=False, action="deny", reservation_id=None, reservation_ids=[],
+                                         expires_at=None, reasons=[*d.reasons, _DENIED.format(names=names)])
+        writes[i] = msgspec.structs.replace(w, holds=[], decision=denial)
+        at.add(i)
+    return at
+
+
+def mark_refused(answers: list[Any], at: set[int]) -> None:
+    for i in at:
+        if not getattr(answers[i], "duplicate", False):
+            answers[i] = Refused(answers[i])
+
+
+def spent(writes: list[Write], answers: list[Any]) -> dict[tuple[str, str, int], list[int]]:
+    """What the batch's new records add to each counter they count in (one sum per counter)."""
+    sums: dict[tuple[str, str, int], list[int]] = {}
+    for w, answer in zip(writes, answers):
+        if type(w) is not WriteUsage or not w.counted or getattr(answer, "record_id", None) is None \
+                or answer.duplicate:
+            continue
+        r = w.row
+        tokens = row_tokens(r)
+        for c in w.counted:
+            acc = sums.setdefault((c.budget, c.key, c.window_start), [0, 0])
+            acc[0] += r.cost_nanos
+            acc[1] += tokens
+    return sums
+
+
+def unheld(writes: list[Write], answers: list[Any], a: Admission | None) -> list[str]:
+    """Holds the database may have charged that the batch does not open (a repeat found meanwhile)."""
+    if a is None:
+        return []
+    return [h.id for i in a.at if getattr(answers[i], "duplicate", False)
+            for h in writes[i].holds]  # type: ignore[union-attr]
+
+
+async def others_in(conn: Any, s: WindowSum, me: str) -> dict[str, list[int]]:
+    """What the other nodes counted in a budget's window, by counter key (inside the caller's snapshot), with the
+    corrections (node ''): one another node makes later counts records this node has not seen."""
+    rows = await conn.fetch(f"SELECT key, sum(nanos), sum(tokens) FROM fleet_spent WHERE budget = $2 "
+                            f"AND window_start = {_WINDOW} AND node <> $3 GROUP BY key",
+                            s.start, s.budget, me)
+    return {r[0]: [int(r[1]), int(r[2])] for r in rows}
+
+
+async def correct(conn: Any, s: WindowSum, totals: list[WindowTotal], me: str) -> list[WindowTotal]:
+    """Make the database's sums of a budget's window equal to its records (see the module's docstring), in the
+    caller's repeatable-read snapshot: a correction another node made meanwhile fails it as a serialization
+    error, and the caller tries again. The totals, with what the other nodes counted."""
+    counted = {r[0]: (int(r[1]), int(r[2])) for r in await conn.fetch(
+        f"SELECT key, sum(nanos), sum(tokens) FROM fleet_spent WHERE budget = $2 AND window_start = {_WINDOW} "
+        "GROUP BY key", s.start, s.budget)}
+    fixes = []
+    by_key = {}
+    for t in totals:
+        text = counter_key(t.key)
+        by_key[text] = t
+        have = counted.get(text, (0, 0))
+        if (t.nanos, t.tokens) != have:
+            fixes.append((text, t.nanos - have[0], t.tokens - have[1]))
+    for text, have in counted.items():
+        if text not in by_key and have != (0, 0):
+            fixes.append((text, -have[0], -have[1]))
+    if fixes:
+        await conn.execute(
+            f"INSERT INTO fleet_spent AS t (budget, key, window_start, node, nanos, tokens) "
+            f"SELECT $2, k, {_WINDOW}, '', n, tk FROM unnest($3::text[], $4::bigint[], $5::bigint[]) AS f(k, n, tk) "
+            "ON CONFLICT (budget, key, window_start, node) DO UPDATE SET nanos = t.nanos + excluded.nanos, "
+            "tokens = t.tokens + excluded.tokens",
+            s.start, s.budget, [f[0] for f in fixes], [f[1] for f in fixes], [f[2] for f in fixes])
+    others = await others_in(conn, s, me)  # with this correction: it is in the records summed
+    out = []
+    for text, t in by_key.items():
+        o = others.pop(text, (0, 0))
+        out.append(WindowTotal(t.key, t.nanos, t.tokens, o[0], o[1]))
+    for text, o in others.items():  # counted by others under this name, not in the records of its scope now
+        out.append(WindowTotal(tuple(msgspec.json.decode(text)), 0, 0, o[0], o[1]))
+    return out
+
+
+__all__ = ["ADMIT", "Admission", "HardCharge", "NODES_LOCK", "NODE_LOCK_CLASS", "admission", "correct",
+           "mark_refused", "others_in", "refuse", "spent", "unheld", "window_start"]
+
+
+_SPENT_BY_OTHERS = ("SELECT budget, key, window_start, sum(nanos), sum(tokens) FROM fleet_spent "
+                    "WHERE node <> $1 AND (window_start >= $2 OR window_start = -9223372036854775808) "
+                    "GROUP BY budget, key, window_start")
+_HELD_BY_OTHERS = ("SELECT budget, key, sum(nanos), sum(tokens) FROM fleet_held WHERE node <> $1 AND expires_at > $2 "
+                   "GROUP BY budget, key")
+#: No window is longer than a month: the others' spend in older ones is not looked at.
+_RECENT_US = 32 * 86_400_000_000
+
+
+async def view(conn: Any, node: str, now_us: int) -> FleetView:
+    """This node's heartbeat, and what the other nodes did (see `FleetView`)."""
+    await conn.execute("UPDATE fleet_nodes SET heartbeat_at = $2 WHERE node = $1", node, now_us)
+    version = await conn.fetchval("SELECT value::bigint FROM meta WHERE key = 'budgets_version'")
+    spent = [FleetCount(r[0], r[1], r[2], int(r[3]), int(r[4]))
+             for r in await conn.fetch(_SPENT_BY_OTHERS, node, now_us - _RECENT_US)]
+    held = [FleetCount(r[0], r[1], ALL_TIME, int(r[2]), int(r[3]))
+            for r in await conn.fetch(_HELD_BY_OTHERS, node, now_us)]
+    return FleetView(spent=spent, held=held, budgets_version=int(version or 0))
