@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from actors.ledger import FollowTotals
 from actors.ledger.postgres.fleet import NODE_LOCK_CLASS, view
 from actors.ledger.postgres.writes import Connection
 from actors.ledger.store import StoreUnreachable
@@ -44,9 +45,11 @@ _NODES = (
 class FleetSync(Actor):
     name = "fleet"
 
-    def __init__(self, dsn: str, node: str, interval_s: float, allocator: Ref, clock: Clock = SYSTEM) -> None:
+    def __init__(self, dsn: str, node: str, interval_s: float, allocator: Ref, ledger: Ref,
+                 clock: Clock = SYSTEM) -> None:
         super().__init__()
-        self.node, self.interval_s, self.allocator, self.clock = node, interval_s, allocator, clock
+        self.node, self.interval_s, self.clock = node, interval_s, clock
+        self.allocator, self.ledger = allocator, ledger
         self.where = dsn_shown(dsn)
         self.connection = Connection(dsn, self.where)
         self.handlers = {FleetStatusMsg: self._status}
@@ -68,7 +71,8 @@ class FleetSync(Actor):
                 pass  # the view stands still until the database is back
             else:
                 try:
-                    self.allocator.tell(seen)
+                    self.allocator.tell(seen[0])
+                    self.ledger.tell(FollowTotals(others=seen[1]))
                 except OpError:
                     pass  # a full or closing mailbox: the next view says it all again
             await anyio.sleep(self.interval_s)

@@ -270,7 +270,8 @@ class Daemon:
             ))
             if config.fleet.dsn:
                 await tg.start(sup.supervise, sup.ref("fleet", 64), lambda: FleetSync(
-                    config.fleet.dsn, config.node_name, parse_duration(config.fleet.sync_interval), allocator, clock))
+                    config.fleet.dsn, config.node_name, parse_duration(config.fleet.sync_interval), allocator, ledger,
+                    clock))
             settings_ai = AssistantSettings(
                 model=config.assistant.model, api_base=config.assistant.api_base,
                 api_key_env=config.assistant.api_key_env, timeout_s=parse_duration(config.assistant.timeout),

@@ -391,10 +391,11 @@ def test_a_record_or_budget_on_one_node_shows_on_the_others_within_a_second(make
             time.sleep(0.05)
         record(ca, "on-a")
         done = time.monotonic()
-        while cb.status().budgets[0].spent_usd == 0:
+        while (seen := cb.status()).budgets[0].spent_usd == 0 or seen.totals.requests == 0:
             assert time.monotonic() - done < 1.0
             time.sleep(0.05)
-        assert cb.status().totals.requests >= 0
+        assert seen.budgets[0].spent_usd == pytest.approx(0.0075) and seen.totals.requests == 1
+        assert seen.totals.cost_usd == pytest.approx(0.0075)
         report = json.loads(run_cli("report", "--by", "component", "--json", socket=b.socket).stdout)
         assert report["totals"]["requests"] == 1  # reports read the shared database
         # a budget tightened on b binds on a within a second

@@ -547,9 +547,9 @@ class Allocator(Actor):
         estimate, attrs = _json.encode(est), _json.encode(a.attrs)
         rows = [HoldRow(id=i, created_at=now, expires_at=expires, component=est.component, estimate=estimate,
                         attrs=attrs, cost_nanos=a.cost_nanos, tokens=a.tokens) for i in ids]
+        hard = self._hard(a, calls) if self.fleet else []  # before the holds count on the counters
         for hold in opened:
             self.holds.add(hold)
-        hard = self._hard(a, calls) if self.fleet else []
         self._send(lambda write_id, settle: WriteHold(
             holds=rows, decision=result, idempotency_key=key, payload_hash=message.payload_hash, reply=message.reply,
             write_id=write_id, settle=settle, hard=hard), _Pending(opened=opened))

@@ -17,6 +17,7 @@ from actors.ledger.messages import (  # noqa: F401 - the inbox is the public fac
     Counted,
     DeleteBudget,
     ExpireKeys,
+    FollowTotals,
     GetTotals,
     HardCharge,
     HoldRow,

@@ -226,6 +226,12 @@ class Tally(msgspec.Struct):
         return msgspec.structs.astuple(self)
 
 
+class FollowTotals(msgspec.Struct, frozen=True):
+    """What the other nodes of a fleet have recorded in all, now (the ledger's totals include it). No answer."""
+
+    others: Tally
+
+
 _row_sums = operator.attrgetter(*SUMS[1:])  # a record's values of every sum but `requests`
 _row_token_kinds = operator.attrgetter(*TOKEN_SUMS)
 

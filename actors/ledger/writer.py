@@ -21,6 +21,7 @@ from actors.ledger.messages import (
     Compact,
     DeleteBudget,
     ExpireKeys,
+    FollowTotals,
     GetTotals,
     LoadBudgets,
     LoadHolds,
@@ -125,6 +126,9 @@ class Ledger(Actor):
                 continue
             if kind is GetTotals:
                 message.reply.set(totals_of(self.store.totals()))
+                continue
+            if kind is FollowTotals:
+                self.store.follow(message.others)
                 continue
             if writes:
                 try:

@@ -22,6 +22,7 @@ import msgspec
 from actors.allocator.messages import FleetCount, FleetView
 from actors.ledger.messages import (
     ALL_TIME,
+    Tally,
     HardCharge,
     Refused,
     WindowSum,
@@ -33,6 +34,7 @@ from actors.ledger.messages import (
     row_tokens,
     window_start,
 )
+from actors.ledger.report_plan import SUMS
 
 #: The key space of node locks: `pg_try_advisory_lock(NODE_LOCK_CLASS, hashtext(node))` (two int4 keys, so
 #: `pg_locks` tells them from any other lock, and `budget fleet status` lists the nodes that hold one).
@@ -200,12 +202,20 @@ _HELD_BY_OTHERS = ("SELECT budget, key, sum(nanos), sum(tokens) FROM fleet_held 
 _RECENT_US = 32 * 86_400_000_000
 
 
-async def view(conn: Any, node: str, now_us: int) -> FleetView:
-    """This node's heartbeat, and what the other nodes did (see `FleetView`)."""
+async def view(conn: Any, node: str, now_us: int) -> tuple[FleetView, Tally]:
+    """This node's heartbeat, and what the other nodes did: on budgets (see `FleetView`), and in all."""
     await conn.execute("UPDATE fleet_nodes SET heartbeat_at = $2 WHERE node = $1", node, now_us)
     version = await conn.fetchval("SELECT value::bigint FROM meta WHERE key = 'budgets_version'")
     spent = [FleetCount(r[0], r[1], r[2], int(r[3]), int(r[4]))
              for r in await conn.fetch(_SPENT_BY_OTHERS, node, now_us - _RECENT_US)]
     held = [FleetCount(r[0], r[1], ALL_TIME, int(r[2]), int(r[3]))
             for r in await conn.fetch(_HELD_BY_OTHERS, node, now_us)]
-    return FleetView(spent=spent, held=held, budgets_version=int(version or 0))
+    totals = await others_recorded(conn, node)
+    return FleetView(spent=spent, held=held, budgets_version=int(version or 0)), totals
+
+
+async def others_recorded(conn: Any, node: str) -> Tally:
+    """What the nodes but `node` recorded, in all."""
+    row = await conn.fetchrow(f"SELECT {', '.join(f'coalesce(sum({c}), 0)' for c in SUMS)} FROM fleet_totals "
+                              "WHERE node <> $1", node)
+    return Tally(*(int(v) for v in row))

@@ -158,10 +158,10 @@ CREATE TABLE rollup_hour (
 {_local("month")}
 CREATE TABLE rollup_zones (zone TEXT PRIMARY KEY);
 """,
-    # v2: the fleet. What each node spent per budget counter (and a correction per counter, node '', that
-    # keeps the sums equal to the records; see `actors.ledger.postgres.fleet`), what each open hold holds on
-    # each hard budget, the nodes, and the function that admits holds exactly across nodes.
-    """
+    # v2: the fleet. What each node recorded in all, and per budget counter (with a correction per counter,
+    # node '', that keeps the sums equal to the records; see `actors.ledger.postgres.fleet`), what each open
+    # hold holds on each hard budget, the nodes, and the function that admits holds exactly across nodes.
+    f"CREATE TABLE fleet_totals (node TEXT PRIMARY KEY, {_SUMS});\n" + """
 CREATE TABLE fleet_spent (
     budget       TEXT NOT NULL,
     key          TEXT NOT NULL,

@@ -251,6 +251,8 @@ class PostgresStore:
         self.connection = Connection(dsn, self.where, self._lock)
         self.on_lost = on_lost
         self._totals = Tally()
+        # What the other nodes had recorded when this store read the totals, and have now (see `follow`).
+        self._others_then = self._others_now = Tally()
         self._run = self.connection.run
 
     async def _lock(self, conn: Any) -> None:
@@ -297,7 +299,9 @@ class PostgresStore:
             self.connection.conn = conn
             await migrate(conn, where)
             await self._zones(conn)
-            self._totals = await _position(conn)
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                self._totals = await _position(conn)
+                self._others_then = self._others_now = await fleet.others_recorded(conn, self.node)
             await conn.execute(
                 "INSERT INTO fleet_nodes (node, application, version, started_at, heartbeat_at) "
                 "VALUES ($1, $2, $3, $4, $4) ON CONFLICT (node) DO UPDATE SET application = excluded.application, "
@@ -328,7 +332,18 @@ class PostgresStore:
         await self.connection.close()
 
     def totals(self) -> Tally:
-        return self._totals
+        """Of the whole fleet: what the ledger held at open, what this node added since, and what the others
+        did as last followed."""
+        if self._others_now is self._others_then:
+            return self._totals
+        whole = Tally(*self._totals.values())
+        whole.add(Tally(*(now - then for now, then in zip(self._others_now.values(), self._others_then.values()))))
+        return whole
+
+    def follow(self, others: Tally) -> None:
+        """What the other nodes have recorded in all now (`FleetSync` reads it every sync interval)."""
+        if others.requests >= self._others_now.requests:
+            self._others_now = others
 
     # -- records --
 
@@ -363,6 +378,7 @@ class PostgresStore:
                 for unit, sums in zip(rollups.LOCAL_UNITS, local):
                     st.add_sums(f"rollup_{unit}", ("zone", unit, *_DIMS), sums)
                 st.add_spent(fleet.spent(batch_writes, b.answers), self.node)
+                st.add_sums("fleet_totals", ("node",), {(self.node,): list(Tally.of_rows(b.inserted).values())})
             # The parts of one statement see the same snapshot: a hold opened and closed in one batch is neither.
             closed = set(b.closed)
             opened = {h[0] for h in b.holds}

@@ -103,6 +103,9 @@ class SqliteStore:
     def totals(self) -> Tally:
         return self._totals
 
+    def follow(self, others: Tally) -> None:
+        pass  # a single host has no other nodes
+
     async def checkpoint(self) -> None:
         """Fold the WAL into the database file (for a copy that is one file)."""
         await self._run(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
