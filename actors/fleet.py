@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from actors.ledger import FollowTotals
+from actors.ledger import FollowTotals, ReplaySpool
 from actors.ledger.postgres.fleet import NODE_LOCK_CLASS, view
 from actors.ledger.postgres.writes import Connection
 from actors.ledger.store import StoreUnreachable
@@ -37,7 +37,7 @@ _NODES = (
     "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
     "AND l.classid::bigint = ($2::bigint & 4294967295) AND l.objid::bigint = (hashtext(n.node)::bigint & 4294967295)), "
     "(SELECT count(*) FROM holds h WHERE h.node = n.node AND h.expires_at > $1), "
-    "(SELECT coalesce(sum(nanos), 0) FROM fleet_held f WHERE f.node = n.node AND f.expires_at > $1) "
+    "(SELECT coalesce(sum(nanos), 0) FROM fleet_held f WHERE f.node = n.node AND f.expires_at > $1), n.spooled "
     "FROM fleet_nodes n ORDER BY n.node"
 )
 
@@ -66,13 +66,18 @@ class FleetSync(Actor):
     async def _follow(self) -> None:
         while True:
             try:
-                seen = await self.connection.run(lambda conn: view(conn, self.node, self.clock.now_us()))
+                # the ledger replays its spool first, if it holds one (it does not wait for its next write)
+                spooled = await self.ledger.ask(lambda reply: ReplaySpool(reply=reply), self.interval_s * 20)
+            except OpError:
+                spooled = -1  # still away, or busy: said as unknown
+            try:
+                seen = await self.connection.run(lambda conn: view(conn, self.node, self.clock.now_us(), spooled))
             except StoreUnreachable:
                 pass  # the view stands still until the database is back
             else:
                 try:
                     self.allocator.tell(seen[0])
-                    self.ledger.tell(FollowTotals(others=seen[1]))
+                    self.ledger.tell(FollowTotals(others=seen[1].others, mine=seen[1].mine))
                 except OpError:
                     pass  # a full or closing mailbox: the next view says it all again
             await anyio.sleep(self.interval_s)
@@ -89,4 +94,5 @@ class FleetSync(Actor):
             raise OpError("unavailable", f"the fleet database could not answer ({exc}); retry shortly") from None
         m.reply.set(FleetStatusResult(database=self.where, node=self.node, now=from_us(now), nodes=[
             FleetNode(node=r[0], version=r[1], started_at=from_us(r[2]), heartbeat_at=from_us(r[3]), serving=r[4],
-                      open_holds=int(r[5]), held_usd=int(r[6]) / 1e9, this=r[0] == self.node) for r in rows]))
+                      open_holds=int(r[5]), held_usd=int(r[6]) / 1e9, spooled=r[7], this=r[0] == self.node)
+            for r in rows]))

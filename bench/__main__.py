@@ -11,13 +11,16 @@ with its baseline and the ratio between them:
   (two durable writes each)   vs half of it
 - per-record cost   vs litellm's BudgetManager.update_cost
 - `budget status` wall time   vs a bare `python -c pass`
-- the ledger on PostgreSQL (`fleet.dsn`, one node, a server started for the run): a durable record   vs the
+- the ledger on PostgreSQL (`fleet.dsn`, two nodes, a server started for the run): a durable record   vs the
   echo plus one bare PostgreSQL commit; records/s at 64 connections   vs PostgreSQL's own group commit
-  through asyncpg; reserve p50   vs the same figure on SQLite
+  through asyncpg; records/s of both nodes at once, 64 connections each   vs that group commit with 128
+  writers; reserve p50 on a node (three hard budgets among ten, admitted by the database)   vs the same
+  figure single-host
 """
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -606,7 +609,8 @@ def postgres_figures(work: Path, args: Any, add: Any, echo_sock: Path, echo_p50:
     try:
         dsn = server.create_database("bench")
         floor_dsn = server.create_database("floor")
-        daemon, sock = start_daemon(work, "fleet", None, BUDGETD_FLEET_DSN=dsn)
+        daemon, sock = start_daemon(work, "fleet", None, BUDGETD_FLEET_DSN=dsn, BUDGETD_FLEET_NODE="bench-a")
+        second, sock_b = start_daemon(work, "fleet-b", None, BUDGETD_FLEET_DSN=dsn, BUDGETD_FLEET_NODE="bench-b")
         try:
             records, commits, rates, floors = [], [], [], []
             for _ in range(args.runs):
@@ -618,11 +622,20 @@ def postgres_figures(work: Path, args: Any, add: Any, echo_sock: Path, echo_p50:
                 rates.append(throughput(over_socket(sock, RECORD), 64, args.seconds))
                 floors.append(_run(_postgres_floor(floor_dsn, 64, args.seconds)))
             add("record/s, 64 conn, ledger on PostgreSQL", med(rates), "PG group commit", med(floors), "/s", True)
-            define_budgets(sock)
+            fleet, floors = [], []
+            for _ in range(args.runs):  # both nodes at once, 64 connections each
+                with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                    fleet.append(sum(pool.map(lambda path: throughput(over_socket(path, RECORD), 64, args.seconds),
+                                              [sock, sock_b])))
+                floors.append(_run(_postgres_floor(floor_dsn, 128, args.seconds)))
+            add("record/s fleet-wide, 2 nodes x 64 conn", med(fleet), "PG group commit, 128", med(floors), "/s",
+                True)
+            define_budgets(sock)  # three of them hard: every reserve is admitted by the database
             reserves = [socket_latency(sock, RESERVE, args.n // 3) for _ in range(args.runs)]
-            add("reserve p50 (10 budgets), ledger on PostgreSQL", med(r[0] for r in reserves),
-                "same on SQLite", sqlite_reserve, "us", False)
+            add("reserve p50 (10 budgets), fleet node", med(r[0] for r in reserves),
+                "same single-host", sqlite_reserve, "us", False)
         finally:
+            second.stop()
             daemon.stop()
     finally:
         server.remove()

@@ -176,7 +176,8 @@ class Daemon:
                 if self.ready:
                     self._fail(why)
 
-            return (lambda: PostgresStore(dsn, config.report_zones, node, lost)), (lambda: PostgresReadStore(dsn))
+            return (lambda: PostgresStore(dsn, config.report_zones, node, lost, db_path.with_name("spool.db"))), \
+                (lambda: PostgresReadStore(dsn))
         return (lambda: SqliteStore(db_path, config.daemon.durability, config.report_zones,
                                     int(config.daemon.max_ledger_mb * 1024 * 1024))), \
             (lambda: SqliteReadStore(db_path))

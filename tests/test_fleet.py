@@ -142,7 +142,7 @@ def test_a_password_never_shows_and_a_wrong_scheme_is_a_config_error(make_daemon
     assert "hunter2" not in out and "budgetd:***@127.0.0.1" in out
 
 
-def test_the_database_going_away_refuses_writes_clearly_and_they_resume_when_it_returns(make_daemon):
+def test_while_the_database_is_away_records_are_spooled_reserves_refused_and_all_replayed(make_daemon):
     from postgres import PostgresServer
 
     server = PostgresServer().start()
@@ -150,26 +150,39 @@ def test_the_database_going_away_refuses_writes_clearly_and_they_resume_when_it_
         dsn = server.create_database("away")
         d = make_daemon(fleet_config(dsn))
         acknowledged = []
-        with SyncBudgetClient(d.socket) as c:
+        with SyncBudgetClient(d.socket, retries=0) as c:
             for i in range(20):
                 acknowledged.append(record(c, f"before-{i}").record_id)
             server.stop()
-            with pytest.raises(BudgetError) as info:
-                record(c, "while-away")
-            assert info.value.code == "unavailable" and "nothing was recorded" in info.value.message
-            # the daemon serves on: admission is decided from memory
-            assert c.check(component="web", model="gpt-4o", input_tokens=10, max_output_tokens=10).allowed
-            server.start()
-            deadline = time.monotonic() + 30
-            while True:  # the ledger reconnects with backoff
+            deadline = time.monotonic() + 10
+            while True:  # the first write after the server went may still find its connection half open
                 try:
                     acknowledged.append(record(c, "while-away").record_id)
                     break
                 except BudgetError as exc:
                     assert exc.code == "unavailable" and time.monotonic() < deadline, exc
-                    time.sleep(0.2)
-            listed = {r.record_id for r in c.usage_list(limit=100).records}
+            again = record(c, "while-away")  # a retry is recognised in the spool
+            assert again.duplicate and again.record_id == acknowledged[-1]
+            with pytest.raises(BudgetError) as info:
+                c.reserve(component="web", model="gpt-4o", input_tokens=10, max_output_tokens=10)
+            assert info.value.code == "unavailable" and "must be admitted by it" in info.value.message
+            # checks are decided from memory
+            assert c.check(component="web", model="gpt-4o", input_tokens=10, max_output_tokens=10).allowed
+            assert (d.dir / "data" / "spool.db").exists() or list(d.dir.rglob("spool.db"))
+            server.start()
+            deadline = time.monotonic() + 30
+            while True:  # replayed by the node itself, without waiting for its next write
+                try:
+                    listed = {r.record_id for r in c.usage_list(limit=100).records}
+                except BudgetError:
+                    listed = set()
+                if len(listed) == 21 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert record(c, "after").record_id not in listed
         assert set(acknowledged) == listed and len(listed) == 21
+        assert d.query("SELECT count(*) FROM usage WHERE idempotency_key = 'while-away'") == [(1,)]
+        assert "records are kept in the spool" in d.log.read_text()
     finally:
         server.remove()
 
@@ -409,3 +422,70 @@ def test_a_record_or_budget_on_one_node_shows_on_the_others_within_a_second(make
         while ca.budget_list():
             assert time.monotonic() - done < 1.0
             time.sleep(0.05)
+
+
+def test_the_database_stopped_under_load_loses_no_acknowledged_record_and_counts_none_twice(make_daemon):
+    from postgres import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        dsn = server.create_database("outage")
+        fleet = nodes(make_daemon, dsn, "ab")
+        with SyncBudgetClient(fleet[0].socket) as c:
+            c.budget_set(name="web", period="monthly", limit_usd=1000.0, policy="hard", scope={"component": "web"})
+        acknowledged: dict[str, int] = {}
+        refused: list[str] = []
+        stop = threading.Event()
+
+        def load(n: int, worker: int) -> None:
+            with SyncBudgetClient(fleet[n].socket, retries=0) as c:
+                i = 0
+                while not stop.is_set():
+                    key = f"n{n}-w{worker}-{i}"
+                    i += 1
+                    try:
+                        acknowledged[key] = record(c, key).record_id
+                    except BudgetError as exc:
+                        assert exc.code == "unavailable", exc
+                        refused.append(key)
+
+        workers = [threading.Thread(target=load, args=(n, w)) for n in (0, 1) for w in range(4)]
+        for w in workers:
+            w.start()
+        try:
+            time.sleep(1.0)
+            server.stop("immediate")  # as a crash: sessions cut, the server's own recovery at start
+            time.sleep(1.5)
+            while_away = len(acknowledged)
+            time.sleep(0.5)
+            assert len(acknowledged) > while_away  # the nodes went on acknowledging, into their spools
+            server.start()
+            time.sleep(2.0)
+        finally:
+            stop.set()
+            for w in workers:
+                w.join()
+        deadline = time.monotonic() + 30
+        while True:  # the spools drain into the database
+            status = json.loads(run_cli("fleet", "status", "--json", socket=fleet[0].socket).stdout or "{}")
+            if status and all(n["spooled"] == 0 for n in status["nodes"]):
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.3)
+        rows = fleet[0].query("SELECT idempotency_key, record_id FROM usage WHERE component = 'web'")
+        stored = dict(rows)
+        assert len(stored) == len(rows)  # no key twice
+        assert {k: stored.get(k) for k in acknowledged} == acknowledged  # every acknowledged record, its own id
+        assert set(stored) - set(acknowledged) <= set(refused)  # only what was told "may have been recorded"
+        cost = fleet[0].query("SELECT sum(cost_nanos) FROM usage")[0][0]
+        counted = fleet[0].query("SELECT sum(nanos) FROM fleet_spent WHERE budget = 'web'")[0][0]
+        assert counted == cost  # the fleet's counters count each record once too
+        for d in fleet:  # every node follows the other's replay, and recounts what was lost in a commit, in a second
+            with SyncBudgetClient(d.socket) as c:
+                deadline = time.monotonic() + 1.0
+                while ((seen := c.status()).totals.requests != len(rows)
+                       or seen.budgets[0].spent_usd * 1e9 != pytest.approx(cost)) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert seen.totals.requests == len(rows) and seen.budgets[0].spent_usd * 1e9 == pytest.approx(cost)
+    finally:
+        server.remove()

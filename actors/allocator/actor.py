@@ -146,6 +146,7 @@ class Allocator(Actor):
         self._others_spent: dict[tuple[str, str, int], tuple[int, int]] = {}
         self._others_held: dict[tuple[str, str, int], tuple[int, int]] = {}
         self._budgets_version: int | None = None
+        self._recount = False  # a write was lost in its commit: the counters are read again when the ledger can
         self.handlers: dict[type, Callable[[Any], Any]] = {
             RecordUsage: self._record,
             ReserveMsg: self._reserve,
@@ -412,6 +413,13 @@ class Allocator(Actor):
             except OpError:
                 return  # the ledger could not answer: the next view tries again
             self._budgets_version = m.budgets_version
+        if self._recount:
+            try:
+                for spec in [b.spec for b in self.budgets.values()]:
+                    await self._install(spec)
+            except OpError:
+                return
+            self._recount = False
         now = self.clock.now_us()
         for c in m.spent:
             budget = self.budgets.get(c.budget)
@@ -779,6 +787,12 @@ class Allocator(Actor):
             self._undo(self._unsettled.pop(write_id, _NOTHING), failed=True)
         for write_id in message.refused:  # the fleet's database found no room: nothing was held
             self._undo(self._unsettled.pop(write_id, _NOTHING), failed=False)
+        if message.unsure:
+            # Kept charged (on the side of the limit) until the counters are read again from the ledger, which
+            # a fleet node does once its database answers again (see `_fleet_view`).
+            for write_id in message.unsure:
+                self._unsettled.pop(write_id, None)
+            self._recount = True
 
     def _undo(self, pending: "_Pending", failed: bool) -> None:
         """A write that was not applied: its spend leaves the counters, a hold it opened closes, and, when

@@ -172,6 +172,7 @@ class Settled(msgspec.Struct, frozen=True):
     duplicates: list[Repeat]
     failed: list[int]
     refused: list[int] = []
+    unsure: list[int] = []  # lost with the connection in their commit: applied or not, nobody can say
 
 
 class Refused(msgspec.Struct, frozen=True):
@@ -226,10 +227,19 @@ class Tally(msgspec.Struct):
         return msgspec.structs.astuple(self)
 
 
+class ReplaySpool(msgspec.Struct, frozen=True):
+    """A fleet node's spool (records acknowledged while its database was away) into the database, now if it
+    can be. Answer: how many batches wait in it still (0 on a single host)."""
+
+    reply: ReplyTo
+
+
 class FollowTotals(msgspec.Struct, frozen=True):
-    """What the other nodes of a fleet have recorded in all, now (the ledger's totals include it). No answer."""
+    """What the other nodes of a fleet, and this one, have recorded in all as its database counts now (the
+    ledger's totals follow it). No answer."""
 
     others: Tally
+    mine: Tally
 
 
 _row_sums = operator.attrgetter(*SUMS[1:])  # a record's values of every sum but `requests`

@@ -68,8 +68,12 @@ class Store(Protocol):
         """Of every record ever appended (compacted ones included), kept in memory."""
         ...
 
-    def follow(self, others: Tally) -> None:
-        """On a fleet: what the other nodes have recorded in all, now (`totals` counts it)."""
+    def follow(self, others: Tally, mine: Tally) -> None:
+        """On a fleet: what the other nodes and this one have recorded in all, now (`totals` follows it)."""
+        ...
+
+    async def replay(self) -> int:
+        """On a fleet: what the node's spool holds into the database; how many batches wait still."""
         ...
 
     async def window_sums(self, sums: list[WindowSum]) -> dict[str, list[WindowTotal]]: ...

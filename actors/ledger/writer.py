@@ -29,6 +29,7 @@ from actors.ledger.messages import (
     PriceHistory,
     Refused,
     Repeat,
+    ReplaySpool,
     SaveAlert,
     SaveBudget,
     Settled,
@@ -90,6 +91,7 @@ class Ledger(Actor):
             SaveAlert: lambda m: s.save_alert(m),
             AckAlert: lambda m: s.ack_alert(m.alert_id, m.by, m.at),
             LoadHolds: lambda m: s.load_holds(m.now),
+            ReplaySpool: lambda m: s.replay(),
         }
 
     async def started(self) -> None:
@@ -128,7 +130,7 @@ class Ledger(Actor):
                 message.reply.set(totals_of(self.store.totals()))
                 continue
             if kind is FollowTotals:
-                self.store.follow(message.others)
+                self.store.follow(message.others, message.mine)
                 continue
             if writes:
                 try:
@@ -174,7 +176,7 @@ class Ledger(Actor):
                 # the same key is recognised if they were committed.
                 for w in writes:
                     fail_reply(w, OpError("unavailable", f"{_ambiguous(w)} ({exc})"))
-                self._settle(writes, [None] * len(writes), ["applied"] * len(writes))
+                self._settle(writes, [None] * len(writes), ["unsure"] * len(writes))
             else:
                 self._refuse(writes, OpError("unavailable", f"the ledger could not write ({exc}); nothing was "
                                                             "recorded" + ("" if exc.lasting else ", retry shortly")))
@@ -207,7 +209,7 @@ class Ledger(Actor):
     @staticmethod
     def _settle(writes: list[Write], answers: list[Any], outcomes: list[str]) -> None:
         """One `Settled` per sender of the batch, naming its writes applied, duplicate (with their first
-        answers, which the sender gives), failed and refused."""
+        answers, which the sender gives), failed, refused, and unsure (lost in their commit)."""
         by_sender: dict[int, tuple[Ref, Settled]] = {}
         for w, answer, outcome in zip(writes, answers, outcomes):
             if w.write_id is None or w.settle is None:
@@ -215,7 +217,7 @@ class Ledger(Actor):
             entry = by_sender.get(id(w.settle))
             if entry is None:
                 entry = by_sender[id(w.settle)] = (
-                    w.settle, Settled(applied=[], duplicates=[], failed=[], refused=[]))
+                    w.settle, Settled(applied=[], duplicates=[], failed=[], refused=[], unsure=[]))
             settled = entry[1]
             if outcome == "applied":
                 settled.applied.append(w.write_id)
@@ -223,6 +225,8 @@ class Ledger(Actor):
                 settled.duplicates.append(Repeat(w.write_id, answer, w.reply))
             elif outcome == "refused":
                 settled.refused.append(w.write_id)
+            elif outcome == "unsure":
+                settled.unsure.append(w.write_id)
             else:
                 settled.failed.append(w.write_id)
         for ref, settled in by_sender.values():

@@ -45,10 +45,11 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
     def human(r: object) -> str:
         rows = [[("* " if n.this else "  ") + n.node, "serving" if n.serving else "gone", n.version,
                  n.started_at.strftime("%Y-%m-%d %H:%M:%S"), f"{(r.now - n.heartbeat_at).total_seconds():.1f}s ago",
-                 count(n.open_holds), f"${n.held_usd:,.4f}"] for n in r.nodes]  # type: ignore[attr-defined]
+                 count(n.open_holds), f"${n.held_usd:,.4f}", "?" if n.spooled < 0 else count(n.spooled)]
+                for n in r.nodes]  # type: ignore[attr-defined]
         return (f"fleet database {r.database} (this node: {r.node})\n"  # type: ignore[attr-defined]
-                + table(["node", "state", "version", "started (UTC)", "heartbeat", "open holds", "held on hard"],
-                        rows, right={5, 6}))
+                + table(["node", "state", "version", "started (UTC)", "heartbeat", "open holds", "held on hard",
+                         "spooled"], rows, right={5, 6, 7}))
 
     emit(args, result, human)
     return 0

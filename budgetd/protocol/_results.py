@@ -93,6 +93,7 @@ class FleetNode(msgspec.Struct, kw_only=True):
     serving: bool  # it holds its node lock in the database now
     open_holds: int  # unexpired reservations it opened
     held_usd: float  # what they hold on hard budgets
+    spooled: int  # batches of records in its spool, acknowledged while the database was away (-1: unknown)
     this: bool  # the node that answers
 
 

@@ -22,8 +22,9 @@ import msgspec
 from actors.allocator.messages import FleetCount, FleetView
 from actors.ledger.messages import (
     ALL_TIME,
+    Counted,
     Tally,
-    HardCharge,
+    UsageRow,
     Refused,
     WindowSum,
     WindowTotal,
@@ -32,7 +33,6 @@ from actors.ledger.messages import (
     WriteUsage,
     counter_key,
     row_tokens,
-    window_start,
 )
 from actors.ledger.report_plan import SUMS
 
@@ -121,16 +121,18 @@ def mark_refused(answers: list[Any], at: set[int]) -> None:
             answers[i] = Refused(answers[i])
 
 
-def spent(writes: list[Write], answers: list[Any]) -> dict[tuple[str, str, int], list[int]]:
-    """What the batch's new records add to each counter they count in (one sum per counter)."""
+def recorded(writes: list[Write], answers: list[Any]) -> list[tuple[UsageRow, list[Counted]]]:
+    """The batch's new records, with the counters each counts in."""
+    return [(w.row, w.counted) for w, answer in zip(writes, answers)
+            if type(w) is WriteUsage and getattr(answer, "record_id", None) is not None and not answer.duplicate]
+
+
+def spent(records: list[tuple[UsageRow, list[Counted]]]) -> dict[tuple[str, str, int], list[int]]:
+    """What records add to each counter they count in (one sum per counter)."""
     sums: dict[tuple[str, str, int], list[int]] = {}
-    for w, answer in zip(writes, answers):
-        if type(w) is not WriteUsage or not w.counted or getattr(answer, "record_id", None) is None \
-                or answer.duplicate:
-            continue
-        r = w.row
+    for r, counted in records:
         tokens = row_tokens(r)
-        for c in w.counted:
+        for c in counted:
             acc = sums.setdefault((c.budget, c.key, c.window_start), [0, 0])
             acc[0] += r.cost_nanos
             acc[1] += tokens
@@ -189,9 +191,6 @@ async def correct(conn: Any, s: WindowSum, totals: list[WindowTotal], me: str) -
     return out
 
 
-__all__ = ["ADMIT", "Admission", "HardCharge", "NODES_LOCK", "NODE_LOCK_CLASS", "admission", "correct",
-           "mark_refused", "others_in", "refuse", "spent", "unheld", "window_start"]
-
 
 _SPENT_BY_OTHERS = ("SELECT budget, key, window_start, sum(nanos), sum(tokens) FROM fleet_spent "
                     "WHERE node <> $1 AND (window_start >= $2 OR window_start = -9223372036854775808) "
@@ -202,20 +201,29 @@ _HELD_BY_OTHERS = ("SELECT budget, key, sum(nanos), sum(tokens) FROM fleet_held 
 _RECENT_US = 32 * 86_400_000_000
 
 
-async def view(conn: Any, node: str, now_us: int) -> tuple[FleetView, Tally]:
-    """This node's heartbeat, and what the other nodes did: on budgets (see `FleetView`), and in all."""
-    await conn.execute("UPDATE fleet_nodes SET heartbeat_at = $2 WHERE node = $1", node, now_us)
+async def view(conn: Any, node: str, now_us: int, spooled: int) -> tuple[FleetView, "Recorded"]:
+    """This node's heartbeat (with the batches its spool holds), and what the other nodes did: on budgets (see
+    `FleetView`), and in all."""
+    await conn.execute("UPDATE fleet_nodes SET heartbeat_at = $2, spooled = $3 WHERE node = $1", node, now_us,
+                       spooled)
     version = await conn.fetchval("SELECT value::bigint FROM meta WHERE key = 'budgets_version'")
     spent = [FleetCount(r[0], r[1], r[2], int(r[3]), int(r[4]))
              for r in await conn.fetch(_SPENT_BY_OTHERS, node, now_us - _RECENT_US)]
     held = [FleetCount(r[0], r[1], ALL_TIME, int(r[2]), int(r[3]))
             for r in await conn.fetch(_HELD_BY_OTHERS, node, now_us)]
-    totals = await others_recorded(conn, node)
+    totals = await recorded_by(conn, node)
     return FleetView(spent=spent, held=held, budgets_version=int(version or 0)), totals
 
 
-async def others_recorded(conn: Any, node: str) -> Tally:
-    """What the nodes but `node` recorded, in all."""
-    row = await conn.fetchrow(f"SELECT {', '.join(f'coalesce(sum({c}), 0)' for c in SUMS)} FROM fleet_totals "
-                              "WHERE node <> $1", node)
-    return Tally(*(int(v) for v in row))
+class Recorded(msgspec.Struct, frozen=True):
+    """What the fleet recorded in all, as the database counts it: by the other nodes, and by this one."""
+
+    others: Tally
+    mine: Tally
+
+
+async def recorded_by(conn: Any, node: str) -> Recorded:
+    sums = ", ".join(f"coalesce(sum({c}) FILTER (WHERE node {{op}} $1), 0)" for c in SUMS)
+    row = await conn.fetchrow(f"SELECT {sums.format(op='<>')}, {sums.format(op='=')} FROM fleet_totals", node)
+    values = [int(v) for v in row]
+    return Recorded(Tally(*values[:len(SUMS)]), Tally(*values[len(SUMS):]))

@@ -192,7 +192,7 @@ CREATE TABLE fleet_nodes (
     version      TEXT NOT NULL,
     started_at   BIGINT NOT NULL,
     heartbeat_at BIGINT NOT NULL,
-    open_holds   BIGINT NOT NULL DEFAULT 0
+    spooled      BIGINT NOT NULL DEFAULT 0
 );
 
 INSERT INTO meta (key, value) VALUES ('budgets_version', '0') ON CONFLICT (key) DO NOTHING;

@@ -8,7 +8,9 @@ sharing the database never give the same id twice (they may leave gaps).
 import logging
 import os
 import socket
+import sqlite3
 import time
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 import anyio
@@ -26,13 +28,16 @@ from actors.ledger.messages import (
     WindowSum,
     WindowTotal,
     Write,
+    WriteHold,
+    WriteUsage,
 )
 from actors.ledger.postgres import fleet
 from actors.ledger.postgres.schema import FleetDatabaseError, migrate
+from actors.ledger.postgres.spool import Spool, SpooledBatch, SpooledRecord
 from actors.ledger.report_plan import SUMS, TOKEN_SUMS, accumulate
 from actors.ledger.sqlite import rollups
 from actors.ledger.sqlite.schema import USAGE_COLUMNS
-from actors.ledger.store import StoreFull, StoreUnreachable
+from actors.ledger.store import StoreBroken, StoreFull, StoreUnreachable
 from budgetd import __version__
 from budgetd.config import dsn_shown
 from budgetd.periods import HOUR_US
@@ -68,6 +73,12 @@ _LOOKUP = ("SELECT array(SELECT nextval('usage_record_ids') FROM generate_series
            "array(SELECT key FROM idempotency WHERE key = ANY($1::text[]) ORDER BY key), "
            "array(SELECT payload_hash FROM idempotency WHERE key = ANY($1::text[]) ORDER BY key), "
            "array(SELECT result FROM idempotency WHERE key = ANY($1::text[]) ORDER BY key)")
+#: How many record ids a node with a spool keeps claimed: as many records as it acknowledges while the database is
+#: away (then it refuses them as `unavailable`). Claimed at open, topped up once half are used.
+SPOOL_IDS = 20_000
+_CLAIM = "SELECT array(SELECT nextval('usage_record_ids') FROM generate_series(1, $1))"
+_KNOWN_KEYS = "SELECT array(SELECT key FROM idempotency WHERE key = ANY($1::text[]))"
+_KNOWN_IDS = "SELECT array(SELECT record_id FROM usage WHERE record_id = ANY($1::bigint[]))"
 #: The budgets' version, moved on when a statement's `s` changed a budget (other nodes poll it).
 _BUDGETS_MOVED = ("UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'budgets_version' "
                   "AND EXISTS (SELECT 1 FROM s)")
@@ -244,15 +255,18 @@ class PostgresStore:
     """The ledger's writer side on PostgreSQL, with its rollups, as the fleet node `node`."""
 
     def __init__(self, dsn: str, report_zones: Sequence[str] = ("UTC",), node: str = "",
-                 on_lost: Callable[[str], None] | None = None) -> None:
+                 on_lost: Callable[[str], None] | None = None, spool: Path | None = None) -> None:
         self.where = dsn_shown(dsn)
+        self.spool = None if spool is None else Spool(spool)
+        self._ids: list[int] = []  # record ids claimed from the sequence, for records spooled while it is away
         self.node = node or socket.gethostname()
         self.rollups = rollups.Rollups(["UTC", *report_zones])
         self.connection = Connection(dsn, self.where, self._lock)
         self.on_lost = on_lost
-        self._totals = Tally()
-        # What the other nodes had recorded when this store read the totals, and have now (see `follow`).
-        self._others_then = self._others_now = Tally()
+        # The ledger's totals when this store opened, what this node added since (as it knows), and what each
+        # side of the fleet had recorded then and has now, as the database says (see `follow`).
+        self._opened = self._added = Tally()
+        self._then = self._now = fleet.Recorded(Tally(), Tally())
         self._run = self.connection.run
 
     async def _lock(self, conn: Any) -> None:
@@ -300,8 +314,12 @@ class PostgresStore:
             await migrate(conn, where)
             await self._zones(conn)
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                self._totals = await _position(conn)
-                self._others_then = self._others_now = await fleet.others_recorded(conn, self.node)
+                self._opened, self._added = await _position(conn), Tally()
+                self._then = self._now = await fleet.recorded_by(conn, self.node)
+            if self.spool is not None:
+                self._ids = list(await conn.fetchval(_CLAIM, SPOOL_IDS))
+                await self._spooling(self.spool.open())
+                await self.replay()  # what this node acknowledged while the database was away, before it stopped
             await conn.execute(
                 "INSERT INTO fleet_nodes (node, application, version, started_at, heartbeat_at) "
                 "VALUES ($1, $2, $3, $4, $4) ON CONFLICT (node) DO UPDATE SET application = excluded.application, "
@@ -330,20 +348,26 @@ class PostgresStore:
 
     async def close(self) -> None:
         await self.connection.close()
+        if self.spool is not None:
+            self.spool.close()
 
     def totals(self) -> Tally:
         """Of the whole fleet: what the ledger held at open, what this node added since, and what the others
         did as last followed."""
-        if self._others_now is self._others_then:
-            return self._totals
-        whole = Tally(*self._totals.values())
-        whole.add(Tally(*(now - then for now, then in zip(self._others_now.values(), self._others_then.values()))))
+        whole = Tally(*self._opened.values())
+        if self._now is not self._then:
+            whole.add(_minus(self._now.others, self._then.others))
+        mine = _minus(self._now.mine, self._then.mine)
+        # The database's count of this node's records is behind by what it spooled, and ahead by what was
+        # committed while the connection broke (unconfirmed here): the larger one is right, once followed.
+        whole.add(mine if mine.requests > self._added.requests else self._added)
         return whole
 
-    def follow(self, others: Tally) -> None:
-        """What the other nodes have recorded in all now (`FleetSync` reads it every sync interval)."""
-        if others.requests >= self._others_now.requests:
-            self._others_now = others
+    def follow(self, others: Tally, mine: Tally) -> None:
+        """What the other nodes and this one have recorded in all, as the database says now (`FleetSync` reads it
+        every sync interval)."""
+        if others.requests >= self._now.others.requests and mine.requests >= self._now.mine.requests:
+            self._now = fleet.Recorded(others, mine)
 
     # -- records --
 
@@ -357,6 +381,9 @@ class PostgresStore:
             keyed = batch.keys_of(batch_writes)
             wanted = batch.records_in(batch_writes)
             admit = fleet.admission(batch_writes)
+            # the spool's claimed ids are topped up along with the batch's own
+            claim = SPOOL_IDS - len(self._ids) if self.spool is not None and len(self._ids) < SPOOL_IDS // 2 else 0
+            wanted += claim
             known: dict[str, tuple[bytes, bytes]] = {}
             ids: list[int] = []
             refused: set[int] = set()
@@ -368,7 +395,10 @@ class PostgresStore:
                 ids, keys, hashes, results = await conn.fetchrow(_LOOKUP, keyed, wanted)
             if ids or keyed:
                 known = {k: (bytes(h), bytes(r)) for k, h, r in zip(keys, hashes, results)}
-            b = batch.plan(batch_writes, known, now_us, iter(ids), self._totals)
+            if claim:
+                ids, claimed = ids[:wanted - claim], ids[wanted - claim:]
+                self._ids.extend(claimed)
+            b = batch.plan(batch_writes, known, now_us, iter(ids), self.totals())
             fleet.mark_refused(b.answers, refused)
             st = _Statement()
             st.insert("usage", USAGE_COLUMNS, b.usage)
@@ -377,7 +407,7 @@ class PostgresStore:
                 st.add_sums("rollup_hour", ("hour", *_DIMS), hours)
                 for unit, sums in zip(rollups.LOCAL_UNITS, local):
                     st.add_sums(f"rollup_{unit}", ("zone", unit, *_DIMS), sums)
-                st.add_spent(fleet.spent(batch_writes, b.answers), self.node)
+                st.add_spent(fleet.spent(fleet.recorded(batch_writes, b.answers)), self.node)
                 st.add_sums("fleet_totals", ("node",), {(self.node,): list(Tally.of_rows(b.inserted).values())})
             # The parts of one statement see the same snapshot: a hold opened and closed in one batch is neither.
             closed = set(b.closed)
@@ -395,16 +425,108 @@ class PostgresStore:
                     raise
             return b.answers, Tally.of_rows(b.inserted)
 
-        for attempt in range(3):
-            try:
-                answers, added = await self._run(write)
-                break
-            except asyncpg.exceptions.UniqueViolationError:
-                if attempt == 2:
-                    raise
-                # A key another node wrote since the lookup: nothing was written; the next try finds it.
-        self._totals.add(added)
+        try:
+            if self.spool is not None and self.spool.depth:
+                await self.replay()  # first: the spool's records are older, and may hold this batch's keys
+            for attempt in range(3):
+                try:
+                    answers, added = await self._run(write)
+                    break
+                except asyncpg.exceptions.UniqueViolationError:
+                    if attempt == 2:
+                        raise
+                    # A key another node wrote since the lookup: nothing was written; the next try finds it.
+        except StoreUnreachable as exc:
+            if exc.committing or exc.lasting or self.spool is None:
+                raise
+            return await self._spool(writes, now_us, exc)
+        self._added.add(added)
         return answers
+
+    async def _spool(self, writes: list[Write], now_us: int, away: StoreUnreachable) -> list[Any]:
+        """The batch while the database is away: records and closed holds are kept in the spool (durably, before
+        they are answered), each record with an id claimed earlier; reserves are refused. `away` is raised when
+        the claimed ids do not suffice (nothing is spooled)."""
+        kept = [w for w in writes if type(w) is not WriteHold]
+        spool = self.spool
+        assert spool is not None
+        if batch.records_in(kept) > len(self._ids):
+            raise away
+        known = await self._spooling(spool.known(batch.keys_of(kept)))
+        b = batch.plan(kept, known, now_us, iter(self._ids), self.totals())
+        counted = {id(w.row): w.counted for w in kept if type(w) is WriteUsage}
+        keys = {k[0]: k for k in b.keys}
+        records = [SpooledRecord(u, r, counted.get(id(r), []), keys.get(r.idempotency_key))  # type: ignore[arg-type]
+                   for u, r in zip(b.usage, b.inserted)]
+        if records or b.closed:
+            await self._spooling(spool.add(SpooledBatch(records, b.closed)))
+        del self._ids[:len(b.usage)]
+        self._added.add(Tally.of_rows(b.inserted))
+        if spool.depth == 1:
+            log.warning("the fleet database %s is away: records are kept in the spool %s until it is back (%s)",
+                        self.where, spool.path, away)
+        answers = iter(b.answers)
+        refused = OpError("unavailable", f"the fleet database is unreachable, and a reservation must be admitted by it "
+                          f"against every node: nothing was held; retry shortly ({away})")
+        return [refused if type(w) is WriteHold else next(answers) for w in writes]
+
+    async def _spooling(self, call: Awaitable[Any]) -> Any:
+        try:
+            return await call
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise StoreFull(f"the spool {self.spool.path} is out of disk ({exc})") from None  # type: ignore
+            raise StoreBroken(f"the spool {self.spool.path} cannot be written ({exc})") from exc  # type: ignore
+
+    async def replay(self) -> int:
+        """What the spool holds goes into the database, batch by batch in order, each exactly once (see
+        `spool`); how many batches wait still. StoreUnreachable when the database is still away."""
+        import asyncpg
+
+        spool = self.spool
+        if spool is None:
+            return 0
+        while spool.depth:
+            found = await self._spooling(spool.first())
+            if found is None:
+                spool.depth = 0
+                break
+            seq, kept = found
+            for attempt in range(3):
+                try:
+                    await self._run(lambda conn: self._replay(conn, kept))
+                    break
+                except asyncpg.exceptions.UniqueViolationError:
+                    if attempt == 2:
+                        raise
+                    # a key another node wrote since the check: nothing was written; the next try skips it
+            await self._spooling(spool.done(seq))
+            if not spool.depth:
+                log.info("the spool is replayed into the fleet database %s", self.where)
+        return spool.depth
+
+    async def _replay(self, conn: Any, kept: SpooledBatch) -> None:
+        async with conn.transaction():
+            keys = [r.key[0] for r in kept.records if r.key is not None]
+            ids = [r.usage[0] for r in kept.records]
+            known = set(await conn.fetchval(_KNOWN_KEYS, keys)) if keys else set()
+            there = set(await conn.fetchval(_KNOWN_IDS, ids)) if ids else set()
+            new = [r for r in kept.records if r.usage[0] not in there and (r.key is None or r.key[0] not in known)]
+            st = _Statement()
+            st.insert("usage", USAGE_COLUMNS, [r.usage for r in new])
+            rows = [r.row for r in new]
+            if rows:
+                hours, local = self.rollups.sums(rows)
+                st.add_sums("rollup_hour", ("hour", *_DIMS), hours)
+                for unit, sums in zip(rollups.LOCAL_UNITS, local):
+                    st.add_sums(f"rollup_{unit}", ("zone", unit, *_DIMS), sums)
+                st.add_spent(fleet.spent([(r.row, r.counted) for r in new]), self.node)
+                st.add_sums("fleet_totals", ("node",), {(self.node,): list(Tally.of_rows(rows).values())})
+            st.delete_holds(kept.closed)
+            st.delete_holds(kept.closed, "fleet_held", "hold_id")
+            st.insert("idempotency", _KEY_COLUMNS, [r.key for r in new if r.key is not None])
+            if st.parts:
+                await conn.execute(st.sql, *st.args)
 
     async def load_holds(self, now_us: int) -> list[HoldRow]:
         async def load(conn: Any) -> list[HoldRow]:
@@ -431,6 +553,8 @@ class PostgresStore:
                 return {s.budget: await fleet.correct(conn, s, await _window_sum(conn, s, compacted), self.node)
                         for s in sums}
 
+        if self.spool is not None and self.spool.depth:
+            await self.replay()  # the counters count what the spool holds too
         for attempt in range(5):
             try:
                 return await self._run(read)
@@ -578,6 +702,10 @@ async def _position(conn: Any) -> Tally:
     """The totals of every record ever written (the hour rollup still holds what compaction removed)."""
     row = await conn.fetchrow(f"SELECT {', '.join(f'coalesce(sum({c}), 0)' for c in SUMS)} FROM rollup_hour")
     return Tally(*(int(v) for v in row))
+
+
+def _minus(a: Tally, b: Tally) -> Tally:
+    return Tally(*(x - y for x, y in zip(a.values(), b.values())))
 
 
 async def compacted_before(conn: Any) -> int | None:

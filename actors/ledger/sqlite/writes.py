@@ -103,8 +103,11 @@ class SqliteStore:
     def totals(self) -> Tally:
         return self._totals
 
-    def follow(self, others: Tally) -> None:
+    def follow(self, others: Tally, mine: Tally) -> None:
         pass  # a single host has no other nodes
+
+    async def replay(self) -> int:
+        return 0  # nor a spool: its ledger is always at hand
 
     async def checkpoint(self) -> None:
         """Fold the WAL into the database file (for a copy that is one file)."""
