@@ -14,9 +14,10 @@ import anyio
 import msgspec
 
 from actors.ledger import FollowTotals, ReplaySpool
-from actors.ledger.postgres.fleet import NODE_LOCK_CLASS, view
+from actors.ledger.postgres.fleet import NODE_LOCK_CLASS, PRICES_LEADER, Seen, view
 from actors.ledger.postgres.writes import Connection
 from actors.ledger.store import StoreUnreachable
+from actors.prices import PricesMoved
 from actors.runtime import Actor, Mailbox, Ref, ReplyTo
 from budgetd.clock import SYSTEM, Clock
 from budgetd.config import dsn_shown
@@ -45,11 +46,12 @@ _NODES = (
 class FleetSync(Actor):
     name = "fleet"
 
-    def __init__(self, dsn: str, node: str, interval_s: float, allocator: Ref, ledger: Ref,
+    def __init__(self, dsn: str, node: str, interval_s: float, allocator: Ref, ledger: Ref, prices: Ref,
                  clock: Clock = SYSTEM) -> None:
         super().__init__()
         self.node, self.interval_s, self.clock = node, interval_s, clock
-        self.allocator, self.ledger = allocator, ledger
+        self.allocator, self.ledger, self.prices = allocator, ledger, prices
+        self._leading: Any = None  # the connection that holds the price refresher's lock, while it does
         self.where = dsn_shown(dsn)
         self.connection = Connection(dsn, self.where)
         self.handlers = {FleetStatusMsg: self._status}
@@ -71,16 +73,24 @@ class FleetSync(Actor):
             except OpError:
                 spooled = -1  # still away, or busy: said as unknown
             try:
-                seen = await self.connection.run(lambda conn: view(conn, self.node, self.clock.now_us(), spooled))
+                seen = await self.connection.run(lambda conn: self._look(conn, spooled))
             except StoreUnreachable:
                 pass  # the view stands still until the database is back
             else:
                 try:
-                    self.allocator.tell(seen[0])
-                    self.ledger.tell(FollowTotals(others=seen[1].others, mine=seen[1].mine))
+                    self.allocator.tell(seen.view)
+                    self.ledger.tell(FollowTotals(others=seen.recorded.others, mine=seen.recorded.mine))
+                    self.prices.tell(PricesMoved(version=seen.price_version, overrides=seen.overrides,
+                                                 leading=self._leading is not None))
                 except OpError:
                     pass  # a full or closing mailbox: the next view says it all again
             await anyio.sleep(self.interval_s)
+
+    async def _look(self, conn: Any, spooled: int) -> Seen:
+        if self._leading is not conn:  # not yet, or on a connection that broke (and the lock went with it)
+            taken = await conn.fetchval("SELECT pg_try_advisory_lock($1)", PRICES_LEADER)
+            self._leading = conn if taken else None
+        return await view(conn, self.node, self.clock.now_us(), spooled)
 
     async def _status(self, m: FleetStatusMsg) -> None:
         now = self.clock.now_us()

@@ -258,7 +258,7 @@ class Daemon:
             except (LedgerError, FleetDatabaseError) as exc:
                 raise StartupError(str(exc)) from None
             await tg.start(sup.supervise, prices, lambda: Prices(ledger, allocator, settings, tiers, timeout, bus,
-                                                                  clock))
+                                                                  clock, leading=not config.fleet.dsn))
             admission = AdmissionRules(
                 config.admission.default_output_tokens, config.admission.default_ttl_s,
                 config.admission.max_reservation_usd, parse_duration(config.admission.max_clock_skew),
@@ -272,7 +272,7 @@ class Daemon:
             if config.fleet.dsn:
                 await tg.start(sup.supervise, sup.ref("fleet", 64), lambda: FleetSync(
                     config.fleet.dsn, config.node_name, parse_duration(config.fleet.sync_interval), allocator, ledger,
-                    clock))
+                    prices, clock))
             settings_ai = AssistantSettings(
                 model=config.assistant.model, api_base=config.assistant.api_base,
                 api_key_env=config.assistant.api_key_env, timeout_s=parse_duration(config.assistant.timeout),

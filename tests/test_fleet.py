@@ -489,3 +489,68 @@ def test_the_database_stopped_under_load_loses_no_acknowledged_record_and_counts
                 assert seen.totals.requests == len(rows) and seen.budgets[0].spent_usd * 1e9 == pytest.approx(cost)
     finally:
         server.remove()
+
+
+def test_one_node_refreshes_the_fleets_prices_and_an_override_on_any_node_applies_everywhere(make_daemon, fleet_dsn):
+    from feeds import FeedServer
+
+    with FeedServer() as feeds:
+        a, b = [make_daemon(feeds.config() + fleet_config(fleet_dsn, f"node-{n}")) for n in "ab"]
+        deadline = time.monotonic() + 10
+        while not feeds.hits.get("/litellm.json"):  # the node elected refreshes at once
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1.0)
+        assert feeds.hits["/litellm.json"] == 1  # by one node only, not once per node
+        with SyncBudgetClient(a.socket) as ca, SyncBudgetClient(b.socket) as cb:
+            version = ca.status().prices.version
+            deadline = time.monotonic() + 1.0
+            while cb.status().prices.version != version:  # b follows the refresh
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            ca.prices_set(model="house-model", input_per_mtok=1.0, output_per_mtok=2.0)
+            done = time.monotonic()
+            while True:
+                try:
+                    price = cb.prices_get("house-model").price
+                    break
+                except BudgetError as exc:
+                    assert exc.code == "not_found" and time.monotonic() - done < 1.0
+                    time.sleep(0.05)
+            assert (price.input_per_mtok, price.source) == (1.0, "override")
+            assert cb.check(component="x", model="house-model", input_tokens=1_000_000,
+                            max_output_tokens=0).estimated_cost_usd == pytest.approx(1.0)
+            # b changes it on the version a made: no conflict, and a follows
+            cb.prices_set(model="house-model", input_per_mtok=3.0, output_per_mtok=2.0)
+            done = time.monotonic()
+            while ca.prices_get("house-model").price.input_per_mtok != 3.0:
+                assert time.monotonic() - done < 1.0
+                time.sleep(0.05)
+            assert cb.prices_unset("house-model")
+            done = time.monotonic()
+            while True:
+                try:
+                    ca.prices_get("house-model")
+                except BudgetError as exc:
+                    assert exc.code == "not_found"
+                    break
+                assert time.monotonic() - done < 1.0
+                time.sleep(0.05)
+        versions = a.query("SELECT count(DISTINCT version), count(*) FROM price_versions WHERE model = 'house-model'")
+        assert versions == [(2, 2)]  # two overrides, each its own version, none lost to a collision
+
+
+def test_overrides_set_at_once_on_two_nodes_all_apply_each_on_its_own_version(make_daemon, fleet_dsn):
+    a, b = nodes(make_daemon, fleet_dsn, "ab")
+
+    def set_one(i: int) -> None:
+        with SyncBudgetClient((a, b)[i % 2].socket) as c:
+            c.prices_set(model=f"house-{i}", input_per_mtok=1.0 + i, output_per_mtok=2.0)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(set_one, range(20)))  # raises if one was refused
+    assert a.query("SELECT count(DISTINCT version) FROM price_versions WHERE model LIKE 'house-%'") == [(20,)]
+    time.sleep(0.5)
+    for d in (a, b):
+        with SyncBudgetClient(d.socket) as c:
+            assert [c.prices_get(f"house-{i}").price.input_per_mtok for i in range(20)] == [1.0 + i for i in range(20)]

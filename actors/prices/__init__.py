@@ -10,6 +10,7 @@ from actors.prices.messages import (  # noqa: F401 - the inbox is the public fac
     GetPricesStatus,
     ListPrices,
     NewBook,
+    PricesMoved,
     Refresh,
     SetPrice,
     UnsetPrice,

@@ -27,6 +27,7 @@ from actors.prices.messages import (
     GetPricesStatus,
     ListPrices,
     NewBook,
+    PricesMoved,
     Refresh,
     SetPrice,
     UnsetPrice,
@@ -72,8 +73,10 @@ class Prices(Actor):
     name = "prices"
 
     def __init__(self, ledger: Ref, allocator: Ref | None, settings: PricesSettings, tiers: TierRules,
-                 timeout: float = 10.0, bus: Ref | None = None, clock: Clock = SYSTEM) -> None:
+                 timeout: float = 10.0, bus: Ref | None = None, clock: Clock = SYSTEM, leading: bool = True) -> None:
         super().__init__()
+        # Whether this node refreshes the feeds: a fleet's nodes elect one (`PricesMoved`), the others follow.
+        self.leading = leading
         self.clock = clock
         self.ledger = ledger
         self.bus = bus
@@ -101,24 +104,54 @@ class Prices(Actor):
     # -- life -------------------------------------------------------------------------
 
     async def started(self) -> None:
+        await self._reload()
+        self.corrections, self._corrections_error = await anyio.to_thread.run_sync(read_corrections, self.settings)
+        if not self.entries:
+            # A new ledger: start from the bundled file, read from disk, no network.
+            fetch = await anyio.to_thread.run_sync(read_bundled, self.settings, self.tiers)
+
+            async def seed() -> None:
+                if not self.entries:  # else another node of the fleet seeded it meanwhile
+                    await self._apply([fetch], {})
+
+            await self._on_current(seed)
+        elif self._corrections_due():  # corrections shipped since the book was applied
+            await self._on_current(lambda: self._apply([], {}))
+        for spec in self.settings.overrides:
+            current = self.entries.get(spec.model)
+            if current is None or spec.model not in self.overridden or _spec_of(current, spec.tier) != spec:
+                await self._on_current(lambda: self._set_override(spec))
+        self._rebuild(publish=False)
+
+    async def _reload(self) -> None:
+        """The book as the ledger has it (at start, and on a fleet when another node changed it)."""
         state: PriceState = await self.ledger.ask(lambda reply: LoadPrices(reply=reply), self.timeout)
         self.entries = {e.model: e for e in (_entry_decoder.decode(raw) for raw in state.entries)}
         self.overridden = set(state.overridden)
         self.version = state.version
         self.sources = {s.source: s for s in state.sources}
         self.confirmed = await self._load_confirmed()
-        self.corrections, self._corrections_error = await anyio.to_thread.run_sync(read_corrections, self.settings)
-        if not self.entries:
-            # A new ledger: start from the bundled file, read from disk, no network.
-            fetch = await anyio.to_thread.run_sync(read_bundled, self.settings, self.tiers)
-            await self._apply([fetch], {})
-        elif self._corrections_due():  # corrections shipped since the book was applied
-            await self._apply([], {})
-        for spec in self.settings.overrides:
-            current = self.entries.get(spec.model)
-            if current is None or spec.model not in self.overridden or _spec_of(current, spec.tier) != spec:
-                await self._set_override(spec)
-        self._rebuild(publish=False)
+
+    async def _moved(self, m: PricesMoved) -> None:
+        elected, self.leading = m.leading and not self.leading, m.leading
+        if elected and self.settings.fetches_network:
+            self._refresh(None)  # the new refresher does not wait a whole interval for its first
+        if (m.version, m.overrides) != (self.version, len(self.overridden)) and self._waiting is None:
+            await self._reload()
+            self._rebuild()
+            log.info("prices followed to version %d, changed by another node of the fleet", self.version)
+
+    async def _on_current(self, change: Callable[[], Any], tries: int = 10) -> Any:
+        """`change()`, made again on the prices as they are now when another node of the fleet changed them
+        meanwhile (the ledger refuses a change made on an older version as a conflict)."""
+        for _ in range(tries - 1):
+            try:
+                return await change()
+            except OpError as exc:
+                if exc.code != "conflict":
+                    raise
+            await self._reload()
+        return await change()
 
     async def run(self, mailbox: Mailbox) -> None:
         async with anyio.create_task_group() as tg:
@@ -132,10 +165,11 @@ class Prices(Actor):
         if not self.settings.fetches_network:
             return
         while True:
-            try:
-                self.ref.tell(Refresh())  # type: ignore[union-attr]
-            except OpError:
-                return  # shutting down
+            if self.leading:
+                try:
+                    self.ref.tell(Refresh())  # type: ignore[union-attr]
+                except OpError:
+                    return  # shutting down
             await anyio.sleep(self.settings.refresh_interval_s)
 
     # -- dispatch ---------------------------------------------------------------------
@@ -151,6 +185,7 @@ class Prices(Actor):
             SetPrice: self._set,
             UnsetPrice: self._unset,
             GetHistory: self._get_history,
+            PricesMoved: self._moved,
         }
 
     def _get(self, message: GetPrice) -> None:
@@ -167,10 +202,10 @@ class Prices(Actor):
         message.reply.set(PriceListResult(prices=shown, version=self.book.version, total=len(found)))
 
     async def _set(self, message: SetPrice) -> None:
-        message.reply.set(PriceResult(price=await self._set_override(message.spec)))
+        message.reply.set(PriceResult(price=await self._on_current(lambda: self._set_override(message.spec))))
 
     async def _unset(self, message: UnsetPrice) -> None:
-        message.reply.set(PriceUnsetResult(removed=await self._unset_override(message.model)))
+        message.reply.set(PriceUnsetResult(removed=await self._on_current(lambda: self._unset_override(message.model))))
 
     async def _get_history(self, message: GetHistory) -> None:
         message.reply.set(await self._history(message.model))
@@ -219,7 +254,7 @@ class Prices(Actor):
             elif fetch.entries is not None:
                 self._snapshots[fetch.source] = fetch.entries
         try:
-            report = await self._apply(fetches, validators)
+            report = await self._on_current(lambda: self._apply(fetches, validators))
         except Exception as exc:
             for reply in waiting:
                 reply.fail(exc)

@@ -42,6 +42,15 @@ class NewBook(msgspec.Struct, frozen=True):
     book: PriceBook
 
 
+class PricesMoved(msgspec.Struct, frozen=True):
+    """On a fleet, told every sync interval: the database's newest price version and count of overrides (the
+    book is read again when they are not this actor's), and whether this node is the one that refreshes."""
+
+    version: int
+    overrides: int
+    leading: bool
+
+
 class Refresh(msgspec.Struct, frozen=True):
     """Fetch every feed now; answer (when `reply` is set): `RefreshReport`, once applied."""
 

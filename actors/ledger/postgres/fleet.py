@@ -39,6 +39,10 @@ from actors.ledger.report_plan import SUMS
 #: The key space of node locks: `pg_try_advisory_lock(NODE_LOCK_CLASS, hashtext(node))` (two int4 keys, so
 #: `pg_locks` tells them from any other lock, and `budget fleet status` lists the nodes that hold one).
 NODE_LOCK_CLASS = 0x42554447
+#: Held by each change of the prices, so nodes make them one at a time.
+PRICES_LOCK = 0x42554447_00000004
+#: Held (by its `FleetSync` connection) by the one node that refreshes the fleet's prices from the feeds.
+PRICES_LEADER = 0x42554447_00000005
 #: Every serving node holds it shared; `budget fleet import` takes it alone, so no node serves meanwhile.
 NODES_LOCK = 0x42554447_00000003
 #: A window start as `fleet_spent` keeps it (a total budget's one window has none).
@@ -201,9 +205,18 @@ _HELD_BY_OTHERS = ("SELECT budget, key, sum(nanos), sum(tokens) FROM fleet_held 
 _RECENT_US = 32 * 86_400_000_000
 
 
-async def view(conn: Any, node: str, now_us: int, spooled: int) -> tuple[FleetView, "Recorded"]:
+class Seen(msgspec.Struct, frozen=True):
+    """What a node sees of the fleet every sync interval."""
+
+    view: FleetView  # for the allocator
+    recorded: "Recorded"  # for the ledger's totals
+    price_version: int  # the newest price version, and how many overrides there are
+    overrides: int
+
+
+async def view(conn: Any, node: str, now_us: int, spooled: int) -> Seen:
     """This node's heartbeat (with the batches its spool holds), and what the other nodes did: on budgets (see
-    `FleetView`), and in all."""
+    `FleetView`), in all, and to the prices."""
     await conn.execute("UPDATE fleet_nodes SET heartbeat_at = $2, spooled = $3 WHERE node = $1", node, now_us,
                        spooled)
     version = await conn.fetchval("SELECT value::bigint FROM meta WHERE key = 'budgets_version'")
@@ -212,7 +225,10 @@ async def view(conn: Any, node: str, now_us: int, spooled: int) -> tuple[FleetVi
     held = [FleetCount(r[0], r[1], ALL_TIME, int(r[2]), int(r[3]))
             for r in await conn.fetch(_HELD_BY_OTHERS, node, now_us)]
     totals = await recorded_by(conn, node)
-    return FleetView(spent=spent, held=held, budgets_version=int(version or 0)), totals
+    prices = await conn.fetchrow("SELECT (SELECT coalesce(max(version), 0) FROM price_versions), "
+                                 "(SELECT count(*) FROM price_overrides)")
+    return Seen(FleetView(spent=spent, held=held, budgets_version=int(version or 0)), totals, int(prices[0]),
+                int(prices[1]))
 
 
 class Recorded(msgspec.Struct, frozen=True):

@@ -630,9 +630,16 @@ class PostgresStore:
     async def apply_prices(self, m: ApplyPrices) -> int:
         async def apply(conn: Any) -> int:
             async with conn.transaction():
-                if m.changes and await conn.fetchval(
-                        "SELECT 1 FROM price_versions WHERE version = $1 LIMIT 1", m.version):
-                    return len(m.changes)  # applied already: the answer to an earlier try got lost with its connection
+                # One change at a time, each on the newest version: nodes of a fleet change prices in turn.
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", fleet.PRICES_LOCK)
+                newest = await conn.fetchval("SELECT coalesce(max(version), 0) FROM price_versions")
+                if (m.changes or m.close or m.set_override or m.unset_override) and m.version <= newest:
+                    if m.changes and await conn.fetchval(
+                            "SELECT entry FROM price_versions WHERE version = $1 AND model = $2", m.version,
+                            m.changes[0].model) == m.changes[0].entry:
+                        return len(m.changes)  # applied already: the answer to an earlier try got lost
+                    raise OpError("conflict", f"the fleet's prices moved on to version {newest} meanwhile (another "
+                                  "node changed them): this change was not applied; make it again")
                 for change in m.changes:
                     await conn.execute("UPDATE price_versions SET effective_to = $1 WHERE model = $2 "
                                        "AND effective_to IS NULL", m.effective_from, change.model)
