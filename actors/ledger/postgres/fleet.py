@@ -56,8 +56,7 @@ assert ALL_TIME == -9223372036854775808
 class Admission(msgspec.Struct):
     """The arguments of `budgetd_admit` for a batch's reserves, and which writes they are."""
 
-    at: list[int]  # positions in the batch of the reserves asked about, in order
-    keys: list[str | None]
+    at: list[int]  # positions in the batch of the reserves asked about, in order (group n is at[n - 1])
     first: list[int]  # 1-based into the charge arrays
     last: list[int]
     hold: list[str]
@@ -70,23 +69,26 @@ class Admission(msgspec.Struct):
     tokens: list[int]
     expires: list[int]
 
-    def args(self) -> tuple:
-        return (self.keys, self.first, self.last, self.hold, self.budget, self.key, self.window, self.limit_nanos,
-                self.limit_tokens, self.nanos, self.tokens, self.expires)
+    def groups(self, writes: list[Write]) -> tuple[dict[str, int], dict[str, int]]:
+        """The group of each hold id, and of each reserve's idempotency key."""
+        holds: dict[str, int] = {}
+        keys: dict[str, int] = {}
+        for n, i in enumerate(self.at, 1):
+            w = writes[i]
+            assert type(w) is WriteHold
+            holds.update((h.id, n) for h in w.holds)
+            if w.idempotency_key is not None:
+                keys[w.idempotency_key] = n
+        return holds, keys
 
 
-ADMIT = ("budgetd_admit($3, $4, $5::text[], $6::int[], $7::int[], $8::text[], $9::text[], $10::text[], "
-         "$11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[])")
-
-
-def admission(writes: list[Write]) -> Admission | None:
-    """What the batch asks the database to admit: every reserve that holds on a hard budget."""
-    a = Admission([], [], [], [], [], [], [], [], [], [], [], [], [])
-    for at, w in enumerate(writes):
-        if type(w) is not WriteHold or not w.holds or not w.hard:
+def admission(writes: list[Write], answers: list[Any]) -> Admission | None:
+    """What the batch asks the database to admit: every new reserve that holds on a hard budget."""
+    a = Admission([], [], [], [], [], [], [], [], [], [], [], [])
+    for at, (w, answer) in enumerate(zip(writes, answers)):
+        if type(w) is not WriteHold or not w.holds or not w.hard or getattr(answer, "duplicate", True):
             continue
         a.at.append(at)
-        a.keys.append(w.idempotency_key)
         a.first.append(len(a.hold) + 1)
         for h in w.holds:
             for c in w.hard:
@@ -103,9 +105,24 @@ def admission(writes: list[Write]) -> Admission | None:
     return a if a.at else None
 
 
-def refuse(writes: list[Write], a: Admission, refused: list[int]) -> set[int]:
-    """Turn the refused reserves into denials (in place); their positions in the batch."""
-    at = set()
+#: The call, its arguments numbered from {0}: now, node, the groups and charges (`Admission`), what the batch's
+#: records add (`spent`) and the holds it closes.
+ADMIT = ("budgetd_admit(${0}, ${1}, ${2}::int[], ${3}::int[], ${4}::text[], ${5}::text[], ${6}::text[], "
+         "${7}::bigint[], ${8}::bigint[], ${9}::bigint[], ${10}::bigint[], ${11}::bigint[], ${12}::bigint[], "
+         "${13}::text[], ${14}::text[], ${15}::bigint[], ${16}::bigint[], ${17}::bigint[], ${18}::text[])")
+
+
+def admit_args(a: Admission, now_us: int, node: str, spent: dict[tuple[str, str, int], list[int]],
+               closed: list[str]) -> list:
+    return [now_us, node, a.first, a.last, a.hold, a.budget, a.key, a.window, a.limit_nanos, a.limit_tokens,
+            a.nanos, a.tokens, a.expires, [k[0] for k in spent], [k[1] for k in spent], [k[2] for k in spent],
+            [v[0] for v in spent.values()], [v[1] for v in spent.values()], closed]
+
+
+def refuse(writes: list[Write], answers: list[Any], a: Admission, refused: list[int]) -> None:
+    """The refused reserves' answers become denials, not kept (and a repeat of one in the batch is that
+    denial again)."""
+    denied: dict[str, Any] = {}
     for n in refused:
         i = a.at[n - 1]
         w = writes[i]
@@ -114,15 +131,14 @@ def refuse(writes: list[Write], a: Admission, refused: list[int]) -> set[int]:
         d = w.decision
         denial = msgspec.structs.replace(d, allowed=False, action="deny", reservation_id=None, reservation_ids=[],
                                          expires_at=None, reasons=[*d.reasons, _DENIED.format(names=names)])
-        writes[i] = msgspec.structs.replace(w, holds=[], decision=denial)
-        at.add(i)
-    return at
-
-
-def mark_refused(answers: list[Any], at: set[int]) -> None:
-    for i in at:
-        if not getattr(answers[i], "duplicate", False):
-            answers[i] = Refused(answers[i])
+        answers[i] = Refused(denial)
+        if w.idempotency_key is not None:
+            denied[w.idempotency_key] = denial
+    if denied:
+        for i, w in enumerate(writes):
+            key = w.idempotency_key if type(w) is WriteHold else None
+            if key in denied and getattr(answers[i], "duplicate", False):
+                answers[i] = msgspec.structs.replace(denied[key], duplicate=True)
 
 
 def recorded(writes: list[Write], answers: list[Any]) -> list[tuple[UsageRow, list[Counted]]]:
@@ -141,14 +157,6 @@ def spent(records: list[tuple[UsageRow, list[Counted]]]) -> dict[tuple[str, str,
             acc[0] += r.cost_nanos
             acc[1] += tokens
     return sums
-
-
-def unheld(writes: list[Write], answers: list[Any], a: Admission | None) -> list[str]:
-    """Holds the database may have charged that the batch does not open (a repeat found meanwhile)."""
-    if a is None:
-        return []
-    return [h.id for i in a.at if getattr(answers[i], "duplicate", False)
-            for h in writes[i].holds]  # type: ignore[union-attr]
 
 
 async def others_in(conn: Any, s: WindowSum, me: str) -> dict[str, list[int]]:

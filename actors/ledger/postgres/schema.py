@@ -198,15 +198,17 @@ CREATE TABLE fleet_nodes (
 INSERT INTO meta (key, value) VALUES ('budgets_version', '0') ON CONFLICT (key) DO NOTHING;
 ALTER TABLE holds ADD COLUMN node TEXT NOT NULL DEFAULT '';
 
--- Admit groups of holds (one group per reserve) against the hard limits of the whole fleet, in one
--- statement: each counter a group charges is locked (in one order on every node), its spend in the window
--- and the unexpired holds on it summed once, then each group is admitted whole if every bounded charge fits
--- (its charges are inserted) or refused. A group whose idempotency key is known is left to the writer (a
--- repeat); one already charged (a retried batch) is admitted again. Returns the refused groups' numbers.
+-- Admit a batch's reserves (groups of holds, one group per reserve) against the hard limits of the whole
+-- fleet, inside the statement that writes the batch: each counter a group charges is locked (in one order
+-- on every node) until the batch commits, its spend in the window (with what the batch's own records add,
+-- p_*) and the unexpired holds on it are summed once, then each group is admitted whole if every bounded
+-- charge fits (its charges are inserted, but for holds the batch also closes) or refused. Returns the
+-- refused groups' numbers.
 CREATE FUNCTION budgetd_admit(
-    now_us BIGINT, me TEXT, g_key TEXT[], g_first INT[], g_last INT[],
+    now_us BIGINT, me TEXT, g_first INT[], g_last INT[],
     c_hold TEXT[], c_budget TEXT[], c_key TEXT[], c_window BIGINT[], c_limit_nanos BIGINT[],
-    c_limit_tokens BIGINT[], c_nanos BIGINT[], c_tokens BIGINT[], c_expires BIGINT[]
+    c_limit_tokens BIGINT[], c_nanos BIGINT[], c_tokens BIGINT[], c_expires BIGINT[],
+    p_budget TEXT[], p_key TEXT[], p_window BIGINT[], p_nanos BIGINT[], p_tokens BIGINT[], closed TEXT[]
 ) RETURNS INT[] LANGUAGE plpgsql AS $fn$
 DECLARE
     refused INT[] := '{}';
@@ -229,10 +231,13 @@ BEGIN
         SELECT coalesce(sum(nanos), 0), coalesce(sum(tokens), 0) INTO n_nanos, n_tokens FROM fleet_held
          WHERE budget = u_budget[i] AND key = u_key[i] AND expires_at > now_us;
         u_nanos[i] := u_nanos[i] + n_nanos; u_tokens[i] := u_tokens[i] + n_tokens;
+        FOR j IN 1 .. coalesce(array_length(p_budget, 1), 0) LOOP
+            IF p_budget[j] = u_budget[i] AND p_key[j] = u_key[i] AND p_window[j] = u_window[i] THEN
+                u_nanos[i] := u_nanos[i] + p_nanos[j]; u_tokens[i] := u_tokens[i] + p_tokens[j];
+            END IF;
+        END LOOP;
     END LOOP;
-    FOR g IN 1 .. coalesce(array_length(g_key, 1), 0) LOOP
-        CONTINUE WHEN g_key[g] IS NOT NULL AND EXISTS (SELECT 1 FROM idempotency WHERE key = g_key[g]);
-        CONTINUE WHEN EXISTS (SELECT 1 FROM fleet_held WHERE hold_id = c_hold[g_first[g]]);
+    FOR g IN 1 .. coalesce(array_length(g_first, 1), 0) LOOP
         t_nanos := u_nanos; t_tokens := u_tokens; fits := TRUE;
         FOR j IN g_first[g] .. g_last[g] LOOP
             FOR i IN 1 .. array_length(u_budget, 1) LOOP
@@ -246,8 +251,7 @@ BEGIN
             u_nanos := t_nanos; u_tokens := t_tokens;
             INSERT INTO fleet_held (hold_id, budget, key, node, nanos, tokens, expires_at)
                 SELECT c_hold[x], c_budget[x], c_key[x], me, c_nanos[x], c_tokens[x], c_expires[x]
-                FROM generate_series(g_first[g], g_last[g]) AS x
-                ON CONFLICT DO NOTHING;
+                FROM generate_series(g_first[g], g_last[g]) AS x WHERE NOT (c_hold[x] = ANY(closed));
         ELSE
             refused := refused || g;
         END IF;

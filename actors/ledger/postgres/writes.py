@@ -82,17 +82,23 @@ _KNOWN_IDS = "SELECT array(SELECT record_id FROM usage WHERE record_id = ANY($1:
 #: The budgets' version, moved on when a statement's `s` changed a budget (other nodes poll it).
 _BUDGETS_MOVED = ("UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'budgets_version' "
                   "AND EXISTS (SELECT 1 FROM s)")
-# The same, and the batch's reserves on hard budgets admitted (their holds charged) in the same round trip.
-_LOOKUP_ADMIT = _LOOKUP + ", " + fleet.ADMIT
 
 
 class _Statement:
     """One statement that writes a whole batch (its rows as one array per column): a single round trip, and a
-    single implicit transaction, so it is committed when it returns."""
+    single implicit transaction, so it is committed when it returns. On a fleet it first admits the batch's
+    reserves on hard budgets (`admit`): the holds and keys of those refused are left out, and the statement
+    answers their group numbers."""
 
     def __init__(self) -> None:
         self.parts: list[str] = []
-        self.args: list[list] = []
+        self.args: list[Any] = []
+        self.admitting = False
+
+    def admit(self, args: list) -> None:
+        self.parts.append("refused AS (SELECT " + fleet.ADMIT.format(*range(len(self.args) + 1, 100)) + " AS r)")
+        self.args.extend(args)
+        self.admitting = True
 
     def _unnest(self, table: str, columns: tuple[str, ...], rows: list[tuple], tail: str = "") -> None:
         first = len(self.args) + 1
@@ -100,9 +106,21 @@ class _Statement:
         self.parts.append(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}){tail}")
         self.args.extend([list(column) for column in zip(*rows)])
 
-    def insert(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-        if rows:
+    def insert(self, table: str, columns: tuple[str, ...], rows: list[tuple], groups: list[int] | None = None) -> None:
+        """Rows of `table`; with `groups` (the reserve each row is of, 0 for none) only those not refused."""
+        if not rows:
+            return
+        if groups is None or not self.admitting:
             self._unnest(table, columns, rows)
+            return
+        first = len(self.args) + 1
+        arrays = ", ".join(f"${first + i}::{_TYPES[c]}[]" for i, c in enumerate(columns))
+        names = ", ".join(columns)
+        self.parts.append(f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}, "
+                          f"${first + len(columns)}::int[]) AS u({names}, g) "
+                          "WHERE NOT (g = ANY((SELECT r FROM refused)::int[]))")
+        self.args.extend([list(column) for column in zip(*rows)])
+        self.args.append(groups)
 
     def add_sums(self, table: str, key: tuple[str, ...], sums: dict[tuple, list[int]]) -> None:
         if sums:
@@ -130,7 +148,8 @@ class _Statement:
 
     @property
     def sql(self) -> str:
-        return "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(self.parts)) + " SELECT 1"
+        parts = [part if part.startswith("refused AS") else f"w{i} AS ({part})" for i, part in enumerate(self.parts)]
+        return "WITH " + ", ".join(parts) + (" SELECT (SELECT r FROM refused)" if self.admitting else " SELECT 1")
 
 
 def connection_problem(exc: BaseException) -> bool:
@@ -372,57 +391,62 @@ class PostgresStore:
     # -- records --
 
     async def append(self, writes: list[Write], now_us: int) -> list[Any]:
-        """Two round trips: the batch's known keys and record ids (and its reserves on hard budgets admitted
-        against the whole fleet, see `fleet`), then one statement that writes it all."""
+        """Two round trips: the batch's known keys and record ids, then one statement that admits its reserves on
+        hard budgets against the whole fleet (see `fleet`) and writes it all."""
         import asyncpg
 
         async def write(conn: Any) -> tuple[list[Any], Tally]:
-            batch_writes = list(writes)  # refused reserves become denials; a retry starts from the writes again
-            keyed = batch.keys_of(batch_writes)
-            wanted = batch.records_in(batch_writes)
-            admit = fleet.admission(batch_writes)
+            keyed = batch.keys_of(writes)
+            wanted = batch.records_in(writes)
             # the spool's claimed ids are topped up along with the batch's own
             claim = SPOOL_IDS - len(self._ids) if self.spool is not None and len(self._ids) < SPOOL_IDS // 2 else 0
-            wanted += claim
             known: dict[str, tuple[bytes, bytes]] = {}
             ids: list[int] = []
-            refused: set[int] = set()
-            if admit is not None:
-                ids, keys, hashes, results, no = await conn.fetchrow(_LOOKUP_ADMIT, keyed, wanted, now_us, self.node,
-                                                                    *admit.args())
-                refused = fleet.refuse(batch_writes, admit, no)
-            elif keyed or wanted:
-                ids, keys, hashes, results = await conn.fetchrow(_LOOKUP, keyed, wanted)
-            if ids or keyed:
+            if keyed or wanted or claim:
+                ids, keys, hashes, results = await conn.fetchrow(_LOOKUP, keyed, wanted + claim)
                 known = {k: (bytes(h), bytes(r)) for k, h, r in zip(keys, hashes, results)}
-            if claim:
-                ids, claimed = ids[:wanted - claim], ids[wanted - claim:]
-                self._ids.extend(claimed)
-            b = batch.plan(batch_writes, known, now_us, iter(ids), self.totals())
-            fleet.mark_refused(b.answers, refused)
+                ids, claimed = ids[:wanted], ids[wanted:]
+            b = batch.plan(writes, known, now_us, iter(ids), self.totals())
+            recorded = fleet.recorded(writes, b.answers)
+            spent = fleet.spent(recorded)
+            admit = fleet.admission(writes, b.answers)
             st = _Statement()
+            hold_groups: dict[str, int] = {}
+            key_groups: dict[str, int] = {}
+            if admit is not None:
+                st.admit(fleet.admit_args(admit, now_us, self.node, spent, b.closed))
+                hold_groups, key_groups = admit.groups(writes)
             st.insert("usage", USAGE_COLUMNS, b.usage)
             if b.inserted:
                 hours, local = self.rollups.sums(b.inserted)
                 st.add_sums("rollup_hour", ("hour", *_DIMS), hours)
                 for unit, sums in zip(rollups.LOCAL_UNITS, local):
                     st.add_sums(f"rollup_{unit}", ("zone", unit, *_DIMS), sums)
-                st.add_spent(fleet.spent(fleet.recorded(batch_writes, b.answers)), self.node)
+                st.add_spent(spent, self.node)
                 st.add_sums("fleet_totals", ("node",), {(self.node,): list(Tally.of_rows(b.inserted).values())})
             # The parts of one statement see the same snapshot: a hold opened and closed in one batch is neither.
             closed = set(b.closed)
             opened = {h[0] for h in b.holds}
-            st.insert("holds", _HOLD_COLUMNS, [(*h, self.node) for h in b.holds if h[0] not in closed])
+            held = [(*h, self.node) for h in b.holds if h[0] not in closed]
+            st.insert("holds", _HOLD_COLUMNS, held, [hold_groups.get(h[0], 0) for h in held])
             st.delete_holds([i for i in b.closed if i not in opened])
-            st.delete_holds(b.closed + fleet.unheld(batch_writes, b.answers, admit), "fleet_held", "hold_id")
-            st.insert("idempotency", _KEY_COLUMNS, b.keys)
+            st.delete_holds([i for i in b.closed if i not in opened], "fleet_held", "hold_id")
+            st.insert("idempotency", _KEY_COLUMNS, b.keys, [key_groups.get(k[0], 0) for k in b.keys])
+            refused: list[int] = []
             if st.parts:
                 try:
-                    await conn.execute(st.sql, *st.args)
+                    if admit is not None:
+                        refused = await conn.fetchval(st.sql, *st.args)
+                    else:
+                        await conn.execute(st.sql, *st.args)
                 except Exception as exc:
                     if connection_problem(exc):
                         raise _LostInCommit() from exc
                     raise
+            if claim:
+                self._ids.extend(claimed)
+            if refused:
+                fleet.refuse(writes, b.answers, admit, refused)  # type: ignore[arg-type]
             return b.answers, Tally.of_rows(b.inserted)
 
         try:
