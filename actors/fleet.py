@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from actors.allocator.messages import Following
 from actors.ledger import FollowTotals, ReplaySpool
 from actors.ledger.postgres.fleet import NODE_LOCK_CLASS, PRICES_LEADER, Seen, view
 from actors.ledger.postgres.writes import Connection
@@ -33,6 +34,21 @@ class FleetStatusMsg(msgspec.Struct, frozen=True):
     reply: ReplyTo
 
 
+class AwaitFollowers(msgspec.Struct, frozen=True):
+    """Answer (None) once every serving node binds by the budgets as the database has them now, or after
+    `timeout_s` (a node that follows no more is left behind; a warning is logged)."""
+
+    timeout_s: float
+    reply: ReplyTo
+
+
+#: The serving nodes that do not bind by the budgets' current version yet.
+_BEHIND = (
+    "SELECT array(SELECT n.node FROM fleet_nodes n, meta m WHERE m.key = 'budgets_version' "
+    "AND n.budgets_version < m.value::bigint AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' "
+    "AND l.granted AND l.objsubid = 2 AND l.classid::bigint = ($1::bigint & 4294967295) "
+    "AND l.objid::bigint = (hashtext(n.node)::bigint & 4294967295)) ORDER BY n.node)"
+)
 _NODES = (
     "SELECT n.node, n.version, n.started_at, n.heartbeat_at, "
     "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
@@ -54,13 +70,21 @@ class FleetSync(Actor):
         self._leading: Any = None  # the connection that holds the price refresher's lock, while it does
         self.where = dsn_shown(dsn)
         self.connection = Connection(dsn, self.where)
-        self.handlers = {FleetStatusMsg: self._status}
+        self.following = 0  # the budgets' version this node's allocator binds by
+        self._one_at_a_time = anyio.Lock()  # a connection runs one query at a time; views and answers share it
+        self._tg: Any = None
+        self.handlers = {FleetStatusMsg: self._status, Following: self._following, AwaitFollowers: self._await}
 
     async def stopped(self) -> None:
         await self.connection.close()
 
+    async def _run(self, fn: Any) -> Any:
+        async with self._one_at_a_time:
+            return await self.connection.run(fn)
+
     async def run(self, mailbox: Mailbox) -> None:
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             tg.start_soon(self._follow)
             await super().run(mailbox)
             tg.cancel_scope.cancel()
@@ -73,7 +97,7 @@ class FleetSync(Actor):
             except OpError:
                 spooled = -1  # still away, or busy: said as unknown
             try:
-                seen = await self.connection.run(lambda conn: self._look(conn, spooled))
+                seen = await self._run(lambda conn: self._look(conn, spooled))
             except StoreUnreachable:
                 pass  # the view stands still until the database is back
             else:
@@ -90,7 +114,34 @@ class FleetSync(Actor):
         if self._leading is not conn:  # not yet, or on a connection that broke (and the lock went with it)
             taken = await conn.fetchval("SELECT pg_try_advisory_lock($1)", PRICES_LEADER)
             self._leading = conn if taken else None
-        return await view(conn, self.node, self.clock.now_us(), spooled)
+        return await view(conn, self.node, self.clock.now_us(), spooled, self.following)
+
+    async def _following(self, m: Following) -> None:
+        if m.budgets_version != self.following:
+            self.following = m.budgets_version
+            try:  # at once: a budget set on this node or another one may be waiting for it
+                await self._run(lambda conn: conn.execute(
+                    "UPDATE fleet_nodes SET budgets_version = $2 WHERE node = $1", self.node, self.following))
+            except StoreUnreachable:
+                pass  # the next heartbeat writes it
+
+    def _await(self, m: AwaitFollowers) -> None:
+        self._tg.start_soon(self._wait_for_followers, m)  # in the background: `Following` must get through
+
+    async def _wait_for_followers(self, m: AwaitFollowers) -> None:
+        deadline = anyio.current_time() + m.timeout_s
+        behind: list[str] = []
+        while anyio.current_time() < deadline:
+            try:
+                behind = await self._run(lambda conn: conn.fetchval(_BEHIND, NODE_LOCK_CLASS))
+            except StoreUnreachable:
+                break
+            if not behind:
+                m.reply.set(None)
+                return
+            await anyio.sleep(0.02)
+        log.warning("budgets changed, but nodes %s did not follow within %g s", ", ".join(behind) or "?", m.timeout_s)
+        m.reply.set(None)
 
     async def _status(self, m: FleetStatusMsg) -> None:
         now = self.clock.now_us()
@@ -99,7 +150,7 @@ class FleetSync(Actor):
             return await conn.fetch(_NODES, now, NODE_LOCK_CLASS)
 
         try:
-            rows = await self.connection.run(read)
+            rows = await self._run(read)
         except StoreUnreachable as exc:
             raise OpError("unavailable", f"the fleet database could not answer ({exc}); retry shortly") from None
         m.reply.set(FleetStatusResult(database=self.where, node=self.node, now=from_us(now), nodes=[

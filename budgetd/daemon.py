@@ -265,12 +265,13 @@ class Daemon:
                 config.admission.max_open_holds, config.admission.max_holds_per_component,
                 config.admission.max_counters_per_budget,
             )
+            fleet = sup.ref("fleet", 64) if config.fleet.dsn else None
             await tg.start(sup.supervise, allocator, lambda: Allocator(
                 ledger, prices, tiers, unpriced, admission, config.budgets, timeout, bus,
-                config.alerts.anomaly_factor, clock, fleet=bool(config.fleet.dsn),
+                config.alerts.anomaly_factor, clock, fleet=fleet,
             ))
-            if config.fleet.dsn:
-                await tg.start(sup.supervise, sup.ref("fleet", 64), lambda: FleetSync(
+            if fleet is not None:
+                await tg.start(sup.supervise, fleet, lambda: FleetSync(
                     config.fleet.dsn, config.node_name, parse_duration(config.fleet.sync_interval), allocator, ledger,
                     prices, clock))
             settings_ai = AssistantSettings(

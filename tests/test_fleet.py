@@ -554,3 +554,19 @@ def test_overrides_set_at_once_on_two_nodes_all_apply_each_on_its_own_version(ma
     for d in (a, b):
         with SyncBudgetClient(d.socket) as c:
             assert [c.prices_get(f"house-{i}").price.input_per_mtok for i in range(20)] == [1.0 + i for i in range(20)]
+
+
+def test_a_budget_set_or_lowered_on_one_node_binds_every_node_once_the_set_is_answered(make_daemon, fleet_dsn):
+    a, b, c = nodes(make_daemon, fleet_dsn)
+    with SyncBudgetClient(a.socket) as ca, SyncBudgetClient(b.socket) as cb, SyncBudgetClient(c.socket) as cc:
+        ca.budget_set(name="new", period="daily", limit_usd=0.05, policy="hard", scope={"component": "new"})
+        # no waiting: once a answered, b and c bind by it
+        admitted = [cl.reserve(component="new", ttl_s=120, **GPT).allowed for _ in range(5) for cl in (cb, cc)]
+        assert sum(admitted) == 6  # $0.045 of $0.05
+        cb.budget_set(name="new", period="daily", limit_usd=1.0, policy="hard", scope={"component": "new"})
+        assert cc.reserve(component="new", ttl_s=120, **GPT).allowed
+        ca.budget_set(name="new", period="daily", limit_usd=0.055, policy="hard", scope={"component": "new"})
+        assert not cb.reserve(component="new", ttl_s=120, **GPT).allowed  # $0.0525 held: no room for $0.0075
+        assert not cc.reserve(component="new", ttl_s=120, **GPT).allowed
+        cc.budget_delete("new")
+        assert ca.reserve(component="new", ttl_s=120, **GPT).allowed and cb.budget_list() == []

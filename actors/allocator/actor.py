@@ -38,6 +38,7 @@ from actors.allocator.messages import (
     CommitMsg,
     CountHolds,
     FleetView,
+    Following,
     ModelKeyMsg,
     ForecastsMsg,
     RecordUsage,
@@ -111,7 +112,7 @@ class Allocator(Actor):
         bus: Ref | None = None,
         anomaly_factor: float = 3.0,
         clock: Clock = SYSTEM,
-        fleet: bool = False,
+        fleet: Ref | None = None,
     ) -> None:
         super().__init__()
         self.clock = HeldClock(clock)  # held at one instant while a message is handled (see `handle`)
@@ -140,7 +141,7 @@ class Allocator(Actor):
         self._counters: dict[tuple, _Found] = {}  # see `_counters_of`
         self._chat: list[PriceEntry] | None = None
         self._candidates: routing.Candidates | None = None  # of the current book, built on its first denial
-        # On a fleet: what the other nodes spent (as last counted in, by counter and window) and hold (as
+        # On a fleet (`fleet`: the node's FleetSync, told which budgets' version it follows): what the other nodes spent (as last counted in, by counter and window) and hold (as
         # added to the counters of the current windows), and the budgets' version this node has.
         self.fleet = fleet
         self._others_spent: dict[tuple[str, str, int], tuple[int, int]] = {}
@@ -326,14 +327,14 @@ class Allocator(Actor):
         found = await self.ledger.ask(lambda reply: SumWindows(sums=sums, reply=reply), self.timeout)
         for budget in budgets:
             win = budget.window_at(now)
-            if self.fleet:
+            if self.fleet is not None:
                 self._forget_others(budget.name)
             for total in found.get(budget.name, ()):
                 if total.nanos or total.tokens:
                     counter = budget.counter(tuple(total.key), win, capped=False)
                     counter.spent_nanos += total.nanos
                     counter.spent_tokens += total.tokens
-                if self.fleet:  # the others' spend is in the records summed: what they add later is not
+                if self.fleet is not None:  # the others' spend is in the records summed: what they add later is not
                     self._others_spent[(budget.name, counter_key(tuple(total.key)), window_start(win.start_us))] = (
                         total.others_nanos, total.others_tokens)
 
@@ -413,6 +414,10 @@ class Allocator(Actor):
             except OpError:
                 return  # the ledger could not answer: the next view tries again
             self._budgets_version = m.budgets_version
+            try:
+                self.fleet.tell(Following(budgets_version=m.budgets_version))  # type: ignore[union-attr]
+            except OpError:
+                pass  # the next view tells it again
         if self._recount:
             try:
                 for spec in [b.spec for b in self.budgets.values()]:
@@ -555,7 +560,7 @@ class Allocator(Actor):
         estimate, attrs = _json.encode(est), _json.encode(a.attrs)
         rows = [HoldRow(id=i, created_at=now, expires_at=expires, component=est.component, estimate=estimate,
                         attrs=attrs, cost_nanos=a.cost_nanos, tokens=a.tokens) for i in ids]
-        hard = self._hard(a, calls) if self.fleet else []  # before the holds count on the counters
+        hard = self._hard(a, calls) if self.fleet is not None else []  # before the holds count on the counters
         for hold in opened:
             self.holds.add(hold)
         self._send(lambda write_id, settle: WriteHold(
@@ -572,8 +577,7 @@ class Allocator(Actor):
             if b.spec.policy != "hard" or (b.limit_nanos is None and b.limit_tokens is None):
                 continue
             room = b.fits(m.counter, a.cost_nanos * calls, a.tokens * calls)
-            charges.append(HardCharge(b.name, counter_key(m.key), window_start(m.window.start_us),
-                                      b.limit_nanos if room else None, b.limit_tokens if room else None))
+            charges.append(HardCharge(b.name, counter_key(m.key), window_start(m.window.start_us), room))
         return charges
 
     def _ask_ledger_first(self, message: ReserveMsg, answer: Any, denied: str | None = None) -> None:
@@ -699,7 +703,7 @@ class Allocator(Actor):
             cost = priced.cost_nanos
             # Every counter first (one may refuse, at its cap), then every charge: all or nothing.
             found = self._counters_of(attrs, ts_us)
-            if self.fleet:
+            if self.fleet is not None:
                 counted = [Counted(b.name, counter_key(k), window_start(w.start_us)) for b, k, w, _ in found]
             touched = self._touched
             for budget, bkey, win, counter in found:

@@ -140,6 +140,12 @@ class FleetCount(msgspec.Struct, frozen=True):
     tokens: int
 
 
+class Following(msgspec.Struct, frozen=True):
+    """Told by the allocator to its node's `FleetSync`: the budgets' version it binds by now. No answer."""
+
+    budgets_version: int
+
+
 class FleetView(msgspec.Struct, frozen=True):
     """What the other nodes did, as the fleet's database says now (`actors.fleet.FleetSync` tells it every
     `fleet.sync_interval`): their spend in current windows and their open holds on hard budgets, summed over

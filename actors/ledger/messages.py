@@ -55,14 +55,13 @@ class Counted(msgspec.Struct, frozen=True):
 
 class HardCharge(msgspec.Struct, frozen=True):
     """What each hold of a reserve puts on one counter of a hard budget, for the fleet's database to admit
-    against the spend and holds of every node. Without limits it is counted there, not checked (a call the
-    daemon admits past the limit, a critical one)."""
+    against the spend and holds of every node and the budget's limits as the database has them. Not
+    `bounded`, it is counted there, not checked (a call the daemon admits past the limit, a critical one)."""
 
     budget: str
     key: str
     window_start: int
-    limit_nanos: int | None
-    limit_tokens: int | None
+    bounded: bool
 
 
 #: `Counted.window_start` of a budget whose one window is all time.

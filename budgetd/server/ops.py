@@ -51,7 +51,7 @@ from actors.prices import (
     UnsetPrice,
 )
 from actors.assistant import AskMsg
-from actors.fleet import FleetStatusMsg
+from actors.fleet import AwaitFollowers, FleetStatusMsg
 from actors.runtime import Ref, Reply, ReplyTo
 from budgetd.clock import SYSTEM, Clock
 from budgetd.config import Config, dsn_shown
@@ -245,7 +245,14 @@ class Ops:
 
     async def budget_set(self, req: BudgetSet) -> BudgetResult:
         spec = await self._allocator(lambda reply: BudgetSetMsg(spec=req.budget, reply=reply))
+        await self._followed()
         return BudgetResult(budget=spec)
+
+    async def _followed(self) -> None:
+        """On a fleet, a budget change is answered once every node binds by it (within a few sync intervals)."""
+        fleet = self.refs.get("fleet")
+        if fleet is not None:
+            await fleet.ask(lambda reply: AwaitFollowers(timeout_s=5.0, reply=reply), 10.0)
 
     async def budget_get(self, req: BudgetGet) -> Any:
         after = None
@@ -261,7 +268,9 @@ class Ops:
         return BudgetListResult(budgets=await self._allocator(lambda reply: BudgetListMsg(reply=reply)))
 
     async def budget_delete(self, req: BudgetDelete) -> Deleted:
-        return Deleted(deleted=await self._allocator(lambda reply: BudgetDeleteMsg(name=req.name, reply=reply)))
+        deleted = await self._allocator(lambda reply: BudgetDeleteMsg(name=req.name, reply=reply))
+        await self._followed()
+        return Deleted(deleted=deleted)
 
     async def _filters(self, filters: Any) -> dict[str, str]:
         """The dims to keep; a model is resolved as a budget's scope is, to the key its records are under."""

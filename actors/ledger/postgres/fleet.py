@@ -35,6 +35,8 @@ from actors.ledger.messages import (
     row_tokens,
 )
 from actors.ledger.report_plan import SUMS
+from budgetd.model import BudgetSpec, nanos
+from budgetd.protocol import OpError
 
 #: The key space of node locks: `pg_try_advisory_lock(NODE_LOCK_CLASS, hashtext(node))` (two int4 keys, so
 #: `pg_locks` tells them from any other lock, and `budget fleet status` lists the nodes that hold one).
@@ -47,6 +49,8 @@ PRICES_LEADER = 0x42554447_00000005
 NODES_LOCK = 0x42554447_00000003
 #: A window start as `fleet_spent` keeps it (a total budget's one window has none).
 _WINDOW = "coalesce($1::bigint, -9223372036854775808)"
+_WAIT = ("a node of the fleet is replaying records it kept while the database was away, and a reservation on a "
+         "hard budget waits until they are counted: nothing was held; retry shortly")
 _DENIED = ("budget {names} has no room left for this call across the fleet: other nodes spent or reserved it "
            "meanwhile; see `budget status`")
 
@@ -63,8 +67,7 @@ class Admission(msgspec.Struct):
     budget: list[str]
     key: list[str]
     window: list[int]
-    limit_nanos: list[int | None]
-    limit_tokens: list[int | None]
+    bounded: list[bool]
     nanos: list[int]
     tokens: list[int]
     expires: list[int]
@@ -84,7 +87,7 @@ class Admission(msgspec.Struct):
 
 def admission(writes: list[Write], answers: list[Any]) -> Admission | None:
     """What the batch asks the database to admit: every new reserve that holds on a hard budget."""
-    a = Admission([], [], [], [], [], [], [], [], [], [], [], [])
+    a = Admission([], [], [], [], [], [], [], [], [], [], [])
     for at, (w, answer) in enumerate(zip(writes, answers)):
         if type(w) is not WriteHold or not w.holds or not w.hard or getattr(answer, "duplicate", True):
             continue
@@ -96,8 +99,7 @@ def admission(writes: list[Write], answers: list[Any]) -> Admission | None:
                 a.budget.append(c.budget)
                 a.key.append(c.key)
                 a.window.append(c.window_start)
-                a.limit_nanos.append(c.limit_nanos)
-                a.limit_tokens.append(c.limit_tokens)
+                a.bounded.append(c.bounded)
                 a.nanos.append(h.cost_nanos)
                 a.tokens.append(h.tokens)
                 a.expires.append(h.expires_at)
@@ -108,26 +110,29 @@ def admission(writes: list[Write], answers: list[Any]) -> Admission | None:
 #: The call, its arguments numbered from {0}: now, node, the groups and charges (`Admission`), what the batch's
 #: records add (`spent`) and the holds it closes.
 ADMIT = ("budgetd_admit(${0}, ${1}, ${2}::int[], ${3}::int[], ${4}::text[], ${5}::text[], ${6}::text[], "
-         "${7}::bigint[], ${8}::bigint[], ${9}::bigint[], ${10}::bigint[], ${11}::bigint[], ${12}::bigint[], "
-         "${13}::text[], ${14}::text[], ${15}::bigint[], ${16}::bigint[], ${17}::bigint[], ${18}::text[])")
+         "${7}::bigint[], ${8}::bool[], ${9}::bigint[], ${10}::bigint[], ${11}::bigint[], "
+         "${12}::text[], ${13}::text[], ${14}::bigint[], ${15}::bigint[], ${16}::bigint[], ${17}::text[])")
 
 
 def admit_args(a: Admission, now_us: int, node: str, spent: dict[tuple[str, str, int], list[int]],
                closed: list[str]) -> list:
-    return [now_us, node, a.first, a.last, a.hold, a.budget, a.key, a.window, a.limit_nanos, a.limit_tokens,
+    return [now_us, node, a.first, a.last, a.hold, a.budget, a.key, a.window, a.bounded,
             a.nanos, a.tokens, a.expires, [k[0] for k in spent], [k[1] for k in spent], [k[2] for k in spent],
             [v[0] for v in spent.values()], [v[1] for v in spent.values()], closed]
 
 
 def refuse(writes: list[Write], answers: list[Any], a: Admission, refused: list[int]) -> None:
     """The refused reserves' answers become denials, not kept (and a repeat of one in the batch is that
-    denial again)."""
+    denial again); those told to wait (negative numbers) are refused as `unavailable`."""
     denied: dict[str, Any] = {}
     for n in refused:
+        if n < 0:
+            answers[a.at[-n - 1]] = OpError("unavailable", _WAIT)
+            continue
         i = a.at[n - 1]
         w = writes[i]
         assert type(w) is WriteHold
-        names = ", ".join(sorted({c.budget for c in w.hard if c.limit_nanos is not None or c.limit_tokens is not None}))
+        names = ", ".join(sorted({c.budget for c in w.hard if c.bounded}))
         d = w.decision
         denial = msgspec.structs.replace(d, allowed=False, action="deny", reservation_id=None, reservation_ids=[],
                                          expires_at=None, reasons=[*d.reasons, _DENIED.format(names=names)])
@@ -139,6 +144,32 @@ def refuse(writes: list[Write], answers: list[Any], a: Admission, refused: list[
             key = w.idempotency_key if type(w) is WriteHold else None
             if key in denied and getattr(answers[i], "duplicate", False):
                 answers[i] = msgspec.structs.replace(denied[key], duplicate=True)
+
+
+#: Two parts of a statement: budget $1's hard limits into `fleet_limits` ($5: whether it has any, $6 and $7
+#: the limits), or out of it.
+SET_LIMITS = ("l AS (INSERT INTO fleet_limits (budget, limit_nanos, limit_tokens) SELECT $1, $6, $7 WHERE $5 "
+              "ON CONFLICT (budget) DO UPDATE SET limit_nanos = excluded.limit_nanos, "
+              "limit_tokens = excluded.limit_tokens), "
+              "d AS (DELETE FROM fleet_limits WHERE budget = $1 AND NOT $5)")
+
+
+def hard_limits(spec: bytes) -> tuple[int | None, int | None] | None:
+    """A budget's limits when it is hard and enabled and has one (what the fleet's admission checks)."""
+    b = msgspec.json.decode(spec, type=BudgetSpec)
+    if b.policy != "hard" or not b.enabled or (b.limit_usd is None and b.limit_tokens is None):
+        return None
+    return (None if b.limit_usd is None else nanos(b.limit_usd)), b.limit_tokens
+
+
+async def sync_limits(conn: Any) -> None:
+    """`fleet_limits` as the budgets say."""
+    rows = [(name, *limits) for name, spec in await conn.fetch("SELECT name, spec FROM budgets")
+            if (limits := hard_limits(bytes(spec))) is not None]
+    async with conn.transaction():
+        await conn.execute("DELETE FROM fleet_limits")
+        await conn.executemany("INSERT INTO fleet_limits (budget, limit_nanos, limit_tokens) VALUES ($1, $2, $3)",
+                               rows)
 
 
 def recorded(writes: list[Write], answers: list[Any]) -> list[tuple[UsageRow, list[Counted]]]:
@@ -222,11 +253,11 @@ class Seen(msgspec.Struct, frozen=True):
     overrides: int
 
 
-async def view(conn: Any, node: str, now_us: int, spooled: int) -> Seen:
-    """This node's heartbeat (with the batches its spool holds), and what the other nodes did: on budgets (see
-    `FleetView`), in all, and to the prices."""
-    await conn.execute("UPDATE fleet_nodes SET heartbeat_at = $2, spooled = $3 WHERE node = $1", node, now_us,
-                       spooled)
+async def view(conn: Any, node: str, now_us: int, spooled: int, following: int) -> Seen:
+    """This node's heartbeat (with the batches its spool holds and the budgets' version it binds by), and what
+    the other nodes did: on budgets (see `FleetView`), in all, and to the prices."""
+    await conn.execute("UPDATE fleet_nodes SET heartbeat_at = $2, spooled = $3, budgets_version = $4 WHERE node = $1",
+                       node, now_us, spooled, following)
     version = await conn.fetchval("SELECT value::bigint FROM meta WHERE key = 'budgets_version'")
     spent = [FleetCount(r[0], r[1], r[2], int(r[3]), int(r[4]))
              for r in await conn.fetch(_SPENT_BY_OTHERS, node, now_us - _RECENT_US)]

@@ -162,6 +162,12 @@ CREATE TABLE rollup_zones (zone TEXT PRIMARY KEY);
     # node '', that keeps the sums equal to the records; see `actors.ledger.postgres.fleet`), what each open
     # hold holds on each hard budget, the nodes, and the function that admits holds exactly across nodes.
     f"CREATE TABLE fleet_totals (node TEXT PRIMARY KEY, {_SUMS});\n" + """
+CREATE TABLE fleet_limits (
+    budget       TEXT PRIMARY KEY,
+    limit_nanos  BIGINT,
+    limit_tokens BIGINT
+);
+
 CREATE TABLE fleet_spent (
     budget       TEXT NOT NULL,
     key          TEXT NOT NULL,
@@ -192,7 +198,8 @@ CREATE TABLE fleet_nodes (
     version      TEXT NOT NULL,
     started_at   BIGINT NOT NULL,
     heartbeat_at BIGINT NOT NULL,
-    spooled      BIGINT NOT NULL DEFAULT 0
+    spooled      BIGINT NOT NULL DEFAULT 0,
+    budgets_version BIGINT NOT NULL DEFAULT 0
 );
 
 INSERT INTO meta (key, value) VALUES ('budgets_version', '0') ON CONFLICT (key) DO NOTHING;
@@ -206,17 +213,22 @@ ALTER TABLE holds ADD COLUMN node TEXT NOT NULL DEFAULT '';
 -- refused groups' numbers.
 CREATE FUNCTION budgetd_admit(
     now_us BIGINT, me TEXT, g_first INT[], g_last INT[],
-    c_hold TEXT[], c_budget TEXT[], c_key TEXT[], c_window BIGINT[], c_limit_nanos BIGINT[],
-    c_limit_tokens BIGINT[], c_nanos BIGINT[], c_tokens BIGINT[], c_expires BIGINT[],
+    c_hold TEXT[], c_budget TEXT[], c_key TEXT[], c_window BIGINT[], c_bounded BOOL[],
+    c_nanos BIGINT[], c_tokens BIGINT[], c_expires BIGINT[],
     p_budget TEXT[], p_key TEXT[], p_window BIGINT[], p_nanos BIGINT[], p_tokens BIGINT[], closed TEXT[]
 ) RETURNS INT[] LANGUAGE plpgsql AS $fn$
 DECLARE
     refused INT[] := '{}';
     u_budget TEXT[]; u_key TEXT[]; u_window BIGINT[];
     u_nanos BIGINT[] := '{}'; u_tokens BIGINT[] := '{}';
+    l_nanos BIGINT[] := '{}'; l_tokens BIGINT[] := '{}';
     t_nanos BIGINT[]; t_tokens BIGINT[];
     g INT; j INT; i INT; fits BOOLEAN; n_nanos BIGINT; n_tokens BIGINT;
+    away BOOLEAN;
 BEGIN
+    -- A node replaying what it kept while the database was away holds spend nobody here counts yet:
+    -- reserves that a hard limit bounds wait for it (answered as "retry shortly": group numbers negated).
+    away := EXISTS (SELECT 1 FROM fleet_nodes WHERE node <> me AND spooled > 0);
     PERFORM pg_advisory_xact_lock(h) FROM (
         SELECT DISTINCT hashtextextended(c_budget[x] || E'\\x1f' || c_key[x], 0) AS h
         FROM generate_subscripts(c_budget, 1) AS x ORDER BY h) AS locks;
@@ -228,6 +240,11 @@ BEGIN
         SELECT coalesce(sum(nanos), 0), coalesce(sum(tokens), 0) INTO n_nanos, n_tokens FROM fleet_spent
          WHERE budget = u_budget[i] AND key = u_key[i] AND window_start = u_window[i];
         u_nanos[i] := n_nanos; u_tokens[i] := n_tokens;
+        -- the limits as the database has them (a budget changed on another node binds here at once); none
+        -- for a budget deleted, or no longer hard, meanwhile
+        SELECT limit_nanos, limit_tokens INTO n_nanos, n_tokens FROM fleet_limits WHERE budget = u_budget[i];
+        IF NOT FOUND THEN n_nanos := NULL; n_tokens := NULL; END IF;
+        l_nanos[i] := n_nanos; l_tokens[i] := n_tokens;
         SELECT coalesce(sum(nanos), 0), coalesce(sum(tokens), 0) INTO n_nanos, n_tokens FROM fleet_held
          WHERE budget = u_budget[i] AND key = u_key[i] AND expires_at > now_us;
         u_nanos[i] := u_nanos[i] + n_nanos; u_tokens[i] := u_tokens[i] + n_tokens;
@@ -243,11 +260,16 @@ BEGIN
             FOR i IN 1 .. array_length(u_budget, 1) LOOP
                 CONTINUE WHEN u_budget[i] <> c_budget[j] OR u_key[i] <> c_key[j];
                 t_nanos[i] := t_nanos[i] + c_nanos[j]; t_tokens[i] := t_tokens[i] + c_tokens[j];
-                IF u_window[i] = c_window[j] AND (t_nanos[i] > c_limit_nanos[j] OR t_tokens[i] > c_limit_tokens[j])
-                THEN fits := FALSE; END IF;
+                IF c_bounded[j] AND u_window[i] = c_window[j]
+                   AND (t_nanos[i] > l_nanos[i] OR t_tokens[i] > l_tokens[i]) THEN fits := FALSE; END IF;
             END LOOP;
+            IF away AND c_bounded[j] AND EXISTS (SELECT 1 FROM fleet_limits WHERE budget = c_budget[j]) THEN
+                fits := NULL;
+            END IF;
         END LOOP;
-        IF fits THEN
+        IF fits IS NULL THEN
+            refused := refused || -g;
+        ELSIF fits THEN
             u_nanos := t_nanos; u_tokens := t_tokens;
             INSERT INTO fleet_held (hold_id, budget, key, node, nanos, tokens, expires_at)
                 SELECT c_hold[x], c_budget[x], c_key[x], me, c_nanos[x], c_tokens[x], c_expires[x]

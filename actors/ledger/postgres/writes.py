@@ -118,7 +118,7 @@ class _Statement:
         names = ", ".join(columns)
         self.parts.append(f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}, "
                           f"${first + len(columns)}::int[]) AS u({names}, g) "
-                          "WHERE NOT (g = ANY((SELECT r FROM refused)::int[]))")
+                          "WHERE NOT (g = ANY((SELECT r FROM refused)::int[]) OR -g = ANY((SELECT r FROM refused)::int[]))")
         self.args.extend([list(column) for column in zip(*rows)])
         self.args.append(groups)
 
@@ -331,6 +331,7 @@ class PostgresStore:
                 raise
             self.connection.conn = conn
             await migrate(conn, where)
+            await fleet.sync_limits(conn)  # a ledger imported, or of an older schema, has budgets without them
             await self._zones(conn)
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 self._opened, self._added = await _position(conn), Tally()
@@ -620,17 +621,21 @@ class PostgresStore:
         return await self._run(load)
 
     async def save_budget(self, name: str, spec: bytes, origin: str, now_us: int) -> bool:
-        """Saved, and the budgets' version moved on in the same statement: every node reloads them."""
+        """Saved with its hard limits (which the fleet's admission reads), and the budgets' version moved on, in
+        one statement: every node reloads them."""
+        limits = fleet.hard_limits(spec)
         await self._run(lambda conn: conn.execute(
             "WITH s AS (INSERT INTO budgets (name, spec, origin, updated_at) VALUES ($1, $2, $3, $4) "
             "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, origin = excluded.origin, "
-            f"updated_at = excluded.updated_at WHERE budgets.spec <> excluded.spec RETURNING 1) {_BUDGETS_MOVED}",
-            name, spec, origin, now_us))
+            "updated_at = excluded.updated_at WHERE budgets.spec <> excluded.spec RETURNING 1), "
+            f"{fleet.SET_LIMITS} {_BUDGETS_MOVED}",
+            name, spec, origin, now_us, limits is not None, *(limits or (None, None))))
         return True
 
     async def delete_budget(self, name: str) -> bool:
         async def delete(conn: Any) -> bool:
             return await conn.fetchval(f"WITH s AS (DELETE FROM budgets WHERE name = $1 RETURNING 1), "
+                                       "l AS (DELETE FROM fleet_limits WHERE budget = $1), "
                                        f"v AS ({_BUDGETS_MOVED}) SELECT count(*) FROM s", name) > 0
 
         return await self._run(delete)
