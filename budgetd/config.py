@@ -323,7 +323,7 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: fleet.dsn must be a PostgreSQL URL (postgresql://user@host/database), "
                           "or empty for a single host")
     if config.fleet.node and not _NODE_NAME.match(config.fleet.node):
-        raise ConfigError(f"{source}: fleet.node must be 1 to 63 letters, digits, '.', '_' or '-'")
+        raise ConfigError(f"{source}: fleet.node must be 1 to 63 ASCII letters, digits, '.', '_' or '-'")
     if not 0.05 <= _duration(config.fleet.sync_interval, "fleet.sync_interval", source) <= 60:
         raise ConfigError(f"{source}: fleet.sync_interval must be between 50ms and 60s")
     if config.pricing.unknown_model not in ("fallback", "deny", "zero"):

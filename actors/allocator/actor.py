@@ -656,8 +656,10 @@ class Allocator(Actor):
         elif u.component is None or u.model is None:
             raise OpError(
                 "unknown_reservation",
-                f"reservation {rid!r} is unknown (expired, released, or the daemon restarted); send the "
-                "usage with its component and model and it is recorded as plain usage",
+                f"reservation {rid!r} is unknown (expired, released, or the daemon restarted"
+                + ("; on a fleet, commit it on the node that made it, which knows it" if self.fleet is not None else "")
+                + "); if it is not committed, send the usage with its component and model and it is recorded as "
+                "plain usage",
                 "$.reservation_id",
             )
         else:

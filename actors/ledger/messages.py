@@ -227,10 +227,11 @@ class Tally(msgspec.Struct):
 
 
 class ReplaySpool(msgspec.Struct, frozen=True):
-    """A fleet node's spool (records acknowledged while its database was away) into the database, now if it
-    can be. Answer: how many batches wait in it still (0 on a single host)."""
+    """About `records` records of a fleet node's spool (what it acknowledged while its database was away) into
+    the database, now if it can be. Answer: how many batches wait in it still (0 on a single host)."""
 
     reply: ReplyTo
+    records: int = 2_000
 
 
 class FollowTotals(msgspec.Struct, frozen=True):

@@ -72,8 +72,9 @@ class Store(Protocol):
         """On a fleet: what the other nodes and this one have recorded in all, now (`totals` follows it)."""
         ...
 
-    async def replay(self) -> int:
-        """On a fleet: what the node's spool holds into the database; how many batches wait still."""
+    async def replay(self, records: int | None = None) -> int:
+        """On a fleet: about `records` records (None: all) of the node's spool into the database; how many
+        batches wait still."""
         ...
 
     async def window_sums(self, sums: list[WindowSum]) -> dict[str, list[WindowTotal]]: ...

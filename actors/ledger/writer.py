@@ -91,7 +91,7 @@ class Ledger(Actor):
             SaveAlert: lambda m: s.save_alert(m),
             AckAlert: lambda m: s.ack_alert(m.alert_id, m.by, m.at),
             LoadHolds: lambda m: s.load_holds(m.now),
-            ReplaySpool: lambda m: s.replay(),
+            ReplaySpool: lambda m: s.replay(m.records),
         }
 
     async def started(self) -> None:

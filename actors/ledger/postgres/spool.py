@@ -93,18 +93,28 @@ class Spool:
         await self._call(add)
         self.depth += 1
 
-    async def first(self) -> tuple[int, SpooledBatch] | None:
-        def read(db: sqlite3.Connection) -> tuple[int, bytes] | None:
-            return db.execute("SELECT seq, body FROM batches ORDER BY seq LIMIT 1").fetchone()
+    async def oldest(self, records: int) -> tuple[list[int], list[SpooledBatch]]:
+        """The oldest batches, as many as hold about `records` records (one at least)."""
+        def read(db: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            return db.execute("SELECT seq, body FROM batches ORDER BY seq LIMIT 256").fetchall()
 
-        found = await self._call(read)
-        return None if found is None else (found[0], _decode(found[1]))
+        seqs: list[int] = []
+        batches: list[SpooledBatch] = []
+        total = 0
+        for seq, body in await self._call(read):
+            batch = _decode(body)
+            if batches and total + len(batch.records) > records:
+                break
+            seqs.append(seq)
+            batches.append(batch)
+            total += len(batch.records)
+        return seqs, batches
 
-    async def done(self, seq: int) -> None:
-        """The batch is in the database: it leaves the spool (and its keys, once the spool is empty)."""
+    async def done(self, seqs: list[int]) -> None:
+        """The batches are in the database: they leave the spool (and its keys, once the spool is empty)."""
         def done(db: sqlite3.Connection) -> int:
             db.execute("BEGIN IMMEDIATE")
-            db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
+            db.executemany("DELETE FROM batches WHERE seq = ?", [(seq,) for seq in seqs])
             left = db.execute("SELECT count(*) FROM batches").fetchone()[0]
             if not left:
                 db.execute("DELETE FROM keys")

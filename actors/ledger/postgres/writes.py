@@ -76,6 +76,9 @@ _LOOKUP = ("SELECT array(SELECT nextval('usage_record_ids') FROM generate_series
 #: How many record ids a node with a spool keeps claimed: as many records as it acknowledges while the database is
 #: away (then it refuses them as `unavailable`). Claimed at open, topped up once half are used.
 SPOOL_IDS = 20_000
+#: About how many spooled records go into the database in one transaction, and before the next batch.
+REPLAY_RECORDS = 2_000
+_REPLAYING = "this node is putting into the database what it kept while the database was away"
 _CLAIM = "SELECT array(SELECT nextval('usage_record_ids') FROM generate_series(1, $1))"
 _KNOWN_KEYS = "SELECT array(SELECT key FROM idempotency WHERE key = ANY($1::text[]))"
 _KNOWN_IDS = "SELECT array(SELECT record_id FROM usage WHERE record_id = ANY($1::bigint[]))"
@@ -206,6 +209,7 @@ class Connection:
         self.dsn, self.where, self.on_connect = dsn, where, on_connect
         self.conn: Any = None
         self._retry_at = 0.0
+        self._was_connected = False
         self.refusal: str | None = None  # set: no more connections, every call fails with this
 
     async def open(self, timeout: float = 10.0) -> None:
@@ -218,6 +222,7 @@ class Connection:
             conn.terminate()
             raise
         self.conn = conn
+        self._was_connected = True
 
     async def get(self) -> Any:
         if self.refusal is not None:
@@ -232,7 +237,8 @@ class Connection:
         except FleetDatabaseError as exc:
             self._retry_at = time.monotonic() + self.RETRY_S
             raise StoreUnreachable(str(exc), lasting=self.refusal is not None) from None
-        log.info("reconnected to the fleet database %s", self.where)
+        log.info("%s the fleet database %s", "reconnected to" if self._was_connected else "connected to", self.where)
+        self._was_connected = True
         return self.conn
 
     async def run(self, fn: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -452,7 +458,10 @@ class PostgresStore:
 
         try:
             if self.spool is not None and self.spool.depth:
-                await self.replay()  # first: the spool's records are older, and may hold this batch's keys
+                # first: the spool's records are older, and may hold this batch's keys; a part of it at a time,
+                # so the node answers meanwhile (what comes goes into the spool behind the rest)
+                if await self.replay(REPLAY_RECORDS):
+                    return await self._spool(writes, now_us, StoreUnreachable(_REPLAYING))
             for attempt in range(3):
                 try:
                     answers, added = await self._run(write)
@@ -491,8 +500,8 @@ class PostgresStore:
             log.warning("the fleet database %s is away: records are kept in the spool %s until it is back (%s)",
                         self.where, spool.path, away)
         answers = iter(b.answers)
-        refused = OpError("unavailable", f"the fleet database is unreachable, and a reservation must be admitted by it "
-                          f"against every node: nothing was held; retry shortly ({away})")
+        refused = OpError("unavailable", f"a reservation must be admitted by the fleet database against every node, "
+                          f"and it cannot be now ({away}): nothing was held; retry shortly")
         return [refused if type(w) is WriteHold else next(answers) for w in writes]
 
     async def _spooling(self, call: Awaitable[Any]) -> Any:
@@ -503,20 +512,21 @@ class PostgresStore:
                 raise StoreFull(f"the spool {self.spool.path} is out of disk ({exc})") from None  # type: ignore
             raise StoreBroken(f"the spool {self.spool.path} cannot be written ({exc})") from exc  # type: ignore
 
-    async def replay(self) -> int:
-        """What the spool holds goes into the database, batch by batch in order, each exactly once (see
-        `spool`); how many batches wait still. StoreUnreachable when the database is still away."""
+    async def replay(self, records: int | None = None) -> int:
+        """What the spool holds goes into the database, in order, each record exactly once (see `spool`), about
+        `records` records of it (None: all); how many batches wait still. StoreUnreachable when the database
+        is still away."""
         import asyncpg
 
         spool = self.spool
         if spool is None:
             return 0
-        while spool.depth:
-            found = await self._spooling(spool.first())
-            if found is None:
+        done = 0
+        while spool.depth and (records is None or done < records):
+            seqs, kept = await self._spooling(spool.oldest(REPLAY_RECORDS))
+            if not seqs:
                 spool.depth = 0
                 break
-            seq, kept = found
             for attempt in range(3):
                 try:
                     await self._run(lambda conn: self._replay(conn, kept))
@@ -525,18 +535,26 @@ class PostgresStore:
                     if attempt == 2:
                         raise
                     # a key another node wrote since the check: nothing was written; the next try skips it
-            await self._spooling(spool.done(seq))
+            await self._spooling(spool.done(seqs))
+            done += sum(len(k.records) for k in kept)
             if not spool.depth:
                 log.info("the spool is replayed into the fleet database %s", self.where)
         return spool.depth
 
-    async def _replay(self, conn: Any, kept: SpooledBatch) -> None:
+    async def _replay(self, conn: Any, batches: list[SpooledBatch]) -> None:
+        records = [r for b in batches for r in b.records]
+        closed = [i for b in batches for i in b.closed]
         async with conn.transaction():
-            keys = [r.key[0] for r in kept.records if r.key is not None]
-            ids = [r.usage[0] for r in kept.records]
+            keys = [r.key[0] for r in records if r.key is not None]
+            ids = [r.usage[0] for r in records]
             known = set(await conn.fetchval(_KNOWN_KEYS, keys)) if keys else set()
             there = set(await conn.fetchval(_KNOWN_IDS, ids)) if ids else set()
-            new = [r for r in kept.records if r.usage[0] not in there and (r.key is None or r.key[0] not in known)]
+            new = []
+            for r in records:  # a key twice in the spool (a batch that repeated one) is recorded once
+                if r.usage[0] not in there and (r.key is None or r.key[0] not in known):
+                    new.append(r)
+                    if r.key is not None:
+                        known.add(r.key[0])
             st = _Statement()
             st.insert("usage", USAGE_COLUMNS, [r.usage for r in new])
             rows = [r.row for r in new]
@@ -547,8 +565,8 @@ class PostgresStore:
                     st.add_sums(f"rollup_{unit}", ("zone", unit, *_DIMS), sums)
                 st.add_spent(fleet.spent([(r.row, r.counted) for r in new]), self.node)
                 st.add_sums("fleet_totals", ("node",), {(self.node,): list(Tally.of_rows(rows).values())})
-            st.delete_holds(kept.closed)
-            st.delete_holds(kept.closed, "fleet_held", "hold_id")
+            st.delete_holds(closed)
+            st.delete_holds(closed, "fleet_held", "hold_id")
             st.insert("idempotency", _KEY_COLUMNS, [r.key for r in new if r.key is not None])
             if st.parts:
                 await conn.execute(st.sql, *st.args)

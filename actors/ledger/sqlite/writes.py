@@ -106,7 +106,7 @@ class SqliteStore:
     def follow(self, others: Tally, mine: Tally) -> None:
         pass  # a single host has no other nodes
 
-    async def replay(self) -> int:
+    async def replay(self, records: int | None = None) -> int:
         return 0  # nor a spool: its ledger is always at hand
 
     async def checkpoint(self) -> None:
