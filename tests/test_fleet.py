@@ -581,3 +581,24 @@ def test_a_budget_set_or_lowered_on_one_node_binds_every_node_once_the_set_is_an
         assert not cc.reserve(component="new", ttl_s=120, **GPT).allowed
         cc.budget_delete("new")
         assert ca.reserve(component="new", ttl_s=120, **GPT).allowed and cb.budget_list() == []
+
+
+def test_reserves_on_hard_budgets_wait_while_another_node_replays_its_spool(make_daemon, fleet_dsn, postgres):
+    a, b = nodes(make_daemon, fleet_dsn, "ab")
+    database = fleet_dsn.rsplit("/", 1)[1]
+    with SyncBudgetClient(a.socket, retries=0) as c:
+        c.budget_set(name="cap", period="daily", limit_usd=1.0, policy="hard", scope={"component": "burst"})
+        c.budget_set(name="loose", period="daily", limit_usd=1.0, policy="soft", scope={"component": "easy"})
+        # as b says while it puts into the database what it kept while the database was away (b held still,
+        # so its heartbeat does not say otherwise meanwhile)
+        b.proc.send_signal(signal.SIGSTOP)
+        postgres.psql("UPDATE fleet_nodes SET spooled = 3 WHERE node = 'node-b'", database)
+        with pytest.raises(BudgetError) as info:
+            c.reserve(component="burst", **GPT)
+        assert info.value.code == "unavailable" and "replaying records" in info.value.message
+        assert c.reserve(component="easy", **GPT).allowed  # no hard limit: nothing to wait for
+        assert record(c, "meanwhile").record_id  # records are never held back
+        postgres.psql("UPDATE fleet_nodes SET spooled = 0 WHERE node = 'node-b'", database)
+        b.proc.send_signal(signal.SIGCONT)
+        assert c.reserve(component="burst", **GPT).allowed
+        assert c.status().budgets[0].reserved_usd == pytest.approx(0.0075)  # the refused one held nothing

@@ -318,6 +318,9 @@ class PostgresStore:
                     raise FleetDatabaseError(why)
                 await anyio.sleep(0.05)
         await conn.fetchval("SELECT pg_advisory_lock_shared($1)", fleet.NODES_LOCK)
+        if self.spool is not None and self.spool.depth:
+            # said before anything else: the other nodes hold back reserves on hard budgets until it is replayed
+            await conn.execute("UPDATE fleet_nodes SET spooled = $2 WHERE node = $1", self.node, self.spool.depth)
 
     async def _try_lock(self, conn: Any) -> bool:
         return await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", fleet.NODE_LOCK_CLASS,
