@@ -634,6 +634,8 @@ def postgres_figures(work: Path, args: Any, add: Any, echo_sock: Path, echo_p50:
             reserves = [socket_latency(sock, RESERVE, args.n // 3) for _ in range(args.runs)]
             add("reserve p50 (10 budgets), fleet node", med(r[0] for r in reserves),
                 "same single-host", sqlite_reserve, "us", False)
+            add("reserve p50 (10 budgets), fleet node", med(r[0] for r in reserves),
+                "echo + one PG commit p50", echo_p50 + med(c[0] for c in commits), "us", False)
         finally:
             second.stop()
             daemon.stop()

@@ -363,6 +363,9 @@ def test_three_nodes_admit_exactly_the_hard_limit_under_1000_concurrent_reserves
     assert len(admitted) == 100  # exactly: no node took more, and none was kept from the last dollar
     assert len(set(admitted)) == 3  # every node admitted some
     assert sampled and max(sampled) <= 750_000_000
+    # the per-counter sums admission reads are what the holds add up to
+    assert fleet[0].query("SELECT nanos FROM fleet_held_sums WHERE budget = 'cap'") == fleet[0].query(
+        "SELECT sum(nanos) FROM fleet_held WHERE budget = 'cap'")
     time.sleep(0.5)
     for d in fleet:  # each node sees the whole fleet's use of it
         with SyncBudgetClient(d.socket) as c:

@@ -85,6 +85,10 @@ class Admission(msgspec.Struct):
         return holds, keys
 
 
+#: A batch that only closes holds (the function takes them off the fleet's sums).
+NOTHING_TO_ADMIT = Admission([], [], [], [], [], [], [], [], [], [], [])
+
+
 def admission(writes: list[Write], answers: list[Any]) -> Admission | None:
     """What the batch asks the database to admit: every new reserve that holds on a hard budget."""
     a = Admission([], [], [], [], [], [], [], [], [], [], [])

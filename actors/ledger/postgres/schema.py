@@ -189,8 +189,16 @@ CREATE TABLE fleet_held (
     expires_at BIGINT NOT NULL,
     PRIMARY KEY (hold_id, budget)
 );
-CREATE INDEX fleet_held_counter ON fleet_held (budget, key);
+CREATE INDEX fleet_held_counter ON fleet_held (budget, key, expires_at);
 CREATE INDEX fleet_held_expiry ON fleet_held (expires_at);
+-- What fleet_held holds per counter, kept by the functions below only, under the counter's lock.
+CREATE TABLE fleet_held_sums (
+    budget TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    nanos  BIGINT NOT NULL,
+    tokens BIGINT NOT NULL,
+    PRIMARY KEY (budget, key)
+);
 
 CREATE TABLE fleet_nodes (
     node         TEXT PRIMARY KEY,
@@ -206,11 +214,12 @@ INSERT INTO meta (key, value) VALUES ('budgets_version', '0') ON CONFLICT (key) 
 ALTER TABLE holds ADD COLUMN node TEXT NOT NULL DEFAULT '';
 
 -- Admit a batch's reserves (groups of holds, one group per reserve) against the hard limits of the whole
--- fleet, inside the statement that writes the batch: each counter a group charges is locked (in one order
--- on every node) until the batch commits, its spend in the window (with what the batch's own records add,
--- p_*) and the unexpired holds on it are summed once, then each group is admitted whole if every bounded
--- charge fits (its charges are inserted, but for holds the batch also closes) or refused. Returns the
--- refused groups' numbers.
+-- fleet, inside the statement that writes the batch, and take the holds it closes off the counters. Each
+-- counter the batch touches is locked (in one order on every node) until the batch commits; the holds it
+-- closes and those expired on a counter it reserves on leave the sums; then each group is admitted whole if
+-- every bounded charge fits its counter's spend in the window (with what the batch's own records add, p_*)
+-- and holds (its charges are added, but for holds the batch also closes) or refused. Returns the refused
+-- groups' numbers (negated: told to wait).
 CREATE FUNCTION budgetd_admit(
     now_us BIGINT, me TEXT, g_first INT[], g_last INT[],
     c_hold TEXT[], c_budget TEXT[], c_key TEXT[], c_window BIGINT[], c_bounded BOOL[],
@@ -230,8 +239,14 @@ BEGIN
     -- reserves that a hard limit bounds wait for it (answered as "retry shortly": group numbers negated).
     away := EXISTS (SELECT 1 FROM fleet_nodes WHERE node <> me AND spooled > 0);
     PERFORM pg_advisory_xact_lock(h) FROM (
-        SELECT DISTINCT hashtextextended(c_budget[x] || E'\\x1f' || c_key[x], 0) AS h
-        FROM generate_subscripts(c_budget, 1) AS x ORDER BY h) AS locks;
+        SELECT DISTINCT hashtextextended(b || E'\\x1f' || k, 0) AS h FROM (
+            SELECT c_budget[x] AS b, c_key[x] AS k FROM generate_subscripts(c_budget, 1) AS x
+            UNION SELECT budget, key FROM fleet_held WHERE hold_id = ANY(closed)) AS touched
+        ORDER BY h) AS locks;
+    WITH gone AS (DELETE FROM fleet_held WHERE hold_id = ANY(closed) RETURNING budget, key, nanos, tokens)
+    UPDATE fleet_held_sums s SET nanos = s.nanos - g.n, tokens = s.tokens - g.t
+      FROM (SELECT budget, key, sum(nanos) AS n, sum(tokens) AS t FROM gone GROUP BY budget, key) AS g
+     WHERE s.budget = g.budget AND s.key = g.key;
     SELECT array_agg(b ORDER BY b, k, w), array_agg(k ORDER BY b, k, w), array_agg(w ORDER BY b, k, w)
       INTO u_budget, u_key, u_window
       FROM (SELECT DISTINCT c_budget[x] AS b, c_key[x] AS k, c_window[x] AS w
@@ -245,9 +260,13 @@ BEGIN
         SELECT limit_nanos, limit_tokens INTO n_nanos, n_tokens FROM fleet_limits WHERE budget = u_budget[i];
         IF NOT FOUND THEN n_nanos := NULL; n_tokens := NULL; END IF;
         l_nanos[i] := n_nanos; l_tokens[i] := n_tokens;
-        SELECT coalesce(sum(nanos), 0), coalesce(sum(tokens), 0) INTO n_nanos, n_tokens FROM fleet_held
-         WHERE budget = u_budget[i] AND key = u_key[i] AND expires_at > now_us;
-        u_nanos[i] := u_nanos[i] + n_nanos; u_tokens[i] := u_tokens[i] + n_tokens;
+        WITH gone AS (DELETE FROM fleet_held WHERE budget = u_budget[i] AND key = u_key[i] AND expires_at <= now_us
+                      RETURNING nanos, tokens)
+        UPDATE fleet_held_sums s SET nanos = s.nanos - g.n, tokens = s.tokens - g.t
+          FROM (SELECT sum(nanos) AS n, sum(tokens) AS t FROM gone HAVING count(*) > 0) AS g
+         WHERE s.budget = u_budget[i] AND s.key = u_key[i];
+        SELECT nanos, tokens INTO n_nanos, n_tokens FROM fleet_held_sums WHERE budget = u_budget[i] AND key = u_key[i];
+        IF FOUND THEN u_nanos[i] := u_nanos[i] + n_nanos; u_tokens[i] := u_tokens[i] + n_tokens; END IF;
         FOR j IN 1 .. coalesce(array_length(p_budget, 1), 0) LOOP
             IF p_budget[j] = u_budget[i] AND p_key[j] = u_key[i] AND p_window[j] = u_window[i] THEN
                 u_nanos[i] := u_nanos[i] + p_nanos[j]; u_tokens[i] := u_tokens[i] + p_tokens[j];
@@ -274,11 +293,35 @@ BEGIN
             INSERT INTO fleet_held (hold_id, budget, key, node, nanos, tokens, expires_at)
                 SELECT c_hold[x], c_budget[x], c_key[x], me, c_nanos[x], c_tokens[x], c_expires[x]
                 FROM generate_series(g_first[g], g_last[g]) AS x WHERE NOT (c_hold[x] = ANY(closed));
+            INSERT INTO fleet_held_sums AS s (budget, key, nanos, tokens)
+                SELECT c_budget[x], c_key[x], sum(c_nanos[x]), sum(c_tokens[x])
+                FROM generate_series(g_first[g], g_last[g]) AS x WHERE NOT (c_hold[x] = ANY(closed))
+                GROUP BY c_budget[x], c_key[x]
+                ON CONFLICT (budget, key) DO UPDATE SET nanos = s.nanos + excluded.nanos,
+                                                        tokens = s.tokens + excluded.tokens;
         ELSE
             refused := refused || g;
         END IF;
     END LOOP;
     RETURN refused;
+END
+$fn$;
+
+-- Every expired hold off its counter's sums (a counter nobody reserves on again keeps its expired holds
+-- until this runs: at each node's start).
+CREATE FUNCTION budgetd_expire(now_us BIGINT) RETURNS VOID LANGUAGE plpgsql AS $fn$
+DECLARE
+    c RECORD;
+BEGIN
+    FOR c IN SELECT DISTINCT budget, key, hashtextextended(budget || E'\\x1f' || key, 0) AS h FROM fleet_held
+             WHERE expires_at <= now_us ORDER BY h LOOP
+        PERFORM pg_advisory_xact_lock(c.h);
+        WITH gone AS (DELETE FROM fleet_held WHERE budget = c.budget AND key = c.key AND expires_at <= now_us
+                      RETURNING nanos, tokens)
+        UPDATE fleet_held_sums s SET nanos = s.nanos - g.n, tokens = s.tokens - g.t
+          FROM (SELECT sum(nanos) AS n, sum(tokens) AS t FROM gone HAVING count(*) > 0) AS g
+         WHERE s.budget = c.budget AND s.key = c.key;
+    END LOOP;
 END
 $fn$;
 """,

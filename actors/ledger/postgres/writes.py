@@ -423,9 +423,10 @@ class PostgresStore:
             st = _Statement()
             hold_groups: dict[str, int] = {}
             key_groups: dict[str, int] = {}
-            if admit is not None:
-                st.admit(fleet.admit_args(admit, now_us, self.node, spent, b.closed))
-                hold_groups, key_groups = admit.groups(writes)
+            if admit is not None or b.closed:  # closed holds leave the fleet's sums there too
+                st.admit(fleet.admit_args(admit or fleet.NOTHING_TO_ADMIT, now_us, self.node, spent, b.closed))
+                if admit is not None:
+                    hold_groups, key_groups = admit.groups(writes)
             st.insert("usage", USAGE_COLUMNS, b.usage)
             if b.inserted:
                 hours, local = self.rollups.sums(b.inserted)
@@ -440,12 +441,11 @@ class PostgresStore:
             held = [(*h, self.node) for h in b.holds if h[0] not in closed]
             st.insert("holds", _HOLD_COLUMNS, held, [hold_groups.get(h[0], 0) for h in held])
             st.delete_holds([i for i in b.closed if i not in opened])
-            st.delete_holds([i for i in b.closed if i not in opened], "fleet_held", "hold_id")
             st.insert("idempotency", _KEY_COLUMNS, b.keys, [key_groups.get(k[0], 0) for k in b.keys])
             refused: list[int] = []
             if st.parts:
                 try:
-                    if admit is not None:
+                    if st.admitting:
                         refused = await conn.fetchval(st.sql, *st.args)
                     else:
                         await conn.execute(st.sql, *st.args)
@@ -569,7 +569,8 @@ class PostgresStore:
                 st.add_spent(fleet.spent([(r.row, r.counted) for r in new]), self.node)
                 st.add_sums("fleet_totals", ("node",), {(self.node,): list(Tally.of_rows(rows).values())})
             st.delete_holds(closed)
-            st.delete_holds(closed, "fleet_held", "hold_id")
+            if closed:
+                st.admit(fleet.admit_args(fleet.NOTHING_TO_ADMIT, 0, self.node, {}, closed))
             st.insert("idempotency", _KEY_COLUMNS, [r.key for r in new if r.key is not None])
             if st.parts:
                 await conn.execute(st.sql, *st.args)
@@ -578,9 +579,8 @@ class PostgresStore:
         async def load(conn: Any) -> list[HoldRow]:
             async with conn.transaction():
                 await conn.execute("DELETE FROM holds WHERE expires_at <= $1", now_us)
-                # what a batch charged and did not open (it broke between its two round trips), and what expired
-                await conn.execute("DELETE FROM fleet_held WHERE expires_at <= $1 OR (node = $2 AND hold_id NOT IN "
-                                   "(SELECT id FROM holds))", now_us, self.node)
+                # what expired, off the fleet's sums
+                await conn.execute("SELECT budgetd_expire($1)", now_us)
                 # this node's own (node '': opened before the fleet knew nodes); the others' are theirs to close
                 return [HoldRow(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), r[6], r[7]) for r in await conn.fetch(
                     "SELECT id, created_at, expires_at, component, estimate, attrs, cost_nanos, tokens FROM holds "
