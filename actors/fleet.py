@@ -42,17 +42,17 @@ class AwaitFollowers(msgspec.Struct, frozen=True):
     reply: ReplyTo
 
 
+#: Whether node `n` serves now: it holds its node lock (`NODE_LOCK_CLASS`, parameter ${0}).
+_SERVING = ("EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+            "AND l.classid::bigint = (${0}::bigint & 4294967295) "
+            "AND l.objid::bigint = (hashtext(n.node)::bigint & 4294967295))")
 #: The serving nodes that do not bind by the budgets' current version yet.
 _BEHIND = (
     "SELECT array(SELECT n.node FROM fleet_nodes n, meta m WHERE m.key = 'budgets_version' "
-    "AND n.budgets_version < m.value::bigint AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' "
-    "AND l.granted AND l.objsubid = 2 AND l.classid::bigint = ($1::bigint & 4294967295) "
-    "AND l.objid::bigint = (hashtext(n.node)::bigint & 4294967295)) ORDER BY n.node)"
+    f"AND n.budgets_version < m.value::bigint AND {_SERVING.format(1)} ORDER BY n.node)"
 )
 _NODES = (
-    "SELECT n.node, n.version, n.started_at, n.heartbeat_at, "
-    "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
-    "AND l.classid::bigint = ($2::bigint & 4294967295) AND l.objid::bigint = (hashtext(n.node)::bigint & 4294967295)), "
+    f"SELECT n.node, n.version, n.started_at, n.heartbeat_at, {_SERVING.format(2)}, "
     "(SELECT count(*) FROM holds h WHERE h.node = n.node AND h.expires_at > $1), "
     "(SELECT coalesce(sum(nanos), 0) FROM fleet_held f WHERE f.node = n.node AND f.expires_at > $1), n.spooled "
     "FROM fleet_nodes n ORDER BY n.node"

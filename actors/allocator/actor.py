@@ -141,8 +141,9 @@ class Allocator(Actor):
         self._counters: dict[tuple, _Found] = {}  # see `_counters_of`
         self._chat: list[PriceEntry] | None = None
         self._candidates: routing.Candidates | None = None  # of the current book, built on its first denial
-        # On a fleet (`fleet`: the node's FleetSync, told which budgets' version it follows): what the other nodes spent (as last counted in, by counter and window) and hold (as
-        # added to the counters of the current windows), and the budgets' version this node has.
+        # On a fleet (`fleet`: the node's FleetSync, told the budgets' version this node binds by): what the
+        # other nodes spent (as last counted in, by counter and window) and hold (as added to the counters of
+        # the current windows), and the budgets' version this node has.
         self.fleet = fleet
         self._others_spent: dict[tuple[str, str, int], tuple[int, int]] = {}
         self._others_held: dict[tuple[str, str, int], tuple[int, int]] = {}

@@ -1,10 +1,10 @@
 """What the fleet's nodes share beyond the ledger's own tables: exact admission, their spend, themselves.
 
 Hard limits are exact across nodes because every reserve already writes its holds in a durable
-transaction: the same batch first asks `budgetd_admit` (schema v2), which locks each hard counter the
-batch charges, sums what every node spent in the window (`fleet_spent`) and holds unexpired on it
-(`fleet_held`), and admits each reserve whole or refuses it. No request waits on a round trip of its
-own, and the last dollar of a budget goes to whichever node asks first, to the nano-dollar.
+transaction: the statement that writes the batch asks `budgetd_admit` (schema v2) first, which locks
+each hard counter the batch charges, sums what every node spent in the window (`fleet_spent`) and holds on
+it (`fleet_held_sums`, the unexpired `fleet_held` rows), and admits each reserve whole or refuses it.
+No request waits on a round trip of its own, and the last dollar of a budget goes to whichever node asks first, to the nano-dollar.
 
 `fleet_spent` holds each node's spend per counter, added in the transaction of the records. A counter
 also has one row of node '' that corrects the sum to what the records say: written when a node loads the
@@ -60,17 +60,17 @@ assert ALL_TIME == -9223372036854775808
 class Admission(msgspec.Struct):
     """The arguments of `budgetd_admit` for a batch's reserves, and which writes they are."""
 
-    at: list[int]  # positions in the batch of the reserves asked about, in order (group n is at[n - 1])
-    first: list[int]  # 1-based into the charge arrays
-    last: list[int]
-    hold: list[str]
-    budget: list[str]
-    key: list[str]
-    window: list[int]
-    bounded: list[bool]
-    nanos: list[int]
-    tokens: list[int]
-    expires: list[int]
+    at: list[int] = []  # positions in the batch of the reserves asked about, in order (group n is at[n - 1])
+    first: list[int] = []  # 1-based into the charge arrays
+    last: list[int] = []
+    hold: list[str] = []
+    budget: list[str] = []
+    key: list[str] = []
+    window: list[int] = []
+    bounded: list[bool] = []
+    nanos: list[int] = []
+    tokens: list[int] = []
+    expires: list[int] = []
 
     def groups(self, writes: list[Write]) -> tuple[dict[str, int], dict[str, int]]:
         """The group of each hold id, and of each reserve's idempotency key."""
@@ -86,12 +86,12 @@ class Admission(msgspec.Struct):
 
 
 #: A batch that only closes holds (the function takes them off the fleet's sums).
-NOTHING_TO_ADMIT = Admission([], [], [], [], [], [], [], [], [], [], [])
+NOTHING_TO_ADMIT = Admission()
 
 
 def admission(writes: list[Write], answers: list[Any]) -> Admission | None:
     """What the batch asks the database to admit: every new reserve that holds on a hard budget."""
-    a = Admission([], [], [], [], [], [], [], [], [], [], [])
+    a = Admission()
     for at, (w, answer) in enumerate(zip(writes, answers)):
         if type(w) is not WriteHold or not w.holds or not w.hard or getattr(answer, "duplicate", True):
             continue
@@ -252,7 +252,7 @@ class Seen(msgspec.Struct, frozen=True):
     """What a node sees of the fleet every sync interval."""
 
     view: FleetView  # for the allocator
-    recorded: "Recorded"  # for the ledger's totals
+    recorded: "Tallies"  # for the ledger's totals
     price_version: int  # the newest price version, and how many overrides there are
     overrides: int
 
@@ -274,15 +274,15 @@ async def view(conn: Any, node: str, now_us: int, spooled: int, following: int) 
                 int(prices[1]))
 
 
-class Recorded(msgspec.Struct, frozen=True):
+class Tallies(msgspec.Struct, frozen=True):
     """What the fleet recorded in all, as the database counts it: by the other nodes, and by this one."""
 
     others: Tally
     mine: Tally
 
 
-async def recorded_by(conn: Any, node: str) -> Recorded:
+async def recorded_by(conn: Any, node: str) -> Tallies:
     sums = ", ".join(f"coalesce(sum({c}) FILTER (WHERE node {{op}} $1), 0)" for c in SUMS)
     row = await conn.fetchrow(f"SELECT {sums.format(op='<>')}, {sums.format(op='=')} FROM fleet_totals", node)
     values = [int(v) for v in row]
-    return Recorded(Tally(*values[:len(SUMS)]), Tally(*values[len(SUMS):]))
+    return Tallies(Tally(*values[:len(SUMS)]), Tally(*values[len(SUMS):]))

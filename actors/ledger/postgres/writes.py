@@ -121,7 +121,7 @@ class _Statement:
         names = ", ".join(columns)
         self.parts.append(f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}, "
                           f"${first + len(columns)}::int[]) AS u({names}, g) "
-                          "WHERE NOT (g = ANY((SELECT r FROM refused)::int[]) OR -g = ANY((SELECT r FROM refused)::int[]))")
+                          "WHERE NOT (abs(g) = ANY(ARRAY(SELECT abs(x) FROM refused, unnest(r) AS x)))")
         self.args.extend([list(column) for column in zip(*rows)])
         self.args.append(groups)
 
@@ -131,10 +131,10 @@ class _Statement:
             self._unnest(table, (*key, *SUMS), [(*k, *v) for k, v in sums.items()],
                          f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {add}")
 
-    def delete_holds(self, ids: list[str], table: str = "holds", column: str = "id") -> None:
+    def delete_holds(self, ids: list[str]) -> None:
         if ids:
             self.args.append(ids)
-            self.parts.append(f"DELETE FROM {table} WHERE {column} = ANY(${len(self.args)}::text[])")
+            self.parts.append(f"DELETE FROM holds WHERE id = ANY(${len(self.args)}::text[])")
 
     def add_spent(self, sums: dict[tuple[str, str, int], list[int]], node: str) -> None:
         """What this node's new records add to the fleet's counters (see `fleet`)."""
@@ -291,7 +291,7 @@ class PostgresStore:
         # The ledger's totals when this store opened, what this node added since (as it knows), and what each
         # side of the fleet had recorded then and has now, as the database says (see `follow`).
         self._opened = self._added = Tally()
-        self._then = self._now = fleet.Recorded(Tally(), Tally())
+        self._then = self._now = fleet.Tallies(Tally(), Tally())
         self._run = self.connection.run
 
     async def _lock(self, conn: Any) -> None:
@@ -396,7 +396,7 @@ class PostgresStore:
         """What the other nodes and this one have recorded in all, as the database says now (`FleetSync` reads it
         every sync interval)."""
         if others.requests >= self._now.others.requests and mine.requests >= self._now.mine.requests:
-            self._now = fleet.Recorded(others, mine)
+            self._now = fleet.Tallies(others, mine)
 
     # -- records --
 
