@@ -84,7 +84,9 @@ class Alerter(Actor):
 
     async def started(self) -> None:
         self.feed = await self.bus.ask(
-            lambda reply: SubscribeMsg(topics=["budget", "price", "system"], after=None, reply=reply), self.timeout
+            lambda reply: SubscribeMsg(topics=["budget", "price", "system"], after=None, reply=reply,
+                                       local_only=True),  # another node's events are its alerter's
+            self.timeout
         )
 
     async def run(self, mailbox: Mailbox) -> None:

@@ -5,8 +5,13 @@ other nodes spent in current windows, what they hold on hard budgets and the bud
 allocator adds that to its counters (`FleetView`) so checks, status and reports answer for the fleet.
 Exactness does not depend on it: the database admits every reserve on a hard budget against all nodes
 (see `actors.ledger.postgres.fleet`). While the database is away the view simply stops moving.
+
+It also relays events (on a second connection): this node's events of the topics that the other nodes'
+subscribers follow go to the database as they come, and the others' events of the topics this node's
+subscribers follow come back onto this node's bus, each with its node (`actors.ledger.postgres.relay`).
 """
 
+import contextlib
 import logging
 from typing import Any
 
@@ -14,7 +19,9 @@ import anyio
 import msgspec
 
 from actors.allocator.messages import Following
+from actors.bus import Relayed, SubscribeMsg, Unsubscribe, WantedTopics
 from actors.ledger import FollowTotals, ReplaySpool
+from actors.ledger.postgres import relay
 from actors.ledger.postgres.fleet import NODE_LOCK_CLASS, PRICES_LEADER, Seen, view
 from actors.ledger.postgres.writes import Connection
 from actors.ledger.store import StoreUnreachable
@@ -22,10 +29,17 @@ from actors.prices import PricesMoved
 from actors.runtime import Actor, Mailbox, Ref, ReplyTo
 from budgetd.clock import SYSTEM, Clock
 from budgetd.config import dsn_shown
+from budgetd.model import Topic
 from budgetd.periods import from_us
 from budgetd.protocol import FleetNode, FleetStatusResult, OpError
 
 log = logging.getLogger("budgetd.fleet")
+
+#: How long the relay lets this node's events gather before it ships them, and reads the others' as often.
+RELAY_INTERVAL_S = 0.1
+#: The most events the relay keeps to ship while the database is away (the oldest go first).
+RELAY_BACKLOG = 20_000
+TOPICS: list[str] = list(Topic.__args__)  # type: ignore[attr-defined]
 
 
 class FleetStatusMsg(msgspec.Struct, frozen=True):
@@ -57,19 +71,24 @@ _NODES = (
     "(SELECT coalesce(sum(nanos), 0) FROM fleet_held f WHERE f.node = n.node AND f.expires_at > $1), n.spooled "
     "FROM fleet_nodes n ORDER BY n.node"
 )
+#: The topics that the other serving nodes' subscribers follow.
+_WANTED = f"SELECT array(SELECT DISTINCT unnest(n.topics) FROM fleet_nodes n WHERE n.node <> $1 AND {_SERVING.format(2)})"
 
 
 class FleetSync(Actor):
     name = "fleet"
 
-    def __init__(self, dsn: str, node: str, interval_s: float, allocator: Ref, ledger: Ref, prices: Ref,
+    def __init__(self, dsn: str, node: str, interval_s: float, allocator: Ref, ledger: Ref, prices: Ref, bus: Ref,
                  clock: Clock = SYSTEM) -> None:
         super().__init__()
         self.node, self.interval_s, self.clock = node, interval_s, clock
-        self.allocator, self.ledger, self.prices = allocator, ledger, prices
+        self.allocator, self.ledger, self.prices, self.bus = allocator, ledger, prices, bus
         self._leading: Any = None  # the connection that holds the price refresher's lock, while it does
         self.where = dsn_shown(dsn)
         self.connection = Connection(dsn, self.where)
+        self.relay_connection = Connection(dsn, self.where)
+        self.wanted_here: list[str] = []  # the topics this node's subscribers follow
+        self.wanted_there: frozenset[str] = frozenset()  # and the other nodes' subscribers
         self.following = 0  # the budgets' version this node's allocator binds by
         self._one_at_a_time = anyio.Lock()  # a connection runs one query at a time; views and answers share it
         self._tg: Any = None
@@ -77,6 +96,7 @@ class FleetSync(Actor):
 
     async def stopped(self) -> None:
         await self.connection.close()
+        await self.relay_connection.close()
 
     async def _run(self, fn: Any) -> Any:
         async with self._one_at_a_time:
@@ -86,6 +106,7 @@ class FleetSync(Actor):
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._follow)
+            tg.start_soon(self._relay)
             await super().run(mailbox)
             tg.cancel_scope.cancel()
 
@@ -96,6 +117,10 @@ class FleetSync(Actor):
                 spooled = await self.ledger.ask(lambda reply: ReplaySpool(reply=reply), self.interval_s * 20)
             except OpError:
                 spooled = -1  # still away, or busy: said as unknown
+            try:
+                self.wanted_here = sorted(await self.bus.ask(lambda reply: WantedTopics(reply=reply), self.interval_s))
+            except OpError:
+                pass  # the bus is busy: the topics stand
             try:
                 seen = await self._run(lambda conn: self._look(conn, spooled))
             except StoreUnreachable:
@@ -114,7 +139,53 @@ class FleetSync(Actor):
         if self._leading is not conn:  # not yet, or on a connection that broke (and the lock went with it)
             taken = await conn.fetchval("SELECT pg_try_advisory_lock($1)", PRICES_LEADER)
             self._leading = conn if taken else None
-        return await view(conn, self.node, self.clock.now_us(), spooled, self.following)
+        self.wanted_there = frozenset(await conn.fetchval(_WANTED, self.node, NODE_LOCK_CLASS))
+        return await view(conn, self.node, self.clock.now_us(), spooled, self.following, self.wanted_here)
+
+    async def _relay(self) -> None:
+        feed = await self.bus.ask(lambda reply: SubscribeMsg(
+            topics=TOPICS, after=None, reply=reply, local_only=True, length=RELAY_BACKLOG), 10.0)
+        try:
+            await self._relay_from(feed)
+        finally:
+            with contextlib.suppress(OpError):  # a closed bus closed its feeds
+                self.bus.tell(Unsubscribe(feed=feed))
+
+    async def _relay_from(self, feed: Any) -> None:
+        outgoing: list = []
+        cursor: int | None = None  # None: this node's subscribers follow nothing of the others' yet
+        while not feed.closed:
+            with anyio.move_on_after(RELAY_INTERVAL_S):
+                await feed.wait()
+            for event in feed.take():
+                if event.event == "lagged":
+                    log.warning("%d events could not be relayed to the other nodes in time",
+                                event.data["missed"])
+                elif event.event.split(".", 1)[0] in self.wanted_there:
+                    outgoing.append(event)
+            del outgoing[:-RELAY_BACKLOG]
+            topics = self.wanted_here
+            if not topics:
+                cursor = None
+            if not outgoing and not topics:
+                continue
+            try:
+                if topics and cursor is None:
+                    cursor = await self.relay_connection.run(relay.newest)
+                shipping, reading_after = outgoing, cursor or 0
+                got = await self.relay_connection.run(
+                    lambda conn: relay.exchange(conn, self.node, shipping, reading_after, topics))
+            except StoreUnreachable:
+                await anyio.sleep(self.interval_s)  # what is to ship waits for the database
+                continue
+            outgoing = []
+            if topics:
+                cursor = got.cursor
+            if got.events:
+                try:
+                    self.bus.tell(Relayed(events=got.events))
+                except OpError:
+                    pass  # a full or closing bus: these are lost to this node's subscribers, as a lag would be
 
     async def _following(self, m: Following) -> None:
         if m.budgets_version != self.following:

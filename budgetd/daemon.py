@@ -14,7 +14,6 @@ import logging
 import os
 import resource
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -246,7 +245,7 @@ class Daemon:
         http = HttpServer(HttpDoor(ops, config.http.max_body_bytes, tokens).app, *listen) if listen else None
         timeout = config.daemon.ask_timeout_s
         async with anyio.create_task_group() as tg:
-            await tg.start(sup.supervise, bus, lambda: Bus(clock))
+            await tg.start(sup.supervise, bus, lambda: Bus(clock, config.node_name if config.fleet.dsn else None))
             await tg.start(sup.supervise, alerter, lambda: Alerter(ledger, bus, webhooks, timeout, clock))
             store, read_store = self._stores(db_path)
             try:
@@ -273,7 +272,7 @@ class Daemon:
             if fleet is not None:
                 await tg.start(sup.supervise, fleet, lambda: FleetSync(
                     config.fleet.dsn, config.node_name, parse_duration(config.fleet.sync_interval), allocator, ledger,
-                    prices, clock))
+                    prices, bus, clock))
             settings_ai = AssistantSettings(
                 model=config.assistant.model, api_base=config.assistant.api_base,
                 api_key_env=config.assistant.api_key_env, timeout_s=parse_duration(config.assistant.timeout),

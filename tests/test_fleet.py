@@ -605,3 +605,44 @@ def test_reserves_on_hard_budgets_wait_while_another_node_replays_its_spool(make
         b.proc.send_signal(signal.SIGCONT)
         assert c.reserve(component="burst", **GPT).allowed
         assert c.status().budgets[0].reserved_usd == pytest.approx(0.0075)  # the refused one held nothing
+
+
+def test_each_nodes_event_stream_carries_the_fleets_events_and_an_alert_is_raised_once(make_daemon, fleet_dsn):
+    from conftest import RawConn
+
+    a, b = nodes(make_daemon, fleet_dsn, "ab")
+    with RawConn(b.socket) as sub_b, RawConn(a.socket) as sub_a, SyncBudgetClient(a.socket) as ca:
+        sub_b.sock.settimeout(1.0)
+        sub_a.sock.settimeout(5.0)
+        assert sub_b.call({"op": "subscribe", "id": 1, "topics": ["usage", "alert"]})["ok"]
+        assert sub_a.call({"op": "subscribe", "id": 1, "topics": ["alert"]})["ok"]
+        # b's subscription reaches the others within a sync interval or two: a record made after it shows
+        deadline, n = time.monotonic() + 10, 0
+        while True:
+            n += 1
+            record(ca, f"ev-{n}")
+            try:
+                event = sub_b.recv()
+                break
+            except TimeoutError:
+                assert time.monotonic() < deadline, a.log.read_text()[-2000:]
+        assert event["event"] == "usage.recorded" and event["node"] == "node-a"
+        # (the tries before it were made while no other node followed usage: a's relay let them go)
+        made = record(ca, "ev-last")
+        event = sub_b.recv()
+        assert (event["event"], event["node"], event["data"]["record_id"]) == ("usage.recorded", "node-a",
+                                                                               made.record_id)
+        # an alert raised on a: on both streams once, stored once, from a's alerter alone
+        ca.budget_set(name="closed", period="daily", limit_usd=0.0, policy="hard", scope={"component": "shut"})
+        assert not ca.check(component="shut", model="gpt-4o", input_tokens=10, max_output_tokens=10).allowed
+        on_a = sub_a.recv()
+        assert (on_a["event"], on_a["node"]) == ("alert.raised", "node-a")
+        sub_b.sock.settimeout(3.0)
+        on_b = sub_b.recv()
+        assert (on_b["event"], on_b["node"]) == ("alert.raised", "node-a")
+        assert on_b["data"] == on_a["data"] and on_b["seq"] != 0
+        sub_b.sock.settimeout(1.5)
+        with pytest.raises(TimeoutError):
+            sub_b.recv()  # and nothing more: b's alerter did not raise it again
+    with SyncBudgetClient(b.socket) as cb:
+        assert len([al for al in cb.alerts_list() if al.budget == "closed"]) == 1

@@ -18,7 +18,7 @@ MAX_LINE = 64 << 20
 def event_of(response: Response) -> Event:
     return Event(event=response.event or "", seq=response.seq or 0,
                  ts=dt.datetime.fromisoformat(response.ts) if response.ts else None,  # type: ignore[arg-type]
-                 data=msgspec.json.decode(response.data) if response.data else None)
+                 data=msgspec.json.decode(response.data) if response.data else None, node=response.node)
 
 
 class SocketTransport:

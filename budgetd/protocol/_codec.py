@@ -34,11 +34,12 @@ class Err(msgspec.Struct):
     ok: bool = False
 
 
-class Event(msgspec.Struct):
+class Event(msgspec.Struct, omit_defaults=True):
     event: str
-    seq: int
+    seq: int  # this node's numbering: each node's stream counts its own
     ts: dt.datetime
     data: Any
+    node: str | None = None  # in a fleet: the node whose event it is
 
 
 class Response(msgspec.Struct):
@@ -53,6 +54,7 @@ class Response(msgspec.Struct):
     seq: int | None = None
     ts: str | None = None
     data: msgspec.Raw = msgspec.Raw()
+    node: str | None = None
 
 
 class _Envelope(msgspec.Struct):

@@ -257,11 +257,12 @@ class Seen(msgspec.Struct, frozen=True):
     overrides: int
 
 
-async def view(conn: Any, node: str, now_us: int, spooled: int, following: int) -> Seen:
-    """This node's heartbeat (with the batches its spool holds and the budgets' version it binds by), and what
-    the other nodes did: on budgets (see `FleetView`), in all, and to the prices."""
-    await conn.execute("UPDATE fleet_nodes SET heartbeat_at = $2, spooled = $3, budgets_version = $4 WHERE node = $1",
-                       node, now_us, spooled, following)
+async def view(conn: Any, node: str, now_us: int, spooled: int, following: int, topics: list[str]) -> Seen:
+    """This node's heartbeat (with the batches its spool holds, the budgets' version it binds by and the topics
+    its subscribers follow), and what the other nodes did: on budgets (see `FleetView`), in all, and to the
+    prices."""
+    await conn.execute("UPDATE fleet_nodes SET heartbeat_at = $2, spooled = $3, budgets_version = $4, topics = $5 "
+                       "WHERE node = $1", node, now_us, spooled, following, topics)
     version = await conn.fetchval("SELECT value::bigint FROM meta WHERE key = 'budgets_version'")
     spent = [FleetCount(r[0], r[1], r[2], int(r[3]), int(r[4]))
              for r in await conn.fetch(_SPENT_BY_OTHERS, node, now_us - _RECENT_US)]

@@ -325,6 +325,17 @@ BEGIN
 END
 $fn$;
 """,
+    # v3: the events the nodes relay to each other, and the topics each node's subscribers follow
+    """
+CREATE TABLE fleet_events (
+    seq BIGSERIAL PRIMARY KEY,
+    node TEXT NOT NULL,
+    ts BIGINT NOT NULL,
+    event TEXT NOT NULL,
+    data BYTEA NOT NULL
+);
+ALTER TABLE fleet_nodes ADD COLUMN topics TEXT[] NOT NULL DEFAULT '{}';
+""",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
