@@ -173,7 +173,14 @@ def test_while_the_database_is_away_records_are_spooled_reserves_refused_and_all
             # checks are decided from memory
             assert c.check(component="web", model="gpt-4o", input_tokens=10, max_output_tokens=10).allowed
             assert list(d.dir.rglob("spool.db"))  # the records wait in the node's spool
-            server.start()
+        d.stop()  # and a node stopped while the database is away cannot start, but says its spool is kept
+        d.start(wait=False)
+        assert d.proc.wait(60) != 0
+        out = d.log.read_text()
+        assert "cannot reach the fleet database" in out and "spool.db keeps 1 batches acknowledged" in out, out[-1500:]
+        server.start()
+        d.start()
+        with SyncBudgetClient(d.socket, retries=0) as c:
             deadline = time.monotonic() + 30
             while True:  # replayed by the node itself, without waiting for its next write
                 try:

@@ -331,7 +331,10 @@ class PostgresStore:
 
         where = self.where
         try:
-            conn = await connect(self.connection.dsn, where)
+            try:
+                conn = await connect(self.connection.dsn, where)
+            except FleetDatabaseError as exc:
+                raise FleetDatabaseError(f"{exc}{await self._spool_kept()}") from None
             self.connection.conn = None
             try:
                 await self._lock(conn)  # before it migrates anything
@@ -361,6 +364,19 @@ class PostgresStore:
         except BaseException:
             await self.close()
             raise
+
+    async def _spool_kept(self) -> str:
+        """What a node that cannot start says of its spool: its writes are kept for the next start."""
+        if self.spool is None or not self.spool.path.exists():
+            return ""
+        try:
+            await self.spool.open()
+        except sqlite3.Error:
+            return ""
+        finally:
+            self.spool.close()
+        return (f". Its spool {self.spool.path} keeps {self.spool.depth} batches acknowledged while the database "
+                "was away: they are replayed once the node starts with the database back" if self.spool.depth else "")
 
     async def _zones(self, conn: Any) -> None:
         """Every zone some node keeps local rollups for is kept by every node (a report of any node reads
