@@ -72,7 +72,8 @@ _NODES = (
     "FROM fleet_nodes n ORDER BY n.node"
 )
 #: The topics that the other serving nodes' subscribers follow.
-_WANTED = f"SELECT array(SELECT DISTINCT unnest(n.topics) FROM fleet_nodes n WHERE n.node <> $1 AND {_SERVING.format(2)})"
+_WANTED = ("SELECT array(SELECT DISTINCT unnest(n.topics) FROM fleet_nodes n "
+           f"WHERE n.node <> $1 AND {_SERVING.format(2)})")
 
 
 class FleetSync(Actor):

@@ -9,7 +9,7 @@ import socket
 import tomllib
 import urllib.parse
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import msgspec
 
@@ -226,15 +226,18 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
         host = str(data.get("http", {}).get("listen", "127.0.0.1:8013")).rsplit(":", 1)[0] or "127.0.0.1"
         data.setdefault("http", {})["listen"] = f"{host}:{port}"
         from_env["http.listen"] = "BUDGET_PORT"
+
+    def where(key: str) -> str:
+        variable = from_env.get(re.sub(r"\[.*", "", key))
+        return f"environment variable {variable}" if variable else source
+
     try:
         config = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
         path, words = in_words(exc, Config)
         key = re.sub(r"\[\d+\]", lambda m: f"[{int(m[0][1:-1]) + 1}]", path[2:])  # TOML counts from 1
-        variable = from_env.get(re.sub(r"\[.*", "", key))
-        where = f"environment variable {variable}" if variable else source
-        raise ConfigError(f"{where}: {key or 'the config'}: {words}") from None
-    _check(config, source)
+        raise ConfigError(f"{where(key)}: {key or 'the config'}: {words}") from None
+    _check(config, where)
     return config
 
 
@@ -276,66 +279,70 @@ def _env_value(raw: str) -> Any:
         return raw
 
 
-def _check(config: Config, source: str) -> None:
+def _check(config: Config, where: Callable[[str], str]) -> None:
+    """Each problem is said with where its key was set (`where(key)`: the file, or an environment variable)."""
     names = [b.name for b in config.budgets]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
-        raise ConfigError(f"{source}: budget names must be unique; repeated: {', '.join(sorted(duplicates))}")
+        raise ConfigError(f"{where('budgets')}: budget names must be unique; repeated: {', '.join(sorted(duplicates))}")
     for i, budget in enumerate(config.budgets):
         try:
             check_budget(budget, f"budgets[{i}]")
         except BudgetInvalid as exc:
-            raise ConfigError(f"{source}: {exc} (at {exc.field})") from None
+            raise ConfigError(f"{where('budgets')}: {exc} (at {exc.field})") from None
     unknown = [s for s in config.pricing.sources if s not in SOURCES]
     if unknown:
-        raise ConfigError(f"{source}: pricing.sources names unknown sources {unknown}; known: {', '.join(SOURCES)}")
+        raise ConfigError(f"{where('pricing.sources')}: pricing.sources names unknown sources {unknown}; "
+                          f"known: {', '.join(SOURCES)}")
     for i, hook in enumerate(config.alerts.webhooks):
         if not hook.url.startswith(("http://", "https://")):
-            raise ConfigError(f"{source}: alerts.webhooks[{i}].url must be an http(s) URL, got {hook.url!r}")
+            raise ConfigError(f"{where('alerts.webhooks')}: alerts.webhooks[{i}].url must be an http(s) URL, "
+                              f"got {hook.url!r}")
         if hook.secret_env and hook.secret_env not in os.environ:
-            raise ConfigError(f"{source}: alerts.webhooks[{i}].secret_env names {hook.secret_env}, which is not set")
-        _duration(hook.timeout, f"alerts.webhooks[{i}].timeout", source)
+            raise ConfigError(f"{where('alerts.webhooks')}: alerts.webhooks[{i}].secret_env names "
+                              f"{hook.secret_env}, which is not set")
+        _duration(hook.timeout, f"alerts.webhooks[{i}].timeout", where)
     if config.assistant.api_key_env and config.assistant.api_key_env not in os.environ:
-        raise ConfigError(f"{source}: assistant.api_key_env names {config.assistant.api_key_env}, which is not set")
-    _duration(config.assistant.timeout, "assistant.timeout", source)
-    _duration(config.hermes.heartbeat, "hermes.heartbeat", source)
-    _duration(config.admission.max_clock_skew, "admission.max_clock_skew", source)
+        raise ConfigError(f"{where('assistant.api_key_env')}: assistant.api_key_env names "
+                          f"{config.assistant.api_key_env}, which is not set")
+    _duration(config.assistant.timeout, "assistant.timeout", where)
+    _duration(config.hermes.heartbeat, "hermes.heartbeat", where)
+    _duration(config.admission.max_clock_skew, "admission.max_clock_skew", where)
     for key in ("refresh_interval", "fetch_timeout"):
-        _duration(getattr(config.pricing, key), f"pricing.{key}", source)
+        _duration(getattr(config.pricing, key), f"pricing.{key}", where)
     for i, name in enumerate(config.reports.timezones):
         try:
             zone(name)
         except ValueError as exc:
-            raise ConfigError(f"{source}: reports.timezones[{i}]: {exc}") from None
-    _duration(config.daemon.keep_idempotency_keys, "daemon.keep_idempotency_keys", source)
-    _duration(config.backup.every, "backup.every", source)
+            raise ConfigError(f"{where('reports.timezones')}: reports.timezones[{i}]: {exc}") from None
+    _duration(config.daemon.keep_idempotency_keys, "daemon.keep_idempotency_keys", where)
+    _duration(config.backup.every, "backup.every", where)
     if config.backup.keep < 1:
-        raise ConfigError(f"{source}: backup.keep must be 1 or more")
+        raise ConfigError(f"{where('backup.keep')}: backup.keep must be 1 or more")
     if config.daemon.keep_usage:
-        if _duration(config.daemon.keep_usage, "daemon.keep_usage", source) < 35 * 86400:
-            raise ConfigError(f"{source}: daemon.keep_usage must be at least 35d, so that every calendar window a "
-                              "budget counts keeps its records")
+        if _duration(config.daemon.keep_usage, "daemon.keep_usage", where) < 35 * 86400:
+            raise ConfigError(f"{where('daemon.keep_usage')}: daemon.keep_usage must be at least 35d, so that "
+                              "every calendar window a budget counts keeps its records")
     if config.daemon.max_ledger_mb < 0:
-        raise ConfigError(f"{source}: daemon.max_ledger_mb must be 0 (no cap) or more")
+        raise ConfigError(f"{where('daemon.max_ledger_mb')}: daemon.max_ledger_mb must be 0 (no cap) or more")
     if config.daemon.max_frame_bytes < 1024:
-        raise ConfigError(f"{source}: daemon.max_frame_bytes must be at least 1024")
+        raise ConfigError(f"{where('daemon.max_frame_bytes')}: daemon.max_frame_bytes must be at least 1024")
     if config.fleet.dsn and not config.fleet.dsn.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(f"{source}: fleet.dsn must be a PostgreSQL URL (postgresql://user@host/database), "
-                          "or empty for a single host")
+        raise ConfigError(f"{where('fleet.dsn')}: fleet.dsn must be a PostgreSQL URL "
+                          "(postgresql://user@host/database), or empty for a single host")
     if config.fleet.node and not _NODE_NAME.match(config.fleet.node):
-        raise ConfigError(f"{source}: fleet.node must be 1 to 63 ASCII letters, digits, '.', '_' or '-'")
-    if not 0.05 <= _duration(config.fleet.sync_interval, "fleet.sync_interval", source) <= 60:
-        raise ConfigError(f"{source}: fleet.sync_interval must be between 50ms and 60s")
+        raise ConfigError(f"{where('fleet.node')}: fleet.node must be 1 to 63 ASCII letters, digits, '.', '_' or '-'")
+    if not 0.05 <= _duration(config.fleet.sync_interval, "fleet.sync_interval", where) <= 60:
+        raise ConfigError(f"{where('fleet.sync_interval')}: fleet.sync_interval must be between 50ms and 60s")
     if config.pricing.unknown_model not in ("fallback", "deny", "zero"):
-        raise ConfigError(f"{source}: pricing.unknown_model must be fallback, deny or zero")
-
+        raise ConfigError(f"{where('pricing.unknown_model')}: pricing.unknown_model must be fallback, deny or zero")
 
 
 _NODE_NAME = re.compile(r"\A[A-Za-z0-9._-]{1,63}\Z")
 
 
-def _duration(text: str, key: str, source: str) -> float:
+def _duration(text: str, key: str, where: Callable[[str], str]) -> float:
     try:
         return parse_duration(text)
     except ValueError as exc:
-        raise ConfigError(f"{source}: {key}: {exc}") from None
+        raise ConfigError(f"{where(key)}: {key}: {exc}") from None

@@ -139,6 +139,7 @@ def test_a_password_never_shows_and_a_wrong_scheme_is_a_config_error(make_daemon
                     str(tmp_path / "data"), "--no-http", env={"BUDGETD_FLEET_DSN": "postgresql://db/x",
                                                                "BUDGETD_FLEET_NODE": "two words"})
     assert named.returncode != 0 and "fleet.node must be 1 to 63 ASCII letters" in named.stderr
+    assert "environment variable BUDGETD_FLEET_NODE" in named.stderr  # where it was set, not the file
     d = make_daemon(fleet_config(f"postgresql://budgetd:hunter2@127.0.0.1:{closed}/none"), start=False)
     d.start(wait=False)
     assert d.proc.wait(60) != 0
