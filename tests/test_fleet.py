@@ -76,18 +76,23 @@ def test_a_hard_budget_on_postgres_is_exact_under_concurrent_reserves(make_daemo
     with SyncBudgetClient(d.socket) as c:
         c.budget_set(name="cap", period="daily", limit_usd=0.075, policy="hard", scope={"component": "burst"})
 
-    def one(i: int) -> bool:
+    def one(i: int):
         with SyncBudgetClient(d.socket) as c:
             return c.reserve(component="burst", model="gpt-4o", input_tokens=1000, max_output_tokens=500,
-                             idempotency_key=f"r{i}", ttl_s=600).allowed
+                             idempotency_key=f"r{i}", ttl_s=600)
 
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        admitted = sum(pool.map(one, range(200)))
-    assert admitted == 10  # $0.0075 each on $0.075
+        answers = list(pool.map(one, range(200)))
+    admitted = {i: a.reservation_id for i, a in enumerate(answers) if a.allowed}
+    assert len(admitted) == 10  # $0.0075 each on $0.075
     d.stop()
     d.start()
     with SyncBudgetClient(d.socket) as c:  # the holds came back: still no room
         assert not c.check(component="burst", model="gpt-4o", input_tokens=1000, max_output_tokens=500).allowed
+    # a retry of an admitted reserve, on the full budget, is its first answer again (not a denial)
+    again = [one(i) for i in range(200)]
+    assert {i: a.reservation_id for i, a in enumerate(again) if a.allowed} == admitted
+    assert all(again[i].duplicate for i in admitted)
 
 
 def test_a_second_daemon_with_the_same_node_name_is_refused_and_the_first_serves_on(make_daemon, fleet_dsn):

@@ -115,14 +115,17 @@ def admission(writes: list[Write], answers: list[Any]) -> Admission | None:
 #: records add (`spent`) and the holds it closes.
 ADMIT = ("budgetd_admit(${0}, ${1}, ${2}::int[], ${3}::int[], ${4}::text[], ${5}::text[], ${6}::text[], "
          "${7}::bigint[], ${8}::bool[], ${9}::bigint[], ${10}::bigint[], ${11}::bigint[], "
-         "${12}::text[], ${13}::text[], ${14}::bigint[], ${15}::bigint[], ${16}::bigint[], ${17}::text[])")
+         "${12}::text[], ${13}::text[], ${14}::bigint[], ${15}::bigint[], ${16}::bigint[], ${17}::text[], "
+         "${18}::text[])")
 
 
 def admit_args(a: Admission, now_us: int, node: str, spent: dict[tuple[str, str, int], list[int]],
-               closed: list[str]) -> list:
+               closed: list[str], new_keys: list[str]) -> list:
+    """`new_keys`: the idempotency keys the batch takes for new without having looked them up; the function
+    fails the batch if the database holds one (not every answer writes its key: a denial, a refused reserve)."""
     return [now_us, node, a.first, a.last, a.hold, a.budget, a.key, a.window, a.bounded,
             a.nanos, a.tokens, a.expires, [k[0] for k in spent], [k[1] for k in spent], [k[2] for k in spent],
-            [v[0] for v in spent.values()], [v[1] for v in spent.values()], closed]
+            [v[0] for v in spent.values()], [v[1] for v in spent.values()], closed, new_keys]
 
 
 def refuse(writes: list[Write], answers: list[Any], a: Admission, refused: list[int]) -> None:

@@ -36,6 +36,126 @@ CREATE TABLE rollup_{unit} (
 """
 
 
+#: The function that admits a batch's reserves (see `actors.ledger.postgres.fleet`); made by v2, and made again
+#: by v3 with `new_keys` and its plans kept (every database at v3 has this one).
+_ADMIT = """
+-- Admit a batch's reserves (groups of holds, one group per reserve) against the hard limits of the whole
+-- fleet, inside the statement that writes the batch, and take the holds it closes off the counters. Each
+-- counter the batch touches is locked (in one order on every node) until the batch commits; the holds it
+-- closes and those expired on a counter it reserves on leave the sums; then each group is admitted whole if
+-- every bounded charge fits its counter's spend in the window (with what the batch's own records add, p_*)
+-- and holds (its charges are added, but for holds the batch also closes) or refused. Returns the refused
+-- groups' numbers (negated: told to wait). `new_keys`: the idempotency keys the batch was planned with as
+-- new, without looking them up (a known one is a unique_violation, and nothing is done).
+CREATE OR REPLACE FUNCTION budgetd_admit(
+    now_us BIGINT, me TEXT, g_first INT[], g_last INT[],
+    c_hold TEXT[], c_budget TEXT[], c_key TEXT[], c_window BIGINT[], c_bounded BOOL[],
+    c_nanos BIGINT[], c_tokens BIGINT[], c_expires BIGINT[],
+    p_budget TEXT[], p_key TEXT[], p_window BIGINT[], p_nanos BIGINT[], p_tokens BIGINT[], closed TEXT[],
+    new_keys TEXT[]
+) RETURNS INT[] LANGUAGE plpgsql
+-- Its statements are planned once per session: planning them at each call cost more than running them.
+SET plan_cache_mode = force_generic_plan AS $fn$
+DECLARE
+    refused INT[] := '{}';
+    u_budget TEXT[]; u_key TEXT[]; u_window BIGINT[];
+    u_nanos BIGINT[] := '{}'; u_tokens BIGINT[] := '{}';
+    l_nanos BIGINT[] := '{}'; l_tokens BIGINT[] := '{}';
+    t_nanos BIGINT[]; t_tokens BIGINT[];
+    g INT; j INT; i INT; fits BOOLEAN; n_nanos BIGINT; n_tokens BIGINT;
+    away BOOLEAN;
+    closed_counters BIGINT[] := '{}';
+    known BOOLEAN;
+BEGIN
+    -- keys the batch was written as new with but the database holds: the batch is looked up and tried again.
+    -- Planned at each call (EXECUTE): a plan kept from when the table was small scans it whole.
+    IF cardinality(new_keys) > 0 THEN
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM idempotency WHERE key = ANY($1))' INTO known USING new_keys;
+        IF known THEN
+            RAISE unique_violation USING MESSAGE = 'a key of this batch is known: look it up';
+        END IF;
+    END IF;
+    -- A node replaying what it kept while the database was away holds spend nobody here counts yet:
+    -- reserves that a hard limit bounds wait for it (answered as "retry shortly": group numbers negated).
+    away := EXISTS (SELECT 1 FROM fleet_nodes WHERE node <> me AND spooled > 0);
+    IF cardinality(closed) > 0 THEN
+        SELECT array_agg(hashtextextended(budget || E'\\x1f' || key, 0)) INTO closed_counters
+          FROM fleet_held WHERE hold_id = ANY(closed);
+    END IF;
+    PERFORM pg_advisory_xact_lock(h) FROM (
+        SELECT DISTINCT h FROM (
+            SELECT hashtextextended(c_budget[x] || E'\\x1f' || c_key[x], 0) AS h
+              FROM generate_subscripts(c_budget, 1) AS x
+            UNION ALL SELECT unnest(closed_counters)) AS touched
+        ORDER BY h) AS locks;
+    IF cardinality(closed) > 0 THEN
+        WITH gone AS (DELETE FROM fleet_held WHERE hold_id = ANY(closed) RETURNING budget, key, nanos, tokens)
+        UPDATE fleet_held_sums s SET nanos = s.nanos - g.n, tokens = s.tokens - g.t
+          FROM (SELECT budget, key, sum(nanos) AS n, sum(tokens) AS t FROM gone GROUP BY budget, key) AS g
+         WHERE s.budget = g.budget AND s.key = g.key;
+    END IF;
+    SELECT array_agg(b ORDER BY b, k, w), array_agg(k ORDER BY b, k, w), array_agg(w ORDER BY b, k, w)
+      INTO u_budget, u_key, u_window
+      FROM (SELECT DISTINCT c_budget[x] AS b, c_key[x] AS k, c_window[x] AS w
+            FROM generate_subscripts(c_budget, 1) AS x) AS counters;
+    FOR i IN 1 .. coalesce(array_length(u_budget, 1), 0) LOOP
+        SELECT coalesce(sum(nanos), 0), coalesce(sum(tokens), 0) INTO n_nanos, n_tokens FROM fleet_spent
+         WHERE budget = u_budget[i] AND key = u_key[i] AND window_start = u_window[i];
+        u_nanos[i] := n_nanos; u_tokens[i] := n_tokens;
+        -- the limits as the database has them (a budget changed on another node binds here at once); none
+        -- for a budget deleted, or no longer hard, meanwhile
+        SELECT limit_nanos, limit_tokens INTO n_nanos, n_tokens FROM fleet_limits WHERE budget = u_budget[i];
+        IF NOT FOUND THEN n_nanos := NULL; n_tokens := NULL; END IF;
+        l_nanos[i] := n_nanos; l_tokens[i] := n_tokens;
+        WITH gone AS (DELETE FROM fleet_held WHERE budget = u_budget[i] AND key = u_key[i] AND expires_at <= now_us
+                      RETURNING nanos, tokens)
+        UPDATE fleet_held_sums s SET nanos = s.nanos - g.n, tokens = s.tokens - g.t
+          FROM (SELECT sum(nanos) AS n, sum(tokens) AS t FROM gone HAVING count(*) > 0) AS g
+         WHERE s.budget = u_budget[i] AND s.key = u_key[i];
+        SELECT nanos, tokens INTO n_nanos, n_tokens FROM fleet_held_sums WHERE budget = u_budget[i] AND key = u_key[i];
+        IF FOUND THEN u_nanos[i] := u_nanos[i] + n_nanos; u_tokens[i] := u_tokens[i] + n_tokens; END IF;
+        FOR j IN 1 .. coalesce(array_length(p_budget, 1), 0) LOOP
+            IF p_budget[j] = u_budget[i] AND p_key[j] = u_key[i] AND p_window[j] = u_window[i] THEN
+                u_nanos[i] := u_nanos[i] + p_nanos[j]; u_tokens[i] := u_tokens[i] + p_tokens[j];
+            END IF;
+        END LOOP;
+    END LOOP;
+    FOR g IN 1 .. coalesce(array_length(g_first, 1), 0) LOOP
+        t_nanos := u_nanos; t_tokens := u_tokens; fits := TRUE;
+        FOR j IN g_first[g] .. g_last[g] LOOP
+            FOR i IN 1 .. array_length(u_budget, 1) LOOP
+                CONTINUE WHEN u_budget[i] <> c_budget[j] OR u_key[i] <> c_key[j];
+                t_nanos[i] := t_nanos[i] + c_nanos[j]; t_tokens[i] := t_tokens[i] + c_tokens[j];
+                IF c_bounded[j] AND u_window[i] = c_window[j]
+                   AND (t_nanos[i] > l_nanos[i] OR t_tokens[i] > l_tokens[i]) THEN fits := FALSE; END IF;
+            END LOOP;
+            IF away AND c_bounded[j] AND EXISTS (SELECT 1 FROM fleet_limits WHERE budget = c_budget[j]) THEN
+                fits := NULL;
+            END IF;
+        END LOOP;
+        IF fits IS NULL THEN
+            refused := refused || -g;
+        ELSIF fits THEN
+            u_nanos := t_nanos; u_tokens := t_tokens;
+            INSERT INTO fleet_held (hold_id, budget, key, node, nanos, tokens, expires_at)
+                SELECT c_hold[x], c_budget[x], c_key[x], me, c_nanos[x], c_tokens[x], c_expires[x]
+                FROM generate_series(g_first[g], g_last[g]) AS x WHERE NOT (c_hold[x] = ANY(closed));
+            INSERT INTO fleet_held_sums AS s (budget, key, nanos, tokens)
+                SELECT c_budget[x], c_key[x], sum(c_nanos[x]), sum(c_tokens[x])
+                FROM generate_series(g_first[g], g_last[g]) AS x WHERE NOT (c_hold[x] = ANY(closed))
+                GROUP BY c_budget[x], c_key[x]
+                ON CONFLICT (budget, key) DO UPDATE SET nanos = s.nanos + excluded.nanos,
+                                                        tokens = s.tokens + excluded.tokens;
+        ELSE
+            refused := refused || g;
+        END IF;
+    END LOOP;
+    RETURN refused;
+END
+$fn$;
+
+"""
+
 MIGRATIONS: list[str] = [
     # v1: everything the SQLite ledger holds at its schema version 4
     f"""
@@ -213,100 +333,7 @@ CREATE TABLE fleet_nodes (
 INSERT INTO meta (key, value) VALUES ('budgets_version', '0') ON CONFLICT (key) DO NOTHING;
 ALTER TABLE holds ADD COLUMN node TEXT NOT NULL DEFAULT '';
 
--- Admit a batch's reserves (groups of holds, one group per reserve) against the hard limits of the whole
--- fleet, inside the statement that writes the batch, and take the holds it closes off the counters. Each
--- counter the batch touches is locked (in one order on every node) until the batch commits; the holds it
--- closes and those expired on a counter it reserves on leave the sums; then each group is admitted whole if
--- every bounded charge fits its counter's spend in the window (with what the batch's own records add, p_*)
--- and holds (its charges are added, but for holds the batch also closes) or refused. Returns the refused
--- groups' numbers (negated: told to wait).
-CREATE FUNCTION budgetd_admit(
-    now_us BIGINT, me TEXT, g_first INT[], g_last INT[],
-    c_hold TEXT[], c_budget TEXT[], c_key TEXT[], c_window BIGINT[], c_bounded BOOL[],
-    c_nanos BIGINT[], c_tokens BIGINT[], c_expires BIGINT[],
-    p_budget TEXT[], p_key TEXT[], p_window BIGINT[], p_nanos BIGINT[], p_tokens BIGINT[], closed TEXT[]
-) RETURNS INT[] LANGUAGE plpgsql AS $fn$
-DECLARE
-    refused INT[] := '{}';
-    u_budget TEXT[]; u_key TEXT[]; u_window BIGINT[];
-    u_nanos BIGINT[] := '{}'; u_tokens BIGINT[] := '{}';
-    l_nanos BIGINT[] := '{}'; l_tokens BIGINT[] := '{}';
-    t_nanos BIGINT[]; t_tokens BIGINT[];
-    g INT; j INT; i INT; fits BOOLEAN; n_nanos BIGINT; n_tokens BIGINT;
-    away BOOLEAN;
-BEGIN
-    -- A node replaying what it kept while the database was away holds spend nobody here counts yet:
-    -- reserves that a hard limit bounds wait for it (answered as "retry shortly": group numbers negated).
-    away := EXISTS (SELECT 1 FROM fleet_nodes WHERE node <> me AND spooled > 0);
-    PERFORM pg_advisory_xact_lock(h) FROM (
-        SELECT DISTINCT hashtextextended(b || E'\\x1f' || k, 0) AS h FROM (
-            SELECT c_budget[x] AS b, c_key[x] AS k FROM generate_subscripts(c_budget, 1) AS x
-            UNION SELECT budget, key FROM fleet_held WHERE hold_id = ANY(closed)) AS touched
-        ORDER BY h) AS locks;
-    WITH gone AS (DELETE FROM fleet_held WHERE hold_id = ANY(closed) RETURNING budget, key, nanos, tokens)
-    UPDATE fleet_held_sums s SET nanos = s.nanos - g.n, tokens = s.tokens - g.t
-      FROM (SELECT budget, key, sum(nanos) AS n, sum(tokens) AS t FROM gone GROUP BY budget, key) AS g
-     WHERE s.budget = g.budget AND s.key = g.key;
-    SELECT array_agg(b ORDER BY b, k, w), array_agg(k ORDER BY b, k, w), array_agg(w ORDER BY b, k, w)
-      INTO u_budget, u_key, u_window
-      FROM (SELECT DISTINCT c_budget[x] AS b, c_key[x] AS k, c_window[x] AS w
-            FROM generate_subscripts(c_budget, 1) AS x) AS counters;
-    FOR i IN 1 .. coalesce(array_length(u_budget, 1), 0) LOOP
-        SELECT coalesce(sum(nanos), 0), coalesce(sum(tokens), 0) INTO n_nanos, n_tokens FROM fleet_spent
-         WHERE budget = u_budget[i] AND key = u_key[i] AND window_start = u_window[i];
-        u_nanos[i] := n_nanos; u_tokens[i] := n_tokens;
-        -- the limits as the database has them (a budget changed on another node binds here at once); none
-        -- for a budget deleted, or no longer hard, meanwhile
-        SELECT limit_nanos, limit_tokens INTO n_nanos, n_tokens FROM fleet_limits WHERE budget = u_budget[i];
-        IF NOT FOUND THEN n_nanos := NULL; n_tokens := NULL; END IF;
-        l_nanos[i] := n_nanos; l_tokens[i] := n_tokens;
-        WITH gone AS (DELETE FROM fleet_held WHERE budget = u_budget[i] AND key = u_key[i] AND expires_at <= now_us
-                      RETURNING nanos, tokens)
-        UPDATE fleet_held_sums s SET nanos = s.nanos - g.n, tokens = s.tokens - g.t
-          FROM (SELECT sum(nanos) AS n, sum(tokens) AS t FROM gone HAVING count(*) > 0) AS g
-         WHERE s.budget = u_budget[i] AND s.key = u_key[i];
-        SELECT nanos, tokens INTO n_nanos, n_tokens FROM fleet_held_sums WHERE budget = u_budget[i] AND key = u_key[i];
-        IF FOUND THEN u_nanos[i] := u_nanos[i] + n_nanos; u_tokens[i] := u_tokens[i] + n_tokens; END IF;
-        FOR j IN 1 .. coalesce(array_length(p_budget, 1), 0) LOOP
-            IF p_budget[j] = u_budget[i] AND p_key[j] = u_key[i] AND p_window[j] = u_window[i] THEN
-                u_nanos[i] := u_nanos[i] + p_nanos[j]; u_tokens[i] := u_tokens[i] + p_tokens[j];
-            END IF;
-        END LOOP;
-    END LOOP;
-    FOR g IN 1 .. coalesce(array_length(g_first, 1), 0) LOOP
-        t_nanos := u_nanos; t_tokens := u_tokens; fits := TRUE;
-        FOR j IN g_first[g] .. g_last[g] LOOP
-            FOR i IN 1 .. array_length(u_budget, 1) LOOP
-                CONTINUE WHEN u_budget[i] <> c_budget[j] OR u_key[i] <> c_key[j];
-                t_nanos[i] := t_nanos[i] + c_nanos[j]; t_tokens[i] := t_tokens[i] + c_tokens[j];
-                IF c_bounded[j] AND u_window[i] = c_window[j]
-                   AND (t_nanos[i] > l_nanos[i] OR t_tokens[i] > l_tokens[i]) THEN fits := FALSE; END IF;
-            END LOOP;
-            IF away AND c_bounded[j] AND EXISTS (SELECT 1 FROM fleet_limits WHERE budget = c_budget[j]) THEN
-                fits := NULL;
-            END IF;
-        END LOOP;
-        IF fits IS NULL THEN
-            refused := refused || -g;
-        ELSIF fits THEN
-            u_nanos := t_nanos; u_tokens := t_tokens;
-            INSERT INTO fleet_held (hold_id, budget, key, node, nanos, tokens, expires_at)
-                SELECT c_hold[x], c_budget[x], c_key[x], me, c_nanos[x], c_tokens[x], c_expires[x]
-                FROM generate_series(g_first[g], g_last[g]) AS x WHERE NOT (c_hold[x] = ANY(closed));
-            INSERT INTO fleet_held_sums AS s (budget, key, nanos, tokens)
-                SELECT c_budget[x], c_key[x], sum(c_nanos[x]), sum(c_tokens[x])
-                FROM generate_series(g_first[g], g_last[g]) AS x WHERE NOT (c_hold[x] = ANY(closed))
-                GROUP BY c_budget[x], c_key[x]
-                ON CONFLICT (budget, key) DO UPDATE SET nanos = s.nanos + excluded.nanos,
-                                                        tokens = s.tokens + excluded.tokens;
-        ELSE
-            refused := refused || g;
-        END IF;
-    END LOOP;
-    RETURN refused;
-END
-$fn$;
-
+""" + _ADMIT + """
 -- Every expired hold off its counter's sums (a counter nobody reserves on again keeps its expired holds
 -- until this runs: at each node's start).
 CREATE FUNCTION budgetd_expire(now_us BIGINT) RETURNS VOID LANGUAGE plpgsql AS $fn$
@@ -325,7 +352,8 @@ BEGIN
 END
 $fn$;
 """,
-    # v3: the events the nodes relay to each other, and the topics each node's subscribers follow
+    # v3: the events the nodes relay to each other, the topics each node's subscribers follow, and
+    # budgetd_admit told the keys a batch takes for new
     """
 CREATE TABLE fleet_events (
     seq BIGSERIAL PRIMARY KEY,
@@ -335,6 +363,10 @@ CREATE TABLE fleet_events (
     data BYTEA NOT NULL
 );
 ALTER TABLE fleet_nodes ADD COLUMN topics TEXT[] NOT NULL DEFAULT '{}';
+-- budgetd_admit with `new_keys`: the one of v2 goes
+DROP FUNCTION IF EXISTS budgetd_admit(BIGINT, TEXT, INT[], INT[], TEXT[], TEXT[], TEXT[], BIGINT[], BOOL[], BIGINT[],
+                                      BIGINT[], BIGINT[], TEXT[], TEXT[], BIGINT[], BIGINT[], BIGINT[], TEXT[]);
+""" + _ADMIT + """
 """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -417,18 +417,24 @@ class PostgresStore:
     # -- records --
 
     async def append(self, writes: list[Write], now_us: int) -> list[Any]:
-        """Two round trips: the batch's known keys and record ids, then one statement that admits its reserves on
-        hard budgets against the whole fleet (see `fleet`) and writes it all."""
+        """One statement that admits the batch's reserves on hard budgets against the whole fleet (see `fleet`)
+        and writes it all; before it, when the batch has records (their ids) or a try met a key the database
+        holds, a round trip for the batch's known keys and record ids.
+
+        A batch without records is first written as if none of its keys were known: the admitting function
+        fails the statement (nothing written) if the database holds one, and the next try looks them up. Most
+        keys are new, and a reserve then costs one round trip."""
         import asyncpg
 
-        async def write(conn: Any) -> tuple[list[Any], Tally]:
+        async def write(conn: Any, optimistic: bool) -> tuple[list[Any], Tally]:
             keyed = batch.keys_of(writes)
             wanted = batch.records_in(writes)
             # the spool's claimed ids are topped up along with the batch's own
             claim = SPOOL_IDS - len(self._ids) if self.spool is not None and len(self._ids) < SPOOL_IDS // 2 else 0
             known: dict[str, tuple[bytes, bytes]] = {}
             ids: list[int] = []
-            if keyed or wanted or claim:
+            looked_up = bool(wanted or claim or (keyed and not optimistic))
+            if looked_up:
                 ids, keys, hashes, results = await conn.fetchrow(_LOOKUP, keyed, wanted + claim)
                 known = {k: (bytes(h), bytes(r)) for k, h, r in zip(keys, hashes, results)}
                 ids, claimed = ids[:wanted], ids[wanted:]
@@ -439,8 +445,10 @@ class PostgresStore:
             st = _Statement()
             hold_groups: dict[str, int] = {}
             key_groups: dict[str, int] = {}
-            if admit is not None or b.closed:  # closed holds leave the fleet's sums there too
-                st.admit(fleet.admit_args(admit or fleet.NOTHING_TO_ADMIT, now_us, self.node, spent, b.closed))
+            new_keys = [] if looked_up else keyed  # the function checks them (not every answer writes its key)
+            if admit is not None or b.closed or new_keys:  # closed holds leave the fleet's sums there too
+                st.admit(fleet.admit_args(admit or fleet.NOTHING_TO_ADMIT, now_us, self.node, spent, b.closed,
+                                          new_keys))
                 if admit is not None:
                     hold_groups, key_groups = admit.groups(writes)
             st.insert("usage", USAGE_COLUMNS, b.usage)
@@ -483,12 +491,13 @@ class PostgresStore:
                     return await self._spool(writes, now_us, StoreUnreachable(_REPLAYING))
             for attempt in range(3):
                 try:
-                    answers, added = await self._run(write)
+                    answers, added = await self._run(lambda conn: write(conn, optimistic=attempt == 0))
                     break
                 except asyncpg.exceptions.UniqueViolationError:
                     if attempt == 2:
                         raise
-                    # A key another node wrote since the lookup: nothing was written; the next try finds it.
+                    # A key known to the database (not looked up, or written by another node since the lookup):
+                    # nothing was written; the next try looks it up.
         except StoreUnreachable as exc:
             if exc.committing or exc.lasting or self.spool is None:
                 raise
@@ -586,7 +595,7 @@ class PostgresStore:
                 st.add_sums("fleet_totals", ("node",), {(self.node,): list(Tally.of_rows(rows).values())})
             st.delete_holds(closed)
             if closed:
-                st.admit(fleet.admit_args(fleet.NOTHING_TO_ADMIT, 0, self.node, {}, closed))
+                st.admit(fleet.admit_args(fleet.NOTHING_TO_ADMIT, 0, self.node, {}, closed, []))
             st.insert("idempotency", _KEY_COLUMNS, [r.key for r in new if r.key is not None])
             if st.parts:
                 await conn.execute(st.sql, *st.args)
