@@ -78,9 +78,10 @@ BEGIN
     -- A node replaying what it kept while the database was away holds spend nobody here counts yet:
     -- reserves that a hard limit bounds wait for it (answered as "retry shortly": group numbers negated).
     away := EXISTS (SELECT 1 FROM fleet_nodes WHERE node <> me AND spooled > 0);
+    -- The statements on the holds closed are planned at each call (EXECUTE), like the one on the keys.
     IF cardinality(closed) > 0 THEN
-        SELECT array_agg(hashtextextended(budget || E'\\x1f' || key, 0)) INTO closed_counters
-          FROM fleet_held WHERE hold_id = ANY(closed);
+        EXECUTE 'SELECT array_agg(hashtextextended(budget || E''\\x1f'' || key, 0)) FROM fleet_held '
+                'WHERE hold_id = ANY($1)' INTO closed_counters USING closed;
     END IF;
     PERFORM pg_advisory_xact_lock(h) FROM (
         SELECT DISTINCT h FROM (
@@ -89,10 +90,10 @@ BEGIN
             UNION ALL SELECT unnest(closed_counters)) AS touched
         ORDER BY h) AS locks;
     IF cardinality(closed) > 0 THEN
-        WITH gone AS (DELETE FROM fleet_held WHERE hold_id = ANY(closed) RETURNING budget, key, nanos, tokens)
-        UPDATE fleet_held_sums s SET nanos = s.nanos - g.n, tokens = s.tokens - g.t
-          FROM (SELECT budget, key, sum(nanos) AS n, sum(tokens) AS t FROM gone GROUP BY budget, key) AS g
-         WHERE s.budget = g.budget AND s.key = g.key;
+        EXECUTE 'WITH gone AS (DELETE FROM fleet_held WHERE hold_id = ANY($1) RETURNING budget, key, nanos, tokens) '
+                'UPDATE fleet_held_sums s SET nanos = s.nanos - g.n, tokens = s.tokens - g.t '
+                'FROM (SELECT budget, key, sum(nanos) AS n, sum(tokens) AS t FROM gone GROUP BY budget, key) AS g '
+                'WHERE s.budget = g.budget AND s.key = g.key' USING closed;
     END IF;
     SELECT array_agg(b ORDER BY b, k, w), array_agg(k ORDER BY b, k, w), array_agg(w ORDER BY b, k, w)
       INTO u_budget, u_key, u_window
