@@ -364,6 +364,8 @@ CREATE TABLE fleet_events (
     data BYTEA NOT NULL
 );
 ALTER TABLE fleet_nodes ADD COLUMN topics TEXT[] NOT NULL DEFAULT '{}';
+-- every node asks for the newest price version at every sync interval
+CREATE INDEX price_versions_version ON price_versions (version);
 -- budgetd_admit with `new_keys`: the one of v2 goes
 DROP FUNCTION IF EXISTS budgetd_admit(BIGINT, TEXT, INT[], INT[], TEXT[], TEXT[], TEXT[], BIGINT[], BOOL[], BIGINT[],
                                       BIGINT[], BIGINT[], TEXT[], TEXT[], BIGINT[], BIGINT[], BIGINT[], TEXT[]);
