@@ -235,6 +235,8 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
         config = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
         path, words = in_words(exc, Config)
+        if words.startswith("unknown field"):
+            words = "unknown key; check its spelling (README, \"Configuration\", lists every key)"
         key = re.sub(r"\[\d+\]", lambda m: f"[{int(m[0][1:-1]) + 1}]", path[2:])  # TOML counts from 1
         raise ConfigError(f"{where(key)}: {key or 'the config'}: {words}") from None
     _check(config, where)

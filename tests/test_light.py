@@ -53,8 +53,13 @@ def test_config_env_overrides_and_unknown_keys(tmp_path):
     with pytest.raises(config.ConfigError, match="BUDGETD_ADMISSION_TTL"):
         config.load(file, environ={"BUDGETD_ADMISSION_TTL": "3"})
     file.write_text("[alerts]\nanomaly_factr = 2\n")
-    with pytest.raises(config.ConfigError, match="alerts.anomaly_factr"):
+    with pytest.raises(config.ConfigError, match=r"alerts.anomaly_factr: unknown key; .*README, \"Configuration\""):
         config.load(file, environ={})
+    file.write_text("[fleet]\nnode = 'a b'\n")
+    with pytest.raises(config.ConfigError, match=r"^environment variable BUDGETD_FLEET_SYNC_INTERVAL: fleet\.sync"):
+        config.load(file, environ={"BUDGETD_FLEET_SYNC_INTERVAL": "1h", "BUDGETD_FLEET_NODE": "a"})
+    with pytest.raises(config.ConfigError, match=r"c\.toml: fleet\.node must be"):
+        config.load(file, environ={})  # the file's own value is the file's
     file.write_text("[daemon\n")
     with pytest.raises(config.ConfigError, match="not valid TOML"):
         config.load(file, environ={})
