@@ -46,6 +46,8 @@ async def exchange(conn: Any, node: str, outgoing: list[Event], cursor: int, top
     """Ship `outgoing` (this node's events) and read the others' events of `topics` after `cursor`."""
     if outgoing:
         async with conn.transaction():
+            # live events, not records: not worth a flush to disk each (a crash of the server may lose the last)
+            await conn.execute("SET LOCAL synchronous_commit TO off")
             await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
             top = await conn.fetchval(_INSERT, node, [to_us(e.ts) for e in outgoing], [e.event for e in outgoing],
                                       [msgspec.json.encode(e.data) for e in outgoing])
