@@ -659,3 +659,66 @@ def test_each_nodes_event_stream_carries_the_fleets_events_and_an_alert_is_raise
             sub_b.recv()  # and nothing more: b's alerter did not raise it again
     with SyncBudgetClient(b.socket) as cb:
         assert len([al for al in cb.alerts_list() if al.budget == "closed"]) == 1
+
+
+def test_a_topic_followed_later_starts_from_then_and_events_flow_again_after_the_database_restarts(make_daemon):
+    from conftest import RawConn
+    from postgres import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        a, b, c = nodes(make_daemon, server.create_database("events"))
+        with RawConn(a.socket) as on_a, RawConn(c.socket) as on_c, SyncBudgetClient(b.socket) as cb:
+            on_a.sock.settimeout(1.0)
+            on_c.sock.settimeout(1.0)
+            assert on_a.call({"op": "subscribe", "id": 1, "topics": ["alert"]})["ok"]
+            assert on_c.call({"op": "subscribe", "id": 1, "topics": ["usage"]})["ok"]
+            n = 0
+            while True:  # until c's subscription is known to b
+                n += 1
+                record(cb, f"early-{n}")
+                try:
+                    if on_c.recv()["node"] == "node-b":
+                        break
+                except TimeoutError:
+                    assert n < 20, b.log.read_text()[-2000:]
+            for i in range(30):
+                record(cb, f"shipped-{i}")  # shipped for c, while a follows alerts only
+            time.sleep(1.0)
+            with RawConn(a.socket) as later:
+                later.sock.settimeout(1.5)
+                assert later.call({"op": "subscribe", "id": 2, "topics": ["usage"]})["ok"]
+                with pytest.raises(TimeoutError):
+                    later.recv()  # none of the 30 earlier ones comes as new
+            # the database restarts: every node takes its name back, and events flow again
+            server.stop()
+            time.sleep(1.0)
+            server.start()
+            deadline = time.monotonic() + 30
+            got = None
+            while got is None:
+                assert time.monotonic() < deadline, c.log.read_text()[-3000:]
+                try:
+                    made = record(cb, f"after-{time.monotonic()}")
+                except BudgetError:
+                    time.sleep(0.2)
+                    continue
+                try:
+                    while (event := on_c.recv())["event"] != "usage.recorded" or \
+                            event["data"]["record_id"] != made.record_id:
+                        pass
+                    got = event
+                except TimeoutError:
+                    pass
+            assert got["node"] == "node-b"
+        deadline = time.monotonic() + 2  # within a few sync intervals, writing or not
+        while True:
+            status = json.loads(run_cli("fleet", "status", "--json", socket=a.socket).stdout)
+            if all(n["serving"] for n in status["nodes"]):
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.1)
+        for d in (a, b, c):
+            assert "Traceback" not in d.log.read_text() and "crashed" not in d.log.read_text(), d.log.read_text()[-3000:]
+    finally:
+        server.remove()

@@ -25,7 +25,7 @@ _INSERT = (
     "SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bytea[]) RETURNING seq) SELECT max(seq) FROM shipped"
 )
 _READ = (
-    "SELECT seq, node, ts, event, data FROM fleet_events WHERE seq > $1 AND node <> $2 "
+    "SELECT seq, node, ts, event, data FROM fleet_events WHERE seq > $1 AND seq <= $5 AND node <> $2 "
     "AND split_part(event, '.', 1) = ANY($3::text[]) ORDER BY seq LIMIT $4"
 )
 
@@ -55,6 +55,9 @@ async def exchange(conn: Any, node: str, outgoing: list[Event], cursor: int, top
                 await conn.execute("DELETE FROM fleet_events WHERE seq <= $1", top - KEEP)
     if not topics:
         return Exchanged(cursor, [])
-    rows = await conn.fetch(_READ, cursor, node, topics, READ_AT_MOST)
+    # Up to the newest event there is now (every one before it is committed: see above); the cursor goes on
+    # past the events of topics this node does not follow too, so a topic it follows later starts from now.
+    top = await newest(conn)
+    rows = await conn.fetch(_READ, cursor, node, topics, READ_AT_MOST, top)
     events = [Event(event=r[3], seq=0, ts=from_us(r[2]), data=msgspec.Raw(bytes(r[4])), node=r[1]) for r in rows]
-    return Exchanged(rows[-1][0] if rows else cursor, events)
+    return Exchanged(rows[-1][0] if len(rows) == READ_AT_MOST else top, events)

@@ -161,9 +161,11 @@ def connection_problem(exc: BaseException) -> bool:
 
     if isinstance(exc, asyncpg.exceptions.DataError):  # a value asyncpg refused to encode: nothing was sent
         return False
+    # InternalClientError: the connection's state broke with it (e.g. "another operation is in progress", when
+    # a transaction's rollback runs on a connection that went away in the middle of a statement)
     return isinstance(exc, (OSError, asyncpg.exceptions.InterfaceError, asyncpg.exceptions.PostgresConnectionError,
                             asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.AdminShutdownError,
-                            asyncpg.exceptions.ReadOnlySQLTransactionError))
+                            asyncpg.exceptions.ReadOnlySQLTransactionError, asyncpg.exceptions.InternalClientError))
 
 
 #: Who this process is, as the server's sessions show it (pg_stat_activity.application_name).
@@ -549,6 +551,9 @@ class PostgresStore:
         spool = self.spool
         if spool is None:
             return 0
+        # asked every sync interval: a node that has nothing to write connects again (and takes its node lock
+        # back, so that its name stays its own) as soon as the database is back, not at its next write
+        await self.connection.get()
         done = 0
         while spool.depth and (records is None or done < records):
             seqs, kept = await self._spooling(spool.oldest(REPLAY_RECORDS))
