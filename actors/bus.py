@@ -23,6 +23,11 @@ RECENT = 1000
 FEED_LENGTH = 1000
 
 
+def topic_of(event: str) -> str:
+    """An event's topic: its name's first part (`usage` of `usage.recorded`)."""
+    return event.split(".", 1)[0]
+
+
 class Publish(msgspec.Struct, frozen=True):
     """Events to publish: (name, data) pairs; the topic is the name's first part."""
 
@@ -132,11 +137,12 @@ class Bus(Actor):
         self.seq += 1
         event.seq = self.seq
         self.recent.append(event)
-        topic = event.event.split(".", 1)[0]
-        foreign = event.node != self.node
         for feed in self.feeds:
-            if topic in feed.topics and not (foreign and feed.local_only):
+            if self._delivers(feed, event):
                 feed.put(event)
+
+    def _delivers(self, feed: Feed, event: Event) -> bool:
+        return topic_of(event.event) in feed.topics and not (feed.local_only and event.node != self.node)
 
     def _subscribe(self, message: SubscribeMsg) -> None:
         if getattr(message.reply, "done", False):
@@ -144,8 +150,7 @@ class Bus(Actor):
         feed = Feed(message.topics, self.clock, message.length, message.local_only)
         if message.after is not None:
             for event in self.recent:
-                if (event.seq > message.after and event.event.split(".", 1)[0] in feed.topics
-                        and not (feed.local_only and event.node != self.node)):
+                if event.seq > message.after and self._delivers(feed, event):
                     feed.put(event)
         self.feeds.add(feed)
         message.reply.set(feed)

@@ -19,7 +19,7 @@ import anyio
 import msgspec
 
 from actors.allocator.messages import Following
-from actors.bus import Relayed, SubscribeMsg, Unsubscribe, WantedTopics
+from actors.bus import Relayed, SubscribeMsg, Unsubscribe, WantedTopics, topic_of
 from actors.ledger import FollowTotals, ReplaySpool
 from actors.ledger.postgres import relay
 from actors.ledger.postgres.fleet import NODE_LOCK_CLASS, PRICES_LEADER, Seen, view
@@ -161,7 +161,7 @@ class FleetSync(Actor):
                 if event.event == "lagged":
                     log.warning("%d events could not be relayed to the other nodes in time",
                                 event.data["missed"])
-                elif event.event.split(".", 1)[0] in self.wanted_there:
+                elif topic_of(event.event) in self.wanted_there:
                     outgoing.append(event)
             del outgoing[:-RELAY_BACKLOG]
             topics = self.wanted_here
