@@ -17,8 +17,8 @@ from conftest import run_cli
 pytestmark = pytest.mark.slow
 
 
-def fleet_config(dsn: str, node: str = "") -> str:
-    return f'[fleet]\ndsn = "{dsn}"\n' + (f'node = "{node}"\nsync_interval = "0.2s"\n' if node else "")
+def fleet_config(dsn: str, node: str = "", sync: str = "0.2s") -> str:
+    return f'[fleet]\ndsn = "{dsn}"\n' + (f'node = "{node}"\nsync_interval = "{sync}"\n' if node else "")
 
 
 def nodes(make_daemon, dsn: str, names: str = "abc") -> list:
@@ -385,6 +385,36 @@ def test_three_nodes_admit_exactly_the_hard_limit_under_1000_concurrent_reserves
             state = c.status().budgets[0]
             assert state.spent_usd + state.reserved_usd == pytest.approx(0.75)
             assert not c.check(component="burst", **GPT).allowed
+
+
+def test_a_reserve_the_fleets_database_refused_keeps_its_key_as_a_denial(make_daemon, fleet_dsn):
+    a = make_daemon(fleet_config(fleet_dsn, "node-a"))
+    b = make_daemon(fleet_config(fleet_dsn, "node-b", sync="2s"))  # b sees a's holds late: the database judges
+    with SyncBudgetClient(a.socket) as ca, SyncBudgetClient(b.socket) as cb:
+        ca.budget_set(name="cap", period="daily", limit_usd=0.0075, policy="hard", scope={"component": "burst"})
+        for attempt in range(5):  # until b asks before it saw a's hold (b's sync may fall in between)
+            held = ca.reserve(component="burst", ttl_s=600, **GPT)
+            assert held.allowed
+            first = cb.reserve(component="burst", idempotency_key=f"k{attempt}", **GPT)
+            assert not first.allowed
+            if any("across the fleet" in r for r in first.reasons):
+                break
+            ca.release(held.reservation_id)
+            time.sleep(2.5)  # b sees the room again
+        else:
+            pytest.fail("node b never asked the database before it saw node a's hold")
+        key = f"k{attempt}"
+        again = cb.reserve(component="burst", idempotency_key=key, **GPT)
+        assert again.duplicate and not again.allowed and again.reasons == first.reasons
+        with pytest.raises(BudgetError) as info:  # another request under the key
+            cb.reserve(component="burst", idempotency_key=key, model="gpt-4o", input_tokens=10, max_output_tokens=5)
+        assert info.value.code == "idempotency_conflict"
+        assert ca.release(held.reservation_id)
+        time.sleep(2.5)  # b sees the room again, and its key still answers the first denial
+        assert cb.reserve(component="burst", idempotency_key="fresh", **GPT).allowed is True
+        repeat = cb.reserve(component="burst", idempotency_key=key, **GPT)
+        assert repeat.duplicate and not repeat.allowed
+        assert cb.status().budgets[0].reserved_usd == pytest.approx(0.0075)  # the fresh one only
 
 
 def test_a_node_killed_with_holds_out_gives_their_room_back_once_they_expire(make_daemon, fleet_dsn):

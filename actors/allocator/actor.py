@@ -566,7 +566,8 @@ class Allocator(Actor):
             self.holds.add(hold)
         self._send(lambda write_id, settle: WriteHold(
             holds=rows, decision=result, idempotency_key=key, payload_hash=message.payload_hash, reply=message.reply,
-            write_id=write_id, settle=settle, hard=hard), _Pending(opened=opened))
+            write_id=write_id, settle=settle, hard=hard),
+            _Pending(opened=opened, key=None if key is None else (key, message.payload_hash)))
 
     @staticmethod
     def _hard(a: Assessment, calls: int) -> list[HardCharge]:
@@ -792,8 +793,11 @@ class Allocator(Actor):
                     repeat.reply.set(answer)
         for write_id in message.failed:
             self._undo(self._unsettled.pop(write_id, _NOTHING), failed=True)
-        for write_id in message.refused:  # the fleet's database found no room: nothing was held
-            self._undo(self._unsettled.pop(write_id, _NOTHING), failed=False)
+        for refused in message.refused:  # the fleet's database found no room: nothing was held
+            pending = self._unsettled.pop(refused.write_id, _NOTHING)
+            self._undo(pending, failed=False)
+            if pending.key is not None:  # kept as a denial of this node's own is
+                _remember(self._denied_keys, pending.key[0], (pending.key[1], refused.denial))
         if message.unsure:
             # Kept charged (on the side of the limit) until the counters are read again from the ledger, which
             # a fleet node does once its database answers again (see `_fleet_view`).
@@ -857,6 +861,7 @@ class _Pending(NamedTuple):
     closed: list[Hold] = []  # reservations it closed (committed or released)
     denied: str | None = None  # the key of a denial the ledger is asked about
     found: list = []  # a record's budgets, keys, windows and counters (as `_counters_of` gives them)
+    key: tuple[str, bytes | None] | None = None  # a reserve's idempotency key and payload hash
 
 
 _NOTHING = _Pending()

@@ -170,8 +170,16 @@ class Settled(msgspec.Struct, frozen=True):
     applied: list[int]
     duplicates: list[Repeat]
     failed: list[int]
-    refused: list[int] = []
+    refused: list["Denial"] = []
     unsure: list[int] = []  # lost with the connection in their commit: applied or not, nobody can say
+
+
+class Denial(msgspec.Struct, frozen=True):
+    """A settled reserve the fleet's database refused: the denial its sender was told, which the settler
+    keeps as its key's answer as it keeps its own denials'."""
+
+    write_id: int
+    denial: Any  # a `Decision`
 
 
 class Refused(msgspec.Struct, frozen=True):

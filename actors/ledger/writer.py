@@ -27,6 +27,7 @@ from actors.ledger.messages import (
     LoadHolds,
     LoadPrices,
     PriceHistory,
+    Denial,
     Refused,
     Repeat,
     ReplaySpool,
@@ -224,7 +225,7 @@ class Ledger(Actor):
             elif outcome == "duplicate":
                 settled.duplicates.append(Repeat(w.write_id, answer, w.reply))
             elif outcome == "refused":
-                settled.refused.append(w.write_id)
+                settled.refused.append(Denial(w.write_id, answer))
             elif outcome == "unsure":
                 settled.unsure.append(w.write_id)
             else:
