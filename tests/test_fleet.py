@@ -71,6 +71,28 @@ def test_a_daemon_on_postgres_keeps_records_holds_budgets_and_keys_across_a_rest
     assert postgres.psql("SELECT count(*) FROM holds", fleet_dsn.rsplit("/", 1)[1]).strip() == "0"
 
 
+def test_a_database_of_an_older_schema_is_migrated_and_its_admitting_function_replaced(make_daemon, fleet_dsn,
+                                                                                         postgres):
+    from actors.ledger.postgres.schema import MIGRATIONS, SCHEMA_VERSION
+
+    database = fleet_dsn.rsplit("/", 1)[1]
+    # a database as schema v3 left it: v3's tables, and its budgetd_admit (one argument more: a body of its own)
+    postgres.psql("CREATE TABLE budgetd_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); "
+                  "INSERT INTO budgetd_meta VALUES ('schema_version', '3'); " + "".join(MIGRATIONS[:3]), database)
+    postgres.psql("DROP FUNCTION budgetd_admit; CREATE FUNCTION budgetd_admit(BIGINT, TEXT, INT[], INT[], TEXT[], "
+                  "TEXT[], TEXT[], BIGINT[], BOOL[], BIGINT[], BIGINT[], BIGINT[], TEXT[], TEXT[], BIGINT[], "
+                  "BIGINT[], BIGINT[], TEXT[], TEXT[]) RETURNS INT[] LANGUAGE sql AS $$ SELECT '{}'::int[] $$",
+                  database)
+    d = make_daemon(fleet_config(fleet_dsn))
+    assert f"migrated to schema version {SCHEMA_VERSION}" in d.log.read_text()
+    assert postgres.psql("SELECT value FROM budgetd_meta WHERE key = 'schema_version'", database).strip() == str(
+        SCHEMA_VERSION)
+    assert postgres.psql("SELECT pronargs FROM pg_proc WHERE proname = 'budgetd_admit'", database).split() == ["17"]
+    with SyncBudgetClient(d.socket) as c:
+        c.budget_set(name="cap", period="daily", limit_usd=0.015, policy="hard", scope={"component": "burst"})
+        assert [c.reserve(component="burst", ttl_s=600, **GPT).allowed for _ in range(3)] == [True, True, False]
+
+
 def test_a_hard_budget_on_postgres_is_exact_under_concurrent_reserves(make_daemon, fleet_dsn):
     d = make_daemon(fleet_config(fleet_dsn))
     with SyncBudgetClient(d.socket) as c:

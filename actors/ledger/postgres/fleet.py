@@ -1,7 +1,7 @@
 """What the fleet's nodes share beyond the ledger's own tables: exact admission, their spend, themselves.
 
 Hard limits are exact across nodes because every reserve already writes its holds in a durable
-transaction: the statement that writes the batch asks `budgetd_admit` (schema v2) first, which locks
+transaction: the statement that writes the batch asks `budgetd_admit` (a function of the schema) first, which locks
 each hard counter the batch charges, sums what every node spent in the window (`fleet_spent`) and holds on
 it (`fleet_held_sums`, the unexpired `fleet_held` rows), and admits each reserve whole or refuses it.
 No request waits on a round trip of its own, and the last dollar of a budget goes to whichever node asks first, to the nano-dollar.
@@ -58,15 +58,15 @@ assert ALL_TIME == -9223372036854775808
 
 
 class Admission(msgspec.Struct):
-    """The arguments of `budgetd_admit` for a batch's reserves, and which writes they are."""
+    """The arguments of `budgetd_admit` for a batch's reserves, and which writes they are: the counters they
+    charge, each once, and each hold's charge on each counter (its group is the reserve it is of)."""
 
     at: list[int] = []  # positions in the batch of the reserves asked about, in order (group n is at[n - 1])
     first: list[int] = []  # 1-based into the charge arrays
     last: list[int] = []
+    counters: dict[tuple[str, str, int], int] = {}  # (budget, key, window) -> its 1-based number
     hold: list[str] = []
-    budget: list[str] = []
-    key: list[str] = []
-    window: list[int] = []
+    counter: list[int] = []
     bounded: list[bool] = []
     nanos: list[int] = []
     tokens: list[int] = []
@@ -97,12 +97,11 @@ def admission(writes: list[Write], answers: list[Any]) -> Admission | None:
             continue
         a.at.append(at)
         a.first.append(len(a.hold) + 1)
+        numbers = [a.counters.setdefault((c.budget, c.key, c.window_start), len(a.counters) + 1) for c in w.hard]
         for h in w.holds:
-            for c in w.hard:
+            for c, number in zip(w.hard, numbers):
                 a.hold.append(h.id)
-                a.budget.append(c.budget)
-                a.key.append(c.key)
-                a.window.append(c.window_start)
+                a.counter.append(number)
                 a.bounded.append(c.bounded)
                 a.nanos.append(h.cost_nanos)
                 a.tokens.append(h.tokens)
@@ -111,21 +110,23 @@ def admission(writes: list[Write], answers: list[Any]) -> Admission | None:
     return a if a.at else None
 
 
-#: The call, its arguments numbered from {0}: now, node, the groups and charges (`Admission`), what the batch's
-#: records add (`spent`) and the holds it closes.
-ADMIT = ("budgetd_admit(${0}, ${1}, ${2}::int[], ${3}::int[], ${4}::text[], ${5}::text[], ${6}::text[], "
-         "${7}::bigint[], ${8}::bool[], ${9}::bigint[], ${10}::bigint[], ${11}::bigint[], "
-         "${12}::text[], ${13}::text[], ${14}::bigint[], ${15}::bigint[], ${16}::bigint[], ${17}::text[], "
-         "${18}::text[])")
+#: The call, its arguments numbered from {0}: now, node, the counters with what the batch's records add to
+#: them, the groups and charges (`Admission`), the holds the batch closes and the keys it takes for new.
+ADMIT = ("budgetd_admit(${0}, ${1}, ${2}::text[], ${3}::text[], ${4}::bigint[], ${5}::bigint[], ${6}::bigint[], "
+         "${7}::int[], ${8}::int[], ${9}::text[], ${10}::int[], ${11}::bool[], ${12}::bigint[], ${13}::bigint[], "
+         "${14}::bigint[], ${15}::text[], ${16}::text[])")
 
 
 def admit_args(a: Admission, now_us: int, node: str, spent: dict[tuple[str, str, int], list[int]],
                closed: list[str], new_keys: list[str]) -> list:
-    """`new_keys`: the idempotency keys the batch takes for new without having looked them up; the function
-    fails the batch if the database holds one (not every answer writes its key: a denial, a refused reserve)."""
-    return [now_us, node, a.first, a.last, a.hold, a.budget, a.key, a.window, a.bounded,
-            a.nanos, a.tokens, a.expires, [k[0] for k in spent], [k[1] for k in spent], [k[2] for k in spent],
-            [v[0] for v in spent.values()], [v[1] for v in spent.values()], closed, new_keys]
+    """`spent`: what the batch's records add to each counter. `new_keys`: the idempotency keys the batch takes
+    for new without having looked them up; the function fails the batch if the database holds one (not every
+    answer writes its key: a denial, a refused reserve)."""
+    counters = list(a.counters)
+    added = [spent.get(c, (0, 0)) for c in counters]
+    return [now_us, node, [c[0] for c in counters], [c[1] for c in counters], [c[2] for c in counters],
+            [v[0] for v in added], [v[1] for v in added], a.first, a.last, a.hold, a.counter, a.bounded,
+            a.nanos, a.tokens, a.expires, closed, new_keys]
 
 
 def refuse(writes: list[Write], answers: list[Any], a: Admission, refused: list[int]) -> None:

@@ -41,31 +41,31 @@ CREATE TABLE rollup_{unit} (
 _ADMIT = """
 -- Admit a batch's reserves (groups of holds, one group per reserve) against the hard limits of the whole
 -- fleet, inside the statement that writes the batch, and take the holds it closes off the counters. Each
--- counter the batch touches is locked (in one order on every node) until the batch commits; the holds it
--- closes and those expired on a counter it reserves on leave the sums; then each group is admitted whole if
--- every bounded charge fits its counter's spend in the window (with what the batch's own records add, p_*)
--- and holds (its charges are added, but for holds the batch also closes) or refused. Returns the refused
+-- counter the batch touches is locked (in one order on every node) until the batch commits and the holds it
+-- closes leave the sums; then each group is admitted whole if every bounded charge fits its counter's spend
+-- in the window (with what the batch's own records add, u_added_*) and holds (its charges are added, but
+-- for holds the batch also closes) or refused. Expired holds count until a group would be refused: then
+-- those on the batch's counters leave the sums, and the groups are judged again. Returns the refused
 -- groups' numbers (negated: told to wait). `new_keys`: the idempotency keys the batch was planned with as
 -- new, without looking them up (a known one is a unique_violation, and nothing is done).
+--
+-- Few statements, each for every counter at once: in PL/pgSQL a statement costs more to start than these
+-- take to run.
 CREATE OR REPLACE FUNCTION budgetd_admit(
-    now_us BIGINT, me TEXT, g_first INT[], g_last INT[],
-    c_hold TEXT[], c_budget TEXT[], c_key TEXT[], c_window BIGINT[], c_bounded BOOL[],
-    c_nanos BIGINT[], c_tokens BIGINT[], c_expires BIGINT[],
-    p_budget TEXT[], p_key TEXT[], p_window BIGINT[], p_nanos BIGINT[], p_tokens BIGINT[], closed TEXT[],
-    new_keys TEXT[]
+    now_us BIGINT, me TEXT,
+    u_budget TEXT[], u_key TEXT[], u_window BIGINT[], u_added_nanos BIGINT[], u_added_tokens BIGINT[],
+    g_first INT[], g_last INT[],
+    c_hold TEXT[], c_counter INT[], c_bounded BOOL[], c_nanos BIGINT[], c_tokens BIGINT[], c_expires BIGINT[],
+    closed TEXT[], new_keys TEXT[]
 ) RETURNS INT[] LANGUAGE plpgsql
 -- Its statements are planned once per session: planning them at each call cost more than running them.
 SET plan_cache_mode = force_generic_plan AS $fn$
 DECLARE
-    refused INT[] := '{}';
-    u_budget TEXT[]; u_key TEXT[]; u_window BIGINT[];
-    u_nanos BIGINT[] := '{}'; u_tokens BIGINT[] := '{}';
-    l_nanos BIGINT[] := '{}'; l_tokens BIGINT[] := '{}';
+    refused INT[]; admitted INT[];
+    u_nanos BIGINT[]; u_tokens BIGINT[]; l_nanos BIGINT[]; l_tokens BIGINT[]; limited BOOL[];
     t_nanos BIGINT[]; t_tokens BIGINT[];
-    g INT; j INT; i INT; fits BOOLEAN; n_nanos BIGINT; n_tokens BIGINT;
-    away BOOLEAN;
+    g INT; j INT; i INT; c INT; fits BOOLEAN; away BOOLEAN; known BOOLEAN; swept BOOLEAN := FALSE;
     closed_counters BIGINT[] := '{}';
-    known BOOLEAN;
 BEGIN
     -- keys the batch was written as new with but the database holds: the batch is looked up and tried again.
     -- Planned at each call (EXECUTE): a plan kept from when the table was small scans it whole.
@@ -75,9 +75,6 @@ BEGIN
             RAISE unique_violation USING MESSAGE = 'a key of this batch is known: look it up';
         END IF;
     END IF;
-    -- A node replaying what it kept while the database was away holds spend nobody here counts yet:
-    -- reserves that a hard limit bounds wait for it (answered as "retry shortly": group numbers negated).
-    away := EXISTS (SELECT 1 FROM fleet_nodes WHERE node <> me AND spooled > 0);
     -- The statements on the holds closed are planned at each call (EXECUTE), like the one on the keys.
     IF cardinality(closed) > 0 THEN
         EXECUTE 'SELECT array_agg(hashtextextended(budget || E''\\x1f'' || key, 0)) FROM fleet_held '
@@ -85,8 +82,7 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(h) FROM (
         SELECT DISTINCT h FROM (
-            SELECT hashtextextended(c_budget[x] || E'\\x1f' || c_key[x], 0) AS h
-              FROM generate_subscripts(c_budget, 1) AS x
+            SELECT hashtextextended(b || E'\\x1f' || k, 0) AS h FROM unnest(u_budget, u_key) AS u(b, k)
             UNION ALL SELECT unnest(closed_counters)) AS touched
         ORDER BY h) AS locks;
     IF cardinality(closed) > 0 THEN
@@ -95,62 +91,74 @@ BEGIN
                 'FROM (SELECT budget, key, sum(nanos) AS n, sum(tokens) AS t FROM gone GROUP BY budget, key) AS g '
                 'WHERE s.budget = g.budget AND s.key = g.key' USING closed;
     END IF;
-    SELECT array_agg(b ORDER BY b, k, w), array_agg(k ORDER BY b, k, w), array_agg(w ORDER BY b, k, w)
-      INTO u_budget, u_key, u_window
-      FROM (SELECT DISTINCT c_budget[x] AS b, c_key[x] AS k, c_window[x] AS w
-            FROM generate_subscripts(c_budget, 1) AS x) AS counters;
-    FOR i IN 1 .. coalesce(array_length(u_budget, 1), 0) LOOP
-        SELECT coalesce(sum(nanos), 0), coalesce(sum(tokens), 0) INTO n_nanos, n_tokens FROM fleet_spent
-         WHERE budget = u_budget[i] AND key = u_key[i] AND window_start = u_window[i];
-        u_nanos[i] := n_nanos; u_tokens[i] := n_tokens;
-        -- the limits as the database has them (a budget changed on another node binds here at once); none
-        -- for a budget deleted, or no longer hard, meanwhile
-        SELECT limit_nanos, limit_tokens INTO n_nanos, n_tokens FROM fleet_limits WHERE budget = u_budget[i];
-        IF NOT FOUND THEN n_nanos := NULL; n_tokens := NULL; END IF;
-        l_nanos[i] := n_nanos; l_tokens[i] := n_tokens;
-        WITH gone AS (DELETE FROM fleet_held WHERE budget = u_budget[i] AND key = u_key[i] AND expires_at <= now_us
-                      RETURNING nanos, tokens)
-        UPDATE fleet_held_sums s SET nanos = s.nanos - g.n, tokens = s.tokens - g.t
-          FROM (SELECT sum(nanos) AS n, sum(tokens) AS t FROM gone HAVING count(*) > 0) AS g
-         WHERE s.budget = u_budget[i] AND s.key = u_key[i];
-        SELECT nanos, tokens INTO n_nanos, n_tokens FROM fleet_held_sums WHERE budget = u_budget[i] AND key = u_key[i];
-        IF FOUND THEN u_nanos[i] := u_nanos[i] + n_nanos; u_tokens[i] := u_tokens[i] + n_tokens; END IF;
-        FOR j IN 1 .. coalesce(array_length(p_budget, 1), 0) LOOP
-            IF p_budget[j] = u_budget[i] AND p_key[j] = u_key[i] AND p_window[j] = u_window[i] THEN
-                u_nanos[i] := u_nanos[i] + p_nanos[j]; u_tokens[i] := u_tokens[i] + p_tokens[j];
-            END IF;
-        END LOOP;
-    END LOOP;
-    FOR g IN 1 .. coalesce(array_length(g_first, 1), 0) LOOP
-        t_nanos := u_nanos; t_tokens := u_tokens; fits := TRUE;
-        FOR j IN g_first[g] .. g_last[g] LOOP
-            FOR i IN 1 .. array_length(u_budget, 1) LOOP
-                CONTINUE WHEN u_budget[i] <> c_budget[j] OR u_key[i] <> c_key[j];
-                t_nanos[i] := t_nanos[i] + c_nanos[j]; t_tokens[i] := t_tokens[i] + c_tokens[j];
-                IF c_bounded[j] AND u_window[i] = c_window[j]
-                   AND (t_nanos[i] > l_nanos[i] OR t_tokens[i] > l_tokens[i]) THEN fits := FALSE; END IF;
+    IF cardinality(g_first) = 0 THEN
+        RETURN '{}';
+    END IF;
+    LOOP
+        -- Each counter's spend in its window, what is held on it, and its limits as the database has them (a
+        -- budget changed on another node binds here at once; none for a budget deleted, or no longer hard,
+        -- meanwhile). A node replaying what it kept while the database was away holds spend nobody here
+        -- counts yet: reserves that a hard limit bounds wait for it ("retry shortly": numbers negated).
+        SELECT array_agg(coalesce(sp.n, 0) + coalesce(hs.nanos, 0) + u_added_nanos[ix] ORDER BY ix),
+               array_agg(coalesce(sp.t, 0) + coalesce(hs.tokens, 0) + u_added_tokens[ix] ORDER BY ix),
+               array_agg(l.limit_nanos ORDER BY ix), array_agg(l.limit_tokens ORDER BY ix),
+               array_agg(l.budget IS NOT NULL ORDER BY ix),
+               EXISTS (SELECT 1 FROM fleet_nodes WHERE node <> me AND spooled > 0)
+          INTO u_nanos, u_tokens, l_nanos, l_tokens, limited, away
+          FROM generate_subscripts(u_budget, 1) AS ix
+          CROSS JOIN LATERAL (SELECT sum(nanos) AS n, sum(tokens) AS t FROM fleet_spent
+                               WHERE budget = u_budget[ix] AND key = u_key[ix] AND window_start = u_window[ix]) AS sp
+          LEFT JOIN fleet_held_sums hs ON hs.budget = u_budget[ix] AND hs.key = u_key[ix]
+          LEFT JOIN fleet_limits l ON l.budget = u_budget[ix];
+        refused := '{}'; admitted := '{}';
+        FOR g IN 1 .. array_length(g_first, 1) LOOP
+            t_nanos := u_nanos; t_tokens := u_tokens; fits := TRUE;
+            FOR j IN g_first[g] .. g_last[g] LOOP
+                c := c_counter[j];
+                -- a hold counts on its budget and key in every window the batch reads it in
+                FOR i IN 1 .. array_length(u_budget, 1) LOOP
+                    CONTINUE WHEN u_budget[i] <> u_budget[c] OR u_key[i] <> u_key[c];
+                    t_nanos[i] := t_nanos[i] + c_nanos[j]; t_tokens[i] := t_tokens[i] + c_tokens[j];
+                END LOOP;
+                IF c_bounded[j] AND (t_nanos[c] > l_nanos[c] OR t_tokens[c] > l_tokens[c]) THEN
+                    fits := FALSE;
+                END IF;
+                IF away AND c_bounded[j] AND limited[c] THEN
+                    fits := NULL;
+                END IF;
             END LOOP;
-            IF away AND c_bounded[j] AND EXISTS (SELECT 1 FROM fleet_limits WHERE budget = c_budget[j]) THEN
-                fits := NULL;
+            IF fits IS NULL THEN
+                refused := refused || -g;
+            ELSIF fits THEN
+                u_nanos := t_nanos; u_tokens := t_tokens;
+                admitted := admitted || g;
+            ELSE
+                refused := refused || g;
             END IF;
         END LOOP;
-        IF fits IS NULL THEN
-            refused := refused || -g;
-        ELSIF fits THEN
-            u_nanos := t_nanos; u_tokens := t_tokens;
-            INSERT INTO fleet_held (hold_id, budget, key, node, nanos, tokens, expires_at)
-                SELECT c_hold[x], c_budget[x], c_key[x], me, c_nanos[x], c_tokens[x], c_expires[x]
-                FROM generate_series(g_first[g], g_last[g]) AS x WHERE NOT (c_hold[x] = ANY(closed));
-            INSERT INTO fleet_held_sums AS s (budget, key, nanos, tokens)
-                SELECT c_budget[x], c_key[x], sum(c_nanos[x]), sum(c_tokens[x])
-                FROM generate_series(g_first[g], g_last[g]) AS x WHERE NOT (c_hold[x] = ANY(closed))
-                GROUP BY c_budget[x], c_key[x]
-                ON CONFLICT (budget, key) DO UPDATE SET nanos = s.nanos + excluded.nanos,
-                                                        tokens = s.tokens + excluded.tokens;
-        ELSE
-            refused := refused || g;
-        END IF;
+        EXIT WHEN swept OR NOT EXISTS (SELECT 1 FROM unnest(refused) AS r WHERE r > 0);
+        -- a group would be refused: the expired holds on the batch's counters leave the sums, and all are
+        -- judged again
+        WITH gone AS (DELETE FROM fleet_held f USING (SELECT DISTINCT b, k FROM unnest(u_budget, u_key) AS u(b, k)) AS u
+                       WHERE f.budget = u.b AND f.key = u.k AND f.expires_at <= now_us
+                       RETURNING f.budget, f.key, f.nanos, f.tokens)
+        UPDATE fleet_held_sums s SET nanos = s.nanos - e.n, tokens = s.tokens - e.t
+          FROM (SELECT budget, key, sum(nanos) AS n, sum(tokens) AS t FROM gone GROUP BY budget, key) AS e
+         WHERE s.budget = e.budget AND s.key = e.key;
+        swept := TRUE;
     END LOOP;
+    IF cardinality(admitted) > 0 THEN
+        WITH held AS (
+            INSERT INTO fleet_held (hold_id, budget, key, node, nanos, tokens, expires_at)
+            SELECT c_hold[x], u_budget[c_counter[x]], u_key[c_counter[x]], me, c_nanos[x], c_tokens[x], c_expires[x]
+              FROM unnest(admitted) AS a(grp), generate_series(g_first[a.grp], g_last[a.grp]) AS x
+             WHERE NOT (c_hold[x] = ANY(closed))
+            RETURNING budget, key, nanos, tokens)
+        INSERT INTO fleet_held_sums AS s (budget, key, nanos, tokens)
+            SELECT budget, key, sum(nanos), sum(tokens) FROM held GROUP BY budget, key
+            ON CONFLICT (budget, key) DO UPDATE SET nanos = s.nanos + excluded.nanos,
+                                                    tokens = s.tokens + excluded.tokens;
+    END IF;
     RETURN refused;
 END
 $fn$;
@@ -369,6 +377,13 @@ CREATE INDEX price_versions_version ON price_versions (version);
 -- budgetd_admit with `new_keys`: the one of v2 goes
 DROP FUNCTION IF EXISTS budgetd_admit(BIGINT, TEXT, INT[], INT[], TEXT[], TEXT[], TEXT[], BIGINT[], BOOL[], BIGINT[],
                                       BIGINT[], BIGINT[], TEXT[], TEXT[], BIGINT[], BIGINT[], BIGINT[], TEXT[]);
+""" + _ADMIT + """
+""",
+    # v4: budgetd_admit told each batch's counters once, with a few statements for all of them: the one of
+    # v3 goes
+    """
+DROP FUNCTION IF EXISTS budgetd_admit(BIGINT, TEXT, INT[], INT[], TEXT[], TEXT[], TEXT[], BIGINT[], BOOL[], BIGINT[],
+                                      BIGINT[], BIGINT[], TEXT[], TEXT[], BIGINT[], BIGINT[], BIGINT[], TEXT[], TEXT[]);
 """ + _ADMIT + """
 """,
 ]
