@@ -192,6 +192,11 @@ def test_server_sent_events_stream_and_resume(web):
             resumed = read_events(response, 2)
     assert [int(e["id"]) for e in resumed] == [int(events[1]["id"]), int(events[2]["id"])]
     assert http.get("/events", params={"topics": "gossip"}).status_code == 400
+    for bad in ("abc", "1e3", "-1", "9" * 40):  # blamed on the header, not on `after`
+        refused = http.get("/events", params={"topics": "usage"}, headers={"Last-Event-ID": bad})
+        assert refused.status_code == 400
+        error = refused.json()["error"]
+        assert error["field"] == "Last-Event-ID" and "Last-Event-ID header" in error["message"]
 
 
 def test_metrics_count_both_doors(web):

@@ -136,7 +136,7 @@ BEGIN
                 refused := refused || g;
             END IF;
         END LOOP;
-        EXIT WHEN swept OR NOT EXISTS (SELECT 1 FROM unnest(refused) AS r WHERE r > 0);
+        EXIT WHEN swept OR NOT (0 < ANY(refused));
         -- a group would be refused: the expired holds on the batch's counters leave the sums, and all are
         -- judged again
         WITH gone AS (DELETE FROM fleet_held f USING (SELECT DISTINCT b, k FROM unnest(u_budget, u_key) AS u(b, k)) AS u

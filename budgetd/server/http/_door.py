@@ -88,6 +88,10 @@ def _translated(kind: type[Request]) -> Iterator[None]:
         raise validation_error(exc, root=kind) from None
 
 
+def _event_id(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 19 and int(text) < 2**63
+
+
 class HttpDoor:
     def __init__(self, ops: Ops, max_body_bytes: int, tokens: list[Token] | None = None) -> None:
         self.ops = ops
@@ -202,6 +206,9 @@ class HttpDoor:
         topics = request.query_params.get("topics", "usage,budget,alert,price,system").split(",")
         after = request.headers.get("last-event-id") or request.query_params.get("after")
         try:
+            if request.headers.get("last-event-id") and not _event_id(after):
+                raise OpError("invalid", f"the Last-Event-ID header {after[:40]!r} is not the id of an event of this "
+                              "stream (a whole number it sent); leave it out to start from now", "Last-Event-ID")
             with _translated(Subscribe):
                 req = msgspec.convert({"topics": [t.strip() for t in topics if t.strip()], "after": after},
                                       Subscribe, strict=False)
