@@ -466,6 +466,47 @@ def test_a_node_killed_with_holds_out_gives_their_room_back_once_they_expire(mak
     assert nodes_seen["node-b"]["open_holds"] == 1 and d.reservation_id
 
 
+def test_a_reservation_released_or_committed_on_another_node_returns_its_room_to_the_fleet_at_once(make_daemon, fleet_dsn):
+    import httpx
+
+    a = make_daemon(fleet_config(fleet_dsn, "node-a"))
+    b = make_daemon(fleet_config(fleet_dsn, "node-b") + '[[http.tokens]]\ntoken = "tok-web"\nrole = "write"\n'
+                    'components = ["web"]\n', http=True)
+    with SyncBudgetClient(a.socket) as ca, SyncBudgetClient(b.socket) as cb:
+        ca.budget_set(name="cap", period="daily", limit_usd=0.0075, policy="hard", scope={"component": "burst"})
+        held = ca.reserve(component="burst", ttl_s=600, **GPT)  # all the room there is
+        time.sleep(0.5)  # b sees it
+        assert not cb.reserve(component="burst", ttl_s=600, **GPT).allowed
+        web = httpx.Client(base_url=b.url + "/api/v1", headers={"Authorization": "Bearer tok-web"})
+        forbidden = web.delete(f"/reservations/{held.reservation_id}")  # not a reservation of its component
+        assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
+        assert cb.release(held.reservation_id) is True  # on b: the database lets a's hold go
+        assert cb.release(held.reservation_id) is False  # once
+        assert cb.release("r-nobody") is False
+        assert b.query("SELECT count(*) FROM fleet_held WHERE budget = 'cap'") == [(0,)]
+        deadline = time.monotonic() + 2
+        while ca.status().budgets[0].reserved_usd:  # a forgets it within a sync interval
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        taken = ca.reserve(component="burst", ttl_s=600, **GPT)
+        assert taken.allowed  # the room is back, for a too
+        time.sleep(0.5)
+        assert not cb.reserve(component="burst", ttl_s=600, **GPT).allowed  # and taken once
+        # committed on b: its spend counts once, and a forgets the hold
+        spent = cb.commit(taken.reservation_id, component="burst", model="gpt-4o", input_tokens=1000,
+                          output_tokens=100)
+        assert spent.cost_usd == pytest.approx(0.0035)
+        deadline = time.monotonic() + 2
+        while (state := ca.status().budgets[0]).reserved_usd:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert state.spent_usd == pytest.approx(0.0035)
+        assert b.query("SELECT count(*) FROM fleet_held") == [(0,)]
+        assert b.query("SELECT count(*) FROM fleet_released") == [(0,)]  # each told, and taken
+    late = run_cli("release", held.reservation_id, socket=a.socket)
+    assert late.returncode == 0 and "was not held" in late.stdout
+
+
 def test_a_record_or_budget_on_one_node_shows_on_the_others_within_a_second(make_daemon, fleet_dsn):
     a, b = nodes(make_daemon, fleet_dsn, "ab")
     with SyncBudgetClient(a.socket) as ca, SyncBudgetClient(b.socket) as cb:

@@ -57,6 +57,7 @@ from actors.ledger import (
     HoldRow,
     LoadBudgets,
     LoadHolds,
+    ReleaseElsewhere,
     SaveBudget,
     Settled,
     SumWindows,
@@ -426,6 +427,8 @@ class Allocator(Actor):
             except OpError:
                 return
             self._recount = False
+        for rid in m.released:  # released on another node: the database has let them go already
+            self.holds.release(rid)
         now = self.clock.now_us()
         for c in m.spent:
             budget = self.budgets.get(c.budget)
@@ -628,6 +631,10 @@ class Allocator(Actor):
             self._owned(self.holds.get(rid), message.components)
         closed = [hold for rid in message.reservation_ids if (hold := self.holds.release(rid)) is not None]
         answer = Released(released=bool(closed), count=len(closed))
+        if not closed and self.fleet is not None:  # another node's, perhaps: the fleet's database lets them go
+            self.ledger.tell(ReleaseElsewhere(ids=message.reservation_ids, components=message.components,
+                                              now=self.clock.now_us(), reply=message.reply))
+            return
         if not closed:
             message.reply.set(answer)
             return

@@ -149,8 +149,10 @@ class Following(msgspec.Struct, frozen=True):
 class FleetView(msgspec.Struct, frozen=True):
     """What the other nodes did, as the fleet's database says now (`actors.fleet.FleetSync` tells it every
     `fleet.sync_interval`): their spend in current windows and their open holds on hard budgets, summed over
-    them, and the budgets' version (when it moved, the budgets are read again). No answer."""
+    them, the budgets' version (when it moved, the budgets are read again), and this node's holds released
+    elsewhere. No answer."""
 
     spent: list[FleetCount]
     held: list[FleetCount]
     budgets_version: int
+    released: list[str] = []  # this node's holds that another node released (the database has let them go)

@@ -30,6 +30,7 @@ from actors.ledger.messages import (  # noqa: F401 - the inbox is the public fac
     PriceHistory,
     PriceState,
     PriceVersion,
+    ReleaseElsewhere,
     ReplaySpool,
     RunReport,
     SaveAlert,

@@ -153,6 +153,17 @@ class LoadHolds(msgspec.Struct, frozen=True):
     reply: ReplyTo
 
 
+class ReleaseElsewhere(msgspec.Struct, frozen=True):
+    """Release holds that other nodes of the fleet opened (open at `now`; of `components` only, when given);
+    answer: `Released`. Their room returns to the fleet at once, and each node that opened one is told to
+    forget it (a single host's ledger holds no other node's holds)."""
+
+    ids: list[str]
+    components: frozenset[str] | None
+    now: int
+    reply: ReplyTo
+
+
 class Repeat(msgspec.Struct, frozen=True):
     """A settled write that repeated an earlier one: the earlier answer, for the settler to give."""
 

@@ -29,6 +29,7 @@ from actors.ledger.messages import (
     PriceHistory,
     Denial,
     Refused,
+    ReleaseElsewhere,
     Repeat,
     ReplaySpool,
     SaveAlert,
@@ -93,6 +94,7 @@ class Ledger(Actor):
             AckAlert: lambda m: s.ack_alert(m.alert_id, m.by, m.at),
             LoadHolds: lambda m: s.load_holds(m.now),
             ReplaySpool: lambda m: s.replay(m.records),
+            ReleaseElsewhere: lambda m: s.release_elsewhere(m.ids, m.components, m.now),
         }
 
     async def started(self) -> None:

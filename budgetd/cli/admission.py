@@ -86,8 +86,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     with client(args) as c:
         released = c.release(args.reservation_id)
     emit(args, {"released": released}, lambda r: f"released {args.reservation_id}" if released else
-         f"{args.reservation_id} was not held here (committed, released or expired; on a fleet, a reservation "
-         "is released on the node that made it)")
+         f"{args.reservation_id} was not held (committed, released or expired)")
     return 0
 
 

@@ -272,11 +272,12 @@ async def view(conn: Any, node: str, now_us: int, spooled: int, following: int, 
              for r in await conn.fetch(_SPENT_BY_OTHERS, node, now_us - _RECENT_US)]
     held = [FleetCount(r[0], r[1], ALL_TIME, int(r[2]), int(r[3]))
             for r in await conn.fetch(_HELD_BY_OTHERS, node, now_us)]
+    released = [r[0] for r in await conn.fetch("DELETE FROM fleet_released WHERE node = $1 RETURNING hold_id", node)]
     totals = await recorded_by(conn, node)
     prices = await conn.fetchrow("SELECT (SELECT coalesce(max(version), 0) FROM price_versions), "
                                  "(SELECT count(*) FROM price_overrides)")
-    return Seen(FleetView(spent=spent, held=held, budgets_version=int(version or 0)), totals, int(prices[0]),
-                int(prices[1]))
+    return Seen(FleetView(spent=spent, held=held, budgets_version=int(version or 0), released=released), totals,
+                int(prices[0]), int(prices[1]))
 
 
 class Tallies(msgspec.Struct, frozen=True):

@@ -379,9 +379,14 @@ DROP FUNCTION IF EXISTS budgetd_admit(BIGINT, TEXT, INT[], INT[], TEXT[], TEXT[]
                                       BIGINT[], BIGINT[], TEXT[], TEXT[], BIGINT[], BIGINT[], BIGINT[], TEXT[]);
 """ + _ADMIT + """
 """,
-    # v4: budgetd_admit told each batch's counters once, with a few statements for all of them: the one of
-    # v3 goes
+    # v4: budgetd_admit told each batch's counters once, with a few statements for all of them (the one of
+    # v3 goes), and the holds released on another node than their own, for it to forget
     """
+CREATE TABLE fleet_released (
+    hold_id TEXT PRIMARY KEY,
+    node TEXT NOT NULL
+);
+CREATE INDEX fleet_released_node ON fleet_released (node);
 DROP FUNCTION IF EXISTS budgetd_admit(BIGINT, TEXT, INT[], INT[], TEXT[], TEXT[], TEXT[], BIGINT[], BOOL[], BIGINT[],
                                       BIGINT[], BIGINT[], TEXT[], TEXT[], BIGINT[], BIGINT[], BIGINT[], TEXT[], TEXT[]);
 """ + _ADMIT + """

@@ -41,7 +41,7 @@ from actors.ledger.store import StoreBroken, StoreFull, StoreUnreachable
 from budgetd import __version__
 from budgetd.config import dsn_shown
 from budgetd.periods import HOUR_US
-from budgetd.protocol import OpError
+from budgetd.protocol import OpError, Released
 
 log = logging.getLogger("budgetd.ledger")
 _TOKENS = " + ".join(TOKEN_SUMS)
@@ -93,20 +93,24 @@ class _Statement:
     reserves on hard budgets (`admit`): the holds and keys of those refused are left out, and the statement
     answers their group numbers."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: str) -> None:
+        self.node = node
         self.parts: list[str] = []
         self.args: list[Any] = []
         self.admitting = False
 
+    def _part(self, sql: str, name: str | None = None) -> None:
+        self.parts.append(f"{name or f'w{len(self.parts)}'} AS ({sql})")
+
     def admit(self, args: list) -> None:
-        self.parts.append("refused AS (SELECT " + fleet.ADMIT.format(*range(len(self.args) + 1, 100)) + " AS r)")
+        self._part("SELECT " + fleet.ADMIT.format(*range(len(self.args) + 1, 100)) + " AS r", "refused")
         self.args.extend(args)
         self.admitting = True
 
     def _unnest(self, table: str, columns: tuple[str, ...], rows: list[tuple], tail: str = "") -> None:
         first = len(self.args) + 1
         arrays = ", ".join(f"${first + i}::{_TYPES[c]}[]" for i, c in enumerate(columns))
-        self.parts.append(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}){tail}")
+        self._part(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}){tail}")
         self.args.extend([list(column) for column in zip(*rows)])
 
     def insert(self, table: str, columns: tuple[str, ...], rows: list[tuple], groups: list[int] | None = None) -> None:
@@ -119,7 +123,7 @@ class _Statement:
         first = len(self.args) + 1
         arrays = ", ".join(f"${first + i}::{_TYPES[c]}[]" for i, c in enumerate(columns))
         names = ", ".join(columns)
-        self.parts.append(f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}, "
+        self._part(f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}, "
                           f"${first + len(columns)}::int[]) AS u({names}, g) "
                           "WHERE NOT (abs(g) = ANY(ARRAY(SELECT abs(x) FROM refused, unnest(r) AS x)))")
         self.args.extend([list(column) for column in zip(*rows)])
@@ -134,7 +138,11 @@ class _Statement:
     def delete_holds(self, ids: list[str]) -> None:
         if ids:
             self.args.append(ids)
-            self.parts.append(f"DELETE FROM holds WHERE id = ANY(${len(self.args)}::text[])")
+            # a hold of another node (committed here) is gone for it too: `fleet_released` tells it to forget it
+            self._part(f"DELETE FROM holds WHERE id = ANY(${len(self.args)}::text[]) RETURNING id, node", "gone_holds")
+            self._part("INSERT INTO fleet_released (hold_id, node) SELECT id, node FROM gone_holds "
+                       f"WHERE node <> ${len(self.args) + 1} AND node <> '' ON CONFLICT (hold_id) DO NOTHING")
+            self.args.append(self.node)
 
     def add_spent(self, sums: dict[tuple[str, str, int], list[int]], node: str) -> None:
         """What this node's new records add to the fleet's counters (see `fleet`)."""
@@ -142,7 +150,7 @@ class _Statement:
             first = len(self.args) + 1
             self.args.extend([[k[0] for k in sums], [k[1] for k in sums], [k[2] for k in sums],
                               [v[0] for v in sums.values()], [v[1] for v in sums.values()], node])
-            self.parts.append(
+            self._part(
                 "INSERT INTO fleet_spent AS t (budget, key, window_start, node, nanos, tokens) "
                 f"SELECT b, k, w, ${first + 5}, n, tk FROM unnest(${first}::text[], ${first + 1}::text[], "
                 f"${first + 2}::bigint[], ${first + 3}::bigint[], ${first + 4}::bigint[]) AS s(b, k, w, n, tk) "
@@ -151,8 +159,7 @@ class _Statement:
 
     @property
     def sql(self) -> str:
-        parts = [part if part.startswith("refused AS") else f"w{i} AS ({part})" for i, part in enumerate(self.parts)]
-        return "WITH " + ", ".join(parts) + (" SELECT (SELECT r FROM refused)" if self.admitting else " SELECT 1")
+        return "WITH " + ", ".join(self.parts) + (" SELECT (SELECT r FROM refused)" if self.admitting else " SELECT 1")
 
 
 def connection_problem(exc: BaseException) -> bool:
@@ -444,7 +451,7 @@ class PostgresStore:
             recorded = fleet.recorded(writes, b.answers)
             spent = fleet.spent(recorded)
             admit = fleet.admission(writes, b.answers)
-            st = _Statement()
+            st = _Statement(self.node)
             hold_groups: dict[str, int] = {}
             key_groups: dict[str, int] = {}
             new_keys = [] if looked_up else keyed  # the function checks them (not every answer writes its key)
@@ -588,7 +595,7 @@ class PostgresStore:
                     new.append(r)
                     if r.key is not None:
                         known.add(r.key[0])
-            st = _Statement()
+            st = _Statement(self.node)
             st.insert("usage", USAGE_COLUMNS, [r.usage for r in new])
             rows = [r.row for r in new]
             if rows:
@@ -604,6 +611,29 @@ class PostgresStore:
             st.insert("idempotency", _KEY_COLUMNS, [r.key for r in new if r.key is not None])
             if st.parts:
                 await conn.execute(st.sql, *st.args)
+
+    async def release_elsewhere(self, ids: list[str], components: frozenset[str] | None, now_us: int) -> Released:
+        """Holds of other nodes go from the database (their room off the fleet's sums, under the counters'
+        locks), and `fleet_released` tells each node that opened one to forget it (see `fleet.view`)."""
+        async def release(conn: Any) -> Released:
+            async with conn.transaction():
+                rows = await conn.fetch("SELECT id, component FROM holds WHERE id = ANY($1::text[]) AND node <> $2 "
+                                        "AND expires_at > $3 FOR UPDATE", ids, self.node, now_us)
+                for hold_id, component in rows:
+                    if components is not None and component not in components:
+                        raise OpError("forbidden", f"reservation {hold_id} belongs to component {component!r}, "
+                                      "which this token may not spend for", "$.reservation_id")
+                gone = [r[0] for r in rows]
+                if gone:
+                    await conn.execute(
+                        "WITH gone AS (DELETE FROM holds WHERE id = ANY($1::text[]) RETURNING id, node) "
+                        "INSERT INTO fleet_released (hold_id, node) SELECT id, node FROM gone "
+                        "ON CONFLICT (hold_id) DO NOTHING", gone)
+                    await conn.execute("SELECT " + fleet.ADMIT.format(*range(1, 100)),
+                                       *fleet.admit_args(fleet.NOTHING_TO_ADMIT, now_us, self.node, {}, gone, []))
+                return Released(released=bool(gone), count=len(gone))
+
+        return await self._run(release)
 
     async def load_holds(self, now_us: int) -> list[HoldRow]:
         async def load(conn: Any) -> list[HoldRow]:

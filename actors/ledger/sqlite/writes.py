@@ -35,7 +35,7 @@ from actors.ledger.sqlite.schema import USAGE_COLUMNS, compacted_before, open_wr
 from actors.ledger.sqlite.transactions import immediate
 from actors.ledger.store import StoreBroken, StoreFull
 from budgetd.periods import HOUR_US
-from budgetd.protocol import OpError
+from budgetd.protocol import OpError, Released
 
 _PARAMETERS_PER_STATEMENT = 16_000  # at most; less where SQLite was built with a lower limit
 _KEYS_PER_SELECT = 500
@@ -108,6 +108,9 @@ class SqliteStore:
 
     async def replay(self, records: int | None = None) -> int:
         return 0  # nor a spool: its ledger is always at hand
+
+    async def release_elsewhere(self, ids: list[str], components: frozenset[str] | None, now_us: int) -> Released:
+        return Released(released=False, count=0)  # nor other nodes
 
     async def checkpoint(self) -> None:
         """Fold the WAL into the database file (for a copy that is one file)."""
