@@ -146,6 +146,9 @@ def test_budgets_check_reserve_commit_route(daemon):
     assert again.returncode == 0 and "duplicate" in again.stdout
     released = run_cli("release", hold["reservation_id"], socket=s)
     assert "was not held" in released.stdout
+    keyed = [run_cli("reserve", "--component", "cli", "--model", "gpt-4o-mini", "--input", "10",
+                     "--idempotency-key", "cli-once", socket=s) for _ in range(2)]
+    assert "duplicate" not in keyed[0].stdout and "[duplicate: the first answer" in keyed[1].stdout
 
     route = json.loads(run_cli("route", "--component", "cli", "--model", "gpt-4o", "--input", "1000",
                                "--need", "vision", "--json", socket=s).stdout)

@@ -44,7 +44,8 @@ def _estimate_fields(args: argparse.Namespace) -> dict[str, Any]:
 def _decision_text(d: Any) -> str:
     verdict = {"allow": "allowed", "warn": "allowed, with a warning", "downgrade": "allowed; consider a cheaper model",
                "deny": "DENIED"}[d.action]
-    lines = [f"{verdict}: estimated {money(d.estimated_cost_usd)} for {count(d.estimated_tokens)} tokens"]
+    lines = [f"{verdict}: estimated {money(d.estimated_cost_usd)} for {count(d.estimated_tokens)} tokens"
+             + ("  [duplicate: the first answer to this idempotency key; nothing more held]" if d.duplicate else "")]
     if d.reservation_id:
         lines.append(f"reservation {d.reservation_id}, held until {d.expires_at:%Y-%m-%d %H:%M:%S} UTC")
     lines += [f"  - {reason}" for reason in d.reasons]
