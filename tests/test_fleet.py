@@ -93,6 +93,32 @@ def test_a_database_of_an_older_schema_is_migrated_and_its_admitting_function_re
         assert [c.reserve(component="burst", ttl_s=600, **GPT).allowed for _ in range(3)] == [True, True, False]
 
 
+def test_the_admitting_function_counts_no_hold_its_batch_closes_and_admits_to_the_nano(make_daemon, fleet_dsn,
+                                                                                       postgres):
+    d = make_daemon(fleet_config(fleet_dsn, "node-a"))
+    with SyncBudgetClient(d.socket) as c:
+        c.budget_set(name="cap", period="total", limit_usd=0.0075, policy="hard", scope={"component": "burst"})
+    d.stop()
+    database = fleet_dsn.rsplit("/", 1)[1]
+    now = int(time.time() * 1e6)
+
+    def admit(holds: list[str], nanos: list[int], closed: list[str]) -> str:
+        n = len(holds)  # one group per hold, all on the budget's one counter
+        return postgres.psql(
+            f"SELECT budgetd_admit({now}, 'node-z', ARRAY['cap'], ARRAY['[]'], ARRAY[{-2**63}]::bigint[], "
+            f"ARRAY[0]::bigint[], ARRAY[0]::bigint[], ARRAY{list(range(1, n + 1))}, ARRAY{list(range(1, n + 1))}, "
+            f"ARRAY{holds}::text[], ARRAY{[1] * n}, ARRAY{['t'] * n}::bool[], ARRAY{nanos}::bigint[], "
+            f"ARRAY{[0] * n}::bigint[], ARRAY{[now + 10**9] * n}::bigint[], ARRAY{closed}::text[], '{{}}'::text[])",
+            database).strip()
+
+    # h1 is opened and closed in the batch: it holds nothing, and h2 has the whole room
+    assert admit(["h1", "h2"], [7_500_000, 7_500_000], ["h1"]) == "{}"
+    assert postgres.psql("SELECT hold_id FROM fleet_held", database).split() == ["h2"]
+    postgres.psql("DELETE FROM fleet_held; UPDATE fleet_held_sums SET nanos = 0, tokens = 0", database)
+    assert admit(["h3", "h4"], [7_499_999, 2], []) == "{2}"  # the last nano-dollar, and not one more
+    assert postgres.psql("SELECT nanos FROM fleet_held_sums", database).split() == ["7499999"]
+
+
 def test_a_hard_budget_on_postgres_is_exact_under_concurrent_reserves(make_daemon, fleet_dsn):
     d = make_daemon(fleet_config(fleet_dsn))
     with SyncBudgetClient(d.socket) as c:

@@ -114,6 +114,7 @@ BEGIN
         FOR g IN 1 .. array_length(g_first, 1) LOOP
             t_nanos := u_nanos; t_tokens := u_tokens; fits := TRUE;
             FOR j IN g_first[g] .. g_last[g] LOOP
+                CONTINUE WHEN c_hold[j] = ANY(closed);  -- opened and closed in this batch: it holds nothing
                 c := c_counter[j];
                 -- a hold counts on its budget and key in every window the batch reads it in
                 FOR i IN 1 .. array_length(u_budget, 1) LOOP
