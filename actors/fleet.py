@@ -39,6 +39,8 @@ log = logging.getLogger("budgetd.fleet")
 RELAY_INTERVAL_S = 0.1
 #: The most events the relay keeps to ship while the database is away (the oldest go first).
 RELAY_BACKLOG = 20_000
+#: How far a node's clock may be from the database's before it says so.
+CLOCK_TOLERANCE_US = 1_000_000
 TOPICS: list[str] = list(Topic.__args__)  # type: ignore[attr-defined]
 
 
@@ -85,6 +87,7 @@ class FleetSync(Actor):
         self.node, self.interval_s, self.clock = node, interval_s, clock
         self.allocator, self.ledger, self.prices, self.bus = allocator, ledger, prices, bus
         self._leading: Any = None  # the connection that holds the price refresher's lock, while it does
+        self._clock_off = False
         self.where = dsn_shown(dsn)
         self.connection = Connection(dsn, self.where)
         self.relay_connection = Connection(dsn, self.where)
@@ -127,6 +130,7 @@ class FleetSync(Actor):
             except StoreUnreachable:
                 pass  # the view stands still until the database is back
             else:
+                self._clock_agrees(seen.ahead_us)
                 try:
                     self.allocator.tell(seen.view)
                     self.ledger.tell(FollowTotals(others=seen.recorded.others, mine=seen.recorded.mine))
@@ -135,6 +139,19 @@ class FleetSync(Actor):
                 except OpError:
                     pass  # a full or closing mailbox: the next view says it all again
             await anyio.sleep(self.interval_s)
+
+    def _clock_agrees(self, ahead_us: int) -> None:
+        """Holds expire by the clock of the node that judges them: a node whose clock runs ahead takes the
+        others' holds for expired early, and a hard limit could be passed. Said once it is off, and once it is
+        right again."""
+        off = abs(ahead_us) > CLOCK_TOLERANCE_US
+        if off and not self._clock_off:
+            log.warning("this node's clock is %.1f s %s the fleet database's: the nodes' clocks must agree (within "
+                        "%d s; use NTP), or holds expire early or late", abs(ahead_us) / 1e6,
+                        "ahead of" if ahead_us > 0 else "behind", CLOCK_TOLERANCE_US // 1_000_000)
+        elif self._clock_off and not off:
+            log.info("this node's clock agrees with the fleet database's again")
+        self._clock_off = off
 
     async def _look(self, conn: Any, spooled: int) -> Seen:
         if self._leading is not conn:  # not yet, or on a connection that broke (and the lock went with it)

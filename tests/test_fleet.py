@@ -119,6 +119,22 @@ def test_the_admitting_function_counts_no_hold_its_batch_closes_and_admits_to_th
     assert postgres.psql("SELECT nanos FROM fleet_held_sums", database).split() == ["7499999"]
 
 
+def test_a_node_whose_clock_is_off_from_the_databases_says_so(make_daemon, fleet_dsn):
+    import datetime as dt
+
+    ahead = make_daemon(fleet_config(fleet_dsn, "node-a"),
+                        clock=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1))
+    right = make_daemon(fleet_config(fleet_dsn, "node-b"))
+    deadline = time.monotonic() + 5
+    while "clock is" not in ahead.log.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    said = next(line for line in ahead.log.read_text().splitlines() if "clock is" in line)
+    seconds = float(said.split("clock is ")[1].split(" s ")[0])
+    assert 3590 < seconds < 3610 and "ahead of the fleet database's" in said and "NTP" in said
+    assert "clock is" not in right.log.read_text()
+
+
 def test_a_hard_budget_on_postgres_is_exact_under_concurrent_reserves(make_daemon, fleet_dsn):
     d = make_daemon(fleet_config(fleet_dsn))
     with SyncBudgetClient(d.socket) as c:

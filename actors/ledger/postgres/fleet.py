@@ -259,6 +259,7 @@ class Seen(msgspec.Struct, frozen=True):
     recorded: "Tallies"  # for the ledger's totals
     price_version: int  # the newest price version, and how many overrides there are
     overrides: int
+    ahead_us: int  # how far this node's clock is ahead of the database's (behind: negative)
 
 
 async def view(conn: Any, node: str, now_us: int, spooled: int, following: int, topics: list[str]) -> Seen:
@@ -267,7 +268,8 @@ async def view(conn: Any, node: str, now_us: int, spooled: int, following: int, 
     prices."""
     await conn.execute("UPDATE fleet_nodes SET heartbeat_at = $2, spooled = $3, budgets_version = $4, topics = $5 "
                        "WHERE node = $1", node, now_us, spooled, following, topics)
-    version = await conn.fetchval("SELECT value::bigint FROM meta WHERE key = 'budgets_version'")
+    version, db_now = await conn.fetchrow("SELECT value::bigint, (extract(epoch FROM clock_timestamp()) * 1e6)::bigint "
+                                          "FROM meta WHERE key = 'budgets_version'")
     spent = [FleetCount(r[0], r[1], r[2], int(r[3]), int(r[4]))
              for r in await conn.fetch(_SPENT_BY_OTHERS, node, now_us - _RECENT_US)]
     held = [FleetCount(r[0], r[1], ALL_TIME, int(r[2]), int(r[3]))
@@ -277,7 +279,7 @@ async def view(conn: Any, node: str, now_us: int, spooled: int, following: int, 
     prices = await conn.fetchrow("SELECT (SELECT coalesce(max(version), 0) FROM price_versions), "
                                  "(SELECT count(*) FROM price_overrides)")
     return Seen(FleetView(spent=spent, held=held, budgets_version=int(version or 0), released=released), totals,
-                int(prices[0]), int(prices[1]))
+                int(prices[0]), int(prices[1]), now_us - int(db_now))
 
 
 class Tallies(msgspec.Struct, frozen=True):
