@@ -753,6 +753,19 @@ def test_reserves_on_hard_budgets_wait_while_another_node_replays_its_spool(make
         b.proc.send_signal(signal.SIGCONT)
         assert c.reserve(component="burst", **GPT).allowed
         assert c.status().budgets[0].reserved_usd == pytest.approx(0.0075)  # the refused one held nothing
+        # b dies while it says it holds a spool: its spool waits for it, the others admit on
+        b.proc.send_signal(signal.SIGSTOP)
+        postgres.psql("UPDATE fleet_nodes SET spooled = 3 WHERE node = 'node-b'", database)
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait(30)
+        deadline = time.monotonic() + 10
+        while True:  # until the server has ended b's session (and its lock with it)
+            try:
+                assert c.reserve(component="burst", **GPT).allowed
+                break
+            except BudgetError as error:
+                assert error.code == "unavailable" and time.monotonic() < deadline
+                time.sleep(0.1)
 
 
 def test_each_nodes_event_stream_carries_the_fleets_events_and_an_alert_is_raised_once(make_daemon, fleet_dsn):

@@ -55,6 +55,7 @@ _DENIED = ("budget {names} has no room left for this call across the fleet: othe
            "meanwhile; see `budget status`")
 
 assert ALL_TIME == -9223372036854775808
+assert NODE_LOCK_CLASS == 1112884295  # written out in budgetd_admit
 
 
 class Admission(msgspec.Struct):

@@ -110,6 +110,12 @@ BEGIN
                                WHERE budget = u_budget[ix] AND key = u_key[ix] AND window_start = u_window[ix]) AS sp
           LEFT JOIN fleet_held_sums hs ON hs.budget = u_budget[ix] AND hs.key = u_key[ix]
           LEFT JOIN fleet_limits l ON l.budget = u_budget[ix];
+        IF away THEN  -- only a node that serves (holds its name's lock) replays: a dead one's spool waits for it
+            away := EXISTS (SELECT 1 FROM fleet_nodes n JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted
+                            AND l.objsubid = 2 AND l.classid::bigint = 1112884295
+                            AND l.objid::bigint = (hashtext(n.node)::bigint & 4294967295)
+                            WHERE n.node <> me AND n.spooled > 0);
+        END IF;
         refused := '{}'; admitted := '{}';
         FOR g IN 1 .. array_length(g_first, 1) LOOP
             t_nanos := u_nanos; t_tokens := u_tokens; fits := TRUE;
