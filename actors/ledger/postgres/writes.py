@@ -124,8 +124,8 @@ class _Statement:
         arrays = ", ".join(f"${first + i}::{_TYPES[c]}[]" for i, c in enumerate(columns))
         names = ", ".join(columns)
         self._part(f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}, "
-                          f"${first + len(columns)}::int[]) AS u({names}, g) "
-                          "WHERE NOT (abs(g) = ANY(ARRAY(SELECT abs(x) FROM refused, unnest(r) AS x)))")
+                   f"${first + len(columns)}::int[]) AS u({names}, g) "
+                   "WHERE NOT (abs(g) = ANY(ARRAY(SELECT abs(x) FROM refused, unnest(r) AS x)))")
         self.args.extend([list(column) for column in zip(*rows)])
         self.args.append(groups)
 
