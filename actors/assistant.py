@@ -30,7 +30,7 @@ log = logging.getLogger("budgetd.assistant")
 COMPONENT = "budgetd.assistant"
 FACTS_CHARS = 16_000  # the most of the facts a prompt carries
 
-SYSTEM = """\
+PROMPT = """\
 You are budgetd's budget assistant. You answer questions about LLM spending in this system.
 Use only the facts given (JSON from the ledger, the budgets and the price book); cite their numbers
 (dollars, shares, dates) and do not invent any. Be brief: a direct answer first, then at most five
@@ -91,7 +91,7 @@ class Assistant(Actor):
     async def _ask_model(self, question: str, facts: Facts) -> AskResult:
         s = self.settings
         facts_json = msgspec.json.encode(facts).decode()[:FACTS_CHARS]
-        messages = [{"role": "system", "content": SYSTEM},
+        messages = [{"role": "system", "content": PROMPT},
                     {"role": "user", "content": f"Question: {question}\n\nFacts:\n{facts_json}"}]
         prompt_chars = sum(len(m["content"]) for m in messages)
         estimate = Estimate(component=COMPONENT, model=s.model, input_tokens=prompt_chars // 3 + 16,

@@ -77,7 +77,6 @@ from budgetd.model import (
     BudgetState,
     Decision,
     Estimate,
-    Forecast,
     PriceEntry,
     Suggestion,
     Usage,

@@ -6,7 +6,7 @@ Money is integer nano-dollars; tokens are input + output + cache read + cache wr
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable
 
 from budgetd.model import (
     DIMS,
