@@ -60,6 +60,7 @@ class AwaitFollowers(msgspec.Struct, frozen=True):
 
 #: Whether node `n` serves now: it holds its node lock (`NODE_LOCK_CLASS`, parameter ${0}).
 _SERVING = ("EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             "AND l.classid::bigint = (${0}::bigint & 4294967295) "
             "AND l.objid::bigint = (hashtext(n.node)::bigint & 4294967295))")
 #: The serving nodes that do not bind by the budgets' current version yet.

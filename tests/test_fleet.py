@@ -522,6 +522,11 @@ def test_a_reservation_released_or_committed_on_another_node_returns_its_room_to
         web = httpx.Client(base_url=b.url + "/api/v1", headers={"Authorization": "Bearer tok-web"})
         forbidden = web.delete(f"/reservations/{held.reservation_id}")  # not a reservation of its component
         assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
+        # its commit there is its own usage: b cannot tell the hold is not its component's, so it stays
+        own = web.post(f"/reservations/{held.reservation_id}/commit",
+                       json={"component": "web", "model": "gpt-4o", "input_tokens": 100})
+        assert own.status_code == 200, own.text
+        assert b.query("SELECT count(*) FROM fleet_held WHERE budget = 'cap'") == [(1,)]
         assert cb.release(held.reservation_id) is True  # on b: the database lets a's hold go
         assert cb.release(held.reservation_id) is False  # once
         assert cb.release("r-nobody") is False
@@ -766,6 +771,9 @@ def test_reserves_on_hard_budgets_wait_while_another_node_replays_its_spool(make
             except BudgetError as error:
                 assert error.code == "unavailable" and time.monotonic() < deadline
                 time.sleep(0.1)
+        # a node of that name serving another fleet on the same server is not this fleet's b
+        make_daemon(fleet_config(postgres.create_database("another_fleet"), "node-b"))
+        assert c.reserve(component="burst", **GPT).allowed
 
 
 def test_each_nodes_event_stream_carries_the_fleets_events_and_an_alert_is_raised_once(make_daemon, fleet_dsn):

@@ -673,7 +673,11 @@ class Allocator(Actor):
         else:
             usage = Usage(**{f: getattr(u, f) for f in u.__struct_fields__})
         _remember(self._committed, rid, (message.idempotency_key, usage))
-        self._charge_and_write(usage, message.idempotency_key, message.payload_hash, message.reply, rid, hold)
+        # A commit names its reservation, and so closes its hold in the ledger, on whatever node made it; but
+        # a caller limited to components may close only holds this node can tell are theirs: on a fleet,
+        # another node's hold stays until it expires, and the usage is plain usage.
+        closes = rid if hold is not None or self.fleet is None or message.components is None else None
+        self._charge_and_write(usage, message.idempotency_key, message.payload_hash, message.reply, closes, hold)
 
     def _route(self, message: RouteMsg) -> RouteResult:
         result, chosen = routing.route(self.admission, message.estimate, message.candidates, message.need,

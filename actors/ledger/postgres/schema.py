@@ -112,6 +112,7 @@ BEGIN
           LEFT JOIN fleet_limits l ON l.budget = u_budget[ix];
         IF away THEN  -- only a node that serves (holds its name's lock) replays: a dead one's spool waits for it
             away := EXISTS (SELECT 1 FROM fleet_nodes n JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted
+                            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                             AND l.objsubid = 2 AND l.classid::bigint = 1112884295
                             AND l.objid::bigint = (hashtext(n.node)::bigint & 4294967295)
                             WHERE n.node <> me AND n.spooled > 0);

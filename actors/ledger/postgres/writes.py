@@ -502,11 +502,12 @@ class PostgresStore:
                 try:
                     answers, added = await self._run(lambda conn: write(conn, optimistic=attempt == 0))
                     break
-                except asyncpg.exceptions.UniqueViolationError:
+                except (asyncpg.exceptions.UniqueViolationError, asyncpg.exceptions.DeadlockDetectedError):
                     if attempt == 2:
                         raise
-                    # A key known to the database (not looked up, or written by another node since the lookup):
-                    # nothing was written; the next try looks it up.
+                    # A key known to the database (not looked up, or written by another node since the lookup),
+                    # or a deadlock with another node's transaction: nothing was written; the next try looks
+                    # the keys up.
         except StoreUnreachable as exc:
             if exc.committing or exc.lasting or self.spool is None:
                 raise
@@ -615,25 +616,35 @@ class PostgresStore:
     async def release_elsewhere(self, ids: list[str], components: frozenset[str] | None, now_us: int) -> Released:
         """Holds of other nodes go from the database (their room off the fleet's sums, under the counters'
         locks), and `fleet_released` tells each node that opened one to forget it (see `fleet.view`)."""
+        import asyncpg
+
         async def release(conn: Any) -> Released:
             async with conn.transaction():
                 rows = await conn.fetch("SELECT id, component FROM holds WHERE id = ANY($1::text[]) AND node <> $2 "
-                                        "AND expires_at > $3 FOR UPDATE", ids, self.node, now_us)
+                                        "AND expires_at > $3", ids, self.node, now_us)
                 for hold_id, component in rows:
                     if components is not None and component not in components:
                         raise OpError("forbidden", f"reservation {hold_id} belongs to component {component!r}, "
                                       "which this token may not spend for", "$.reservation_id")
-                gone = [r[0] for r in rows]
-                if gone:
-                    await conn.execute(
-                        "WITH gone AS (DELETE FROM holds WHERE id = ANY($1::text[]) RETURNING id, node) "
-                        "INSERT INTO fleet_released (hold_id, node) SELECT id, node FROM gone "
-                        "ON CONFLICT (hold_id) DO NOTHING", gone)
-                    await conn.execute("SELECT " + fleet.ADMIT.format(*range(1, 100)),
-                                       *fleet.admit_args(fleet.NOTHING_TO_ADMIT, now_us, self.node, {}, gone, []))
-                return Released(released=bool(gone), count=len(gone))
+                if not rows:
+                    return Released(released=False, count=0)
+                # The counters' locks first, then the holds' rows, as a batch that closes holds takes them.
+                await conn.execute("SELECT " + fleet.ADMIT.format(*range(1, 100)), *fleet.admit_args(
+                    fleet.NOTHING_TO_ADMIT, now_us, self.node, {}, [r[0] for r in rows], []))
+                gone = await conn.fetchval(
+                    "WITH gone AS (DELETE FROM holds WHERE id = ANY($1::text[]) AND node <> $2 RETURNING id, node), "
+                    "told AS (INSERT INTO fleet_released (hold_id, node) SELECT id, node FROM gone "
+                    "ON CONFLICT (hold_id) DO NOTHING) SELECT count(*) FROM gone", [r[0] for r in rows], self.node)
+                return Released(released=gone > 0, count=gone)
 
-        return await self._run(release)
+        tries = 0
+        while True:
+            try:
+                return await self._run(release)
+            except asyncpg.exceptions.DeadlockDetectedError:  # nothing was done: try again
+                tries += 1
+                if tries == 3:
+                    raise
 
     async def load_holds(self, now_us: int) -> list[HoldRow]:
         async def load(conn: Any) -> list[HoldRow]:
