@@ -22,7 +22,7 @@ from actors.allocator.messages import Following
 from actors.bus import Relayed, SubscribeMsg, Unsubscribe, WantedTopics, topic_of
 from actors.ledger import FollowTotals, ReplaySpool
 from actors.ledger.postgres import relay
-from actors.ledger.postgres.fleet import NODE_LOCK_CLASS, PRICES_LEADER, Seen, view
+from actors.ledger.postgres.fleet import PRICES_LEADER, SERVING, Seen, view
 from actors.ledger.postgres.writes import Connection
 from actors.ledger.store import StoreUnreachable
 from actors.prices import PricesMoved
@@ -58,25 +58,20 @@ class AwaitFollowers(msgspec.Struct, frozen=True):
     reply: ReplyTo
 
 
-#: Whether node `n` serves now: it holds its node lock (`NODE_LOCK_CLASS`, parameter ${0}).
-_SERVING = ("EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND l.classid::bigint = (${0}::bigint & 4294967295) "
-            "AND l.objid::bigint = (hashtext(n.node)::bigint & 4294967295))")
 #: The serving nodes that do not bind by the budgets' current version yet.
 _BEHIND = (
     "SELECT array(SELECT n.node FROM fleet_nodes n, meta m WHERE m.key = 'budgets_version' "
-    f"AND n.budgets_version < m.value::bigint AND {_SERVING.format(1)} ORDER BY n.node)"
+    f"AND n.budgets_version < m.value::bigint AND {SERVING} ORDER BY n.node)"
 )
 _NODES = (
-    f"SELECT n.node, n.version, n.started_at, n.heartbeat_at, {_SERVING.format(2)}, "
+    f"SELECT n.node, n.version, n.started_at, n.heartbeat_at, {SERVING}, "
     "(SELECT count(*) FROM holds h WHERE h.node = n.node AND h.expires_at > $1), "
     "(SELECT coalesce(sum(nanos), 0) FROM fleet_held f WHERE f.node = n.node AND f.expires_at > $1), n.spooled "
     "FROM fleet_nodes n ORDER BY n.node"
 )
 #: The topics that the other serving nodes' subscribers follow.
 _WANTED = ("SELECT array(SELECT DISTINCT unnest(n.topics) FROM fleet_nodes n "
-           f"WHERE n.node <> $1 AND {_SERVING.format(2)})")
+           f"WHERE n.node <> $1 AND {SERVING})")
 
 
 class FleetSync(Actor):
@@ -158,7 +153,7 @@ class FleetSync(Actor):
         if self._leading is not conn:  # not yet, or on a connection that broke (and the lock went with it)
             taken = await conn.fetchval("SELECT pg_try_advisory_lock($1)", PRICES_LEADER)
             self._leading = conn if taken else None
-        self.wanted_there = frozenset(await conn.fetchval(_WANTED, self.node, NODE_LOCK_CLASS))
+        self.wanted_there = frozenset(await conn.fetchval(_WANTED, self.node))
         return await view(conn, self.node, self.clock.now_us(), spooled, self.following, self.wanted_here)
 
     async def _relay(self) -> None:
@@ -222,7 +217,7 @@ class FleetSync(Actor):
         behind: list[str] = []
         while anyio.current_time() < deadline:
             try:
-                behind = await self._run(lambda conn: conn.fetchval(_BEHIND, NODE_LOCK_CLASS))
+                behind = await self._run(lambda conn: conn.fetchval(_BEHIND))
             except StoreUnreachable:
                 break
             if not behind:
@@ -236,7 +231,7 @@ class FleetSync(Actor):
         now = self.clock.now_us()
 
         async def read(conn: Any) -> list:
-            return await conn.fetch(_NODES, now, NODE_LOCK_CLASS)
+            return await conn.fetch(_NODES, now)
 
         try:
             rows = await self._run(read)

@@ -629,14 +629,14 @@ class Allocator(Actor):
         for rid in message.reservation_ids:
             self._owned(self.holds.get(rid), message.components)
         closed = [hold for rid in message.reservation_ids if (hold := self.holds.release(rid)) is not None]
-        answer = Released(released=bool(closed), count=len(closed))
-        if not closed and self.fleet is not None:  # another node's, perhaps: the fleet's database lets them go
-            self.ledger.tell(ReleaseElsewhere(ids=message.reservation_ids, components=message.components,
-                                              now=self.clock.now_us(), reply=message.reply))
-            return
         if not closed:
-            message.reply.set(answer)
+            if self.fleet is None:
+                message.reply.set(Released(released=False, count=0))
+            else:  # another node's, perhaps: the fleet's database lets them go
+                self.ledger.tell(ReleaseElsewhere(ids=message.reservation_ids, components=message.components,
+                                                  now=self.clock.now_us(), reply=message.reply))
             return
+        answer = Released(released=True, count=len(closed))
         self._send(lambda write_id, settle: CloseHold(ids=[h.id for h in closed], reply=message.reply,
                                                       answer=answer, write_id=write_id, settle=settle),
                    _Pending(closed=closed))

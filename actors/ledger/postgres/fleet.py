@@ -54,8 +54,13 @@ _WAIT = ("a node of the fleet is replaying records it kept while the database wa
 _DENIED = ("budget {names} has no room left for this call across the fleet: other nodes spent or reserved it "
            "meanwhile; see `budget status`")
 
+#: Whether node `n` serves now: it holds its node lock in this database (advisory locks are per database).
+SERVING = ("EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+           "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+           f"AND l.classid::bigint = {NODE_LOCK_CLASS} "
+           "AND l.objid::bigint = (hashtext(n.node)::bigint & 4294967295))")
+
 assert ALL_TIME == -9223372036854775808
-assert NODE_LOCK_CLASS == 1112884295  # written out in budgetd_admit
 
 
 class Admission(msgspec.Struct):

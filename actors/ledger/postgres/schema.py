@@ -8,6 +8,7 @@ schema version) at a version this budgetd reads; one with other tables and none 
 
 import logging
 
+from actors.ledger.postgres.fleet import SERVING
 from actors.ledger.report_plan import SUMS
 from actors.ledger.sqlite.rollups import ROLLUP_DIMS
 
@@ -111,11 +112,7 @@ BEGIN
           LEFT JOIN fleet_held_sums hs ON hs.budget = u_budget[ix] AND hs.key = u_key[ix]
           LEFT JOIN fleet_limits l ON l.budget = u_budget[ix];
         IF away THEN  -- only a node that serves (holds its name's lock) replays: a dead one's spool waits for it
-            away := EXISTS (SELECT 1 FROM fleet_nodes n JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted
-                            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                            AND l.objsubid = 2 AND l.classid::bigint = 1112884295
-                            AND l.objid::bigint = (hashtext(n.node)::bigint & 4294967295)
-                            WHERE n.node <> me AND n.spooled > 0);
+            away := EXISTS (SELECT 1 FROM fleet_nodes n WHERE n.node <> me AND n.spooled > 0 AND """ + SERVING + """);
         END IF;
         refused := '{}'; admitted := '{}';
         FOR g IN 1 .. array_length(g_first, 1) LOOP
